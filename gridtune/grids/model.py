@@ -1,0 +1,221 @@
+"""`GridModel`: the arrays of one grid, in MATPOWER's layout and pandapower's internal bus order.
+
+Every solver (AC-OPF, DC-OPF, SOC / SDP relaxations), the scenario sampler and the feature builder
+read the grid through this one object, built once per grid from a pandapower net with
+`pandapower.converter.pypower.to_ppc`. Scenarios never copy or mutate the pandapower net: they
+carry per-bus loads and outage masks that solvers apply to these arrays.
+
+Units: powers in MW / Mvar (as MATPOWER), impedances in p.u. on `base_mva`, angles in degrees.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from typing import Any
+
+import numpy as np
+
+from gridtune.errors import CaseError
+
+# MATPOWER column indices (bus, gen, branch, gencost), as in pandapower.pypower.idx_*.
+from pandapower.pypower.idx_brch import (ANGMAX, ANGMIN, BR_B, BR_R, BR_STATUS, BR_X, F_BUS,
+                                         RATE_A, SHIFT, T_BUS, TAP)
+from pandapower.pypower.idx_bus import BS, BUS_TYPE, GS, PD, QD, VMAX, VMIN, BASE_KV
+from pandapower.pypower.idx_gen import GEN_BUS, GEN_STATUS, PMAX, PMIN, QMAX, QMIN, VG
+
+REF, PV, PQ = 3, 2, 1  # MATPOWER bus types
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GridModel:
+    """One grid's static data.
+
+    Attributes:
+        name: case name or file stem.
+        base_mva: system base power (MVA).
+        ppc: the MATPOWER-style case dict (bus, gen, branch, gencost, baseMVA) in internal bus
+            order (buses numbered 0..n-1). Treat as read-only; solvers copy what they change.
+        bus_ids: pandapower bus index of each internal bus, shape (n_bus,).
+    """
+
+    name: str
+    base_mva: float
+    ppc: dict[str, Any]
+    bus_ids: np.ndarray
+
+    # ---- sizes -------------------------------------------------------------------------------
+    @property
+    def n_bus(self) -> int:
+        return int(self.ppc["bus"].shape[0])
+
+    @property
+    def n_branch(self) -> int:
+        return int(self.ppc["branch"].shape[0])
+
+    @property
+    def n_gen(self) -> int:
+        return int(self.ppc["gen"].shape[0])
+
+    # ---- bus data ----------------------------------------------------------------------------
+    @property
+    def pd_mw(self) -> np.ndarray:
+        return self.ppc["bus"][:, PD].copy()
+
+    @property
+    def qd_mvar(self) -> np.ndarray:
+        return self.ppc["bus"][:, QD].copy()
+
+    @property
+    def gs_mw(self) -> np.ndarray:
+        return self.ppc["bus"][:, GS].copy()
+
+    @property
+    def bs_mvar(self) -> np.ndarray:
+        return self.ppc["bus"][:, BS].copy()
+
+    @property
+    def min_vm_pu(self) -> np.ndarray:
+        return self.ppc["bus"][:, VMIN].copy()
+
+    @property
+    def max_vm_pu(self) -> np.ndarray:
+        return self.ppc["bus"][:, VMAX].copy()
+
+    @property
+    def bus_type(self) -> np.ndarray:
+        return self.ppc["bus"][:, BUS_TYPE].astype(int)
+
+    @property
+    def base_kv(self) -> np.ndarray:
+        return self.ppc["bus"][:, BASE_KV].copy()
+
+    # ---- generators ----------------------------------------------------------------------------
+    @property
+    def gen_bus(self) -> np.ndarray:
+        return self.ppc["gen"][:, GEN_BUS].astype(int)
+
+    @property
+    def gen_in_service(self) -> np.ndarray:
+        return self.ppc["gen"][:, GEN_STATUS] > 0
+
+    @property
+    def min_p_mw(self) -> np.ndarray:
+        return self.ppc["gen"][:, PMIN].copy()
+
+    @property
+    def max_p_mw(self) -> np.ndarray:
+        return self.ppc["gen"][:, PMAX].copy()
+
+    @property
+    def min_q_mvar(self) -> np.ndarray:
+        return self.ppc["gen"][:, QMIN].copy()
+
+    @property
+    def max_q_mvar(self) -> np.ndarray:
+        return self.ppc["gen"][:, QMAX].copy()
+
+    @property
+    def vg_pu(self) -> np.ndarray:
+        return self.ppc["gen"][:, VG].copy()
+
+    def gen_cost(self) -> np.ndarray:
+        """Polynomial cost per generator as (c2, c1, c0) in $/MW^2h, $/MWh, $/h; shape (n_gen, 3).
+
+        Only MATPOWER model 2 (polynomial) with at most 3 coefficients is supported; piecewise
+        linear costs raise `CaseError`.
+        """
+        gc = self.ppc["gencost"][: self.n_gen]
+        if np.any(gc[:, 0] != 2):
+            raise CaseError(f"grid `{self.name}` has piecewise-linear generator costs; only "
+                            "polynomial costs (MATPOWER model 2) are supported")
+        out = np.zeros((self.n_gen, 3))
+        for g, row in enumerate(gc):
+            n = int(row[3])
+            coeffs = row[4: 4 + n]  # highest order first
+            if n > 3:
+                raise CaseError(f"grid `{self.name}` generator {g} has a cost polynomial of degree "
+                                f"`{n - 1}`; at most 2 (quadratic) is supported")
+            out[g, 3 - n:] = coeffs
+        return out
+
+    # ---- branches ------------------------------------------------------------------------------
+    @property
+    def f_bus(self) -> np.ndarray:
+        return self.ppc["branch"][:, F_BUS].real.astype(int)
+
+    @property
+    def t_bus(self) -> np.ndarray:
+        return self.ppc["branch"][:, T_BUS].real.astype(int)
+
+    @property
+    def r_pu(self) -> np.ndarray:
+        return self.ppc["branch"][:, BR_R].real.copy()
+
+    @property
+    def x_pu(self) -> np.ndarray:
+        return self.ppc["branch"][:, BR_X].real.copy()
+
+    @property
+    def b_pu(self) -> np.ndarray:
+        return self.ppc["branch"][:, BR_B].real.copy()
+
+    @property
+    def rate_a_mva(self) -> np.ndarray:
+        """Long-term rating; 0 means unlimited (MATPOWER convention)."""
+        return self.ppc["branch"][:, RATE_A].real.copy()
+
+    @property
+    def tap_ratio(self) -> np.ndarray:
+        tap = self.ppc["branch"][:, TAP].real.copy()
+        tap[tap == 0] = 1.0  # MATPOWER: 0 means a line (ratio 1)
+        return tap
+
+    @property
+    def shift_degree(self) -> np.ndarray:
+        return self.ppc["branch"][:, SHIFT].real.copy()
+
+    @property
+    def is_transformer(self) -> np.ndarray:
+        raw = self.ppc["branch"][:, TAP].real
+        return (raw != 0) & (raw != 1) | (self.ppc["branch"][:, SHIFT].real != 0)
+
+    @property
+    def branch_in_service(self) -> np.ndarray:
+        return self.ppc["branch"][:, BR_STATUS].real > 0
+
+    @property
+    def min_angle_degree(self) -> np.ndarray:
+        return self.ppc["branch"][:, ANGMIN].real.copy()
+
+    @property
+    def max_angle_degree(self) -> np.ndarray:
+        return self.ppc["branch"][:, ANGMAX].real.copy()
+
+    def with_ratings(self, rate_a_mva: np.ndarray) -> GridModel:
+        """A copy with new branch ratings (MVA; 0 = unlimited)."""
+        ppc = copy.deepcopy(self.ppc)
+        ppc["branch"][:, RATE_A] = rate_a_mva
+        return dataclasses.replace(self, ppc=ppc)
+
+
+def grid_from_net(net: Any, name: str) -> GridModel:
+    """Build a `GridModel` from a pandapower net (OPF mode: limits and costs included)."""
+    from pandapower.converter.pypower import to_ppc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ppc = to_ppc(net, init="flat", mode="opf", check_connectivity=False)
+        except Exception as exc:  # pandapower raises many types on malformed nets
+            raise CaseError(f"grid `{name}` cannot be converted for OPF: {exc}") from exc
+    keep = {k: ppc[k] for k in ("baseMVA", "bus", "gen", "branch", "gencost")}
+    for k in ("bus", "gen", "branch", "gencost"):
+        keep[k] = np.array(keep[k].real if np.iscomplexobj(keep[k]) else keep[k], dtype=float)
+    lookup = net._pd2ppc_lookups["bus"]
+    bus_ids = np.full(keep["bus"].shape[0], -1, dtype=np.int64)
+    for pp_bus in net.bus.index:
+        if pp_bus < len(lookup) and lookup[pp_bus] >= 0 and lookup[pp_bus] < len(bus_ids):
+            bus_ids[lookup[pp_bus]] = pp_bus
+    return GridModel(name=name, base_mva=float(keep["baseMVA"]), ppc=keep, bus_ids=bus_ids)

@@ -1,0 +1,121 @@
+"""Typed loading of TOML specs (recipes, constraints, studies).
+
+Specs are validated once, at the edge: a TOML table becomes a frozen dataclass; unknown keys,
+wrong types and bad values raise `SpecError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gridtune.errors import SpecError, choices_text
+
+T = TypeVar("T")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; a missing file or a syntax error raises `SpecError` with the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file `{path}` does not exist")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:  # message carries "(at line N, column M)"
+        raise SpecError(f"{path}: malformed TOML: {exc}") from exc
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(annotation)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        return all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def from_table(cls: type[T], table: dict[str, Any], *, where: str) -> T:
+    """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types.
+
+    Nested dataclass fields are built recursively from sub-tables. `where` names the file (and
+    table) for messages, e.g. ``"datasets/case14.toml [loads]"``.
+    """
+    if not isinstance(table, dict):
+        raise SpecError(f"{where}: expected a table, got `{table!r}`")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(table) - set(fields)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise SpecError(f"{where}: unknown key `{key}`; valid keys: {choices_text(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in table.items():
+        ann = hints[name]
+        if dataclasses.is_dataclass(ann):
+            kwargs[name] = from_table(ann, value, where=f"{where} [{name}]")
+            continue
+        if not _type_ok(value, ann):
+            raise SpecError(f"{where}: key `{name}` has bad value `{value!r}`; expected {_describe(ann)}")
+        if ann is float or (typing.get_origin(ann) in (typing.Union, types.UnionType) and float in typing.get_args(ann) and isinstance(value, int)):
+            value = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(value, list) and typing.get_origin(ann) is tuple:
+            value = tuple(value)
+        kwargs[name] = value
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SpecError(f"{where}: missing required key `{missing[0]}`")
+    try:
+        return cls(**kwargs)
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "one of " + choices_text([str(a) for a in typing.get_args(annotation)])
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "nothing"
+    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+
+
+def to_table(obj: Any) -> dict[str, Any]:
+    """Dataclass -> plain dict suitable for TOML / JSON (tuples become lists, None dropped)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_table(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        if v is not None:
+            out[f.name] = v
+    return out
