@@ -1,10 +1,23 @@
-"""Seeded scenario perturbations (loads, N-1 branch outages, generator outages, costs)."""
+"""Seeded scenario perturbations (loads, N-1 branch outages, generator outages, costs).
+
+Scenario `i` of a recipe depends only on `(recipe.seed, i)` and the calibrated topologies, never
+on build order or worker count: a resumed or extended build draws exactly the same scenarios.
+
+Loads: a global scale times per-load multiplicative noise; Q follows P at each load's power
+factor (both are multiplied by the same factor). Outages: one branch whose removal keeps the grid
+connected, or one generator that is not at the reference bus.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
+import networkx as nx
 import numpy as np
+
+from gridtune.grids.model import REF, GridModel
+
+UNLABELED_ID_OFFSET = 1_000_000_000  # unlabelled scenarios draw from a disjoint id range
 
 
 @dataclasses.dataclass
@@ -27,3 +40,106 @@ class Scenario:
     branch_out: tuple[int, ...] = ()
     gen_out: tuple[int, ...] = ()
     cost_scale: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """A topology scenarios are drawn on, with its calibrated critical load scale.
+
+    `critical_scale` is the uniform load scale where the AC-OPF stops being feasible (None when
+    the recipe gives a fixed range and no calibration ran).
+    """
+
+    branch_out: tuple[int, ...] = ()
+    gen_out: tuple[int, ...] = ()
+    critical_scale: float | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.branch_out:
+            return "branch"
+        return "gen" if self.gen_out else "base"
+
+
+def connectivity_safe_branches(grid: GridModel) -> list[int]:
+    """In-service branches whose single outage keeps every bus connected (not bridges)."""
+    g = nx.MultiGraph()
+    g.add_nodes_from(range(grid.n_bus))
+    on = np.flatnonzero(grid.branch_in_service)
+    for k in on:
+        g.add_edge(int(grid.f_bus[k]), int(grid.t_bus[k]), key=int(k))
+    bridges = {frozenset(e) for e in nx.bridges(nx.Graph(g))}
+    safe = []
+    for k in on:
+        f, t = int(grid.f_bus[k]), int(grid.t_bus[k])
+        # a bridge of the simple graph is still safe when a parallel branch remains
+        if frozenset((f, t)) in bridges and g.number_of_edges(f, t) < 2:
+            continue
+        safe.append(int(k))
+    return safe
+
+
+def outage_generators(grid: GridModel) -> list[int]:
+    """In-service generators with capacity that are not at the reference bus."""
+    ref = set(np.flatnonzero(grid.bus_type == REF))
+    return [int(g) for g in np.flatnonzero(grid.gen_in_service)
+            if int(grid.gen_bus[g]) not in ref and grid.max_p_mw[g] > 0]
+
+
+def candidate_topologies(grid: GridModel, *, seed: int, n_minus_1: float, gen_outages: float,
+                         candidates: int) -> list[Topology]:
+    """The base topology plus up to `candidates` seeded single-branch and single-generator outages."""
+    rng = np.random.default_rng([seed, 7])
+    out = [Topology()]
+    if n_minus_1 > 0:
+        safe = connectivity_safe_branches(grid)
+        pick = rng.permutation(safe)[:candidates]
+        out += [Topology(branch_out=(int(k),)) for k in sorted(pick)]
+    if gen_outages > 0:
+        gens = outage_generators(grid)
+        pick = rng.permutation(gens)[:candidates]
+        out += [Topology(gen_out=(int(g),)) for g in sorted(pick)]
+    return out
+
+
+def uniform_scenario(grid: GridModel, scale: float, topology: Topology = Topology(),
+                     scenario_id: int = -1) -> Scenario:
+    """The nominal loads times `scale` on `topology` (used for calibration and tests)."""
+    return Scenario(scenario_id=scenario_id, load_scale=float(scale), pd_mw=grid.pd_mw * scale,
+                    qd_mvar=grid.qd_mvar * scale, branch_out=topology.branch_out,
+                    gen_out=topology.gen_out)
+
+
+def sample_scenario(grid: GridModel, topologies: list[Topology], scenario_id: int, *, seed: int,
+                    n_minus_1: float, gen_outages: float, scale: str | tuple[float, float],
+                    band: float, load_noise: float, cost_noise: float) -> Scenario:
+    """Draw scenario `scenario_id`; see the module docstring for the model.
+
+    With `scale="auto"` the global scale is uniform on `critical * (1 -+ band)` of the drawn
+    topology, so both classes lie near that topology's own feasibility boundary.
+    """
+    rng = np.random.default_rng([seed, scenario_id])
+    by_kind: dict[str, list[Topology]] = {"base": [], "branch": [], "gen": []}
+    for t in topologies:
+        by_kind[t.kind].append(t)
+    u = rng.random()
+    if u < n_minus_1 and by_kind["branch"]:
+        topo = by_kind["branch"][rng.integers(len(by_kind["branch"]))]
+    elif u < n_minus_1 + gen_outages and by_kind["gen"]:
+        topo = by_kind["gen"][rng.integers(len(by_kind["gen"]))]
+    else:
+        topo = by_kind["base"][0]
+    if scale == "auto":
+        if topo.critical_scale is None:
+            raise ValueError("scale='auto' needs calibrated topologies")
+        low, high = topo.critical_scale * (1 - band), topo.critical_scale * (1 + band)
+    else:
+        low, high = scale  # type: ignore[misc]
+    s = float(rng.uniform(low, high))
+    factor = s * np.clip(1.0 + load_noise * rng.standard_normal(grid.n_bus), 0.0, None)
+    cost_scale = None
+    if cost_noise > 0:
+        cost_scale = np.clip(1.0 + cost_noise * rng.standard_normal(grid.n_gen), 0.05, None)
+    return Scenario(scenario_id=scenario_id, load_scale=s, pd_mw=grid.pd_mw * factor,
+                    qd_mvar=grid.qd_mvar * factor, branch_out=topo.branch_out,
+                    gen_out=topo.gen_out, cost_scale=cost_scale)

@@ -1,0 +1,186 @@
+"""Dataset recipes: TOML files that say which grid, how many scenarios and how to perturb them.
+
+Example (datasets/case14.toml):
+
+    case = "case14"          # default case name, or a path to a pandapower .json / MATPOWER .m
+    samples = 1000
+    seed = 0
+
+    [loads]
+    scale = "auto"           # or [low, high]: uniform global load scale
+    noise = 0.05             # std of the per-load multiplicative noise (Q follows P)
+    band = 0.08              # with "auto": sample within +-band around each topology's boundary
+
+    [topology]
+    n_minus_1 = 0.5          # share of scenarios with one branch out (grid stays connected)
+    gen_outages = 0.0        # share of scenarios with one generator out
+    candidates = 40          # distinct outages drawn (seeded); each is calibrated separately
+
+    [costs]
+    noise = 0.0              # relative std of per-generator cost multipliers
+
+    [limits]
+    rating_factor = 1.3      # re-rate: each branch gets F x its flow at the nominal AC-OPF ...
+    min_rating_mva = 5.0     # ... but never less than this floor
+
+    [labels]
+    solutions = true         # full AC-OPF for feasible scenarios (regression targets); false:
+                             # a point recovered from the relaxation is enough (labels only)
+    dc = true                # also solve the DC-OPF (baseline for OPF predictions)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from gridtune.errors import SpecError
+from gridtune.specs import from_table, read_toml, to_table
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadSpec:
+    scale: str | tuple[float, float] = "auto"
+    noise: float = 0.05
+    band: float = 0.08
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scale, str):
+            if self.scale != "auto":
+                raise SpecError(f"key `scale` has bad value `{self.scale!r}`; expected \"auto\" or [low, high]")
+        else:
+            low, high = self.scale
+            if not 0 < low < high:
+                raise SpecError(f"key `scale` range `{list(self.scale)}` must satisfy 0 < low < high")
+        if not 0 <= self.noise < 0.5:
+            raise SpecError(f"key `noise` = `{self.noise}` must lie in [0, 0.5)")
+        if not 0 < self.band < 0.5:
+            raise SpecError(f"key `band` = `{self.band}` must lie in (0, 0.5)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TopologySpec:
+    n_minus_1: float = 0.5
+    gen_outages: float = 0.0
+    candidates: int = 40
+
+    def __post_init__(self) -> None:
+        for key in ("n_minus_1", "gen_outages"):
+            v = getattr(self, key)
+            if not 0 <= v <= 1:
+                raise SpecError(f"key `{key}` = `{v}` must be a share in [0, 1]")
+        if self.n_minus_1 + self.gen_outages > 1:
+            raise SpecError(f"`n_minus_1` + `gen_outages` = `{self.n_minus_1 + self.gen_outages}` must not exceed 1")
+        if self.candidates < 1:
+            raise SpecError(f"key `candidates` = `{self.candidates}` must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class CostSpec:
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.noise < 1:
+            raise SpecError(f"key `noise` = `{self.noise}` must lie in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitSpec:
+    rating_factor: float | None = None
+    min_rating_mva: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.rating_factor is not None and self.rating_factor <= 1.0:
+            raise SpecError(f"key `rating_factor` = `{self.rating_factor}` must be above 1 (the "
+                            "nominal OPF must stay feasible)")
+        if self.min_rating_mva < 0:
+            raise SpecError(f"key `min_rating_mva` = `{self.min_rating_mva}` must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpec:
+    solutions: bool = True
+    dc: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A dataset recipe (see module docstring). `source` is the file it came from, if any."""
+
+    case: str
+    samples: int = 1000
+    seed: int = 0
+    loads: LoadSpec = LoadSpec()
+    topology: TopologySpec = TopologySpec()
+    costs: CostSpec = CostSpec()
+    limits: LimitSpec = LimitSpec()
+    labels: LabelSpec = LabelSpec()
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise SpecError(f"key `samples` = `{self.samples}` must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = to_table(self)
+        d.pop("source", None)
+        return d
+
+    def cache_key(self) -> str:
+        """Hash of everything that decides the scenarios and their labels except `samples`.
+
+        Scenario i depends only on (recipe, i), so a dataset built with more samples extends
+        one built with fewer: they share a cache entry.
+        """
+        d = self.to_dict()
+        d.pop("samples")
+        case_path = Path(self.case)
+        if case_path.suffix in (".json", ".m") and case_path.is_file():
+            d["case_file_sha256"] = hashlib.sha256(case_path.read_bytes()).hexdigest()
+            d["case"] = case_path.name
+        blob = json.dumps(d, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_recipe(path: str | Path, *, samples: int | None = None) -> Recipe:
+    """Read and validate a recipe file; `samples` overrides the file's value."""
+    table = read_toml(path)
+    table.pop("source", None)
+    recipe = from_table(Recipe, table, where=str(path))
+    case = recipe.case
+    if Path(case).suffix in (".json", ".m") and not Path(case).is_absolute():
+        # a grid file is relative to the recipe that names it
+        candidate = Path(path).parent / case
+        if candidate.is_file():
+            case = str(candidate)
+    recipe = dataclasses.replace(recipe, case=case, source=str(path))
+    if samples is not None:
+        if samples < 1:
+            raise SpecError(f"--samples must be at least 1, got `{samples}`")
+        recipe = dataclasses.replace(recipe, samples=samples)
+    return recipe
+
+
+def recipe_for(case_or_recipe: str | Path, *, samples: int | None = None) -> Recipe:
+    """A recipe from a recipe file, or the shipped recipe of a default case name."""
+    p = Path(case_or_recipe)
+    if p.suffix == ".toml":
+        return load_recipe(p, samples=samples)
+    shipped = shipped_recipe_path(str(case_or_recipe))
+    if shipped is not None:
+        return load_recipe(shipped, samples=samples)
+    recipe = Recipe(case=str(case_or_recipe))
+    return dataclasses.replace(recipe, samples=samples) if samples else recipe
+
+
+def shipped_recipe_path(case: str) -> Path | None:
+    """The recipe shipped for a default case (datasets/<case>.toml), if it exists."""
+    for root in (Path(__file__).resolve().parents[2] / "datasets",
+                 Path(__file__).resolve().parents[1] / "resources" / "datasets"):
+        p = root / f"{case}.toml"
+        if p.is_file():
+            return p
+    return None
