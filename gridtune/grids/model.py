@@ -219,3 +219,35 @@ def grid_from_net(net: Any, name: str) -> GridModel:
         if pp_bus < len(lookup) and lookup[pp_bus] >= 0 and lookup[pp_bus] < len(bus_ids):
             bus_ids[lookup[pp_bus]] = pp_bus
     return GridModel(name=name, base_mva=float(keep["baseMVA"]), ppc=keep, bus_ids=bus_ids)
+
+
+def grid_hash(grid: GridModel) -> str:
+    """Content hash of a grid's arrays (name excluded): equal grids give equal hashes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(repr(grid.base_mva).encode())
+    for key in ("bus", "gen", "branch", "gencost"):
+        arr = np.ascontiguousarray(np.round(np.asarray(grid.ppc[key], dtype=float), 10))
+        h.update(key.encode())
+        h.update(str(arr.shape).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:16]
+
+
+def grid_to_dict(grid: GridModel) -> dict[str, Any]:
+    """JSON-ready form of a grid (stored inside each dataset so it is self-contained)."""
+    return {
+        "name": grid.name,
+        "base_mva": grid.base_mva,
+        "bus_ids": grid.bus_ids.tolist(),
+        **{k: np.asarray(grid.ppc[k], dtype=float).tolist() for k in ("bus", "gen", "branch", "gencost")},
+    }
+
+
+def grid_from_dict(d: dict[str, Any]) -> GridModel:
+    ppc = {"baseMVA": d["base_mva"]}
+    for k in ("bus", "gen", "branch", "gencost"):
+        ppc[k] = np.array(d[k], dtype=float)
+    return GridModel(name=d["name"], base_mva=float(d["base_mva"]), ppc=ppc,
+                     bus_ids=np.array(d["bus_ids"], dtype=np.int64))

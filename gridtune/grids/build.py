@@ -1,0 +1,265 @@
+"""Build, resume and extend a dataset directory from a recipe.
+
+recipe -> grid (repaired, re-rated) -> calibrated topologies -> seeded scenarios -> labels ->
+part files -> scenarios.parquet + manifest.json. Finished scenarios are written as they arrive,
+so an interrupted build loses at most the scenarios in flight; a rerun does only the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gridtune import __version__
+from gridtune.errors import DataError
+from gridtune.grids import storage
+from gridtune.grids.features import SCHEMA_VERSION
+from gridtune.grids.labels import Label
+from gridtune.grids.model import GridModel, grid_from_dict, grid_hash, grid_to_dict
+from gridtune.grids.recipe import Recipe
+from gridtune.grids.scenarios import Topology, candidate_topologies, sample_scenario, uniform_scenario
+
+CHUNK_SCENARIOS = 4        # scenarios per task: amortises task overhead, keeps resume granular
+FLUSH_EVERY_S = 5.0        # write finished rows at least this often
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("GRIDTUNE_CACHE", Path.home() / ".cache" / "gridtune"))
+
+
+def default_directory(recipe: Recipe) -> Path:
+    from gridtune.grids.cases import grid_name
+
+    return cache_root() / "datasets" / f"{grid_name(recipe.case)}-{recipe.cache_key()}"
+
+
+# ---- grid preparation ------------------------------------------------------------------------
+
+def rerate(grid: GridModel, rating_factor: float, min_rating_mva: float) -> tuple[GridModel, dict[str, Any]]:
+    """Give each branch `rating_factor` x its flow at the nominal AC-OPF, at least `min_rating_mva`.
+
+    Stock case14 and case118 carry no real thermal limits (no branch above 5% of its rating at
+    the nominal OPF), so feasibility there hardly depends on topology. Rating every branch at a
+    fixed margin over its nominal flow makes outages matter, as they do on a real grid.
+    """
+    from gridtune.grids.labeller import Labeller
+
+    nominal = Labeller(grid, solutions=True, dc=False).label(uniform_scenario(grid, 1.0))
+    if nominal.status != "feasible" or nominal.branch_flow_mva is None:
+        raise DataError(f"grid `{grid.name}`: cannot re-rate branches, the nominal AC-OPF is "
+                        f"`{nominal.status}` ({nominal.reason or nominal.certificate})")
+    rate = np.maximum(rating_factor * nominal.branch_flow_mva, min_rating_mva)
+    info = {"rating_factor": rating_factor, "min_rating_mva": min_rating_mva,
+            "rule": "rate_a_mva = max(rating_factor * |S| at nominal AC-OPF, min_rating_mva)",
+            "nominal_objective": nominal.objective,
+            "max_stock_loading_percent": float(np.nanmax(nominal.loading_percent))
+            if nominal.loading_percent is not None else None}
+    return grid.with_ratings(rate), info
+
+
+def prepare_grid(recipe: Recipe, directory: Path) -> tuple[GridModel, dict[str, Any]]:
+    """The grid as labelled: loaded from the dataset dir on resume, else built and saved there."""
+    path = directory / "grid.json"
+    if path.is_file():
+        import json
+
+        saved = json.loads(path.read_text())
+        return grid_from_dict(saved["grid"]), saved["rating"]
+    from gridtune.grids.cases import load_grid
+
+    grid = load_grid(recipe.case)
+    rating: dict[str, Any] = {"rerated": False}
+    if recipe.limits.rating_factor is not None:
+        grid, info = rerate(grid, recipe.limits.rating_factor, recipe.limits.min_rating_mva)
+        rating = {"rerated": True, **info}
+    storage.write_json(path, {"grid": grid_to_dict(grid), "rating": rating, "grid_hash": grid_hash(grid)})
+    return grid, rating
+
+
+def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, workers: int | None,
+                       backend: str) -> tuple[list[Topology], dict[str, Any]]:
+    """Candidate topologies, calibrated when the load scale is "auto" (cached in the directory)."""
+    import json
+
+    path = directory / "calibration.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        topos = [Topology(tuple(t["branch_out"]), tuple(t["gen_out"]), t["critical_scale"])
+                 for t in saved["topologies"]]
+        return topos, saved["summary"]
+    topo = recipe.topology
+    cands = candidate_topologies(grid, seed=recipe.seed, n_minus_1=topo.n_minus_1,
+                                 gen_outages=topo.gen_outages, candidates=topo.candidates)
+    rejected: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {"candidates": len(cands), "calibrated": recipe.loads.scale == "auto"}
+    if recipe.loads.scale == "auto":
+        from gridtune.grids.calibration import calibrate
+
+        start = time.perf_counter()
+        results = calibrate(grid, cands, workers=workers, backend=backend)
+        if results[0].topology is None:
+            raise DataError(f"grid `{grid.name}`: the base topology is not AC-feasible even at "
+                            f"load scale 0.3 ({results[0].rejected_reason}); check the grid data")
+        topos = []
+        for cand, res in zip(cands, results):
+            if res.topology is None:
+                rejected.append({"branch_out": list(cand.branch_out), "gen_out": list(cand.gen_out),
+                                 "reason": res.rejected_reason})
+            else:
+                topos.append(res.topology)
+        crit = [t.critical_scale for t in topos]
+        summary.update(kept=len(topos), rejected=rejected, critical_scale_min=min(crit),
+                       critical_scale_max=max(crit), base_critical_scale=topos[0].critical_scale,
+                       solves=sum(r.solves for r in results), time_s=time.perf_counter() - start)
+    else:
+        topos = cands
+        summary.update(kept=len(topos), rejected=[])
+    storage.write_json(path, {"topologies": [dataclasses.asdict(t) for t in topos], "summary": summary})
+    return topos, summary
+
+
+# ---- labelling tasks (run in worker processes) -------------------------------------------------
+
+_LABELLER_CACHE: dict[tuple[str, bool, bool], Any] = {}
+
+
+def _labeller(grid: GridModel, solutions: bool, dc: bool) -> Any:
+    from gridtune.grids.labeller import Labeller
+
+    key = (grid_hash(grid), solutions, dc)
+    if key not in _LABELLER_CACHE:
+        _LABELLER_CACHE.clear()
+        _LABELLER_CACHE[key] = Labeller(grid, solutions=solutions, dc=dc)
+    return _LABELLER_CACHE[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chunk:
+    grid: GridModel
+    topologies: tuple[Topology, ...]
+    recipe: Recipe
+    ids: tuple[int, ...]
+
+
+def draw(recipe: Recipe, grid: GridModel, topologies: list[Topology] | tuple[Topology, ...],
+         scenario_id: int):
+    """Scenario `scenario_id` of `recipe` (a pure function of its arguments)."""
+    return sample_scenario(
+        grid, list(topologies), scenario_id, seed=recipe.seed,
+        n_minus_1=recipe.topology.n_minus_1, gen_outages=recipe.topology.gen_outages,
+        scale=recipe.loads.scale, band=recipe.loads.band, load_noise=recipe.loads.noise,
+        cost_noise=recipe.costs.noise)
+
+
+def _label_chunk(chunk: _Chunk) -> list[dict[str, Any]]:
+    labeller = _labeller(chunk.grid, chunk.recipe.labels.solutions, chunk.recipe.labels.dc)
+    rows = []
+    for sid in chunk.ids:
+        scenario = draw(chunk.recipe, chunk.grid, chunk.topologies, sid)
+        start = time.perf_counter()
+        try:
+            label = labeller.label(scenario)
+        except Exception as exc:  # the labeller should not raise; if it does, record, go on
+            label = Label(status="error", certificate="crash", reason=f"{type(exc).__name__}: {exc}",
+                          solve_time_s=time.perf_counter() - start)
+        rows.append(storage.scenario_row(scenario, label))
+    return rows
+
+
+# ---- the build -------------------------------------------------------------------------------
+
+def claim_directory(recipe: Recipe, directory: Path) -> None:
+    """Make `directory` this recipe's, or refuse when it holds something else."""
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "recipe.json"
+    key = recipe.cache_key()
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("cache_key") != key:
+            raise DataError(f"output directory `{directory}` holds a different recipe's data "
+                            f"(`{saved.get('recipe', {}).get('case')}`, key `{saved.get('cache_key')}`, "
+                            f"this recipe's key is `{key}`); choose another --out or remove it")
+        return
+    if any(p for p in directory.iterdir() if not p.name.startswith(".")):
+        raise DataError(f"output directory `{directory}` is not empty and is not a gridtune "
+                        "dataset; choose an empty or new directory")
+    storage.write_json(path, {"cache_key": key, "recipe": recipe.to_dict(), "source": recipe.source})
+
+
+def build_dataset(recipe: Recipe, out_dir: Path | None = None, *, workers: int | None = None,
+                  backend: str = "local", progress: bool = True) -> Path:
+    """Build (or resume, or extend) the dataset of `recipe`; returns its directory."""
+    from gridtune.parallel import check_backend, check_workers, run_tasks
+
+    check_backend(backend)
+    workers = check_workers(workers)
+    directory = Path(out_dir) if out_dir is not None else default_directory(recipe)
+    claim_directory(recipe, directory)
+    grid, rating = prepare_grid(recipe, directory)
+    topologies, calib = prepare_topologies(recipe, grid, directory, workers=workers, backend=backend)
+    done = set(storage.read_rows(directory)["scenario_id"].astype(int).tolist())
+    todo = [i for i in range(recipe.samples) if i not in done]
+    chunks = [_Chunk(grid, tuple(topologies), recipe, tuple(todo[i:i + CHUNK_SCENARIOS]))
+              for i in range(0, len(todo), CHUNK_SCENARIOS)]
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=recipe.samples, initial=recipe.samples - len(todo), unit="scenario",
+                   desc=f"labelling {grid.name}", dynamic_ncols=True)
+    pending: list[dict[str, Any]] = []
+    last_flush = time.monotonic()
+    try:
+        for _, rows in run_tasks(_label_chunk, chunks, workers=workers, backend=backend):
+            pending += rows
+            if bar is not None:
+                bar.update(len(rows))
+            if time.monotonic() - last_flush > FLUSH_EVERY_S:
+                storage.write_part(directory, pending)
+                pending, last_flush = [], time.monotonic()
+    finally:
+        if pending:
+            storage.write_part(directory, pending)
+        if bar is not None:
+            bar.close()
+    finalize(directory, recipe, grid, rating, calib)
+    return directory
+
+
+def finalize(directory: Path, recipe: Recipe, grid: GridModel, rating: dict[str, Any],
+             calib: dict[str, Any]) -> dict[str, Any]:
+    """Consolidate part files into scenarios.parquet and write manifest.json."""
+    import shutil
+
+    from gridtune.grids.summary import summarize
+
+    df = storage.read_rows(directory)
+    tmp = directory / "scenarios.parquet.tmp"
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, directory / "scenarios.parquet")
+    if (directory / "parts").is_dir():
+        shutil.rmtree(directory / "parts")
+    manifest = {
+        "gridtune_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "recipe": recipe.to_dict(),
+        "recipe_source": recipe.source,
+        "cache_key": recipe.cache_key(),
+        "content_hash": storage.content_hash(df),
+        "grid": {"name": grid.name, "hash": grid_hash(grid), "buses": grid.n_bus,
+                 "branches": grid.n_branch, "generators": grid.n_gen},
+        "ratings": rating,
+        "calibration": calib,
+        **summarize(df, grid),
+    }
+    storage.write_json(directory / "manifest.json", manifest)
+    return manifest

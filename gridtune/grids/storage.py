@@ -1,0 +1,156 @@
+"""On-disk layout of a dataset directory, and the scenario rows stored in it.
+
+    manifest.json       recipe, hashes, schema version, counts per status, figures
+    recipe.json         the resolved recipe and its cache key (written first: claims the folder)
+    grid.json           the grid as labelled (after repairs and re-rating): self-contained
+    calibration.json    topologies with their critical load scales (and rejected ones, with why)
+    parts/part-*.parquet  rows as they finish (a resumed build keeps them)
+    scenarios.parquet   all rows, one per scenario, sorted by `scenario_id`
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gridtune.grids.labels import Label
+from gridtune.grids.scenarios import Scenario
+
+LIST_COLUMNS = ("pd_mw", "qd_mvar", "outages", "gen_outages", "cost_scale", "pg_mw", "qg_mvar",
+                "vm_pu", "va_degree", "loading_percent", "branch_flow_mva", "dc_pg_mw", "dc_va_degree")
+
+# Columns that define a dataset's content (solve times vary run to run and are left out).
+CONTENT_COLUMNS = ("scenario_id", "status", "certificate", "load_scale", "pd_mw", "qd_mvar",
+                   "outages", "gen_outages", "cost_scale", "objective", "pg_mw", "vm_pu",
+                   "dc_objective")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write: a crash never leaves a half-written file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _arr(a: np.ndarray | None) -> list[float] | None:
+    return None if a is None else np.asarray(a, dtype=float).tolist()
+
+
+def scenario_row(scenario: Scenario, label: Label) -> dict[str, Any]:
+    """One parquet row for a labelled scenario."""
+    return {
+        "scenario_id": int(scenario.scenario_id),
+        "status": label.status,
+        "certificate": label.certificate,
+        "load_scale": float(scenario.load_scale),
+        "pd_mw": _arr(scenario.pd_mw),
+        "qd_mvar": _arr(scenario.qd_mvar),
+        "outages": [int(k) for k in scenario.branch_out],
+        "gen_outages": [int(g) for g in scenario.gen_out],
+        "cost_scale": _arr(scenario.cost_scale),
+        "objective": label.objective,
+        "relaxation_objective": label.relaxation_objective,
+        "pg_mw": _arr(label.pg_mw),
+        "qg_mvar": _arr(label.qg_mvar),
+        "vm_pu": _arr(label.vm_pu),
+        "va_degree": _arr(label.va_degree),
+        "loading_percent": _arr(label.loading_percent),
+        "branch_flow_mva": _arr(label.branch_flow_mva),
+        "dc_status": label.dc_status,
+        "dc_objective": label.dc_objective,
+        "dc_pg_mw": _arr(label.dc_pg_mw),
+        "dc_va_degree": _arr(label.dc_va_degree),
+        "solve_time_s": float(label.solve_time_s),
+        "reason": label.reason,
+    }
+
+
+def row_to_scenario(row: Any) -> Scenario:
+    cs = row["cost_scale"]
+    return Scenario(scenario_id=int(row["scenario_id"]), load_scale=float(row["load_scale"]),
+                    pd_mw=np.asarray(row["pd_mw"], dtype=float),
+                    qd_mvar=np.asarray(row["qd_mvar"], dtype=float),
+                    branch_out=tuple(int(k) for k in row["outages"]),
+                    gen_out=tuple(int(g) for g in row["gen_outages"]),
+                    cost_scale=None if cs is None else np.asarray(cs, dtype=float))
+
+
+def row_to_label(row: Any) -> Label:
+    def arr(key: str) -> np.ndarray | None:
+        v = row[key]
+        return None if v is None else np.asarray(v, dtype=float)
+
+    def num(key: str) -> float | None:
+        v = row[key]
+        return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+
+    return Label(status=row["status"], certificate=row["certificate"], objective=num("objective"),
+                 pg_mw=arr("pg_mw"), qg_mvar=arr("qg_mvar"), vm_pu=arr("vm_pu"),
+                 va_degree=arr("va_degree"), loading_percent=arr("loading_percent"),
+                 branch_flow_mva=arr("branch_flow_mva"),
+                 relaxation_objective=num("relaxation_objective"), dc_status=row["dc_status"],
+                 dc_objective=num("dc_objective"), dc_pg_mw=arr("dc_pg_mw"),
+                 dc_va_degree=arr("dc_va_degree"), solve_time_s=float(row["solve_time_s"]),
+                 reason=row["reason"])
+
+
+def write_part(directory: Path, rows: list[dict[str, Any]]) -> Path:
+    """Persist finished rows as a new part file (atomic rename)."""
+    parts = directory / "parts"
+    parts.mkdir(exist_ok=True)
+    n = len(list(parts.glob("part-*.parquet")))
+    path = parts / f"part-{n:06d}.parquet"
+    while path.exists():
+        n += 1
+        path = parts / f"part-{n:06d}.parquet"
+    tmp = path.with_suffix(".tmp")
+    pd.DataFrame(rows).to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def read_rows(directory: Path) -> pd.DataFrame:
+    """All rows of a dataset: scenarios.parquet plus any part files, de-duplicated by id."""
+    frames = []
+    main = directory / "scenarios.parquet"
+    if main.is_file():
+        frames.append(pd.read_parquet(main))
+    for p in sorted((directory / "parts").glob("part-*.parquet")) if (directory / "parts").is_dir() else []:
+        frames.append(pd.read_parquet(p))
+    if not frames:
+        return pd.DataFrame(columns=["scenario_id"])
+    df = pd.concat(frames, ignore_index=True)
+    df = df.drop_duplicates("scenario_id", keep="first").sort_values("scenario_id")
+    return df.reset_index(drop=True)
+
+
+def content_hash(df: pd.DataFrame) -> str:
+    """Hash of the label-defining columns (floats rounded to 6 significant digits)."""
+    h = hashlib.sha256()
+    for _, row in df.sort_values("scenario_id").iterrows():
+        for col in CONTENT_COLUMNS:
+            v = row[col]
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                h.update(b"-")
+            elif isinstance(v, (list, np.ndarray)):
+                h.update(np.array2string(np.asarray(v, dtype=float), precision=6,
+                                         floatmode="maxprec", threshold=10**9).encode())
+            elif isinstance(v, float):
+                h.update(f"{v:.6g}".encode())
+            else:
+                h.update(str(v).encode())
+    return h.hexdigest()[:16]
