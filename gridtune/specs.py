@@ -81,10 +81,7 @@ def from_table(cls: type[T], table: dict[str, Any], *, where: str) -> T:
             continue
         if not _type_ok(value, ann):
             raise SpecError(f"{where}: key `{name}` has bad value `{value!r}`; expected {_describe(ann)}")
-        if ann is float or (typing.get_origin(ann) in (typing.Union, types.UnionType) and float in typing.get_args(ann) and isinstance(value, int)):
-            value = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        if isinstance(value, list) and typing.get_origin(ann) is tuple:
-            value = tuple(value)
+        value = _coerce(value, ann)
         kwargs[name] = value
     missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
@@ -94,6 +91,27 @@ def from_table(cls: type[T], table: dict[str, Any], *, where: str) -> T:
         return cls(**kwargs)
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    """ints where floats are expected become floats; lists where tuples are expected, tuples."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is not type(None) and _type_ok(value, arg):
+                return _coerce(value, arg)
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        args = typing.get_args(annotation)
+        if args and args[-1] is not Ellipsis:
+            return tuple(_coerce(v, a) for v, a in zip(value, args))
+        return tuple(_coerce(v, args[0] if args else Any) for v in value)
+    if origin is list and isinstance(value, list):
+        args = typing.get_args(annotation)
+        return [_coerce(v, args[0] if args else Any) for v in value]
+    return value
 
 
 def _describe(annotation: Any) -> str:

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny real grids and an isolated cache directory."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never touch the user's cache from tests."""
+    monkeypatch.setenv("GRIDTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "gridtune-cache"))
+
+
+@pytest.fixture(scope="session")
+def case14_grid():
+    import pandapower.networks as pn
+
+    from gridtune.grids.model import grid_from_net
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return grid_from_net(pn.case14(), "case14")
+
+
+@pytest.fixture(scope="session")
+def case9_grid():
+    import pandapower.networks as pn
+
+    from gridtune.grids.model import grid_from_net
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return grid_from_net(pn.case9(), "case9")

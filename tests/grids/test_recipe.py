@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+
+from gridtune.errors import SpecError
+from gridtune.grids.recipe import load_recipe, recipe_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, text):
+    p = tmp_path / "r.toml"
+    p.write_text(text)
+    return p
+
+
+def test_every_shipped_recipe_loads():
+    names = sorted(p.stem for p in (ROOT / "datasets").glob("*.toml"))
+    assert names == sorted(["case9", "case14", "case24_ieee_rts", "case30", "case39", "case57",
+                            "case118", "case300"])
+    for name in names:
+        r = recipe_for(name)
+        assert r.case == name and r.loads.scale == "auto"
+
+
+def test_samples_override_keeps_cache_key(tmp_path):
+    p = write(tmp_path, 'case = "case9"\nsamples = 100\n[loads]\nscale = [0.8, 1.2]\n')
+    a, b = load_recipe(p), load_recipe(p, samples=7)
+    assert b.samples == 7 and a.cache_key() == b.cache_key()
+    c = load_recipe(write(tmp_path, 'case = "case9"\nsamples = 100\nseed = 1\n[loads]\nscale = [0.8, 1.2]\n'))
+    assert c.cache_key() != a.cache_key()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('case = "case9"\nsampels = 3\n', r"r.toml: unknown key `sampels`; valid keys: .*`samples`"),
+    ('case = "case9"\n[loads]\nscale = [1.5, 0.5]\n', r"range `\[1.5, 0.5\]` must satisfy 0 < low < high"),
+    ('case = "case9"\n[loads]\nscale = "big"\n', r"expected \"auto\" or \[low, high\]"),
+    ('case = "case9"\n[topology]\nn_minus_1 = 1.5\n', r"`n_minus_1` = `1.5` must be a share in \[0, 1\]"),
+    ('case = "case9"\n[limits]\nrating_factor = 0.9\n', r"`rating_factor` = `0.9` must be above 1"),
+    ('case = "case9"\n[loads]\nwhat = 1\n', r"r.toml \[loads\]: unknown key `what`"),
+    ('samples = 3\n', r"missing required key `case`"),
+])
+def test_recipe_errors_name_file_and_key(tmp_path, text, message):
+    with pytest.raises(SpecError, match=message):
+        load_recipe(write(tmp_path, text))
+
+
+def test_negative_samples_override(tmp_path):
+    p = write(tmp_path, 'case = "case9"\n')
+    with pytest.raises(SpecError, match=r"--samples must be at least 1, got `0`"):
+        load_recipe(p, samples=0)
