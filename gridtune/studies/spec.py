@@ -1,0 +1,274 @@
+"""Study specs: a TOML file naming sources, targets, strategies, label budgets, seeds, constraints.
+
+Example (examples/studies/quickstart.toml):
+
+    name = "quickstart"
+    task = "feasibility"            # feasibility | opf | cost
+    sources = ["case14"]            # default case names, or recipe .toml paths (relative to this file)
+    targets = ["case30"]
+    strategies = ["full", "linear_probe"]
+    labels = [25, 100]              # target label budgets
+    seeds = [0]
+    unlabeled = 0                   # unlabelled target scenarios for domain adaptation
+    constraints = []                # constraint spec .toml paths; each adds constrained cells
+    formulations = ["lagrangian"]   # used by every constrained cell
+    pairs = "cross"                 # cross: skip source == target; all: keep them
+
+    [data]
+    samples = 200                   # scenarios per dataset (overrides each recipe)
+    [data.overrides]                # applied to every recipe, validated like a recipe
+    topology = { candidates = 8 }
+
+    [pretrain]
+    epochs = 40
+    model = "gine"
+
+Everything is validated by `load_study` before any work starts; errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from gridtune.errors import SpecError, choices_text
+from gridtune.specs import from_table, read_toml, to_table
+
+TASKS = ("feasibility", "opf", "cost")
+PAIRS = ("cross", "all")
+# Headline metric per task and whether higher is better; a spec may name another metric.
+HEADLINE: dict[str, tuple[str, bool]] = {
+    "feasibility": ("auroc", True),
+    "opf": ("mae", False),
+    "cost": ("mape", False),
+}
+LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "mape", "ece", "brier", "nll")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """How the study's datasets are built.
+
+    Args:
+        samples: scenarios per dataset; overrides each recipe (default: the recipe's own).
+        overrides: a partial recipe applied to every source and target recipe, e.g.
+            ``{"topology": {"candidates": 8}}`` (default: none).
+    """
+
+    samples: int | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.samples is not None and self.samples < 2:
+            raise SpecError(f"key `samples` = `{self.samples}` must be at least 2")
+        for key in ("case", "samples", "source"):
+            if key in self.overrides:
+                raise SpecError(f"key `overrides.{key}` cannot be overridden for every dataset; "
+                                "use `samples` or list the recipe in sources / targets")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainSpec:
+    """Pre-training on each source (once per source, shared by all its cells).
+
+    Args:
+        epochs: training epochs (default: 60).
+        model: encoder architecture (default: ``"gine"``).
+        seed: pre-training seed (default: 0).
+        samples: source scenarios used (default: all of the source dataset).
+    """
+
+    epochs: int = 60
+    model: str = "gine"
+    seed: int = 0
+    samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise SpecError(f"key `epochs` = `{self.epochs}` must be at least 1")
+        if self.samples is not None and self.samples < 2:
+            raise SpecError(f"key `samples` = `{self.samples}` must be at least 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """A study: every (source, target, strategy, labels, seed, constraint, formulation) cell.
+
+    See the module docstring for the file format. `base_dir` is the directory of the spec file;
+    relative recipe and constraint paths are resolved against it.
+    """
+
+    name: str
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+    strategies: tuple[str, ...]
+    labels: tuple[int, ...]
+    task: Literal["feasibility", "opf", "cost"] = "feasibility"
+    seeds: tuple[int, ...] = (0,)
+    unlabeled: int = 0
+    constraints: tuple[str, ...] = ()
+    formulations: tuple[str, ...] = ("lagrangian",)
+    unconstrained: bool = True
+    pairs: Literal["cross", "all"] = "cross"
+    metric: str | None = None
+    data: DataSpec = DataSpec()
+    pretrain: PretrainSpec = PretrainSpec()
+    base_dir: str = "."
+
+    def __post_init__(self) -> None:
+        if not self.name.strip() or any(c in self.name for c in "/\\"):
+            raise SpecError(f"key `name` = `{self.name}` must be a non-empty name without slashes")
+        for key in ("sources", "targets", "strategies", "labels", "seeds"):
+            values = getattr(self, key)
+            if not values:
+                raise SpecError(f"key `{key}` is empty; list at least one")
+            if len(set(values)) != len(values):
+                dup = next(v for v in values if list(values).count(v) > 1)
+                raise SpecError(f"key `{key}` lists `{dup}` twice")
+        bad = [n for n in self.labels if n < 2]
+        if bad:
+            raise SpecError(f"key `labels` has budget `{bad[0]}`; every budget must be at least 2")
+        if self.unlabeled < 0:
+            raise SpecError(f"key `unlabeled` = `{self.unlabeled}` must be >= 0")
+        if self.constraints and not self.formulations:
+            raise SpecError("key `formulations` is empty but `constraints` are listed")
+        if not self.constraints and not self.unconstrained:
+            raise SpecError("key `unconstrained` = `false` with no `constraints` leaves no cells")
+        if self.data.samples is not None and max(self.labels) >= self.data.samples:
+            raise SpecError(f"key `labels` budget `{max(self.labels)}` must be below "
+                            f"`data.samples` = `{self.data.samples}` (test scenarios are held out)")
+        names = [grid_label(s) for s in self.sources + self.targets]
+        for ref in set(self.sources + self.targets):
+            clash = [r for r in set(self.sources + self.targets)
+                     if r != ref and grid_label(r) == grid_label(ref)]
+            if clash:
+                raise SpecError(f"grids `{ref}` and `{clash[0]}` share the name "
+                                f"`{grid_label(ref)}`; rename one recipe file")
+        if self.pairs == "cross" and all(s == t for s in self.sources for t in self.targets):
+            raise SpecError(f"with `pairs = \"cross\"` the only pair `{names[0]}` -> `{names[0]}` "
+                            "is skipped; add another target or set `pairs = \"all\"`")
+
+    # ---- derived --------------------------------------------------------------------------
+
+    @property
+    def headline(self) -> tuple[str, bool]:
+        """(metric, higher_is_better) used for transfer gain, plots and the summary."""
+        if self.metric is None:
+            return HEADLINE[self.task]
+        return self.metric, not any(self.metric.endswith(s) for s in LOWER_IS_BETTER)
+
+    def resolve(self, ref: str) -> str:
+        """A recipe path (resolved against the spec's directory) or a case name, unchanged."""
+        if ref.endswith(".toml"):
+            return str((Path(self.base_dir) / ref).resolve())
+        return ref
+
+    def constraint_path(self, ref: str) -> Path:
+        return (Path(self.base_dir) / ref).resolve()
+
+    def grid_refs(self) -> dict[str, str]:
+        """Grid label -> resolved recipe reference, sources first, in spec order."""
+        out: dict[str, str] = {}
+        for ref in self.sources + self.targets:
+            out.setdefault(grid_label(ref), self.resolve(ref))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_table(self)
+
+
+def grid_label(ref: str) -> str:
+    """Short name of a source / target: the case name, or the recipe file's stem."""
+    return Path(ref).stem if ref.endswith(".toml") else ref
+
+
+def constraint_label(ref: str) -> str:
+    return Path(ref).stem
+
+
+def load_study(path: str | Path, **overrides: Any) -> StudySpec:
+    """Read and fully validate a study spec; nothing is built or trained here.
+
+    Checks, in order: TOML syntax and keys / types (naming file and key), recipe and constraint
+    files exist, case names are known, data overrides form a valid recipe. Registry-backed checks
+    (strategy and formulation names, constraint applicability) are in `check_study`.
+
+    Args:
+        path: the study .toml.
+        overrides: top-level keys replacing the file's values (e.g. ``seeds=(0,)``).
+    """
+    path = Path(path)
+    table = read_toml(path)
+    where = str(path)
+    if "base_dir" in table:
+        raise SpecError(f"{where}: unknown key `base_dir`")
+    table.update({k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()})
+    table["base_dir"] = str(path.resolve().parent)
+    spec = from_table(StudySpec, table, where=where)
+    check_files(spec, where)
+    return spec
+
+
+def check_files(spec: StudySpec, where: str) -> None:
+    """Recipe / constraint paths exist, case names are known, overrides make valid recipes."""
+    from gridtune.grids.recipe import Recipe, recipe_for, shipped_recipe_path
+
+    for key in ("sources", "targets"):
+        for ref in getattr(spec, key):
+            if ref.endswith(".toml"):
+                if not Path(spec.resolve(ref)).is_file():
+                    raise SpecError(f"{where}: key `{key}` names recipe `{ref}`, which does not "
+                                    f"exist (looked in `{spec.base_dir}`)")
+            elif shipped_recipe_path(ref) is None and not _known_case(ref):
+                raise SpecError(f"{where}: key `{key}` names unknown case `{ref}`; use a default "
+                                f"case name{_case_choices()} or a recipe .toml path")
+    for ref in spec.constraints:
+        if not spec.constraint_path(ref).is_file():
+            raise SpecError(f"{where}: key `constraints` names `{ref}`, which does not exist "
+                            f"(looked in `{spec.base_dir}`)")
+    if spec.data.overrides:
+        for label, ref in spec.grid_refs().items():
+            base = recipe_for(ref).to_dict()
+            merged = _merge(base, spec.data.overrides)
+            from_table(Recipe, merged, where=f"{where} [data.overrides] on `{label}`")
+    if spec.task not in TASKS:  # Literal already checked; kept for programmatic construction
+        raise SpecError(f"{where}: key `task` = `{spec.task}`; valid: {choices_text(TASKS)}")
+
+
+def _known_case(name: str) -> bool:
+    try:
+        from gridtune.grids.cases import CASES  # type: ignore[attr-defined]
+    except ImportError:
+        return False
+    return name in CASES
+
+
+def _case_choices() -> str:
+    try:
+        from gridtune.grids.cases import CASES  # type: ignore[attr-defined]
+    except ImportError:
+        from gridtune.grids.recipe import shipped_recipe_path
+
+        root = shipped_recipe_path("case14")
+        names = sorted(p.stem for p in root.parent.glob("*.toml")) if root else []
+        return f" ({choices_text(names)})" if names else ""
+    return f" ({choices_text(list(CASES))})"
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def recipe_table(spec: StudySpec, label: str) -> dict[str, Any]:
+    """The full recipe (as a table) used for grid `label` in this study: overrides applied."""
+    from gridtune.grids.recipe import recipe_for
+
+    recipe = recipe_for(spec.grid_refs()[label], samples=spec.data.samples)
+    return _merge(recipe.to_dict(), spec.data.overrides)

@@ -1,0 +1,125 @@
+"""Study specs: valid files load, every mistake is caught before work, naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gridtune.errors import SpecError
+from gridtune.studies.matrix import expand
+from gridtune.studies.spec import load_study, recipe_table
+
+BASE = """
+name = "tiny"
+sources = ["case9"]
+targets = ["case14"]
+strategies = ["full", "linear_probe"]
+labels = [10, 20]
+seeds = [0, 1]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_valid_spec_loads_with_defaults(tmp_path):
+    spec = load_study(write(tmp_path, BASE))
+    assert spec.task == "feasibility"
+    assert spec.labels == (10, 20)
+    assert spec.headline == ("auroc", True)
+    assert spec.base_dir == str(tmp_path.resolve())
+
+
+def test_overrides_replace_file_values(tmp_path):
+    spec = load_study(write(tmp_path, BASE), seeds=(3,))
+    assert spec.seeds == (3,)
+
+
+@pytest.mark.parametrize("extra, match", [
+    ("colour = 3", r"study\.toml: unknown key `colour`; valid keys: .*`labels`"),
+    ("task = \"regression\"", r"key `task` has bad value `'regression'`; expected one of `cost`, `feasibility`, `opf`"),
+    ("pairs = \"some\"", r"key `pairs` has bad value `'some'`"),
+    ("unlabeled = -1", r"key `unlabeled` = `-1` must be >= 0"),
+    ("[pretrain]\nepochs = 0", r"\[pretrain\]: key `epochs` = `0` must be at least 1"),
+    ("[pretrain]\nlr = 0.1", r"\[pretrain\]: unknown key `lr`"),
+    ("[data]\nsamples = 15", r"budget `20` must be below `data.samples` = `15`"),
+    ("constraints = [\"missing.toml\"]", r"key `constraints` names `missing.toml`, which does not exist"),
+])
+def test_bad_values_are_rejected_naming_file_and_key(tmp_path, extra, match):
+    path = write(tmp_path, BASE + extra + "\n")
+    with pytest.raises(SpecError, match=match):
+        load_study(path)
+
+
+def test_bad_list_values(tmp_path):
+    with pytest.raises(SpecError, match=r"key `labels` has budget `1`"):
+        load_study(write(tmp_path, BASE.replace("[10, 20]", "[1, 20]")))
+    with pytest.raises(SpecError, match=r"key `strategies` lists `full` twice"):
+        load_study(write(tmp_path, BASE.replace('"linear_probe"', '"full"')))
+    with pytest.raises(SpecError, match=r"key `labels` has bad value `\['a'\]`"):
+        load_study(write(tmp_path, BASE.replace("[10, 20]", '["a"]')))
+    with pytest.raises(SpecError, match=r"missing required key `strategies`"):
+        load_study(write(tmp_path, BASE.replace('strategies = ["full", "linear_probe"]', "")))
+
+
+def test_unknown_case_and_missing_recipe(tmp_path):
+    with pytest.raises(SpecError, match=r"key `targets` names unknown case `case15`"):
+        load_study(write(tmp_path, BASE.replace('"case14"', '"case15"')))
+    with pytest.raises(SpecError, match=r"key `sources` names recipe `grids/a.toml`, which does not exist"):
+        load_study(write(tmp_path, BASE.replace('"case9"', '"grids/a.toml"')))
+
+
+def test_only_same_grid_pair_is_rejected(tmp_path):
+    with pytest.raises(SpecError, match=r"only pair `case9` -> `case9` is skipped"):
+        load_study(write(tmp_path, BASE.replace('"case14"', '"case9"')))
+
+
+def test_syntax_error_names_line(tmp_path):
+    with pytest.raises(SpecError, match=r"malformed TOML: .*line 3"):
+        load_study(write(tmp_path, 'name = "x"\n\nlabels = [1,, 2]\n'))
+
+
+def test_data_overrides_are_validated_as_recipes(tmp_path):
+    good = BASE + "[data]\nsamples = 40\n[data.overrides]\ntopology = { candidates = 4 }\n"
+    spec = load_study(write(tmp_path, good))
+    table = recipe_table(spec, "case14")
+    assert table["topology"]["candidates"] == 4 and table["samples"] == 40
+    assert table["case"] == "case14"
+    bad = BASE + "[data.overrides]\ntopology = { candidates = 0 }\n"
+    with pytest.raises(SpecError, match=r"\[data.overrides\] on `case9` \[topology\]: .*`candidates` = `0`"):
+        load_study(write(tmp_path, bad))
+    bad = BASE + "[data.overrides]\ntopology = { cand = 4 }\n"
+    with pytest.raises(SpecError, match=r"unknown key `cand`"):
+        load_study(write(tmp_path, bad))
+
+
+def test_recipe_paths_are_relative_to_the_spec(tmp_path):
+    (tmp_path / "grids").mkdir()
+    (tmp_path / "grids" / "small9.toml").write_text('case = "case9"\nsamples = 30\n')
+    spec = load_study(write(tmp_path, BASE.replace('"case9"', '"grids/small9.toml"')))
+    cells = expand(spec)
+    assert {c.source for c in cells} == {"small9"}
+    assert spec.grid_refs()["small9"] == str((tmp_path / "grids" / "small9.toml").resolve())
+
+
+def test_matrix_expands_every_combination_once(tmp_path):
+    (tmp_path / "mono.toml").write_text("# constraint set\n")
+    text = BASE.replace('targets = ["case14"]', 'targets = ["case14", "case9"]')
+    text += 'constraints = ["mono.toml"]\nformulations = ["penalty", "lagrangian"]\n'
+    spec = load_study(write(tmp_path, text))
+    cells = expand(spec)
+    # case9 -> case9 skipped (cross); 1 unconstrained + 2 formulations; 2 labels x 2 seeds x 2 strategies
+    assert len(cells) == 1 * 3 * 2 * 2 * 2
+    assert len({c.cell_id for c in cells}) == len(cells)
+    assert {(c.constraint, c.formulation) for c in cells} == {
+        ("none", "none"), ("mono", "penalty"), ("mono", "lagrangian")}
+    # exactly one scratch carrier per group, and it is the first strategy
+    carriers = [c for c in cells if c.with_scratch]
+    assert len(carriers) == len({c.scratch_group for c in cells}) == 3 * 2 * 2
+    assert all(c.strategy == "full" for c in carriers)
+    all_pairs = load_study(write(tmp_path, text + 'pairs = "all"\n'))
+    assert len(expand(all_pairs)) == 2 * len(cells)
