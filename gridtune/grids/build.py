@@ -195,8 +195,13 @@ def claim_directory(recipe: Recipe, directory: Path) -> None:
 
 
 def build_dataset(recipe: Recipe, out_dir: Path | None = None, *, workers: int | None = None,
-                  backend: str = "local", progress: bool = True) -> Path:
-    """Build (or resume, or extend) the dataset of `recipe`; returns its directory."""
+                  backend: str = "local", progress: bool = True,
+                  flush_every_s: float = FLUSH_EVERY_S) -> Path:
+    """Build (or resume, or extend) the dataset of `recipe`; returns its directory.
+
+    Finished rows are written to a new part file at least every `flush_every_s` seconds and
+    when the build stops for any reason (including Ctrl-C), so a rerun redoes only the rest.
+    """
     from gridtune.parallel import check_backend, check_workers, run_tasks
 
     check_backend(backend)
@@ -222,7 +227,7 @@ def build_dataset(recipe: Recipe, out_dir: Path | None = None, *, workers: int |
             pending += rows
             if bar is not None:
                 bar.update(len(rows))
-            if time.monotonic() - last_flush > FLUSH_EVERY_S:
+            if time.monotonic() - last_flush >= flush_every_s:
                 storage.write_part(directory, pending)
                 pending, last_flush = [], time.monotonic()
     finally:

@@ -1,0 +1,171 @@
+"""End-to-end dataset builds on case9 with real solves: statuses, determinism, resume, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gridtune.cli import main
+from gridtune.errors import DataError
+from gridtune.grids.build import build_dataset
+from gridtune.grids.dataset import open_dataset
+from gridtune.grids.recipe import load_recipe
+
+RECIPE = """
+case = "case9"
+samples = {samples}
+seed = 5
+[loads]
+scale = {scale}
+noise = 0.05
+[topology]
+n_minus_1 = 0.5
+candidates = 3
+[labels]
+solutions = true
+dc = true
+"""
+
+
+def recipe_file(tmp_path, samples=12, scale='[0.9, 2.2]', name="r.toml"):
+    p = tmp_path / name
+    p.write_text(RECIPE.format(samples=samples, scale=scale))
+    return p
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("build")
+    out = tmp / "ds"
+    build_dataset(load_recipe(recipe_file(tmp)), out, workers=1, progress=False)
+    return out
+
+
+def test_directory_layout_manifest_and_rows(built):
+    m = json.loads((built / "manifest.json").read_text())
+    assert m["samples"] == 12 and sum(m["counts"].values()) == 12
+    assert m["schema_version"] == "1" and m["recipe"]["case"] == "case9"
+    assert m["counts"]["feasible"] > 0 and m["counts"]["infeasible"] > 0  # the range straddles the boundary
+    df = pd.read_parquet(built / "scenarios.parquet")
+    for col in ("scenario_id", "status", "load_scale", "pd_mw", "qd_mvar", "outages", "objective",
+                "solve_time_s"):
+        assert col in df.columns
+    assert df["scenario_id"].tolist() == list(range(12))
+    assert len(df["pd_mw"][0]) == 9
+    feas = df[df.status == "feasible"]
+    assert feas["objective"].notna().all() and df[df.status != "feasible"]["objective"].isna().all()
+    assert not (built / "parts").exists()
+
+
+def test_dataset_loads_as_pyg_graphs(built):
+    ds = open_dataset(built)
+    assert len(ds) == 12 and ds.grid_name == "case9"
+    g = ds[0]
+    assert g.x.shape[0] == 9 and g.edge_attr.shape[0] == 18
+    assert set(ds.statuses) <= {"feasible", "infeasible", "unknown", "error"}
+    extra = ds.unlabeled(5)
+    assert len(extra) == 5 and all(e.status.item() == 2 for e in extra)
+
+
+def test_same_recipe_same_content_hash(tmp_path, built):
+    out = tmp_path / "again"
+    build_dataset(load_recipe(recipe_file(tmp_path)), out, workers=2, progress=False)
+    a = json.loads((built / "manifest.json").read_text())["content_hash"]
+    b = json.loads((out / "manifest.json").read_text())["content_hash"]
+    assert a == b
+
+
+def test_extend_keeps_finished_scenarios(tmp_path, built):
+    out = tmp_path / "grow"
+    build_dataset(load_recipe(recipe_file(tmp_path), samples=6), out, workers=1, progress=False)
+    first = pd.read_parquet(out / "scenarios.parquet")
+    build_dataset(load_recipe(recipe_file(tmp_path), samples=12), out, workers=1, progress=False)
+    df = pd.read_parquet(out / "scenarios.parquet")
+    assert len(df) == 12
+    # the first six were not solved again: their recorded solve times are unchanged
+    pd.testing.assert_series_equal(df["solve_time_s"][:6], first["solve_time_s"])
+    full = json.loads((built / "manifest.json").read_text())["content_hash"]
+    assert json.loads((out / "manifest.json").read_text())["content_hash"] == full
+
+
+def test_interrupted_build_resumes(tmp_path):
+    recipe = recipe_file(tmp_path, samples=60)
+    out = tmp_path / "cut"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen([sys.executable, "-m", "gridtune.cli", "data", "build", str(recipe),
+                             "--out", str(out), "--workers", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "parts").glob("part-*.parquet")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 130, err
+    assert "rerun to resume" in err
+    assert not (out / "manifest.json").exists()
+    kept = pd.concat([pd.read_parquet(p) for p in (out / "parts").glob("*.parquet")])
+    assert 0 < len(kept) < 60
+    build_dataset(load_recipe(recipe), out, workers=1, progress=False)
+    df = pd.read_parquet(out / "scenarios.parquet").set_index("scenario_id")
+    assert len(df) == 60
+    kept = kept.set_index("scenario_id")
+    pd.testing.assert_series_equal(df.loc[kept.index, "solve_time_s"], kept["solve_time_s"])
+
+
+def test_directory_of_another_recipe_is_refused(tmp_path, built, capsys):
+    other = tmp_path / "other.toml"
+    other.write_text(RECIPE.format(samples=3, scale="[0.5, 0.9]"))
+    with pytest.raises(DataError, match=r"holds a different recipe's data"):
+        build_dataset(load_recipe(other), built, workers=1, progress=False)
+    assert main(["data", "build", str(other), "--out", str(built)]) == 2
+    assert "holds a different recipe's data" in capsys.readouterr().err
+    assert json.loads((built / "manifest.json").read_text())["samples"] == 12  # nothing lost
+
+
+def test_cli_info_json_and_bad_inputs(built, tmp_path, capsys):
+    assert main(["data", "info", str(built), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["counts"]["feasible"] + info["counts"]["infeasible"] + info["counts"]["unknown"] \
+        + info["counts"]["error"] == 12
+    assert "auroc" in info["baseline"] or "reason" in info["baseline"]
+    assert main(["data", "info", str(tmp_path)]) == 2
+    assert "is not a built dataset" in capsys.readouterr().err
+    assert main(["data", "build", "case9000"]) == 2
+    assert "case9000" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('case = "case9"\n[loads]\nscale = [2.0, 1.0]\n')
+    assert main(["data", "build", str(bad)]) == 2
+    assert "must satisfy 0 < low < high" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_auto_calibration_straddles_each_topology_boundary(tmp_path):
+    out = tmp_path / "auto"
+    build_dataset(load_recipe(recipe_file(tmp_path, samples=16, scale='"auto"')), out, workers=2,
+                  progress=False)
+    calib = json.loads((out / "calibration.json").read_text())
+    crit = {tuple(t["branch_out"]): t["critical_scale"] for t in calib["topologies"]}
+    assert len(crit) >= 2 and all(0.3 < c < 4.0 for c in crit.values())
+    df = pd.read_parquet(out / "scenarios.parquet")
+    for row in df.itertuples():
+        c = crit[tuple(row.outages)]
+        assert c * 0.92 - 1e-9 <= row.load_scale <= c * 1.08 + 1e-9
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_labels(tmp_path, built):
+    import ray
+
+    out = tmp_path / "ray"
+    try:
+        build_dataset(load_recipe(recipe_file(tmp_path)), out, workers=2, backend="ray", progress=False)
+    finally:
+        ray.shutdown()
+    a = json.loads((built / "manifest.json").read_text())["content_hash"]
+    assert json.loads((out / "manifest.json").read_text())["content_hash"] == a
