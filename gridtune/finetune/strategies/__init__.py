@@ -1,0 +1,18 @@
+"""Built-in fine-tuning strategies; importing this package registers them."""
+
+from gridtune.finetune.strategies import (  # noqa: F401
+    adapter,
+    decoder,
+    discriminative,
+    full,
+    gradual,
+    head_swap,
+    l2sp,
+    linear_probe,
+    lora,
+    partial,
+    scratch,
+)
+from gridtune.finetune.strategies.base import Strategy
+
+__all__ = ["Strategy"]

@@ -1,0 +1,58 @@
+"""`adapter`: frozen encoder, a bottleneck adapter after every block, trainable head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from gridtune.errors import GridtuneError
+from gridtune.finetune.adapters import AdaptedBlock, BottleneckAdapter
+from gridtune.finetune.registry import register
+from gridtune.finetune.strategies.base import (
+    Strategy,
+    block_output_shapes,
+    check_sample,
+    freeze,
+    unfreeze,
+)
+from gridtune.nn.protocol import encoder_blocks
+
+
+@register
+class Adapter(Strategy):
+    """Houlsby adapters (Houlsby et al. 2019) after each encoder block; only adapters and the head
+    train. Feature sizes are read from one sample batch.
+
+    Args:
+        bottleneck: adapter hidden size (default: ``16``).
+        feature_dim: axis holding features in block outputs (default: ``-1``; ``1`` for
+            channel-first images).
+    """
+
+    name = "adapter"
+    description = "freeze the encoder, insert small bottleneck modules after each block, train those"
+
+    def __init__(self, bottleneck: int = 16, feature_dim: int = -1) -> None:
+        super().__init__()
+        if not isinstance(bottleneck, int) or bottleneck < 1:
+            raise GridtuneError(f"adapter: bottleneck must be a positive integer, got `{bottleneck}`")
+        self.bottleneck = bottleneck
+        self.feature_dim = feature_dim
+
+    def prepare(self, model: nn.Module, sample_batch: Any = None) -> nn.Module:
+        blocks = encoder_blocks(model)
+        shapes = block_output_shapes(model, check_sample(sample_batch, self.name))
+        freeze(model)
+        self.frozen.append(model.encoder)
+        for i, shape in enumerate(shapes):
+            adapter = BottleneckAdapter(shape[self.feature_dim], self.bottleneck, self.feature_dim)
+            blocks[i] = AdaptedBlock(blocks[i], adapter)
+        unfreeze(model.head)
+        return model
+
+    def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
+        super().on_epoch_start(epoch, model)
+        for b in model.encoder.blocks:
+            if isinstance(b, AdaptedBlock):
+                b.adapter.train()

@@ -1,0 +1,15 @@
+"""`full`: every parameter trains at one learning rate, starting from the pre-trained weights."""
+
+from __future__ import annotations
+
+from gridtune.finetune.registry import register
+from gridtune.finetune.strategies.base import Strategy
+
+
+@register
+class Full(Strategy):
+    """Full fine-tuning (Yosinski et al. 2014, "How transferable are features in deep neural
+    networks?"): the baseline transfer strategy."""
+
+    name = "full"
+    description = "train every parameter from the pre-trained weights at one learning rate"
