@@ -1,0 +1,158 @@
+"""Results table, plots and report from study results constructed with known values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from gridtune.errors import DataError
+from gridtune.studies.matrix import Cell
+from gridtune.studies.report import summary_table, summary_text, write_report
+from gridtune.studies.store import ResultsStore, results_frame, write_json
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def reliability(shift: float) -> dict:
+    edges = np.linspace(0, 1, 6)
+    mids = (edges[:-1] + edges[1:]) / 2
+    return {"edges": edges.tolist(), "mean_prob": mids.tolist(),
+            "frac_pos": np.clip(mids + shift, 0, 1).tolist(), "count": [4, 3, 2, 3, 4]}
+
+
+def make_records() -> list[dict]:
+    """case9 -> case14: `full` beats scratch by 0.05, `linear_probe` loses by 0.02 (negative
+    transfer); scratch AUROC rises with labels; one `linear_probe` cell fails; a constrained
+    Lagrangian cell carries violations and multipliers."""
+    recs = []
+    for constraint, form in (("none", "none"), ("mono", "lagrangian")):
+        for labels in (10, 40):
+            for seed in (0, 1):
+                scratch = 0.70 + 0.001 * labels + 0.01 * seed
+                for strategy, delta in (("full", 0.05), ("linear_probe", -0.02)):
+                    cell = Cell("case9", "case14", strategy, labels, seed, constraint, form,
+                                with_scratch=strategy == "full")
+                    rec = {"cell_id": cell.cell_id, "cell": cell.to_dict(), "fingerprint": "f",
+                           "status": "ok", "wall_time_s": 1.5, "trainable_params": 1000,
+                           "metrics": {"auroc": scratch + delta, "ece": 0.05},
+                           "reliability": reliability(0.05)}
+                    if cell.with_scratch:
+                        rec["scratch"] = {"auroc": scratch, "ece": 0.08}
+                        rec["scratch_reliability"] = reliability(-0.1)
+                    if constraint == "none":
+                        rec["violations_by_set"] = {"mono": {"load_monotone": {
+                            "violation_rate": 0.3, "mean_violation": 0.1, "max_violation": 0.5}}}
+                    else:
+                        rec["violations"] = {"load_monotone": {
+                            "violation_rate": 0.05, "mean_violation": 0.01, "max_violation": 0.1}}
+                        rec["multipliers"] = {"load_monotone": [0.0, 0.2, 0.3, 0.31]}
+                    if (strategy, labels, seed, constraint) == ("linear_probe", 40, 1, "none"):
+                        rec = {"cell_id": cell.cell_id, "cell": cell.to_dict(), "fingerprint": "f",
+                               "status": "failed", "error": "TrainingError: loss became `nan`",
+                               "traceback": "Traceback ...", "wall_time_s": 0.2}
+                    recs.append(rec)
+    return recs
+
+
+@pytest.fixture()
+def study_dir(tmp_path: Path) -> Path:
+    recs = make_records()
+    store = ResultsStore(tmp_path)
+    for r in recs:
+        store.save(r)
+    write_json(tmp_path / "study.json", {
+        "spec": {"name": "tiny", "task": "feasibility", "sources": ["case9"],
+                 "targets": ["case14"], "strategies": ["full", "linear_probe"],
+                 "labels": [10, 40], "seeds": [0, 1], "constraints": ["mono.toml"],
+                 "formulations": ["lagrangian"]},
+        "headline": ["auroc", True], "cells": [r["cell_id"] for r in recs]})
+    write_json(tmp_path / "datasets.json", {"case9": {"samples": 60, "content_hash": "abc",
+                                                      "counts": {"feasible": 30}}})
+    return tmp_path
+
+
+def test_results_frame_gain_borrowed_from_the_scratch_carrier():
+    frame = results_frame(make_records(), ("auroc", True))
+    assert len(frame) == 16
+    assert list(frame.columns[:9]) == ["cell_id", "source", "target", "strategy", "labels", "seed",
+                                       "constraint", "formulation", "status"]
+    ok = frame[frame["status"] == "ok"]
+    full = ok[ok["strategy"] == "full"]
+    probe = ok[ok["strategy"] == "linear_probe"]
+    np.testing.assert_allclose(full["transfer_gain"], 0.05, atol=1e-9)
+    np.testing.assert_allclose(probe["transfer_gain"], -0.02, atol=1e-9)  # borrowed scratch
+    assert frame.loc[frame["status"] == "failed", "error"].str.contains("nan").all()
+    lower = results_frame(make_records(), ("ece", False))
+    np.testing.assert_allclose(lower.loc[lower["strategy"] == "full", "transfer_gain"].dropna(),
+                               0.03, atol=1e-9)  # lower ece than scratch = positive gain
+
+
+def test_summary_table_and_text():
+    frame = results_frame(make_records(), ("auroc", True))
+    summ = summary_table(frame, ("auroc", True))
+    row = summ[(summ.strategy == "full") & (summ.labels == 10) & (summ.constraint == "none")].iloc[0]
+    assert row["seeds"] == 2
+    assert row["auroc"] == pytest.approx(0.70 + 0.01 + 0.005 + 0.05)
+    text = summary_text(frame, ("auroc", True))
+    assert "15 cells finished, 1 failed" in text
+    assert "linear_probe" in text and "(-0.020)" in text and "(+0.050)" in text
+    assert "negative transfer" in text
+
+
+def test_report_names_strategies_negative_transfer_and_failures(study_dir):
+    md, page = write_report(study_dir)
+    text = md.read_text()
+    for strategy in ("full", "linear_probe"):
+        assert strategy in text
+    neg = text.split("## Negative transfer")[1].split("##")[0]
+    assert "`linear_probe`" in neg and "`full`" not in neg
+    failed = text.split("## Failed cells")[1].split("##")[0]
+    assert "case9__case14__linear_probe__n40__s1__none__none" in failed
+    assert "loss became" in failed
+    for name in ("learning_curves", "transfer_matrix", "reliability", "violations", "multipliers"):
+        png = study_dir / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        assert mpimg.imread(png).shape[0] > 100
+        assert f"plots/{name}.png" in text
+    doc = page.read_text()
+    assert doc.count("data:image/png;base64,") == 5
+    assert "src=\"plots/" not in doc and "linear_probe" in doc
+    csv = pd.read_csv(study_dir / "results.csv")
+    assert len(csv) == 16 and "transfer_gain" in csv.columns
+
+
+def test_report_from_csv_only_and_missing_study(study_dir, tmp_path_factory):
+    write_report(study_dir)
+    import shutil
+    shutil.rmtree(study_dir / "results")
+    shutil.rmtree(study_dir / "plots")
+    md, _ = write_report(study_dir)
+    assert (study_dir / "plots" / "learning_curves.png").is_file()
+    assert not (study_dir / "plots" / "multipliers.png").exists()  # needs per-cell records
+    assert "linear_probe" in md.read_text()
+    empty = tmp_path_factory.mktemp("empty")
+    with pytest.raises(DataError, match=r"is not a study directory \(no study.json\)"):
+        write_report(empty)
+
+
+def test_store_resume_semantics(tmp_path):
+    store = ResultsStore(tmp_path)
+    cell = Cell("a", "b", "full", 10, 0)
+    assert not store.is_finished(cell.cell_id, "fp")
+    store.save({"cell_id": cell.cell_id, "cell": cell.to_dict(), "status": "failed",
+                "fingerprint": "fp", "error": "x"})
+    assert not store.is_finished(cell.cell_id, "fp")  # failed cells run again
+    store.save({"cell_id": cell.cell_id, "cell": cell.to_dict(), "status": "ok",
+                "fingerprint": "fp", "metrics": {"auroc": float("nan")}})
+    assert store.is_finished(cell.cell_id, "fp")
+    assert not store.is_finished(cell.cell_id, "other")  # stale: settings changed
+    assert json.loads(store.record_path(cell.cell_id).read_text())["metrics"]["auroc"] is None
+    store.record_path(cell.cell_id).write_text("{truncated")
+    assert store.load(cell.cell_id) is None
+    with pytest.raises(DataError, match="status `done`"):
+        store.save({"cell_id": "x", "status": "done"})
