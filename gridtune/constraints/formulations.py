@@ -1,0 +1,259 @@
+"""Formulations: how a `ConstraintSet` becomes a term of the training loss.
+
+A formulation is the `extra_loss(model, batch, step) -> Tensor` hook of `gridtune.finetune.trainer.fit`
+(contract 2): each call computes every constraint's per-sample violation on the batch, forms the
+batch constraint value g_c = mean(v_c) - budget_c, returns its loss term, updates its multipliers
+and appends one row to `history`.
+
+    penalty               sum_c w_c * g_c                                  (fixed weights)
+    lagrangian            sum_c lambda_c * g_c ;  lambda_c <- max(0, lambda_c + eta * g_c)
+    augmented-lagrangian  sum_c (max(0, lambda_c + rho g_c)^2 - lambda_c^2) / (2 rho) ;
+                          lambda_c <- max(0, lambda_c + rho g_c), rho <- min(rho_max, rho * growth)
+
+The Lagrangian is the primal-dual gradient method for inequality constraints g_c <= 0 (Arrow,
+Hurwicz and Uzawa 1958); the augmented form is the method of multipliers for inequalities
+(Bertsekas 1982, "Constrained optimization and Lagrange multiplier methods", ch. 3). Multipliers
+are updated after the term is formed (simultaneous gradient descent-ascent), so the term always
+uses the multipliers the step started with.
+
+Why not Cooper (cooper-optim 1.0.1, tried here): its constrained optimizers own the primal step
+(`roll()` zeroes grads, back-propagates and steps the primal optimizer), while contract 2 keeps
+the optimizer, gradient clipping and early stopping in `fit`; using only Cooper's multipliers would
+take more code than the dual ascent below.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gridtune.constraints.base import ConstraintSet
+from gridtune.errors import SpecError, choices_text
+
+FORMULATIONS = ("penalty", "lagrangian", "augmented-lagrangian")
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise SpecError(f"formulation setting `{name}` must be a finite number {bound}, got `{value}`")
+    return float(value)
+
+
+class Formulation:
+    """Base: violations -> loss term, with multiplier bookkeeping and a history.
+
+    Args:
+        constraint_set: the constraints.
+        budget: per-constraint allowed mean violation (default: 0 for all): g_c = mean(v_c) - b_c.
+        log_every: keep one history row every this many steps (default: 1).
+    """
+
+    name = ""
+
+    def __init__(self, constraint_set: ConstraintSet, *, budget: dict[str, float] | None = None,
+                 log_every: int = 1) -> None:
+        self.constraint_set = constraint_set
+        budget = dict(budget or {})
+        unknown = set(budget) - set(constraint_set.names)
+        if unknown:
+            raise SpecError(f"formulation budget names unknown constraint `{sorted(unknown)[0]}`; "
+                            f"constraints: {choices_text(constraint_set.names)}")
+        self.budget = {c: _positive(f"budget.{c}", budget.get(c, 0.0), allow_zero=True)
+                       for c in constraint_set.names}
+        if log_every < 1:
+            raise SpecError(f"formulation setting `log_every` must be >= 1, got `{log_every}`")
+        self.log_every = int(log_every)
+        self.multipliers: dict[str, float] = {c: 0.0 for c in constraint_set.names}
+        self.history: list[dict[str, float]] = []
+
+    # -- the hook ------------------------------------------------------------------------------
+    def __call__(self, model: nn.Module, batch: Any, step: int) -> Tensor:
+        viol = self.constraint_set.violations(model, batch, train=True, step=step)
+        g = {c: v.mean() - self.budget[c] for c, v in viol.items()}
+        term = self.term(g)
+        if step % self.log_every == 0:
+            row: dict[str, float] = {"step": float(step)}
+            for c, v in viol.items():
+                row[f"{c}/mean_violation"] = float(v.detach().mean())
+                row[f"{c}/multiplier"] = self.multipliers[c]
+            row.update(self.extra_log())
+            self.history.append(row)
+        self.update({c: float(val.detach()) for c, val in g.items()})
+        return term
+
+    def term(self, g: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, g: dict[str, float]) -> None:
+        """Dual step after the term is formed (no-op for the penalty)."""
+
+    def extra_log(self) -> dict[str, float]:
+        return {}
+
+    # -- outputs -------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        return {"formulation": self.name, "multipliers": dict(self.multipliers),
+                "budget": dict(self.budget), **self.extra_log()}
+
+    def write_history(self, out_dir: str | Path, *, plot: bool = True) -> list[Path]:
+        """Write `constraint_history.json` (and `constraint_multipliers.png`) into `out_dir`."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [out / "constraint_history.json"]
+        paths[0].write_text(json.dumps({"summary": self.summary(), "history": self.history},
+                                       indent=1))
+        if plot and self.history:
+            paths.append(plot_history(self.history, self.constraint_set.names,
+                                      out / "constraint_multipliers.png", title=self.name))
+        return paths
+
+
+def plot_history(history: list[dict[str, float]], names: list[str], path: Path, *,
+                 title: str = "") -> Path:
+    """Multiplier and mean-violation trajectories, one colour per constraint."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in history]
+    fig, (ax_m, ax_v) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for c in names:
+        ax_m.plot(steps, [r[f"{c}/multiplier"] for r in history], label=c)
+        ax_v.plot(steps, [r[f"{c}/mean_violation"] for r in history], label=c)
+    ax_m.set_ylabel("multiplier")
+    ax_v.set_ylabel("mean violation (batch)")
+    ax_v.set_yscale("symlog", linthresh=1e-4)
+    ax_v.set_xlabel("step")
+    ax_m.legend(fontsize=8)
+    ax_m.set_title(f"constraint formulation: {title}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+class Penalty(Formulation):
+    """Fixed weights: each constraint's `weight` times `scale` (default: 1)."""
+
+    name = "penalty"
+
+    def __init__(self, constraint_set: ConstraintSet, *, scale: float = 1.0, **kw: Any) -> None:
+        super().__init__(constraint_set, **kw)
+        scale = _positive("scale", scale, allow_zero=True)
+        self.multipliers = {c.name: c.weight * scale for c in constraint_set}
+
+    def term(self, g: dict[str, Tensor]) -> Tensor:
+        return sum(self.multipliers[c] * val for c, val in g.items())  # type: ignore[return-value]
+
+
+class Lagrangian(Formulation):
+    """Multipliers by projected dual ascent.
+
+    Args:
+        dual_lr: dual step size eta; a constraint's `weight` scales its own step (default: 0.1).
+        init_multiplier: starting lambda (default: 0).
+    """
+
+    name = "lagrangian"
+
+    def __init__(self, constraint_set: ConstraintSet, *, dual_lr: float = 0.1,
+                 init_multiplier: float = 0.0, **kw: Any) -> None:
+        super().__init__(constraint_set, **kw)
+        self.dual_lr = _positive("dual_lr", dual_lr)
+        init = _positive("init_multiplier", init_multiplier, allow_zero=True)
+        self.multipliers = {c: init for c in constraint_set.names}
+        self._step = {c.name: self.dual_lr * c.weight for c in constraint_set}
+
+    def term(self, g: dict[str, Tensor]) -> Tensor:
+        return sum(self.multipliers[c] * val for c, val in g.items())  # type: ignore[return-value]
+
+    def update(self, g: dict[str, float]) -> None:
+        for c, val in g.items():
+            self.multipliers[c] = max(0.0, self.multipliers[c] + self._step[c] * val)
+
+
+class AugmentedLagrangian(Formulation):
+    """Method of multipliers for inequalities, with a growing quadratic penalty.
+
+    Args:
+        penalty_init: starting rho (default: 1).
+        penalty_growth: rho is multiplied by this every `growth_every` steps (default: 1.01).
+        penalty_max: cap on rho (default: 1e3).
+        growth_every: steps between growths (default: 10).
+        init_multiplier: starting lambda (default: 0).
+    """
+
+    name = "augmented-lagrangian"
+
+    def __init__(self, constraint_set: ConstraintSet, *, penalty_init: float = 1.0,
+                 penalty_growth: float = 1.01, penalty_max: float = 1e3, growth_every: int = 10,
+                 init_multiplier: float = 0.0, **kw: Any) -> None:
+        super().__init__(constraint_set, **kw)
+        self.rho = _positive("penalty_init", penalty_init)
+        self.penalty_growth = _positive("penalty_growth", penalty_growth)
+        if self.penalty_growth < 1:
+            raise SpecError(f"formulation setting `penalty_growth` must be >= 1, got "
+                            f"`{penalty_growth}`")
+        self.penalty_max = max(_positive("penalty_max", penalty_max), self.rho)
+        if growth_every < 1:
+            raise SpecError(f"formulation setting `growth_every` must be >= 1, got `{growth_every}`")
+        self.growth_every = int(growth_every)
+        init = _positive("init_multiplier", init_multiplier, allow_zero=True)
+        self.multipliers = {c: init for c in constraint_set.names}
+        self._weight = {c.name: c.weight for c in constraint_set}
+        self._calls = 0
+
+    def term(self, g: dict[str, Tensor]) -> Tensor:
+        rho = self.rho
+        total: Tensor | float = 0.0
+        for c, val in g.items():
+            lam = self.multipliers[c]
+            shifted = torch.relu(lam + rho * self._weight[c] * val)
+            total = total + (shifted * shifted - lam * lam) / (2 * rho)
+        return total  # type: ignore[return-value]
+
+    def update(self, g: dict[str, float]) -> None:
+        for c, val in g.items():
+            self.multipliers[c] = max(0.0, self.multipliers[c] + self.rho * self._weight[c] * val)
+        self._calls += 1
+        if self._calls % self.growth_every == 0:
+            self.rho = min(self.penalty_max, self.rho * self.penalty_growth)
+
+    def extra_log(self) -> dict[str, float]:
+        return {"penalty_rho": self.rho}
+
+
+_CLASSES: dict[str, type[Formulation]] = {
+    "penalty": Penalty, "lagrangian": Lagrangian, "augmented-lagrangian": AugmentedLagrangian,
+}
+
+
+def make_formulation(name: str, constraint_set: ConstraintSet, **kw: Any) -> Formulation:
+    """Build formulation `name` over `constraint_set`.
+
+    Settings from the spec's `[formulation.<name>]` table are used first; keyword arguments
+    override them. Unknown names or settings raise `SpecError` listing the valid ones.
+    """
+    if name not in _CLASSES:
+        raise SpecError(f"unknown formulation `{name}`; valid formulations: "
+                        f"{choices_text(FORMULATIONS)}")
+    settings = dict(constraint_set.formulation.get(name, {}))
+    settings.update(kw)
+    cls = _CLASSES[name]
+    try:
+        return cls(constraint_set, **settings)
+    except TypeError as exc:
+        import inspect
+
+        valid = [p for c in (cls, Formulation) for p in inspect.signature(c.__init__).parameters
+                 if p not in ("self", "constraint_set", "kw")]
+        raise SpecError(f"formulation `{name}` got an unknown setting ({exc}); valid settings: "
+                        f"{choices_text(set(valid))}") from None
