@@ -1,0 +1,308 @@
+"""Convex relaxations of the AC-OPF in cvxpy: second-order cone (SOC) and chordal SDP.
+
+Both lift the voltages to `W = V V^H` and keep, of the rank-one condition, only a convex part:
+SOC keeps `|W_ij|^2 <= W_ii W_jj` per branch (Jabr, "Radial distribution load flow using conic
+programming", IEEE Trans. Power Systems 21(3), 2006); the SDP keeps `W >= 0` (PSD) on the cliques
+of a chordal extension of the grid graph, which is equivalent to the full-matrix SDP of Lavaei
+and Low ("Zero duality gap in optimal power flow problems", IEEE Trans. Power Systems 27(1), 2012)
+by the matrix-completion theorem (Grone et al. 1984; Molzahn et al., "Implementation of a
+large-scale optimal power flow solver based on semidefinite programming", IEEE TPS 28(4), 2013).
+
+Every constraint of the AC-OPF holds for `W = V V^H` of any AC-feasible point, so:
+    relaxation infeasible  =>  AC-OPF infeasible (a certificate), and
+    relaxation optimum     <=  AC-OPF optimum (a lower bound).
+
+The branch model is exactly PYPOWER's (taps, phase shifts, line charging, bus shunts): each
+branch's four admittances are read from `makeYbus`. Branch limits are pandapower's current limits
+(`OPF_FLOW_LIM = 2`): `|I_f|^2 <= rate^2` is written `P_f^2 + Q_f^2 <= rate^2 W_ff`, exact in `W`.
+
+Each problem is built once per grid with `cp.Parameter`s for loads, branch / generator in-service
+status and cost scales (DPP), and re-solved per scenario with Clarabel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import cvxpy as cp
+import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+
+from gridtune.grids.model import GridModel
+from gridtune.grids.scenarios import Scenario
+
+from pandapower.pypower.idx_brch import branch_cols
+
+CERTIFIED_INFEASIBLE = {cp.INFEASIBLE}  # "infeasible_inaccurate" is not a certificate
+
+
+@dataclasses.dataclass
+class RelaxationResult:
+    """Outcome of one relaxation solve.
+
+    Attributes:
+        status: `"optimal"`, `"infeasible"` (certified) or the solver's status otherwise
+            (e.g. `"optimal_inaccurate"`, `"infeasible_inaccurate"`, `"solver_error"`).
+        objective: lower bound on the AC-OPF cost in $/h (NaN unless optimal).
+        vm_pu: sqrt(W_ii) per bus (n_bus,), None unless optimal.
+        pg_mw, qg_mvar: generator dispatch (n_gen,), None unless optimal.
+        solve_time_s: wall time (parameter update + solve).
+    """
+
+    status: str
+    objective: float
+    vm_pu: np.ndarray | None
+    pg_mw: np.ndarray | None
+    qg_mvar: np.ndarray | None
+    solve_time_s: float
+
+    @property
+    def infeasible(self) -> bool:
+        return self.status in CERTIFIED_INFEASIBLE
+
+
+def branch_admittances(grid: GridModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-branch (y_ff, y_ft, y_tf, y_tt) in p.u., PYPOWER's pi model (taps, shifts, charging)."""
+    from pandapower.pypower.makeYbus import makeYbus
+
+    branch = grid.ppc["branch"].copy()
+    if branch.shape[1] < branch_cols:
+        branch = np.c_[branch, np.zeros((branch.shape[0], branch_cols - branch.shape[1]))]
+    branch[:, 10] = 1  # every branch in service: outages are a Parameter
+    _, yf, yt = makeYbus(grid.base_mva, grid.ppc["bus"], branch)
+    yf, yt = sp.csr_matrix(yf), sp.csr_matrix(yt)
+    k = np.arange(grid.n_branch)
+    f, t = grid.f_bus, grid.t_bus
+    return (np.asarray(yf[k, f]).ravel(), np.asarray(yf[k, t]).ravel(),
+            np.asarray(yt[k, f]).ravel(), np.asarray(yt[k, t]).ravel())
+
+
+class _Relaxation:
+    """The lifted AC-OPF shared by SOC and SDP; subclasses add the cone on `W`."""
+
+    name = "relaxation"
+
+    def __init__(self, grid: GridModel, pairs: list[tuple[int, int]]):
+        self.grid = grid
+        nb, nl, ng = grid.n_bus, grid.n_branch, grid.n_gen
+        base = grid.base_mva
+        self.pairs = pairs
+        pair_index = {p: i for i, p in enumerate(pairs)}
+        npair = len(pairs)
+
+        # ---- parameters (values set per scenario) ----
+        self.pd = cp.Parameter(nb, name="pd_pu")
+        self.qd = cp.Parameter(nb, name="qd_pu")
+        self.branch_on = cp.Parameter(nl, nonneg=True, name="branch_on")
+        self.pmin = cp.Parameter(ng, name="pmin_pu")
+        self.pmax = cp.Parameter(ng, name="pmax_pu")
+        self.qmin = cp.Parameter(ng, name="qmin_pu")
+        self.qmax = cp.Parameter(ng, name="qmax_pu")
+        self.c2 = cp.Parameter(ng, nonneg=True, name="c2")
+        self.c1 = cp.Parameter(ng, name="c1")
+        self.c0 = cp.Parameter(ng, name="c0")
+
+        # ---- variables ----
+        self.w = cp.Variable(nb, name="w")          # |V_i|^2
+        self.wr = cp.Variable(npair, name="wr")     # Re(V_i conj(V_j)), i < j
+        self.wi = cp.Variable(npair, name="wi")     # Im(V_i conj(V_j)), i < j
+        self.pg = cp.Variable(ng, name="pg_pu")
+        self.qg = cp.Variable(ng, name="qg_pu")
+        cost_epi = cp.Variable(ng, name="pg_sq")
+
+        # ---- branch flows, linear in (w, wr, wi): S_f = conj(y_ff) w_f + conj(y_ft) W_ft ----
+        yff, yft, ytf, ytt = branch_admittances(grid)
+        f, t = grid.f_bus, grid.t_bus
+        rows = np.arange(nl)
+        pidx = np.array([pair_index[(min(a, b), max(a, b))] for a, b in zip(f, t)])
+        sign = np.where(f < t, 1.0, -1.0)  # W_ft = conj(W_tf) when f > t
+
+        def lin(coef_w: np.ndarray, bus: np.ndarray, cr: np.ndarray, ci: np.ndarray) -> cp.Expression:
+            mw = sp.csr_matrix((coef_w, (rows, bus)), shape=(nl, nb))
+            mr = sp.csr_matrix((cr, (rows, pidx)), shape=(nl, npair))
+            mi = sp.csr_matrix((ci, (rows, pidx)), shape=(nl, npair))
+            return mw @ self.w + mr @ self.wr + mi @ self.wi
+
+        # conj(a) (wr + j s wi) = (ar wr + s ai wi) + j (s ar wi - ai wr)
+        pf = lin(yff.real, f, yft.real, sign * yft.imag)
+        qf = lin(-yff.imag, f, -yft.imag, sign * yft.real)
+        # S_t = conj(y_tt) w_t + conj(y_tf) conj(W_ft): same with s -> -s
+        pt = lin(ytt.real, t, ytf.real, -sign * ytf.imag)
+        qt = lin(-ytt.imag, t, -ytf.imag, -sign * ytf.real)
+        pf, qf = cp.multiply(self.branch_on, pf), cp.multiply(self.branch_on, qf)
+        pt, qt = cp.multiply(self.branch_on, pt), cp.multiply(self.branch_on, qt)
+
+        a_f = sp.csr_matrix((np.ones(nl), (f, rows)), shape=(nb, nl))
+        a_t = sp.csr_matrix((np.ones(nl), (t, rows)), shape=(nb, nl))
+        c_g = sp.csr_matrix((np.ones(ng), (grid.gen_bus, np.arange(ng))), shape=(nb, ng))
+        gs, bs = grid.gs_mw / base, grid.bs_mvar / base
+
+        cons = [
+            c_g @ self.pg - self.pd - cp.multiply(gs, self.w) == a_f @ pf + a_t @ pt,
+            c_g @ self.qg - self.qd + cp.multiply(bs, self.w) == a_f @ qf + a_t @ qt,
+            self.w >= grid.min_vm_pu ** 2, self.w <= grid.max_vm_pu ** 2,
+            self.pg >= self.pmin, self.pg <= self.pmax,
+            self.qg >= self.qmin, self.qg <= self.qmax,
+            # pg^2 <= epi  <=>  ||(2 pg, epi - 1)|| <= epi + 1
+            cp.SOC(cost_epi + 1, cp.vstack([2 * self.pg, cost_epi - 1])),
+        ]
+        rate = grid.rate_a_mva / base
+        lim = np.flatnonzero((rate > 0) & (rate < 1e10 / base))
+        if lim.size:
+            r2 = rate[lim] ** 2
+            w_f = self.w[f[lim]]
+            w_t = self.w[t[lim]]
+            # |I|^2 <= r^2 <=> P^2 + Q^2 <= r^2 w  <=> ||(2P, 2Q, w - r^2)|| <= w + r^2
+            cons.append(cp.SOC(w_f + r2, cp.vstack([2 * pf[lim], 2 * qf[lim], w_f - r2])))
+            cons.append(cp.SOC(w_t + r2, cp.vstack([2 * pt[lim], 2 * qt[lim], w_t - r2])))
+        cons += self._angle_limits(pidx, sign)
+        cons += self._cone(pair_index)
+        objective = cp.Minimize(self.c2 @ cost_epi + self.c1 @ self.pg + cp.sum(self.c0))
+        self.problem = cp.Problem(objective, cons)
+
+        # cost polynomials in p.u. of power: c2 MW^2 -> c2 base^2 pu^2
+        self._cost = grid.gen_cost() * np.array([base ** 2, base, 1.0])
+
+    def _angle_limits(self, pidx: np.ndarray, sign: np.ndarray) -> list[cp.Constraint]:
+        """Branch angle-difference limits, where a grid sets them tighter than +-90 degrees.
+
+        `theta_min <= angle(W_ft) <= theta_max` is `wi <= tan(theta_max) wr` etc. for wr >= 0;
+        an outaged branch drops it (big-M on the status parameter).
+        """
+        g = self.grid
+        lo, hi = g.min_angle_degree, g.max_angle_degree
+        k = np.flatnonzero((np.abs(lo) < 90) | (np.abs(hi) < 90))
+        if k.size == 0:
+            return []
+        big = 10.0  # |W_ij| <= vmax^2 < 2, so 10 never binds
+        off = 1 - self.branch_on[k]
+        wr, wi = self.wr[pidx[k]], cp.multiply(sign[k], self.wi[pidx[k]])
+        tan_hi = np.tan(np.deg2rad(np.clip(hi[k], -89.9, 89.9)))
+        tan_lo = np.tan(np.deg2rad(np.clip(lo[k], -89.9, 89.9)))
+        return [wi - cp.multiply(tan_hi, wr) <= big * off, cp.multiply(tan_lo, wr) - wi <= big * off,
+                wr >= -big * off]
+
+    def _cone(self, pair_index: dict[tuple[int, int], int]) -> list[cp.Constraint]:
+        raise NotImplementedError
+
+    def _set(self, scenario: Scenario) -> None:
+        g, base = self.grid, self.grid.base_mva
+        self.pd.value = np.asarray(scenario.pd_mw, dtype=float) / base
+        self.qd.value = np.asarray(scenario.qd_mvar, dtype=float) / base
+        on = g.branch_in_service.astype(float)
+        on[list(scenario.branch_out)] = 0.0
+        self.branch_on.value = on
+        gon = g.gen_in_service.astype(float)
+        gon[list(scenario.gen_out)] = 0.0
+        self.pmin.value, self.pmax.value = gon * g.min_p_mw / base, gon * g.max_p_mw / base
+        self.qmin.value, self.qmax.value = gon * g.min_q_mvar / base, gon * g.max_q_mvar / base
+        scale = gon * (1.0 if scenario.cost_scale is None else np.asarray(scenario.cost_scale))
+        self.c2.value = np.maximum(self._cost[:, 0] * scale, 0.0)
+        self.c1.value, self.c0.value = self._cost[:, 1] * scale, self._cost[:, 2] * scale
+
+    def solve(self, scenario: Scenario) -> RelaxationResult:
+        """Solve for `scenario`; raises on non-finite scenario data (cvxpy rejects NaN values)."""
+        start = time.perf_counter()
+        self._set(scenario)
+        try:
+            self.problem.solve(solver=cp.CLARABEL)
+        except cp.SolverError as exc:
+            return RelaxationResult(f"solver_error: {exc}", float("nan"), None, None, None,
+                                    time.perf_counter() - start)
+        status = self.problem.status
+        elapsed = time.perf_counter() - start
+        if status != cp.OPTIMAL:
+            return RelaxationResult(status, float("nan"), None, None, None, elapsed)
+        base = self.grid.base_mva
+        return RelaxationResult(status, float(self.problem.value),
+                                np.sqrt(np.maximum(self.w.value, 0.0)), self.pg.value * base,
+                                self.qg.value * base, elapsed)
+
+
+class SocRelaxation(_Relaxation):
+    """Second-order cone relaxation of the AC-OPF (Jabr 2006), built once per grid.
+
+    Args:
+        grid: the grid (not modified).
+
+    Example:
+        >>> soc = SocRelaxation(grid); res = soc.solve(scenario); res.infeasible, res.objective
+    """
+
+    name = "soc"
+
+    def __init__(self, grid: GridModel):
+        pairs = sorted({(min(a, b), max(a, b)) for a, b in zip(grid.f_bus, grid.t_bus)})
+        super().__init__(grid, pairs)
+
+    def _cone(self, pair_index: dict[tuple[int, int], int]) -> list[cp.Constraint]:
+        i = np.array([p[0] for p in self.pairs])
+        j = np.array([p[1] for p in self.pairs])
+        wi_, wj_ = self.w[i], self.w[j]
+        # wr^2 + wi^2 <= w_i w_j  <=>  ||(2 wr, 2 wi, w_i - w_j)|| <= w_i + w_j
+        return [cp.SOC(wi_ + wj_, cp.vstack([2 * self.wr, 2 * self.wi, wi_ - wj_]))]
+
+
+def chordal_cliques(grid: GridModel) -> tuple[list[tuple[int, int]], list[list[int]]]:
+    """Edges of a chordal extension of the grid graph and its maximal cliques (sorted buses)."""
+    g = nx.Graph()
+    g.add_nodes_from(range(grid.n_bus))
+    g.add_edges_from((int(a), int(b)) for a, b in zip(grid.f_bus, grid.t_bus) if a != b)
+    h, _ = nx.complete_to_chordal_graph(g)
+    cliques = [sorted(c) for c in nx.chordal_graph_cliques(h)]
+    edges = sorted({(min(a, b), max(a, b)) for a, b in h.edges()})
+    return edges, cliques
+
+
+class SdpRelaxation(_Relaxation):
+    """Chordal SDP relaxation of the AC-OPF (Lavaei & Low 2012; Molzahn et al. 2013).
+
+    `W` is PSD on each maximal clique of a chordal extension of the grid graph, written as the
+    real matrix `[[Re W_C, -Im W_C], [Im W_C, Re W_C]] >= 0` (size 2|C|), with the entries shared
+    across cliques. Tighter than SOC (it implies every 2x2 minor), slower.
+
+    Args:
+        grid: the grid (not modified).
+    """
+
+    name = "sdp"
+
+    def __init__(self, grid: GridModel):
+        edges, self.cliques = chordal_cliques(grid)
+        super().__init__(grid, edges)
+
+    def _cone(self, pair_index: dict[tuple[int, int], int]) -> list[cp.Constraint]:
+        nb, npair = self.grid.n_bus, len(self.pairs)
+        z = cp.hstack([self.w, self.wr, self.wi])  # (nb + 2 npair,)
+        cons = []
+        for clique in self.cliques:
+            k = len(clique)
+            # One PSD variable per clique; each upper-triangle entry is tied to the shared
+            # (w, wr, wi) exactly once, so the equalities stay linearly independent (tying the
+            # full matrix duplicates every equality and made Clarabel fail).
+            x = cp.Variable((2 * k, 2 * k), PSD=True)
+            rows, cols, ent_r, ent_c, vals = [], [], [], [], []
+
+            def tie(r: int, c: int, col: int | None, v: float = 1.0) -> None:
+                ent_r.append(r)
+                ent_c.append(c)
+                if col is not None:
+                    rows.append(len(ent_r) - 1)
+                    cols.append(col)
+                    vals.append(v)
+
+            for a, i in enumerate(clique):
+                tie(a, a, i)
+                tie(k + a, k + a, i)
+                tie(a, k + a, None)                      # Im W_aa = 0
+                for b in range(a + 1, k):
+                    p = pair_index[(i, clique[b])]
+                    tie(a, b, nb + p)                    # Re W_ab
+                    tie(k + a, k + b, nb + p)
+                    tie(a, k + b, nb + npair + p, -1.0)  # upper-right block is -Im W
+                    tie(b, k + a, nb + npair + p, 1.0)   # -Im W_ba = Im W_ab
+            m = sp.csr_matrix((vals, (rows, cols)), shape=(len(ent_r), nb + 2 * npair))
+            cons.append(x[np.array(ent_r), np.array(ent_c)] == m @ z)
+        return cons
