@@ -1,0 +1,208 @@
+"""Evaluate a model (or a checkpoint) on a dataset's test split, beside its baseline.
+
+The dataset is split exactly as pre-training splits it (seeded, stratified by status). The model
+is scored on the test split; the baseline is fitted on the training split (feasibility) or read
+from the stored DC-OPF (OPF) and scored on the same test graphs. On a dataset the checkpoint was
+not trained on (another grid: zero-shot) the same split is used, so model and baseline still
+face the same graphs; the model never sees that dataset's training split.
+
+The report is a JSON-ready dict: `model` and `baseline` metric dicts (snake-case metric names,
+`None` plus a reason under `undefined` where a metric is undefined), a `verdict` saying whether
+the model beats the baseline, and speed figures (model inference against the solver's time per
+scenario).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gridtune.errors import CheckpointError
+from gridtune.evaluation.baselines import aggregate_logistic_baseline, dc_opf_baseline
+from gridtune.evaluation.metrics import (
+    classification_metrics,
+    opf_metrics,
+    reliability_table,
+    roc_points,
+)
+from gridtune.nn.pretrain import (
+    DataView,
+    check_schema,
+    resolve_data,
+    split_indices,
+    task_graphs,
+    torch_threads,
+)
+
+INFERENCE_BATCH = 256
+
+
+@torch.no_grad()
+def _run(model: Any, graphs: list[Any]) -> tuple[list[torch.Tensor], float]:
+    """Model outputs per batch and the wall time of inference alone."""
+    from torch_geometric.loader import DataLoader
+
+    model.eval()
+    batches = list(DataLoader(graphs, batch_size=INFERENCE_BATCH, shuffle=False))
+    start = time.perf_counter()
+    outs = [(model(b), b) for b in batches]
+    return outs, time.perf_counter() - start  # type: ignore[return-value]
+
+
+def _verdict(model_value: float | None, base_value: float | None, metric: str, higher_is_better: bool) -> dict[str, Any]:
+    if model_value is None or base_value is None:
+        return {"metric": metric, "beats_baseline": None,
+                "reason": f"`{metric}` is undefined for the {'model' if model_value is None else 'baseline'}"}
+    margin = (model_value - base_value) if higher_is_better else (base_value - model_value)
+    return {"metric": metric, "model": model_value, "baseline": base_value, "margin": margin,
+            "beats_baseline": bool(margin > 0)}
+
+
+def evaluate_model(model: Any, data: Any, *, split: tuple[np.ndarray, np.ndarray] | None = None,
+                   seed: int = 0) -> dict[str, Any]:
+    """Metrics of `model` on the test split of `data`, with the baseline and a verdict.
+
+    Args:
+        model: a `GridModelNet` (its `task` decides the metrics).
+        data: anything `resolve_data` reads.
+        split: (train indices, test indices); default: `split_indices(statuses, seed)`.
+        seed: split seed when `split` is not given.
+    """
+    view = data if isinstance(data, DataView) else resolve_data(data)
+    if split is None:
+        tr, _, te = split_indices(view.statuses, seed)
+        split = (tr, te)
+    train = [view.graphs[i] for i in split[0]]
+    test_all = [view.graphs[i] for i in split[1]]
+    test = task_graphs(test_all, model.task)
+    report: dict[str, Any] = {"task": model.task, "n_test": len(test), "n_test_all": len(test_all)}
+    if not test:
+        report["model"] = {"undefined": {"all": f"no test graphs with a `{model.task}` target"}}
+        return report
+    outs, infer_s = _run(model, test)
+    report["inference_graphs_per_s"] = len(test) / max(infer_s, 1e-9)
+    if view.solve_time_s is not None:
+        times = view.solve_time_s[split[1]]
+        times = times[np.isfinite(times) & (times > 0)]
+        if times.size:
+            solver_s = float(times.mean())
+            report["solver_s_per_scenario"] = solver_s
+            report["speedup_vs_solver"] = solver_s * report["inference_graphs_per_s"]
+    if model.task == "feasibility":
+        logits = torch.cat([o for o, _ in outs]).double()
+        probs = torch.sigmoid(logits).numpy()
+        labels = np.array([float(g.y_infeasible) for g in test])
+        report["model"] = classification_metrics(probs, labels)
+        base = aggregate_logistic_baseline(train, test_all)
+        base_probs, base_labels = base.pop("probs", None), base.pop("labels", None)
+        report["baseline"] = base
+        report["verdict"] = _verdict(report["model"].get("auroc"), base.get("auroc"), "auroc", True)
+        report["curves"] = {"roc": roc_points(probs, labels),
+                            "reliability": reliability_table(probs, labels),
+                            "baseline_roc": None if base_probs is None else roc_points(base_probs, base_labels)}
+    elif model.task == "opf":
+        preds: list[np.ndarray | None] = []
+        for out, batch in outs:
+            ptr = batch.ptr.tolist()
+            preds += [out[ptr[i]:ptr[i + 1]].double().numpy() for i in range(len(ptr) - 1)]
+        report["model"] = opf_metrics(test, preds)
+        report["baseline"] = dc_opf_baseline(test)
+        report["verdict"] = {
+            "power_balance": _verdict(report["model"].get("power_balance_mw"),
+                                      report["baseline"].get("power_balance_mw"), "power_balance_mw", False),
+            "pg": _verdict(report["model"].get("mae_pg_mw"), report["baseline"].get("mae_pg_mw"), "mae_pg_mw", False),
+            "va": _verdict(report["model"].get("mae_va_degree"), report["baseline"].get("mae_va_degree"),
+                           "mae_va_degree", False),
+        }
+        report["scatter"] = {"true": np.concatenate([g.y_opf.numpy() for g in test]).tolist(),
+                             "pred": np.concatenate(preds).tolist()}
+    else:
+        pred = torch.cat([o for o, _ in outs]).double().numpy()
+        y = np.array([float(g.y_cost) for g in test])
+        dc = np.array([float(g.dc_cost) for g in test])
+        report["model"] = _cost_metrics(pred, y)
+        ok = np.isfinite(dc)
+        report["baseline"] = {"baseline": "DC-OPF objective", **_cost_metrics(dc[ok], y[ok])}
+        report["verdict"] = _verdict(report["model"].get("mape_cost"), report["baseline"].get("mape_cost"),
+                                     "mape_cost", False)
+    return report
+
+
+def _cost_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    if y.size == 0:
+        return {"n": 0, "mae_cost": None, "mape_cost": None,
+                "undefined": {"mae_cost": "no graphs", "mape_cost": "no graphs"}}
+    err = pred - y
+    return {"n": int(y.size), "mae_cost": float(np.mean(np.abs(err))),
+            "rmse_cost": float(np.sqrt(np.mean(err ** 2))),
+            "mape_cost": float(np.mean(np.abs(err) / np.maximum(np.abs(y), 1.0)))}
+
+
+def _check_task_data(task: str, view: DataView) -> None:
+    if task_graphs(view.graphs, task):
+        return
+    needs = {"feasibility": "feasible / certified-infeasible labels",
+             "opf": "AC-OPF solutions (recipe `[labels] solutions = true`)",
+             "cost": "AC-OPF objectives"}[task]
+    counts = {s: int((view.statuses == s).sum()) for s in sorted(set(view.statuses.tolist()))}
+    raise CheckpointError(f"checkpoint task `{task}` needs {needs}, but data `{view.name}` has none "
+                          f"(statuses: {counts})")
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Path | None = None,
+                        samples: int | None = None, plots: bool = True, threads: int | None = 1
+                        ) -> dict[str, Any]:
+    """Evaluate a checkpoint on `data` (recipe, dataset directory, GridDataset or graphs).
+
+    Writes `metrics.json` and plots (ROC curve and reliability diagram for feasibility, predicted
+    against true scatter plots for OPF) to `out_dir` when given. Returns the report.
+    """
+    from gridtune.nn.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(checkpoint)
+    view = resolve_data(data, samples=samples)
+    check_schema(view, str(meta["schema_version"]))
+    _check_task_data(meta["task"], view)
+    seed = int(meta.get("split_seed", 0))
+    with torch_threads(threads):
+        report = evaluate_model(model, view, seed=seed)
+    report.update({
+        "checkpoint": str(checkpoint),
+        "data": view.name,
+        "data_hash": view.content_hash,
+        "trained_on": meta.get("data"),
+        "same_data_as_training": view.content_hash == meta.get("data_hash"),
+        "zero_shot": view.name != meta.get("data"),
+    })
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if plots:
+            from gridtune.evaluation.plots import write_plots
+
+            report["plots"] = [str(p) for p in write_plots(report, out)]
+        (out / "metrics.json").write_text(json.dumps(to_json(report), indent=2) + "\n")
+    return report
+
+
+def to_json(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without bulky plot data, NaN / inf turned into null (JSON has neither)."""
+    from gridtune.nn.checkpoint import _jsonable
+
+    slim = {k: v for k, v in report.items() if k not in ("scatter",)}
+    out = _jsonable(slim)
+    return json.loads(json.dumps(out, allow_nan=False, default=_default))
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,143 @@
+"""Checkpoints: weights in safetensors plus a JSON config; loading never unpickles anything.
+
+A checkpoint is a directory:
+    model.safetensors   every parameter and buffer (normaliser statistics, calibration included)
+    config.json         format, gridtune version, feature schema version, task, model
+                        hyper-parameters, normaliser statistics (readable copy), training-data
+                        content hash, metrics and whatever else the caller puts in `meta`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from gridtune import __version__
+from gridtune.errors import CheckpointError, GridtuneError, SpecError
+from gridtune.grids.features import SCHEMA_VERSION
+
+FORMAT = "gridtune-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy / torch arrays and scalars
+        return _jsonable(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_checkpoint(model: Any, out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write `model` (a `GridModelNet`) to `out_dir`; returns the directory.
+
+    Args:
+        model: the model; its `config`, `task` and normaliser are recorded.
+        out_dir: created if needed; an existing checkpoint there is replaced.
+        meta: extra JSON-able entries (`data_hash`, `metrics`, `grid`, ...) stored in config.json.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "gridtune_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "task": model.task,
+        "model": dataclasses.asdict(model.config),
+        "normalizer": model.normalizer.to_dict(),
+        **_jsonable(dict(meta or {})),
+    }
+    tmp = out / (WEIGHTS + ".tmp")
+    save_file(state, str(tmp), metadata={"format": FORMAT, "task": model.task})
+    tmp.replace(out / WEIGHTS)
+    (out / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def _locate(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file() and p.name in (WEIGHTS, CONFIG):
+        p = p.parent
+    if not p.exists():
+        raise CheckpointError(f"checkpoint `{path}` does not exist")
+    if not p.is_dir() or not (p / CONFIG).is_file() or not (p / WEIGHTS).is_file():
+        raise CheckpointError(f"`{path}` is not a checkpoint: expected a directory with "
+                              f"`{CONFIG}` and `{WEIGHTS}`")
+    return p
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The JSON config of a checkpoint directory (validated, weights not read)."""
+    p = _locate(path)
+    try:
+        config = json.loads((p / CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint `{p}` has a corrupt `{CONFIG}`: {exc}") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"`{p / CONFIG}` is not a gridtune checkpoint config "
+                              f"(format `{config.get('format') if isinstance(config, dict) else None}`)")
+    for key in ("task", "model", "schema_version"):
+        if key not in config:
+            raise CheckpointError(f"checkpoint `{p}` config lacks `{key}`")
+    return config
+
+
+def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Load `(model, meta)` from a checkpoint directory (or one of its two files).
+
+    The model is in eval mode. Raises `CheckpointError` when files are missing or corrupt, when
+    the checkpoint's feature schema is not this gridtune's, or when weights do not fit the config.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from gridtune.nn.model import ModelConfig, build_model
+    from gridtune.specs import from_table
+
+    p = _locate(path)
+    config = read_config(p)
+    if str(config["schema_version"]) != SCHEMA_VERSION:
+        raise CheckpointError(f"checkpoint `{p}` uses feature schema `v{config['schema_version']}`, "
+                              f"this gridtune's data use `v{SCHEMA_VERSION}`; retrain it on current data")
+    try:
+        model_config = from_table(ModelConfig, config["model"], where=f"{p / CONFIG} [model]")
+        model = build_model(model_config, config["task"])
+    except (SpecError, GridtuneError) as exc:
+        raise CheckpointError(f"checkpoint `{p}`: {exc}") from None
+    try:
+        state = load_file(str(p / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint `{p}` has corrupt weights `{WEIGHTS}`: {exc}") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"checkpoint `{p}`: weights do not fit its config: {first}") from None
+    model.eval()
+    return model, config
+
+
+def check_compatible(meta: dict[str, Any], *, task: str | None = None, schema_version: str | None = None,
+                     data_name: str = "the data") -> None:
+    """Fail with one message naming both sides when a checkpoint does not match the data."""
+    if schema_version is not None and str(meta["schema_version"]) != str(schema_version):
+        raise CheckpointError(f"checkpoint has feature schema `v{meta['schema_version']}` but "
+                              f"{data_name} has `v{schema_version}`")
+    if task is not None and meta["task"] != task:
+        raise CheckpointError(f"checkpoint is for task `{meta['task']}` but `{task}` was asked "
+                              f"for {data_name}")
