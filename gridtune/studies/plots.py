@@ -143,8 +143,9 @@ def transfer_matrix(frame: pd.DataFrame, headline: tuple[str, bool], out_dir: Pa
 
 def reliability_diagrams(records: list[dict[str, Any]], out_dir: Path) -> Path | None:
     """Observed frequency against predicted probability, pooled over seeds, per target, for the
-    largest label budget: one line per strategy (and scratch). Needs `reliability` in records:
-    ``{"mean_prob": [...], "frac_pos": [...], "count": [...]}`` over fixed bins."""
+    largest label budget: one line per strategy (and scratch). Needs `reliability` in records: the
+    rows of `gridtune.evaluation.metrics.reliability_table` (`lower`, `count`, `mean_prob`,
+    `frac_positive` per non-empty bin)."""
     recs = [r for r in records if r.get("status") == "ok" and r.get("reliability")
             and r["cell"]["constraint"] == "none"] or \
         [r for r in records if r.get("status") == "ok" and r.get("reliability")]
@@ -179,17 +180,19 @@ def reliability_diagrams(records: list[dict[str, Any]], out_dir: Path) -> Path |
     return _save(fig, out_dir / "reliability.png")
 
 
-def _pool(rels: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Count-weighted pooling of binned reliability curves with the same bins."""
-    counts = np.array([r["count"] for r in rels], dtype=float)
-    probs = np.array([[np.nan if v is None else v for v in r["mean_prob"]] for r in rels], dtype=float)
-    fracs = np.array([[np.nan if v is None else v for v in r["frac_pos"]] for r in rels], dtype=float)
-    total = counts.sum(axis=0)
-    keep = total > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x = np.nansum(probs * counts, axis=0) / total
-        y = np.nansum(fracs * counts, axis=0) / total
-    return x[keep], y[keep]
+def _pool(tables: list[list[dict[str, Any]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Count-weighted pooling of reliability tables over the same bins (keyed by `lower`)."""
+    acc: dict[float, list[float]] = {}
+    for table in tables:
+        for row in table:
+            n = float(row["count"])
+            a = acc.setdefault(round(float(row["lower"]), 9), [0.0, 0.0, 0.0])
+            a[0] += n
+            a[1] += n * float(row["mean_prob"])
+            a[2] += n * float(row["frac_positive"])
+    lowers = sorted(k for k, a in acc.items() if a[0] > 0)
+    return (np.array([acc[k][1] / acc[k][0] for k in lowers]),
+            np.array([acc[k][2] / acc[k][0] for k in lowers]))
 
 
 def violations_before_after(records: list[dict[str, Any]], out_dir: Path) -> Path | None:

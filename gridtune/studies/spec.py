@@ -6,7 +6,7 @@ Example (examples/studies/quickstart.toml):
     task = "feasibility"            # feasibility | opf | cost
     sources = ["case14"]            # default case names, or recipe .toml paths (relative to this file)
     targets = ["case30"]
-    strategies = ["full", "linear_probe"]
+    strategies = ["full", "linear-probe"]
     labels = [25, 100]              # target label budgets
     seeds = [0]
     unlabeled = 0                   # unlabelled target scenarios for domain adaptation
@@ -38,12 +38,14 @@ from gridtune.specs import from_table, read_toml, to_table
 TASKS = ("feasibility", "opf", "cost")
 PAIRS = ("cross", "all")
 # Headline metric per task and whether higher is better; a spec may name another metric.
+# Names as in gridtune.evaluation (metrics of the test split).
 HEADLINE: dict[str, tuple[str, bool]] = {
     "feasibility": ("auroc", True),
-    "opf": ("mae", False),
-    "cost": ("mape", False),
+    "opf": ("mae_pg_mw", False),
+    "cost": ("mape_cost", False),
 }
-LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "mape", "ece", "brier", "nll")
+# A metric is an error (lower is better) when a word of its name is one of these.
+ERROR_WORDS = {"loss", "mae", "mse", "rmse", "mape", "ece", "brier", "nll", "gap", "balance"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +158,7 @@ class StudySpec:
         """(metric, higher_is_better) used for transfer gain, plots and the summary."""
         if self.metric is None:
             return HEADLINE[self.task]
-        return self.metric, not any(self.metric.endswith(s) for s in LOWER_IS_BETTER)
+        return self.metric, not ERROR_WORDS.intersection(self.metric.split("_"))
 
     def resolve(self, ref: str) -> str:
         """A recipe path (resolved against the spec's directory) or a case name, unchanged."""
@@ -191,8 +193,8 @@ def load_study(path: str | Path, **overrides: Any) -> StudySpec:
     """Read and fully validate a study spec; nothing is built or trained here.
 
     Checks, in order: TOML syntax and keys / types (naming file and key), recipe and constraint
-    files exist, case names are known, data overrides form a valid recipe. Registry-backed checks
-    (strategy and formulation names, constraint applicability) are in `check_study`.
+    files exist, case names are known, data overrides form a valid recipe, strategy and
+    formulation names exist, every constraint set applies to the task (`check_study`).
 
     Args:
         path: the study .toml.
@@ -207,6 +209,7 @@ def load_study(path: str | Path, **overrides: Any) -> StudySpec:
     table["base_dir"] = str(path.resolve().parent)
     spec = from_table(StudySpec, table, where=where)
     check_files(spec, where)
+    check_study(spec, where)
     return spec
 
 
@@ -272,3 +275,29 @@ def recipe_table(spec: StudySpec, label: str) -> dict[str, Any]:
 
     recipe = recipe_for(spec.grid_refs()[label], samples=spec.data.samples)
     return _merge(recipe.to_dict(), spec.data.overrides)
+
+
+def check_study(spec: StudySpec, where: str = "study") -> None:
+    """Checks that need the strategy / constraint registries: strategy and formulation names
+    exist, every constraint set applies to the study's task. Runs before any work."""
+    from gridtune.finetune.registry import strategy_names
+
+    valid = strategy_names()
+    for name in spec.strategies:
+        if name not in valid:
+            raise SpecError(f"{where}: key `strategies` names unknown strategy `{name}`; valid: "
+                            f"{choices_text(valid)}")
+    if not spec.constraints:
+        return
+    from gridtune.constraints.formulations import FORMULATIONS
+    from gridtune.constraints.spec import load_constraint_set
+
+    for name in spec.formulations:
+        if name not in FORMULATIONS:
+            raise SpecError(f"{where}: key `formulations` names unknown formulation `{name}`; "
+                            f"valid: {choices_text(FORMULATIONS)}")
+    for ref in spec.constraints:
+        try:
+            load_constraint_set(spec.constraint_path(ref), spec.task)
+        except SpecError as exc:
+            raise SpecError(f"{where}: key `constraints`: {exc}") from None

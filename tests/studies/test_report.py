@@ -18,11 +18,11 @@ from gridtune.studies.store import ResultsStore, results_frame, write_json
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def reliability(shift: float) -> dict:
-    edges = np.linspace(0, 1, 6)
-    mids = (edges[:-1] + edges[1:]) / 2
-    return {"edges": edges.tolist(), "mean_prob": mids.tolist(),
-            "frac_pos": np.clip(mids + shift, 0, 1).tolist(), "count": [4, 3, 2, 3, 4]}
+def reliability(shift: float) -> list[dict]:
+    """Rows as `gridtune.evaluation.metrics.reliability_table` gives them, 5 bins."""
+    return [{"lower": b / 5, "upper": (b + 1) / 5, "count": n, "mean_prob": (b + 0.5) / 5,
+             "frac_positive": min(max((b + 0.5) / 5 + shift, 0.0), 1.0)}
+            for b, n in enumerate([4, 3, 2, 3, 4])]
 
 
 def make_records() -> list[dict]:

@@ -10,11 +10,14 @@ from gridtune.errors import SpecError
 from gridtune.studies.matrix import expand
 from gridtune.studies.spec import load_study, recipe_table
 
+REPO = Path(__file__).resolve().parents[2]
+MONOTONE = REPO / "constraints" / "monotone_load.toml"
+
 BASE = """
 name = "tiny"
 sources = ["case9"]
 targets = ["case14"]
-strategies = ["full", "linear_probe"]
+strategies = ["full", "linear-probe"]
 labels = [10, 20]
 seeds = [0, 1]
 """
@@ -59,11 +62,11 @@ def test_bad_list_values(tmp_path):
     with pytest.raises(SpecError, match=r"key `labels` has budget `1`"):
         load_study(write(tmp_path, BASE.replace("[10, 20]", "[1, 20]")))
     with pytest.raises(SpecError, match=r"key `strategies` lists `full` twice"):
-        load_study(write(tmp_path, BASE.replace('"linear_probe"', '"full"')))
+        load_study(write(tmp_path, BASE.replace('"linear-probe"', '"full"')))
     with pytest.raises(SpecError, match=r"key `labels` has bad value `\['a'\]`"):
         load_study(write(tmp_path, BASE.replace("[10, 20]", '["a"]')))
     with pytest.raises(SpecError, match=r"missing required key `strategies`"):
-        load_study(write(tmp_path, BASE.replace('strategies = ["full", "linear_probe"]', "")))
+        load_study(write(tmp_path, BASE.replace('strategies = ["full", "linear-probe"]', "")))
 
 
 def test_unknown_case_and_missing_recipe(tmp_path):
@@ -107,7 +110,7 @@ def test_recipe_paths_are_relative_to_the_spec(tmp_path):
 
 
 def test_matrix_expands_every_combination_once(tmp_path):
-    (tmp_path / "mono.toml").write_text("# constraint set\n")
+    (tmp_path / "mono.toml").write_text(MONOTONE.read_text())
     text = BASE.replace('targets = ["case14"]', 'targets = ["case14", "case9"]')
     text += 'constraints = ["mono.toml"]\nformulations = ["penalty", "lagrangian"]\n'
     spec = load_study(write(tmp_path, text))
@@ -123,3 +126,15 @@ def test_matrix_expands_every_combination_once(tmp_path):
     assert all(c.strategy == "full" for c in carriers)
     all_pairs = load_study(write(tmp_path, text + 'pairs = "all"\n'))
     assert len(expand(all_pairs)) == 2 * len(cells)
+
+
+def test_registry_checks_run_before_work(tmp_path):
+    with pytest.raises(SpecError, match=r"key `strategies` names unknown strategy `fine`; valid: .*`linear-probe`"):
+        load_study(write(tmp_path, BASE.replace('"full"', '"fine"')))
+    (tmp_path / "mono.toml").write_text(MONOTONE.read_text())
+    text = BASE + 'constraints = ["mono.toml"]\n'
+    with pytest.raises(SpecError, match=r"key `formulations` names unknown formulation `dual`; valid: .*`penalty`"):
+        load_study(write(tmp_path, text + 'formulations = ["dual"]\n'))
+    with pytest.raises(SpecError, match=r"key `constraints`: .*mono.toml.*`cost`"):
+        load_study(write(tmp_path, text + 'task = "cost"\n'))
+    assert load_study(write(tmp_path, text)).constraints == ("mono.toml",)
