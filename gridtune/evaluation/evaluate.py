@@ -116,6 +116,8 @@ def evaluate_model(model: Any, data: Any, *, split: tuple[np.ndarray, np.ndarray
         report["verdict"] = {
             "power_balance": _verdict(report["model"].get("power_balance_mw"),
                                       report["baseline"].get("power_balance_mw"), "power_balance_mw", False),
+            "nodal_balance": _verdict(report["model"].get("nodal_mismatch_mw"),
+                                      report["baseline"].get("nodal_mismatch_mw"), "nodal_mismatch_mw", False),
             "pg": _verdict(report["model"].get("mae_pg_mw"), report["baseline"].get("mae_pg_mw"), "mae_pg_mw", False),
             "va": _verdict(report["model"].get("mae_va_degree"), report["baseline"].get("mae_va_degree"),
                            "mae_va_degree", False),

@@ -46,6 +46,8 @@ class ModelConfig:
         heads: attention heads for `gatv2` / `transformer` (default: 4).
         dropout: dropout inside blocks (default: 0.0).
         head_hidden: hidden width of the task head (default: 64).
+        balance_pg: `opf` only: shift predicted generation so that the system active-power
+            balance holds under the AC branch model at the predicted voltages (default: True).
     """
 
     conv: str = "gine"
@@ -54,6 +56,7 @@ class ModelConfig:
     heads: int = 4
     dropout: float = 0.0
     head_hidden: int = 64
+    balance_pg: bool = True
 
     def __post_init__(self) -> None:
         resolve_conv(self.conv)
@@ -105,7 +108,33 @@ class GridModelNet(nn.Module):
             return nz.cost_mean + nz.cost_std * out
         out = nz.opf_mean + nz.opf_std * out  # (N, 4) physical per-unit
         has_gen = (batch.x[:, N_GEN] > 0).to(out.dtype).unsqueeze(-1)
-        return torch.cat([out[:, :GEN_TARGETS[0]], out[:, GEN_TARGETS[0]:] * has_gen], dim=-1)
+        out = torch.cat([out[:, :GEN_TARGETS[0]], out[:, GEN_TARGETS[0]:] * has_gen], dim=-1)
+        if self.config.balance_pg:
+            out = balance_generation(out, batch, _batch_vector(batch))
+        return out
+
+
+def balance_generation(out: Tensor, batch: Any, index: Tensor) -> Tensor:
+    """Close each graph's system active-power balance by shifting predicted generation.
+
+    The residual `sum pg - sum pd - sum gs vm^2 - losses(vm, va)` (AC pi-model branch flows at the
+    predicted voltages) is taken off the generators in proportion to their capacity. Losses do not
+    depend on pg, so after the shift the system balance holds exactly; nodal balance does not
+    (that needs consistent angles). An equality completion in the spirit of DC3 (Donti, Rolnick and
+    Kolter 2021), differentiable end to end.
+
+    Shapes: out (N, 4) per-unit OPF_TARGETS, index (N,) -> (N, 4)
+    """
+    from gridtune.evaluation.metrics import ac_power_balance
+
+    vm, va, pg = (out[:, OPF_TARGETS.index(n)] for n in ("vm_pu", "va_rad", "pg_pu"))
+    nodal, _ = ac_power_balance(batch.x, batch.edge_index, batch.edge_attr, vm, va, pg)
+    residual = global_add_pool(nodal.to(out.dtype).unsqueeze(-1), index).squeeze(-1)  # (B,)
+    cap = batch.x[:, MAX_PG].clamp_min(0.0) * (batch.x[:, N_GEN] > 0)
+    share = cap / global_add_pool(cap.unsqueeze(-1), index).squeeze(-1).clamp_min(1e-9)[index]
+    pg_col = GEN_TARGETS[0]
+    shifted = out[:, pg_col] - residual[index] * share
+    return torch.cat([out[:, :pg_col], shifted.unsqueeze(-1), out[:, pg_col + 1:]], dim=-1)
 
 
 def system_context(x_raw: Tensor, index: Tensor) -> Tensor:
