@@ -10,7 +10,8 @@ Example (examples/studies/quickstart.toml):
     labels = [25, 100]              # target label budgets
     seeds = [0]
     unlabeled = 0                   # unlabelled target scenarios for domain adaptation
-    constraints = []                # constraint spec .toml paths; each adds constrained cells
+    constraints = []                # constraint spec .toml paths, or shipped set names
+                                    # ("monotone_load"); each adds constrained cells
     formulations = ["lagrangian"]   # used by every constrained cell
     pairs = "cross"                 # cross: skip source == target; all: keep them
 
@@ -167,6 +168,12 @@ class StudySpec:
         return ref
 
     def constraint_path(self, ref: str) -> Path:
+        """A constraint spec path (relative to the spec's directory), or a shipped constraint
+        set named without `.toml` (``"monotone_load"`` -> constraints/monotone_load.toml)."""
+        if not ref.endswith(".toml"):
+            shipped = shipped_constraint_path(ref)
+            if shipped is not None:
+                return shipped
         return (Path(self.base_dir) / ref).resolve()
 
     def grid_refs(self) -> dict[str, str]:
@@ -178,6 +185,16 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         return to_table(self)
+
+
+def shipped_constraint_path(name: str) -> Path | None:
+    """The constraint set shipped under `name` (constraints/<name>.toml), if any."""
+    for root in (Path(__file__).resolve().parents[2] / "constraints",
+                 Path(__file__).resolve().parents[1] / "resources" / "constraints"):
+        p = root / f"{name}.toml"
+        if p.is_file():
+            return p
+    return None
 
 
 def grid_label(ref: str) -> str:
@@ -229,7 +246,8 @@ def check_files(spec: StudySpec, where: str) -> None:
     for ref in spec.constraints:
         if not spec.constraint_path(ref).is_file():
             raise SpecError(f"{where}: key `constraints` names `{ref}`, which does not exist "
-                            f"(looked in `{spec.base_dir}`)")
+                            f"(looked in `{spec.base_dir}`); name a .toml file or a shipped "
+                            f"constraint set{_constraint_choices()}")
     if spec.data.overrides:
         for label, ref in spec.grid_refs().items():
             base = recipe_for(ref).to_dict()
@@ -237,6 +255,12 @@ def check_files(spec: StudySpec, where: str) -> None:
             from_table(Recipe, merged, where=f"{where} [data.overrides] on `{label}`")
     if spec.task not in TASKS:  # Literal already checked; kept for programmatic construction
         raise SpecError(f"{where}: key `task` = `{spec.task}`; valid: {choices_text(TASKS)}")
+
+
+def _constraint_choices() -> str:
+    root = Path(__file__).resolve().parents[2] / "constraints"
+    names = sorted(p.stem for p in root.glob("*.toml")) if root.is_dir() else []
+    return f" ({choices_text(names)})" if names else ""
 
 
 def _known_case(name: str) -> bool:
