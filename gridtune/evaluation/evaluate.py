@@ -208,3 +208,43 @@ def _default(o: Any) -> Any:
     if isinstance(o, float) and not math.isfinite(o):
         return None
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "undefined" if value is None else f"{value:.{digits}f}"
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """A few human-readable lines: model against baseline, the verdict, speed."""
+    m, b = report.get("model", {}), report.get("baseline", {})
+    head = f"test split {report.get('n_test', 0)} graphs"
+    if report.get("data"):
+        head += f" of `{report['data']}`" + (" (zero-shot: another grid than training)" if report.get("zero_shot") else "")
+    lines = [head]
+    if report["task"] == "feasibility":
+        keys = ("auroc", "auprc", "f1", "balanced_accuracy", "ece", "brier")
+    elif report["task"] == "opf":
+        keys = ("mae_vm_pu", "mae_va_degree", "mae_pg_mw", "mae_qg_mvar", "optimality_gap",
+                "power_balance_mw", "nodal_mismatch_mw")
+    else:
+        keys = ("mae_cost", "mape_cost")
+    lines.append(f"{'metric':<20}{'model':>12}{'baseline':>12}")
+    for k in keys:
+        lines.append(f"{k:<20}{_fmt(m.get(k), 4):>12}{_fmt(b.get(k), 4):>12}")
+    for name, why in {**m.get("undefined", {})}.items():
+        lines.append(f"undefined  {name}: {why}")
+    verdicts = report.get("verdict", {})
+    verdicts = [verdicts] if "metric" in verdicts else list(verdicts.values())
+    for v in verdicts:
+        if v.get("beats_baseline") is None:
+            lines.append(f"verdict    {v['metric']}: cannot compare ({v.get('reason')})")
+        else:
+            word = "beats" if v["beats_baseline"] else "does NOT beat"
+            lines.append(f"verdict    {v['metric']}: model {word} the baseline (margin {v['margin']:+.4f})")
+    if "inference_graphs_per_s" in report:
+        speed = f"speed      {report['inference_graphs_per_s']:.0f} graphs/s inference"
+        if "speedup_vs_solver" in report:
+            speed += (f"; solver {report['solver_s_per_scenario']:.3f} s/scenario: "
+                      f"{report['speedup_vs_solver']:.0f}x faster")
+        lines.append(speed)
+    return lines
