@@ -116,3 +116,48 @@ def text_data(n: int, seed: int, length: int = 8) -> list[tuple[Tensor, Tensor]]
     lens = torch.randint(length // 2 + 1, length + 1, (n,), generator=g)
     tok[torch.arange(length).expand(n, -1) >= lens.unsqueeze(1)] = 0
     return list(zip(tok, y, strict=True))
+
+
+class MLPBlock(nn.Module):
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(d_in, d_out)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.relu(self.lin(h))
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, dims: tuple[int, ...]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(MLPBlock(a, b) for a, b in zip(dims, dims[1:], strict=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+
+class TinyMLP(nn.Module):
+    """Vectors (B, F) -> (B, D) -> logits; for tabular toy tasks."""
+
+    def __init__(self, n_in: int = 2, dims: tuple[int, ...] = (16, 8), n_out: int = 2) -> None:
+        super().__init__()
+        self.encoder = MLPEncoder((n_in, *dims))
+        self.embed_dim = dims[-1]
+        self.head = nn.Linear(dims[-1], n_out)
+
+    def embed(self, batch) -> Tensor:
+        return self.encoder(batch[0])
+
+    def forward(self, batch) -> Tensor:
+        return self.head(self.embed(batch))
+
+
+def shifted_data(n: int, seed: int, shift: float) -> list[tuple[Tensor, Tensor]]:
+    """x in R^2, label x0 > 0; the target domain moves x1 by `shift` (irrelevant to the label)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g)
+    x[:, 1] += shift
+    y = (x[:, 0] > 0).long()
+    return list(zip(x, y, strict=True))

@@ -4,6 +4,7 @@ from gridtune.finetune.strategies import (  # noqa: F401
     adapter,
     decoder,
     discriminative,
+    domain,
     full,
     gradual,
     head_swap,
