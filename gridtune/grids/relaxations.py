@@ -103,6 +103,8 @@ class _Relaxation:
         self.c2 = cp.Parameter(ng, nonneg=True, name="c2")
         self.c1 = cp.Parameter(ng, name="c1")
         self.c0 = cp.Parameter(ng, name="c0")
+        self.w_min = cp.Parameter(nb, nonneg=True, name="w_min")
+        self.w_max = cp.Parameter(nb, nonneg=True, name="w_max")
 
         # ---- variables ----
         self.w = cp.Variable(nb, name="w")          # |V_i|^2
@@ -142,7 +144,7 @@ class _Relaxation:
         cons = [
             c_g @ self.pg - self.pd - cp.multiply(gs, self.w) == a_f @ pf + a_t @ pt,
             c_g @ self.qg - self.qd + cp.multiply(bs, self.w) == a_f @ qf + a_t @ qt,
-            self.w >= grid.min_vm_pu ** 2, self.w <= grid.max_vm_pu ** 2,
+            self.w >= self.w_min, self.w <= self.w_max,
             self.pg >= self.pmin, self.pg <= self.pmax,
             self.qg >= self.qmin, self.qg <= self.qmax,
             # pg^2 <= epi  <=>  ||(2 pg, epi - 1)|| <= epi + 1
@@ -187,8 +189,11 @@ class _Relaxation:
     def _cone(self, pair_index: dict[tuple[int, int], int]) -> list[cp.Constraint]:
         raise NotImplementedError
 
-    def _set(self, scenario: Scenario) -> None:
+    def _set(self, scenario: Scenario, margin: float) -> None:
         g, base = self.grid, self.grid.base_mva
+        vm_band = margin * (g.max_vm_pu - g.min_vm_pu)
+        self.w_min.value = (g.min_vm_pu + vm_band) ** 2
+        self.w_max.value = (g.max_vm_pu - vm_band) ** 2
         self.pd.value = np.asarray(scenario.pd_mw, dtype=float) / base
         self.qd.value = np.asarray(scenario.qd_mvar, dtype=float) / base
         on = g.branch_in_service.astype(float)
@@ -197,15 +202,25 @@ class _Relaxation:
         gon = g.gen_in_service.astype(float)
         gon[list(scenario.gen_out)] = 0.0
         self.pmin.value, self.pmax.value = gon * g.min_p_mw / base, gon * g.max_p_mw / base
-        self.qmin.value, self.qmax.value = gon * g.min_q_mvar / base, gon * g.max_q_mvar / base
+        q_band = margin * np.maximum(g.max_q_mvar - g.min_q_mvar, 0.0)
+        self.qmin.value = gon * (g.min_q_mvar + q_band) / base
+        self.qmax.value = gon * (g.max_q_mvar - q_band) / base
         scale = gon * (1.0 if scenario.cost_scale is None else np.asarray(scenario.cost_scale))
         self.c2.value = np.maximum(self._cost[:, 0] * scale, 0.0)
         self.c1.value, self.c0.value = self._cost[:, 1] * scale, self._cost[:, 2] * scale
 
-    def solve(self, scenario: Scenario) -> RelaxationResult:
-        """Solve for `scenario`; raises on non-finite scenario data (cvxpy rejects NaN values)."""
+    def solve(self, scenario: Scenario, *, margin: float = 0.0) -> RelaxationResult:
+        """Solve for `scenario`; raises on non-finite scenario data (cvxpy rejects NaN values).
+
+        Args:
+            scenario: loads, outages and cost scales.
+            margin: shrink the voltage and generator Q ranges by this fraction of their width
+                on each side (default: 0, the true relaxation). A margin > 0 gives a restricted
+                problem, no longer a relaxation: use it only to find points to recover, never
+                to certify anything.
+        """
         start = time.perf_counter()
-        self._set(scenario)
+        self._set(scenario, margin)
         try:
             self.problem.solve(solver=cp.CLARABEL)
         except cp.SolverError as exc:

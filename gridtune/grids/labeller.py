@@ -1,0 +1,278 @@
+"""Status logic: one honest `Label` per scenario (DESIGN.md, "Labels: honest statuses").
+
+Order of work for one scenario, cheapest certificate first:
+
+1. SOC relaxation (~10-40 ms). Infeasible => `infeasible` (`soc-infeasible`): a relaxation of the
+   AC-OPF has no solution, so neither has the AC-OPF. The failing AC-OPF is never run.
+2. Label only (`solutions=False`): recover a point from the SOC solution (its dispatch and
+   generator voltages), run an AC power flow and check every limit with `opf.recheck`. Passing =>
+   `feasible` (`soc-recovered`): a feasible point exists, its optimum is not computed.
+3. AC-OPF (PIPS, as `pandapower.runopp`). Converged and re-checks => `feasible` (`ac-opf`) with
+   the solution as the regression target.
+4. AC failed: a recovered SOC point still certifies feasibility (`soc-recovered`); else the
+   chordal SDP relaxation (tighter than SOC; built on first use). Infeasible => `infeasible`
+   (`sdp-infeasible`). Else `unknown` (`ac-failed`), with the solver's message.
+
+Anything that raises inside is caught: status `error` (`crash`) with the exception as reason.
+
+SOC alone is not enough on line-limited grids: on pandapower's case30 the AC-OPF fails from a
+uniform load scale of 1.04 while SOC stays feasible to ~1.17; the SDP is infeasible from 1.04.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from gridtune.grids.dcopf import DcOpf
+from gridtune.grids.labels import Label, Tolerances
+from gridtune.grids.model import REF, GridModel
+from gridtune.grids.opf import AcOpfResult, branch_results, recheck, scenario_ppc, solve_ac_opf
+from gridtune.grids.relaxations import RelaxationResult, SdpRelaxation, SocRelaxation
+from gridtune.grids.scenarios import Scenario, Topology
+from gridtune.grids.scenarios import uniform_scenario as _uniform
+
+PF_MAX_IT = 20
+PF_TOL_PU = 1e-9
+# Recovery retries the SOC with voltage and Q ranges shrunk by these fractions of their width:
+# the relaxed optimum sits on limits the AC power flow then overshoots by a little (case14: the
+# slack's Q by ~1.5 Mvar); a restricted optimum leaves room. 0.05 recovered 9 of 20 random
+# case14 scenarios, 0 without it.
+RECOVERY_MARGINS = (0.05, 0.1)
+
+
+def uniform_scenario(grid: GridModel, scale: float, branch_out: tuple[int, ...] = (),
+                     gen_out: tuple[int, ...] = ()) -> Scenario:
+    """Nominal loads times `scale` with the given outages (tests, calibration, benchmarks)."""
+    return _uniform(grid, scale, Topology(branch_out=tuple(branch_out), gen_out=tuple(gen_out)))
+
+
+class Labeller:
+    """Labels scenarios of one grid; see the module docstring for the logic.
+
+    Args:
+        grid: the grid (not modified).
+        solutions: compute the AC-OPF optimum of feasible scenarios (the regression target;
+            default: True). False certifies feasibility by a point recovered from the SOC
+            relaxation when it can, which is several times faster.
+        tolerances: re-check tolerances (default: `Tolerances()`).
+        dc: also solve the DC-OPF (baseline labels; default: True).
+        sdp: run the chordal SDP where SOC is feasible but the AC-OPF failed (default: True).
+
+    Picklable: pickling keeps only the arguments; the cvxpy problems are rebuilt on unpickling.
+    """
+
+    def __init__(self, grid: GridModel, *, solutions: bool = True,
+                 tolerances: Tolerances = Tolerances(), dc: bool = True, sdp: bool = True):
+        self.grid, self.solutions, self.tolerances = grid, solutions, tolerances
+        self.use_dc, self.use_sdp = dc, sdp
+        self.soc = SocRelaxation(grid)
+        self.dc = DcOpf(grid) if dc else None
+        self._sdp: SdpRelaxation | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"grid": self.grid, "solutions": self.solutions, "tolerances": self.tolerances,
+                "dc": self.use_dc, "sdp": self.use_sdp}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        grid = state.pop("grid")
+        self.__init__(grid, **state)  # type: ignore[misc]
+
+    @property
+    def sdp(self) -> SdpRelaxation:
+        if self._sdp is None:
+            self._sdp = SdpRelaxation(self.grid)
+        return self._sdp
+
+    def label(self, scenario: Scenario) -> Label:
+        """Label one scenario. Never raises for solver or data trouble: see status `error`."""
+        start = time.perf_counter()
+        try:
+            label = self._label(scenario)
+        except Exception as exc:  # a crashing solve must not stop a dataset build
+            label = Label(status="error", certificate="crash", reason=f"{type(exc).__name__}: {exc}")
+        label.solve_time_s = time.perf_counter() - start
+        return label
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _label(self, scenario: Scenario) -> Label:
+        check_scenario(self.grid, scenario)
+        dc_fields: dict[str, Any] = {}
+        if self.dc is not None:
+            d = self.dc.solve(scenario)
+            dc_fields = {"dc_status": d.status, "dc_objective": d.objective if d.pg_mw is not None else None,
+                         "dc_pg_mw": d.pg_mw, "dc_va_degree": d.va_degree}
+        soc = self.soc.solve(scenario)
+        bound = soc.objective if soc.status == "optimal" else None
+        if soc.infeasible:
+            return Label(status="infeasible", certificate="soc-infeasible", **dc_fields)
+
+        recovered_tried = False
+        if not self.solutions and soc.status == "optimal":
+            recovered_tried = True
+            if self._recover(scenario, soc):
+                return Label(status="feasible", certificate="soc-recovered",
+                             relaxation_objective=bound, **dc_fields)
+
+        ac = solve_ac_opf(self.grid, scenario)
+        if ac.converged:
+            bad = recheck(self.grid, scenario, ac, self.tolerances)
+            if not bad:
+                return Label(status="feasible", certificate="ac-opf", objective=ac.objective,
+                             pg_mw=ac.pg_mw, qg_mvar=ac.qg_mvar, vm_pu=ac.vm_pu,
+                             va_degree=ac.va_degree, loading_percent=ac.loading_percent,
+                             branch_flow_mva=ac.branch_flow_mva, relaxation_objective=bound,
+                             **dc_fields)
+            reason = "AC-OPF converged but fails the re-check: " + ", ".join(
+                f"{k} off by `{v:.3g}`" for k, v in bad.items())
+        else:
+            reason = f"AC-OPF did not converge ({ac.iterations} iterations): {ac.message}"
+
+        if soc.status == "optimal" and not recovered_tried:
+            if self._recover(scenario, soc):
+                return Label(status="feasible", certificate="soc-recovered",
+                             relaxation_objective=bound, **dc_fields)
+        if self.use_sdp:
+            sdp = self.sdp.solve(scenario)
+            if sdp.infeasible:
+                return Label(status="infeasible", certificate="sdp-infeasible",
+                             relaxation_objective=bound, **dc_fields)
+            if sdp.status == "optimal":
+                bound = sdp.objective if bound is None else max(bound, sdp.objective)
+                reason += f"; SDP relaxation feasible (bound {sdp.objective:.6g})"
+            else:
+                reason += f"; SDP relaxation status `{sdp.status}`"
+        return Label(status="unknown", certificate="ac-failed", relaxation_objective=bound,
+                     reason=reason, **dc_fields)
+
+
+    def _recover(self, scenario: Scenario, soc: RelaxationResult) -> bool:
+        """True if a point recovered from the SOC optimum (or a restricted one) re-checks."""
+        if recover_feasible_point(self.grid, scenario, soc, self.tolerances) is not None:
+            return True
+        for margin in RECOVERY_MARGINS:
+            restricted = self.soc.solve(scenario, margin=margin)
+            if restricted.status != "optimal":
+                return False  # a larger margin would not be feasible either
+            if recover_feasible_point(self.grid, scenario, restricted, self.tolerances) is not None:
+                return True
+        return False
+
+
+def check_scenario(grid: GridModel, scenario: Scenario) -> None:
+    """Raise ValueError naming the field when a scenario does not fit the grid or is not finite."""
+    for name, arr, n in (("pd_mw", scenario.pd_mw, grid.n_bus), ("qd_mvar", scenario.qd_mvar, grid.n_bus)):
+        arr = np.asarray(arr, dtype=float)
+        if arr.shape != (n,):
+            raise ValueError(f"scenario {scenario.scenario_id}: `{name}` has shape {arr.shape}, "
+                             f"grid `{grid.name}` has {n} buses")
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            raise ValueError(f"scenario {scenario.scenario_id}: `{name}` is not finite at buses "
+                             f"{bad.tolist()[:5]} (value `{arr[bad[0]]}`)")
+    for name, idx, n in (("branch_out", scenario.branch_out, grid.n_branch),
+                         ("gen_out", scenario.gen_out, grid.n_gen)):
+        out = [i for i in idx if not 0 <= int(i) < n]
+        if out:
+            raise ValueError(f"scenario {scenario.scenario_id}: `{name}` index `{out[0]}` out of "
+                             f"range 0..{n - 1}")
+
+
+def recover_feasible_point(grid: GridModel, scenario: Scenario, soc: RelaxationResult,
+                           tolerances: Tolerances = Tolerances()) -> AcOpfResult | None:
+    """An AC-feasible operating point built from a relaxation solution, or None.
+
+    Fixes the relaxation's dispatch at the non-reference generators and its voltage magnitudes
+    at generator buses (clipped to limits), solves the AC power flow (Newton-Raphson; the
+    reference bus balances the losses), splits bus totals among the generators at each bus in
+    proportion to their ranges, and returns the point only if `recheck` finds no violation.
+    """
+    assert soc.vm_pu is not None and soc.pg_mw is not None
+    ppc, branch_kept, gen_kept = scenario_ppc(grid, scenario)
+    from pandapower.pypower.makeYbus import makeYbus
+
+    ybus = makeYbus(ppc["baseMVA"], ppc["bus"], ppc["branch"])[0].toarray()
+    nb, base = grid.n_bus, grid.base_mva
+    gbus = grid.gen_bus[gen_kept]
+    ref = np.flatnonzero(grid.bus_type == REF)
+    pv = np.setdiff1d(np.unique(gbus), ref)
+    pq = np.setdiff1d(np.arange(nb), np.r_[ref, pv])
+    vm = np.ones(nb)
+    vm[np.r_[ref, pv]] = np.clip(soc.vm_pu[np.r_[ref, pv]], grid.min_vm_pu[np.r_[ref, pv]],
+                                 grid.max_vm_pu[np.r_[ref, pv]])
+    vm[pq] = soc.vm_pu[pq]
+    p_spec = -np.asarray(scenario.pd_mw, dtype=float) / base
+    q_spec = -np.asarray(scenario.qd_mvar, dtype=float) / base
+    np.add.at(p_spec, gbus, soc.pg_mw[gen_kept] / base)
+    v = solve_power_flow(ybus, vm, np.zeros(nb), p_spec, q_spec, ref, pv, pq)
+    if v is None:
+        return None
+    s_gen = v * np.conj(ybus @ v) * base + np.asarray(scenario.pd_mw) + 1j * np.asarray(scenario.qd_mvar)
+    pg, qg = np.zeros(grid.n_gen), np.zeros(grid.n_gen)
+    pg[gen_kept] = soc.pg_mw[gen_kept]
+    for b in np.unique(gbus):
+        gens = gen_kept[gbus == b]
+        if b in ref:
+            pg[gens] = _split(s_gen[b].real, grid.min_p_mw[gens], grid.max_p_mw[gens])
+        qg[gens] = _split(s_gen[b].imag, grid.min_q_mvar[gens], grid.max_q_mvar[gens])
+    vm_pu, va_degree = np.abs(v), np.rad2deg(np.angle(v))
+    flow, loading = branch_results(grid, ppc, branch_kept, vm_pu, va_degree)
+    point = AcOpfResult(converged=True, objective=float("nan"), pg_mw=pg, qg_mvar=qg, vm_pu=vm_pu,
+                        va_degree=va_degree, branch_flow_mva=flow, loading_percent=loading,
+                        iterations=0, solve_time_s=0.0)
+    return None if recheck(grid, scenario, point, tolerances) else point
+
+
+def _split(total: float, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Share `total` among units with limits [low, high], each at the same fraction of its range
+    (outside the summed range every unit sits at its nearer limit plus an equal share of the
+    excess, so the re-check reports the violation)."""
+    span = high - low
+    if span.sum() <= 0:
+        return low + (total - low.sum()) / len(low)
+    frac = (total - low.sum()) / span.sum()
+    if 0.0 <= frac <= 1.0:
+        return low + frac * span
+    edge = low if frac < 0 else high
+    return edge + (total - edge.sum()) / len(low)
+
+
+def solve_power_flow(ybus: np.ndarray, vm: np.ndarray, va_rad: np.ndarray, p_spec: np.ndarray,
+                     q_spec: np.ndarray, ref: np.ndarray, pv: np.ndarray, pq: np.ndarray
+                     ) -> np.ndarray | None:
+    """Newton-Raphson AC power flow in polar form (dense; grids up to a few hundred buses).
+
+    Args:
+        ybus: (n, n) complex bus admittance matrix, p.u.
+        vm, va_rad: initial voltages; `vm` at `ref` and `pv` buses are the set points.
+        p_spec, q_spec: (n,) specified net injections, p.u. (`q_spec` used at PQ buses only).
+        ref, pv, pq: bus index sets.
+
+    Returns the complex voltages, or None if the iteration does not converge.
+    """
+    v = vm * np.exp(1j * va_rad)
+    pvpq = np.r_[pv, pq]
+    for _ in range(PF_MAX_IT):
+        i_bus = ybus @ v
+        mis = v * np.conj(i_bus) - (p_spec + 1j * q_spec)
+        f = np.r_[mis.real[pvpq], mis.imag[pq]]
+        if not np.all(np.isfinite(f)):
+            return None
+        if np.abs(f).max() < PF_TOL_PU:
+            return v
+        vn = v / np.abs(v)
+        ds_dvm = np.diag(v) @ np.conj(ybus @ np.diag(vn)) + np.diag(np.conj(i_bus) * vn)
+        ds_dva = 1j * np.diag(v) @ np.conj(np.diag(i_bus) - ybus @ np.diag(v))
+        jac = np.block([[ds_dva.real[np.ix_(pvpq, pvpq)], ds_dvm.real[np.ix_(pvpq, pq)]],
+                        [ds_dva.imag[np.ix_(pq, pvpq)], ds_dvm.imag[np.ix_(pq, pq)]]])
+        try:
+            dx = np.linalg.solve(jac, -f)
+        except np.linalg.LinAlgError:
+            return None
+        va, vmag = np.angle(v), np.abs(v)
+        va[pvpq] += dx[: len(pvpq)]
+        vmag[pq] += dx[len(pvpq):]
+        v = vmag * np.exp(1j * va)
+    return None
