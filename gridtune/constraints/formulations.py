@@ -16,6 +16,12 @@ Hurwicz and Uzawa 1958); the augmented form is the method of multipliers for ine
 are updated after the term is formed (simultaneous gradient descent-ascent), so the term always
 uses the multipliers the step started with.
 
+Violations are one-sided (>= 0), so with a zero budget g_c never goes negative and a multiplier
+never falls: it settles at or above the optimal one and the iterates chatter around the boundary
+with an amplitude of about learning rate x multiplier. A small positive budget (the constraint
+level of Chamon and Ribeiro 2020, "Probably approximately correct constrained learning") lets the
+multiplier come down and converge to its optimum.
+
 Why not Cooper (cooper-optim 1.0.1, tried here): its constrained optimizers own the primal step
 (`roll()` zeroes grads, back-propagates and steps the primal optimizer), while contract 2 keeps
 the optimizer, gradient clipping and early stopping in `fit`; using only Cooper's multipliers would
@@ -186,7 +192,8 @@ class AugmentedLagrangian(Formulation):
     Args:
         penalty_init: starting rho (default: 1).
         penalty_growth: rho is multiplied by this every `growth_every` steps (default: 1.01).
-        penalty_max: cap on rho (default: 1e3).
+        penalty_max: cap on rho (default: 100); keep lr * rho * curvature well below 2, or
+            the primal step turns unstable.
         growth_every: steps between growths (default: 10).
         init_multiplier: starting lambda (default: 0).
     """
@@ -194,7 +201,7 @@ class AugmentedLagrangian(Formulation):
     name = "augmented-lagrangian"
 
     def __init__(self, constraint_set: ConstraintSet, *, penalty_init: float = 1.0,
-                 penalty_growth: float = 1.01, penalty_max: float = 1e3, growth_every: int = 10,
+                 penalty_growth: float = 1.01, penalty_max: float = 100.0, growth_every: int = 10,
                  init_multiplier: float = 0.0, **kw: Any) -> None:
         super().__init__(constraint_set, **kw)
         self.rho = _positive("penalty_init", penalty_init)
