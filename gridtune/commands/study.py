@@ -12,6 +12,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
     p.add_argument("--backend", default="local", help="local (process pool) or ray")
     p.add_argument("--no-report", action="store_true", help="skip plots and report (results.csv only)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key, dotted for tables, VALUE in TOML syntax "
+                   "(e.g. --set data.samples=100 --set 'seeds=[0]'); repeatable")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +34,14 @@ def _run(args: argparse.Namespace) -> int:
 
     check_backend(args.backend)
     check_workers(args.workers)
-    spec = load_study(args.spec)
+    spec = load_study(args.spec, **overrides(args))
     return run_and_print(spec, args.out or Path("runs") / spec.name, args)
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    from gridtune.studies.spec import parse_assignment
+
+    return dict(parse_assignment(a) for a in args.set)
 
 
 def run_and_print(spec, out: Path, args: argparse.Namespace) -> int:

@@ -215,14 +215,23 @@ def load_study(path: str | Path, **overrides: Any) -> StudySpec:
 
     Args:
         path: the study .toml.
-        overrides: top-level keys replacing the file's values (e.g. ``seeds=(0,)``).
+        overrides: keys replacing the file's values, dotted for sub-tables (e.g.
+            ``{"seeds": (0,), "data.samples": 100}``); validated like the file.
     """
     path = Path(path)
     table = read_toml(path)
     where = str(path)
     if "base_dir" in table:
         raise SpecError(f"{where}: unknown key `base_dir`")
-    table.update({k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()})
+    for key, value in overrides.items():
+        value = list(value) if isinstance(value, tuple) else value
+        *parents, leaf = key.split(".")
+        node = table
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SpecError(f"override `{key}`: `{part}` is not a table")
+        node[leaf] = value
     table["base_dir"] = str(path.resolve().parent)
     spec = from_table(StudySpec, table, where=where)
     check_files(spec, where)
@@ -325,3 +334,17 @@ def check_study(spec: StudySpec, where: str = "study") -> None:
             load_constraint_set(spec.constraint_path(ref), spec.task)
         except SpecError as exc:
             raise SpecError(f"{where}: key `constraints`: {exc}") from None
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` from the command line (`--set data.samples=100`); VALUE is a TOML value."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"--set `{text}`: expected KEY=VALUE, e.g. `seeds=[0, 1]`")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()  # a bare word is a string: --set task=opf
+    return key.strip(), parsed

@@ -138,3 +138,32 @@ def test_registry_checks_run_before_work(tmp_path):
     with pytest.raises(SpecError, match=r"key `constraints`: .*mono.toml.*`cost`"):
         load_study(write(tmp_path, text + 'task = "cost"\n'))
     assert load_study(write(tmp_path, text)).constraints == ("mono.toml",)
+
+
+def test_command_line_overrides_are_validated(tmp_path):
+    from gridtune.studies.spec import parse_assignment
+
+    path = write(tmp_path, BASE)
+    spec = load_study(path, **dict([parse_assignment("data.samples=50"),
+                                    parse_assignment("seeds=[4]"), parse_assignment("task=cost")]))
+    assert (spec.data.samples, spec.seeds, spec.task) == (50, (4,), "cost")
+    with pytest.raises(SpecError, match=r"\[data\]: unknown key `sample`"):
+        load_study(path, **dict([parse_assignment("data.sample=50")]))
+    with pytest.raises(SpecError, match=r"expected KEY=VALUE"):
+        parse_assignment("seeds")
+
+
+@pytest.mark.parametrize("name", ["quickstart", "ieee_transfer", "constraints"])
+def test_shipped_studies_load(name):
+    spec = load_study(REPO / "examples" / "studies" / f"{name}.toml")
+    assert spec.name == name
+    assert len(expand(spec)) > 0
+
+
+def test_demo_runs_the_shipped_quickstart():
+    from gridtune.commands.demo import quickstart_path
+
+    assert quickstart_path().read_text() == (REPO / "examples/studies/quickstart.toml").read_text()
+    spec = load_study(quickstart_path())
+    assert spec.sources == ("case14",) and spec.targets == ("case30",)
+    assert len(spec.strategies) in (2, 3) and len(spec.constraints) == 1
