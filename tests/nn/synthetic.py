@@ -73,3 +73,12 @@ def graphs(name: str = "case14", n: int = 40, seed: int = 0, unknown_share: floa
             status = "unknown"
         out.append(to_graph(g, sc, make_label(g, sc, status)))
     return out
+
+
+def tiny_checkpoint(out_dir, task: str = "feasibility", name: str = "case14", n: int = 60,
+                    epochs: int = 3, seed: int = 0):
+    """Train a tiny model on synthetic data and write its checkpoint; returns the metrics."""
+    from gridtune.nn.pretrain import pretrain
+
+    return pretrain(graphs(name, n, seed=seed), task=task, out_dir=out_dir, epochs=epochs,
+                    hidden=16, layers=2, seed=seed, batch_size=16)

@@ -1,0 +1,92 @@
+import json
+
+import pytest
+import torch
+from synthetic import graphs, tiny_checkpoint
+from torch_geometric.loader import DataLoader
+
+from gridtune.errors import CheckpointError
+from gridtune.grids.features import SCHEMA_VERSION
+from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint
+from gridtune.nn.model import ModelConfig, build_model
+from gridtune.nn.normalizer import Normalizer
+from gridtune.nn.pretrain import check_schema, resolve_data
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt")
+    metrics = tiny_checkpoint(out, "feasibility")
+    return out, metrics
+
+
+@pytest.mark.parametrize("task", ["feasibility", "opf", "cost"])
+@pytest.mark.parametrize("conv", ["gine", "transformer"])
+def test_round_trip_gives_identical_predictions(tmp_path, task, conv):
+    torch.manual_seed(3)
+    gs = graphs("case9", 6) + graphs("case14", 6)
+    model = build_model(ModelConfig(conv=conv, hidden=16, layers=2), task, Normalizer().fit(gs)).eval()
+    model.logit_bias.fill_(0.7)  # calibration buffers travel too
+    save_checkpoint(model, tmp_path, {"data_hash": "abc", "metrics": {"auroc": float("nan")}})
+    loaded, meta = load_checkpoint(tmp_path)
+    batch = next(iter(DataLoader(gs, batch_size=12)))
+    torch.testing.assert_close(loaded(batch), model(batch), rtol=0, atol=0)
+    assert meta["task"] == task and meta["model"]["conv"] == conv
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["data_hash"] == "abc"
+    assert meta["metrics"]["auroc"] is None  # NaN is not JSON; stored as null
+    assert len(meta["normalizer"]["x_mean"]) == gs[0].x.shape[1]
+
+
+def test_config_records_what_a_reader_needs(trained):
+    out, metrics = trained
+    config = json.loads((out / "config.json").read_text())
+    for key in ("gridtune_version", "schema_version", "task", "model", "normalizer", "data_hash", "metrics"):
+        assert key in config
+    assert config["data_hash"] == metrics["data_hash"]
+    # the weights are safetensors: an 8-byte header length then a JSON header, no pickle
+    raw = (out / "model.safetensors").read_bytes()
+    assert raw[8:9] == b"{"
+
+
+def test_missing_and_corrupt_checkpoints_fail_clearly(tmp_path, trained):
+    with pytest.raises(CheckpointError, match=r"checkpoint `.*nowhere` does not exist"):
+        load_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint: expected a directory with `config.json`"):
+        load_checkpoint(tmp_path / "empty")
+    src, _ = trained
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((src / "config.json").read_text())
+    (bad / "model.safetensors").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(CheckpointError, match=r"corrupt weights `model.safetensors`"):
+        load_checkpoint(bad)
+    (bad / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"corrupt `config.json`"):
+        load_checkpoint(bad)
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path, trained):
+    src, _ = trained
+    config = json.loads((src / "config.json").read_text())
+    config["model"]["hidden"] = 32
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match=r"weights do not fit its config"):
+        load_checkpoint(tmp_path)
+
+
+def test_schema_mismatch_names_both_sides(tmp_path, trained):
+    src, _ = trained
+    config = json.loads((src / "config.json").read_text())
+    config["schema_version"] = "0"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match=rf"feature schema `v0`, this gridtune's data use `v{SCHEMA_VERSION}`"):
+        load_checkpoint(tmp_path)
+    old = [g.clone() for g in graphs("case9", 3)]
+    for g in old:
+        g.x = g.x[:, :10]  # data written under another schema
+    with pytest.raises(CheckpointError, match=r"expects feature schema `v1` \(16 bus features\) but data "
+                                              r"`case9` has schema `v1` \(10 bus features\)"):
+        check_schema(resolve_data(old), "1")

@@ -1,0 +1,107 @@
+import pytest
+import torch
+from synthetic import graphs
+from torch import nn
+from torch_geometric.loader import DataLoader
+
+from gridtune.errors import GridtuneError
+from gridtune.evaluation.metrics import ac_power_balance
+from gridtune.grids.features import BRANCH_FEATURES, BUS_FEATURES
+from gridtune.nn.model import ModelConfig, build_model
+from gridtune.nn.normalizer import Normalizer
+from gridtune.nn.protocol import TransferModel, encoder_blocks
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """case9 and case14 graphs in one list: the same model must take both."""
+    return graphs("case9", 4, seed=1) + graphs("case14", 4, seed=2)
+
+
+@pytest.mark.parametrize("conv", ["gine", "gatv2", "transformer"])
+@pytest.mark.parametrize("task,node_level", [("feasibility", False), ("opf", True), ("cost", False)])
+def test_shapes_on_two_grid_sizes(mixed, conv, task, node_level):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(conv=conv, hidden=16, layers=2, heads=2), task).eval()
+    batch = next(iter(DataLoader(mixed, batch_size=len(mixed))))
+    out = model(batch)
+    n_bus = 9 * 4 + 14 * 4
+    assert out.shape == ((n_bus, 4) if node_level else (8,))
+    assert model.embed(batch).shape == ((n_bus if node_level else 8), model.embed_dim)
+    assert torch.isfinite(out).all()
+    # a graph alone gives what it gives inside a mixed batch: nothing leaks between grids
+    alone = model(mixed[0])
+    first = out[:9] if node_level else out[:1]
+    torch.testing.assert_close(alone, first, rtol=1e-4, atol=1e-5)
+
+
+def test_follows_transfer_contract_and_uses_plain_linear():
+    model = build_model(ModelConfig(hidden=16, layers=3), "feasibility")
+    assert isinstance(model, TransferModel)
+    assert len(encoder_blocks(model)) == 3
+    assert isinstance(model.encoder.edge_input, nn.Linear)
+    assert all(isinstance(m, nn.Linear) for m in model.head.mlp if not isinstance(m, nn.SiLU))
+    g = graphs("case9", 1)[0]
+    h = torch.randn(9, 16)
+    ei = g.edge_index
+    e = torch.randn(ei.shape[1], 16)
+    assert model.encoder.blocks[0](h, ei, e).shape == (9, 16)
+    model.head = nn.Linear(model.embed_dim, 1)  # head swap
+    assert model(g).shape == (1, 1)
+
+
+def test_outaged_branches_carry_no_messages():
+    torch.manual_seed(0)
+    g = graphs("case14", 1)[0].clone()
+    on = BRANCH_FEATURES.index("in_service")
+    r = BRANCH_FEATURES.index("r_pu")
+    model = build_model(ModelConfig(hidden=16, layers=3), "opf").eval()
+    model.config = ModelConfig(hidden=16, layers=3, balance_pg=False)  # compare raw outputs
+    g.edge_attr[[0, 20], on] = 0.0  # branch 0 out, both directions (20 branches in case14)
+    before = model(g)
+    changed = g.clone()
+    changed.edge_attr[[0, 20], r] += 5.0  # an open branch's impedance cannot matter
+    torch.testing.assert_close(model(changed), before)
+    live = g.clone()
+    live.edge_attr[[1, 21], r] += 5.0  # an energised one's does
+    assert not torch.allclose(model(live), before)
+
+
+def test_opf_output_closes_system_balance_and_keeps_generation_at_generator_buses():
+    torch.manual_seed(0)
+    gs = graphs("case14", 3)
+    model = build_model(ModelConfig(hidden=16, layers=2), "opf", Normalizer().fit(gs)).eval()
+    batch = next(iter(DataLoader(gs, batch_size=3)))
+    out = model(batch).detach()
+    no_gen = batch.x[:, BUS_FEATURES.index("n_gen")] == 0
+    assert (out[no_gen][:, 2:] == 0).all()
+    for i, g in enumerate(gs):
+        o = out[batch.ptr[i]:batch.ptr[i + 1]]
+        nodal, _ = ac_power_balance(g.x, g.edge_index, g.edge_attr, o[:, 0], o[:, 1], o[:, 2])
+        assert abs(float(nodal.sum())) * 100 < 1e-2  # MW, on a 100 MVA base
+    raw = build_model(ModelConfig(hidden=16, layers=2, balance_pg=False), "opf", Normalizer().fit(gs))
+    raw.load_state_dict(model.state_dict())
+    o = raw(gs[0]).detach()
+    nodal, _ = ac_power_balance(gs[0].x, gs[0].edge_index, gs[0].edge_attr, o[:, 0], o[:, 1], o[:, 2])
+    assert abs(float(nodal.sum())) * 100 > 1.0  # without the completion an untrained model is off
+
+
+def test_unknown_names_list_choices():
+    with pytest.raises(GridtuneError, match=r"unknown model `gcn`; valid: `gatv2`, `gine`, `transformer`"):
+        ModelConfig(conv="gcn")
+    with pytest.raises(GridtuneError, match=r"unknown task `power`; valid: `cost`, `feasibility`, `opf`"):
+        build_model(ModelConfig(), "power")
+    with pytest.raises(GridtuneError, match=r"`dropout` must lie in \[0, 1\), got `1.5`"):
+        ModelConfig(dropout=1.5)
+
+
+def test_normalizer_is_fitted_on_given_graphs_and_keeps_indicators():
+    gs = graphs("case14", 10)
+    nz = Normalizer().fit(gs)
+    x = torch.cat([g.x for g in gs])
+    pd = BUS_FEATURES.index("pd_pu")
+    assert float(nz.x_mean[pd]) == pytest.approx(float(x[:, pd].mean()), rel=1e-5)
+    z = nz.bus(x)
+    assert float(z[:, pd].mean()) == pytest.approx(0.0, abs=1e-5)
+    is_ref = BUS_FEATURES.index("is_ref")
+    torch.testing.assert_close(z[:, is_ref], x[:, is_ref])  # 0/1 indicators stay 0/1
