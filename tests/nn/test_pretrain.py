@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from synthetic import graphs, tiny_checkpoint
+
+from gridtune.errors import DataError
+from gridtune.finetune.trainer import make_loader, predict
+from gridtune.nn.checkpoint import load_checkpoint
+from gridtune.nn.model import ModelConfig, build_model
+from gridtune.nn.normalizer import Normalizer
+from gridtune.nn.pretrain import platt_calibrate, pretrain, split_indices
+from gridtune.nn.tasks import make_task
+
+
+def test_split_is_seeded_stratified_and_disjoint():
+    statuses = np.array(["feasible"] * 70 + ["infeasible"] * 20 + ["unknown"] * 10)
+    tr, va, te = split_indices(statuses, seed=4)
+    assert sorted(np.concatenate([tr, va, te]).tolist()) == list(range(100))
+    assert (len(tr), len(va), len(te)) == (70, 15, 15)
+    for part in (va, te):
+        assert set(statuses[part]) == {"feasible", "infeasible", "unknown"}
+        assert (statuses[part] == "infeasible").sum() == 3
+    again = split_indices(statuses, seed=4)
+    assert all((a == b).all() for a, b in zip((tr, va, te), again, strict=True))
+    assert not (split_indices(statuses, seed=5)[2] == te).all()
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path):
+    a = tiny_checkpoint(tmp_path / "a", "feasibility", n=40, epochs=2, seed=1)
+    b = tiny_checkpoint(tmp_path / "b", "feasibility", n=40, epochs=2, seed=1)
+    assert a["best_val"] == b["best_val"]
+    ma, _ = load_checkpoint(tmp_path / "a")
+    mb, _ = load_checkpoint(tmp_path / "b")
+    for (name, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    history = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert len(history) == a["epochs_run"]
+
+
+def test_pretrain_learns_a_topology_dependent_rule(tmp_path):
+    gs = graphs("case14", 160, seed=0, unknown_share=0.05)
+    m = pretrain(gs, task="feasibility", out_dir=tmp_path, epochs=40, hidden=32, layers=3, patience=15)
+    test = m["test"]
+    # ~24 test graphs: the bar is "clearly learned", not a quality figure (see benchmarks/)
+    assert test["model"]["auroc"] > 0.8
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert test["n_test"] <= test["n_test_all"]
+    assert m["train_graphs_per_s"] > 0 and m["split"]["train"] + m["split"]["val"] + m["split"]["test"] == 160
+    assert (tmp_path / "metrics.json").is_file()
+
+
+def test_platt_calibration_lowers_validation_log_loss():
+    torch.manual_seed(0)
+    gs = [g for g in graphs("case14", 60, seed=3)]
+    model = build_model(ModelConfig(hidden=16, layers=2), "feasibility", Normalizer().fit(gs)).eval()
+    with torch.no_grad():
+        model.head.mlp[-1].bias.fill_(3.0)  # badly calibrated: says "infeasible" everywhere
+    task = make_task("feasibility")
+    loader = make_loader(gs, 64, shuffle=False)
+    before = task.metrics(*predict(model, loader, task))["log_loss"]
+    fitted = platt_calibrate(model, gs)
+    after = task.metrics(*predict(model, loader, task))["log_loss"]
+    assert fitted is not None and after < before
+
+
+def test_too_little_data_is_a_clear_error(tmp_path):
+    gs = graphs("case9", 3, scale=(2.0, 2.1))  # all infeasible: no OPF targets at all
+    with pytest.raises(DataError, match=r"data `case9` has too few graphs with a `opf` target"):
+        pretrain(gs, task="opf", out_dir=tmp_path, epochs=1)
