@@ -142,7 +142,7 @@ def run_case(name: str, samples: int, workers: int, seed: int) -> None:
         counts[f"{lb.status}/{lb.certificate}"] = counts.get(f"{lb.status}/{lb.certificate}", 0) + 1
     print("gridtune (solutions=True) statuses:", dict(sorted(counts.items())))
     print(f"naive: {int(naive_ok.sum())} converged, {int((~naive_ok).sum())} not")
-    for i, (lb, (ok, sol)) in enumerate(zip(labels, naive)):
+    for i, (lb, (ok, sol)) in enumerate(zip(labels, naive, strict=False)):
         if (lb.status == "feasible") == ok:
             if ok and lb.objective is not None and sol is not None:
                 gap = abs(lb.objective - sol.objective) / max(1.0, abs(sol.objective))

@@ -29,7 +29,14 @@ import numpy as np
 from gridtune.grids.dcopf import DcOpf
 from gridtune.grids.labels import Label, Tolerances
 from gridtune.grids.model import REF, GridModel
-from gridtune.grids.opf import AcOpfResult, branch_results, recheck, scenario_ppc, solve_ac_opf
+from gridtune.grids.opf import (
+    DEFAULT_TOLERANCES,
+    AcOpfResult,
+    branch_results,
+    recheck,
+    scenario_ppc,
+    solve_ac_opf,
+)
 from gridtune.grids.relaxations import RelaxationResult, SdpRelaxation, SocRelaxation
 from gridtune.grids.scenarios import Scenario, Topology
 from gridtune.grids.scenarios import uniform_scenario as _uniform
@@ -65,7 +72,7 @@ class Labeller:
     """
 
     def __init__(self, grid: GridModel, *, solutions: bool = True,
-                 tolerances: Tolerances = Tolerances(), dc: bool = True, sdp: bool = True):
+                 tolerances: Tolerances = DEFAULT_TOLERANCES, dc: bool = True, sdp: bool = True):
         self.grid, self.solutions, self.tolerances = grid, solutions, tolerances
         self.use_dc, self.use_sdp = dc, sdp
         self.soc = SocRelaxation(grid)
@@ -181,7 +188,7 @@ def check_scenario(grid: GridModel, scenario: Scenario) -> None:
 
 
 def recover_feasible_point(grid: GridModel, scenario: Scenario, soc: RelaxationResult,
-                           tolerances: Tolerances = Tolerances()) -> AcOpfResult | None:
+                           tolerances: Tolerances = DEFAULT_TOLERANCES) -> AcOpfResult | None:
     """An AC-feasible operating point built from a relaxation solution, or None.
 
     Fixes the relaxation's dispatch at the non-reference generators and its voltage magnitudes

@@ -25,16 +25,16 @@ import warnings
 from typing import Any
 
 import numpy as np
-
-from gridtune.grids.labels import Tolerances
-from gridtune.grids.model import GridModel
-from gridtune.grids.scenarios import Scenario
-
 from pandapower.pypower.idx_brch import BR_STATUS, F_BUS, T_BUS, branch_cols
 from pandapower.pypower.idx_bus import PD, QD, VA, VM
 from pandapower.pypower.idx_cost import COST, NCOST
 from pandapower.pypower.idx_gen import GEN_STATUS, PG, QG
 
+from gridtune.grids.labels import Tolerances
+from gridtune.grids.model import GridModel
+from gridtune.grids.scenarios import Scenario
+
+DEFAULT_TOLERANCES = Tolerances()
 PIPS_MAX_IT = 150  # PYPOWER's default (PDIPM_MAX_IT)
 # PIPS's default feasibility tolerance (5e-6, scaled) leaves ~1 kW nodal mismatch on case30, just
 # above `Tolerances.mismatch_mva`; 1e-6 re-checks cleanly and converges in the same iterations.
@@ -166,7 +166,7 @@ def solve_ac_opf(grid: GridModel, scenario: Scenario, *, init: dict[str, np.ndar
 
 
 def recheck(grid: GridModel, scenario: Scenario, result: AcOpfResult,
-            tolerances: Tolerances = Tolerances()) -> dict[str, float]:
+            tolerances: Tolerances = DEFAULT_TOLERANCES) -> dict[str, float]:
     """Independent feasibility check of an AC operating point; returns the violations found.
 
     Checks, each in physical units and against `tolerances`:

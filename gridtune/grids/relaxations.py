@@ -29,11 +29,10 @@ import cvxpy as cp
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
+from pandapower.pypower.idx_brch import branch_cols
 
 from gridtune.grids.model import GridModel
 from gridtune.grids.scenarios import Scenario
-
-from pandapower.pypower.idx_brch import branch_cols
 
 CERTIFIED_INFEASIBLE = {cp.INFEASIBLE}  # "infeasible_inaccurate" is not a certificate
 
@@ -118,7 +117,7 @@ class _Relaxation:
         yff, yft, ytf, ytt = branch_admittances(grid)
         f, t = grid.f_bus, grid.t_bus
         rows = np.arange(nl)
-        pidx = np.array([pair_index[(min(a, b), max(a, b))] for a, b in zip(f, t)])
+        pidx = np.array([pair_index[(min(a, b), max(a, b))] for a, b in zip(f, t, strict=False)])
         sign = np.where(f < t, 1.0, -1.0)  # W_ft = conj(W_tf) when f > t
 
         def lin(coef_w: np.ndarray, bus: np.ndarray, cr: np.ndarray, ci: np.ndarray) -> cp.Expression:
@@ -249,7 +248,7 @@ class SocRelaxation(_Relaxation):
     name = "soc"
 
     def __init__(self, grid: GridModel):
-        pairs = sorted({(min(a, b), max(a, b)) for a, b in zip(grid.f_bus, grid.t_bus)})
+        pairs = sorted({(min(a, b), max(a, b)) for a, b in zip(grid.f_bus, grid.t_bus, strict=False)})
         super().__init__(grid, pairs)
 
     def _cone(self, pair_index: dict[tuple[int, int], int]) -> list[cp.Constraint]:
@@ -264,7 +263,7 @@ def chordal_cliques(grid: GridModel) -> tuple[list[tuple[int, int]], list[list[i
     """Edges of a chordal extension of the grid graph and its maximal cliques (sorted buses)."""
     g = nx.Graph()
     g.add_nodes_from(range(grid.n_bus))
-    g.add_edges_from((int(a), int(b)) for a, b in zip(grid.f_bus, grid.t_bus) if a != b)
+    g.add_edges_from((int(a), int(b)) for a, b in zip(grid.f_bus, grid.t_bus, strict=False) if a != b)
     h, _ = nx.complete_to_chordal_graph(g)
     cliques = [sorted(c) for c in nx.chordal_graph_cliques(h)]
     edges = sorted({(min(a, b), max(a, b)) for a, b in h.edges()})
@@ -298,15 +297,16 @@ class SdpRelaxation(_Relaxation):
             # (w, wr, wi) exactly once, so the equalities stay linearly independent (tying the
             # full matrix duplicates every equality and made Clarabel fail).
             x = cp.Variable((2 * k, 2 * k), PSD=True)
-            rows, cols, ent_r, ent_c, vals = [], [], [], [], []
+            ent_r: list[int] = []
+            ent_c: list[int] = []
+            links: list[tuple[int, int, float]] = []  # (entry, column of z, coefficient)
 
-            def tie(r: int, c: int, col: int | None, v: float = 1.0) -> None:
+            def tie(r: int, c: int, col: int | None, v: float = 1.0, ent_r=ent_r, ent_c=ent_c,
+                    links=links) -> None:
                 ent_r.append(r)
                 ent_c.append(c)
                 if col is not None:
-                    rows.append(len(ent_r) - 1)
-                    cols.append(col)
-                    vals.append(v)
+                    links.append((len(ent_r) - 1, col, v))
 
             for a, i in enumerate(clique):
                 tie(a, a, i)
@@ -318,6 +318,7 @@ class SdpRelaxation(_Relaxation):
                     tie(k + a, k + b, nb + p)
                     tie(a, k + b, nb + npair + p, -1.0)  # upper-right block is -Im W
                     tie(b, k + a, nb + npair + p, 1.0)   # -Im W_ba = Im W_ab
+            rows, cols, vals = (list(x) for x in zip(*links, strict=True))
             m = sp.csr_matrix((vals, (rows, cols)), shape=(len(ent_r), nb + 2 * npair))
             cons.append(x[np.array(ent_r), np.array(ent_c)] == m @ z)
         return cons

@@ -95,7 +95,7 @@ def test_chordal_extension_covers_every_branch(case30_grid):
     g = nx.Graph(edges)
     assert nx.is_chordal(g)
     covered = {(a, b) for c in cliques for i, a in enumerate(c) for b in c[i + 1:]}
-    for f, t in zip(case30_grid.f_bus, case30_grid.t_bus):
+    for f, t in zip(case30_grid.f_bus, case30_grid.t_bus, strict=False):
         assert (min(f, t), max(f, t)) in covered
 
 
