@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -19,15 +20,19 @@ from gridtune.grids.model import grid_from_net
 from gridtune.grids.scenarios import Scenario
 
 
+@functools.lru_cache(maxsize=None)
 def ac_solution(case: str, load_scale: float = 1.0):
-    """(graph, state (N, 4) float64) of an exact AC power flow of `case` at `load_scale`."""
+    """(graph, state (N, 4) float64) of an exact AC power flow of `case` at `load_scale`.
+
+    Cached: callers must not modify what it returns (they clone).
+    """
     net = getattr(pn, case)()
     net.load["p_mw"] *= load_scale
     net.load["q_mvar"] *= load_scale
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         grid = grid_from_net(net, case)
-        pp.runpp(net, tolerance_mva=1e-10)
+        pp.runpp(net, tolerance_mva=1e-10, numba=False)  # no JIT: one tiny solve
     base, n = grid.base_mva, grid.n_bus
     where = {int(b): i for i, b in enumerate(grid.bus_ids)}
     pg, qg = np.zeros(n), np.zeros(n)
