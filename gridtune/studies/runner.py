@@ -227,26 +227,83 @@ def _fine_tune(job: CellJob) -> dict[str, Any]:
     from gridtune.finetune.api import finetune
 
     cell = job.cell
-    raw = finetune(Path(job.checkpoint), _open(job.target), labels=cell.labels,
-                   strategy=cell.strategy, seed=cell.seed, unlabeled=job.unlabeled,
-                   out_dir=Path(job.out_dir),
+    data = _open(job.target)
+    raw = finetune(Path(job.checkpoint), data, labels=cell.labels, strategy=cell.strategy,
+                   seed=cell.seed, unlabeled=job.unlabeled, out_dir=Path(job.out_dir),
                    constraints=Path(cell.constraint_path) if cell.constraint_path else None,
                    formulation=cell.formulation if cell.constraint_path else "lagrangian",
-                   with_scratch=cell.with_scratch)
-    return normalise_result(raw)
+                   with_scratch=cell.with_scratch, threads=job.threads)
+    record = normalise_result(raw)
+    record.update(_diagnostics(job, data))
+    return record
 
 
 def normalise_result(raw: dict[str, Any]) -> dict[str, Any]:
-    """The fine-tuning result -> the record fields the store and plots read."""
+    """The fine-tuning result (`gridtune.finetune.api.finetune`) -> the record fields the store
+    and plots read: scalar test metrics, scratch metrics, constraint violations (test split)."""
     out: dict[str, Any] = {
-        "metrics": _scalars(raw.get("metrics", {})),
+        "metrics": _scalars(raw.get("metrics") or {}),
         "trainable_params": raw.get("trainable_params"),
         "wall_time_s": raw.get("wall_time_s"),
+        "epochs_run": raw.get("epochs_run"),
     }
     scratch = raw.get("scratch")
     if scratch:
-        out["scratch"] = _scalars(scratch.get("metrics", scratch))
+        out["scratch"] = _scalars(scratch.get("metrics") or {})
+    constraints = raw.get("constraints")
+    if constraints:
+        out["violations"] = {name: _scalars(v) for name, v in (constraints.get("test") or {}).items()}
     return out
+
+
+def _diagnostics(job: CellJob, data: Any) -> dict[str, Any]:
+    """What the report needs beyond the metrics, from the fine-tuned checkpoint on the target
+    test split (the split `finetune` used): a reliability table (feasibility), the violations
+    of every constraint set of the study for unconstrained cells ("before" in the violation
+    plot), and the multiplier trajectories a constrained fit logged."""
+    out: dict[str, Any] = {}
+    cell = job.cell
+    history = Path(job.out_dir) / "constraint_history.json"
+    if history.is_file():
+        rows = json.loads(history.read_text()).get("history") or []
+        names = sorted({k.split("/")[0] for r in rows for k in r if k.endswith("/multiplier")})
+        if names:
+            out["multiplier_steps"] = [r.get("step") for r in rows]
+            out["multipliers"] = {n: [r.get(f"{n}/multiplier") for r in rows] for n in names}
+    needs_reliability = job.task == "feasibility"
+    needs_before = cell.constraint == "none" and bool(job.constraint_sets)
+    if not (needs_reliability or needs_before):
+        return out
+    from gridtune.finetune.api import load_finetuned
+    from gridtune.finetune.trainer import make_loader
+    from gridtune.nn.pretrain import resolve_data, split_indices, task_graphs
+
+    model, _ = load_finetuned(job.out_dir)
+    view = resolve_data(data)
+    _, _, te_idx = split_indices(view.statuses, cell.seed)
+    test = task_graphs([view.graphs[i] for i in te_idx], job.task)
+    if needs_reliability:
+        from gridtune.evaluation.metrics import reliability_table
+        from gridtune.finetune.trainer import predict
+        from gridtune.nn.tasks import make_task
+
+        task = make_task("feasibility")
+        logits, y = predict(model, make_loader(test, 256, shuffle=False), task)
+        out["reliability"] = reliability_table(torch_sigmoid(logits), y.double().numpy())
+    if needs_before:
+        from gridtune.constraints.api import constraint_report
+
+        out["violations_by_set"] = {
+            label: {n: _scalars(v) for n, v in constraint_report(
+                model, make_loader(test, 256, shuffle=False), path, job.task).items()}
+            for label, path in job.constraint_sets}
+    return out
+
+
+def torch_sigmoid(logits: Any) -> Any:
+    import torch
+
+    return torch.sigmoid(logits.double()).numpy()
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,114 @@
+"""A tiny study end to end on real data: case9 -> case14, a few dozen AC-OPF-labelled scenarios,
+two strategies, one seed. Needs the data engine (pandapower, cvxpy), pre-training and the
+fine-tuning entry point (`gridtune.finetune.api.finetune`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from gridtune.studies.report import write_report
+from gridtune.studies.runner import run_study
+from gridtune.studies.spec import load_study
+
+pytestmark = pytest.mark.slow
+
+SPEC = """
+name = "ci"
+task = "feasibility"
+sources = ["case9"]
+targets = ["case14"]
+strategies = ["full", "linear-probe"]
+labels = [10, 20]
+seeds = [0]
+
+[data]
+samples = 36
+[data.overrides]
+# a fixed load-scale range around both re-rated grids' boundaries: no calibration solves
+loads = { scale = [0.8, 1.5] }
+topology = { candidates = 3 }
+labels = { dc = false }
+
+[pretrain]
+epochs = 15
+"""
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    cache = tmp_path_factory.getbasetemp() / "gridtune-cache"
+    old = os.environ.get("GRIDTUNE_CACHE")
+    os.environ["GRIDTUNE_CACHE"] = str(cache)
+    (root / "ci.toml").write_text(SPEC)
+    spec = load_study(root / "ci.toml")
+    lines: list[str] = []
+    outcome = run_study(spec, root / "out", workers=2, log=lines.append, progress=False)
+    yield spec, root / "out", outcome, lines
+    if old is None:
+        os.environ.pop("GRIDTUNE_CACHE", None)
+    else:
+        os.environ["GRIDTUNE_CACHE"] = old
+
+
+def test_results_csv_has_one_row_per_cell_with_metrics_and_gain(study):
+    spec, out, outcome, lines = study
+    assert outcome.cells == 4 and outcome.failed == 0, "\n".join(lines)
+    frame = pd.read_csv(out / "results.csv")
+    assert len(frame) == 4
+    for col in ("source", "target", "strategy", "labels", "seed", "constraint", "formulation",
+                "status", "auroc", "scratch_auroc", "transfer_gain", "wall_time_s"):
+        assert col in frame.columns
+    assert set(frame["strategy"]) == {"full", "linear-probe"}
+    assert (frame["status"] == "ok").all()
+    assert frame["transfer_gain"].notna().all()  # linear-probe borrows full's scratch baseline
+    assert ((frame["auroc"] >= 0) & (frame["auroc"] <= 1)).all()
+    study_json = json.loads((out / "study.json").read_text())
+    assert study_json["spec"]["strategies"] == ["full", "linear-probe"]
+    datasets = json.loads((out / "datasets.json").read_text())
+    assert set(datasets) == {"case9", "case14"}
+    assert all(len(d["content_hash"]) >= 8 for d in datasets.values())
+
+
+def test_plots_and_report(study):
+    _, out, outcome, _ = study
+    for name in ("learning_curves", "transfer_matrix", "reliability"):
+        assert (out / "plots" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+    text = outcome.report_md.read_text()
+    assert "`full`" in text or "| full |" in text
+    assert "linear-probe" in text
+    assert "data:image/png;base64," in outcome.report_html.read_text()
+    assert "full" in outcome.summary and "linear-probe" in outcome.summary
+
+
+def test_rerun_skips_finished_cells_and_records_a_failing_cell(study):
+    spec, out, _, _ = study
+    records = sorted((out / "results").glob("*.json"))
+    before = {p.name: p.read_text() for p in records}
+    again = run_study(spec, out, workers=1, log=lambda s: None, progress=False, report=False)
+    assert (again.ran, again.skipped) == (0, 4)
+    assert {p.name: p.read_text() for p in records} == before
+    # a corrupt source checkpoint makes the cells that still have to run fail, one by one
+    victim = records[0]
+    victim.unlink()
+    weights = next(p for p in (out / "pretrain" / "case9").iterdir() if p.suffix == ".safetensors")
+    saved = weights.read_bytes()
+    weights.write_bytes(b"not a checkpoint")
+    try:
+        third = run_study(spec, out, workers=1, log=lambda s: None, progress=False, report=False)
+    finally:
+        weights.write_bytes(saved)
+    assert (third.ran, third.skipped, third.failed) == (1, 3, 1)
+    rec = json.loads(victim.read_text())
+    assert rec["status"] == "failed" and "Checkpoint" in rec["error"]
+    frame = pd.read_csv(out / "results.csv")
+    assert (frame["status"] == "failed").sum() == 1
+    md, _ = write_report(out)
+    assert victim.stem in md.read_text().split("## Failed cells")[1]
+    shutil.rmtree(out / "cells" / victim.stem, ignore_errors=True)
