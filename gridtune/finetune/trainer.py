@@ -95,6 +95,8 @@ class FitResult:
     best_val: the validation metrics of that epoch (empty without a validation loader).
     wall_time_s: wall-clock time of the whole fit.
     epochs_run: epochs actually run (early stopping may cut them short).
+    trainable_params: scalar parameters the optimizer updated (set by `fit`; strategies that
+        merge their parameters afterwards, like LoRA, keep the count of what trained).
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -102,6 +104,7 @@ class FitResult:
     best_val: dict[str, float] = field(default_factory=dict)
     wall_time_s: float = 0.0
     epochs_run: int = 0
+    trainable_params: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,7 +205,9 @@ def fit(
     # parameter whose grad is None, weight decay included, so they stay exactly unchanged.
     optimizer = torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
     result = FitResult()
-    best_score = -math.inf
+    all_params = [p for g in optimizer.param_groups for p in g["params"]]
+    trained: dict[int, int] = {}  # id -> numel of every parameter trainable in some epoch
+    best_score = best_tie = -math.inf
     best_state: dict[str, Tensor] | None = None
     since_best = 0
     step = 0
@@ -214,6 +219,7 @@ def fit(
         model.train()
         if on_epoch_start is not None:
             on_epoch_start(epoch, model)
+        trained.update({id(p): p.numel() for p in all_params if p.requires_grad})
         total = extra_total = 0.0
         n_batches = 0
         for batch in train_loader:
@@ -244,9 +250,13 @@ def fit(
             score = float(task.val_score(val))
             row.update({f"val_{k}": float(v) for k, v in val.items()})
             row["val_score"] = score
-            # NaN scores (e.g. AUROC of a one-class split) never count as an improvement.
-            if score > best_score:
+            # NaN scores (e.g. AUROC of a one-class split) never count as an improvement. A
+            # rank score (AUROC) on a small validation split ties often: ties go to the lower
+            # validation loss when the task reports one.
+            tie_break = -float(val.get("log_loss", val.get("loss", math.nan)))
+            if score > best_score or (score == best_score and tie_break > best_tie):
                 best_score, result.best_epoch, result.best_val = score, epoch, dict(val)
+                best_tie = tie_break
                 best_state = copy.deepcopy(model.state_dict())
                 since_best = 0
             else:
@@ -261,5 +271,6 @@ def fit(
     else:
         result.best_epoch = result.epochs_run - 1
     model.train(False)
+    result.trainable_params = sum(trained.values())
     result.wall_time_s = time.perf_counter() - start
     return result

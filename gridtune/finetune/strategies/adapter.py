@@ -28,25 +28,33 @@ class Adapter(Strategy):
         bottleneck: adapter hidden size (default: ``16``).
         feature_dim: axis holding features in block outputs (default: ``-1``; ``1`` for
             channel-first images).
+        dims: feature size after each block; when given no sample batch is needed (rebuilding
+            a saved adapted model). After `prepare` it holds the sizes used.
     """
 
     name = "adapter"
     description = "freeze the encoder, insert small bottleneck modules after each block, train those"
 
-    def __init__(self, bottleneck: int = 16, feature_dim: int = -1) -> None:
+    def __init__(self, bottleneck: int = 16, feature_dim: int = -1,
+                 dims: list[int] | None = None) -> None:
         super().__init__()
         if not isinstance(bottleneck, int) or bottleneck < 1:
             raise GridtuneError(f"adapter: bottleneck must be a positive integer, got `{bottleneck}`")
         self.bottleneck = bottleneck
         self.feature_dim = feature_dim
+        self.dims = list(dims) if dims is not None else None
 
     def prepare(self, model: nn.Module, sample_batch: Any = None) -> nn.Module:
         blocks = encoder_blocks(model)
-        shapes = block_output_shapes(model, check_sample(sample_batch, self.name))
+        if self.dims is None:
+            shapes = block_output_shapes(model, check_sample(sample_batch, self.name))
+            self.dims = [int(s[self.feature_dim]) for s in shapes]
+        if len(self.dims) != len(blocks):
+            raise GridtuneError(f"adapter: `{len(self.dims)}` feature sizes for {len(blocks)} blocks")
         freeze(model)
         self.frozen.append(model.encoder)
-        for i, shape in enumerate(shapes):
-            adapter = BottleneckAdapter(shape[self.feature_dim], self.bottleneck, self.feature_dim)
+        for i, dim in enumerate(self.dims):
+            adapter = BottleneckAdapter(dim, self.bottleneck, self.feature_dim)
             blocks[i] = AdaptedBlock(blocks[i], adapter)
         unfreeze(model.head)
         return model

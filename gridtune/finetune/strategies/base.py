@@ -100,8 +100,9 @@ class Strategy:
 
     def config(self) -> dict[str, Any]:
         """The strategy's settings, written next to results."""
-        return {k: v for k, v in vars(self).items()
-                if isinstance(v, (int, float, str, bool, type(None)))}
+        scalar = (int, float, str, bool, type(None))
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and (
+            isinstance(v, scalar) or (isinstance(v, list) and all(isinstance(x, scalar) for x in v)))}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())

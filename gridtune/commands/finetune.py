@@ -1,0 +1,91 @@
+"""`gridtune finetune --from CHECKPOINT --data TARGET --labels N --strategy NAME --out DIR`.
+
+Writes a checkpoint, `finetune.json` (metrics, trainable parameters, wall time, the scratch
+baseline at the same labels and seed) and `history.json`. With several seeds
+(`--seed 0 1 2`) each seed goes to `DIR/seed_<s>` and `DIR/verdict.json` holds the transfer
+verdict (gain over scratch with a bootstrap interval). `--list-strategies` prints every strategy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="adapt a checkpoint to target data with a fine-tuning strategy")
+    p.add_argument("--from", dest="checkpoint", type=Path, help="checkpoint directory to start from")
+    p.add_argument("--data", help="target recipe .toml, dataset directory or default case name")
+    p.add_argument("--labels", type=int, help="labelled target graphs to use (training + early stopping)")
+    p.add_argument("--strategy", help="strategy name (see --list-strategies)")
+    p.add_argument("--unlabeled", type=int, default=0,
+                   help="unlabelled target scenarios for domain adaptation (no OPF solve; default: 0)")
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="one or more seeds; several give a transfer verdict (default: 0)")
+    p.add_argument("--out", type=Path, help="output directory")
+    p.add_argument("--constraints", type=Path, help="constraint spec (TOML) enforced while training")
+    p.add_argument("--formulation", default="lagrangian",
+                   help="penalty, lagrangian or augmented-lagrangian (default: lagrangian)")
+    p.add_argument("--no-scratch", action="store_true", help="skip the scratch baseline")
+    p.add_argument("--epochs", type=int, default=200, help="maximum epochs (default: 200)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    p.add_argument("--batch-size", type=int, default=64, help="graphs per batch (default: 64)")
+    p.add_argument("--patience", type=int, default=20, help="early-stopping patience (default: 20)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
+    p.add_argument("--list-strategies", action="store_true", help="print every strategy and exit")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    from gridtune.errors import GridtuneError
+    from gridtune.finetune.registry import strategies_text, strategy_class
+
+    if args.list_strategies:
+        print(strategies_text())
+        return 0
+    missing = [flag for flag, v in (("--from", args.checkpoint), ("--data", args.data),
+                                    ("--labels", args.labels), ("--strategy", args.strategy),
+                                    ("--out", args.out)) if v is None]
+    if missing:
+        raise GridtuneError(f"missing {', '.join(f'`{m}`' for m in missing)}; usage: gridtune finetune "
+                            "--from CHECKPOINT --data TARGET --labels N --strategy NAME --out DIR")
+    strategy_class(args.strategy)  # fail on a typo before loading anything
+    from gridtune.finetune.api import finetune, primary_metric
+    from gridtune.finetune.trainer import TrainConfig
+
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         patience=args.patience)
+    seeds = list(dict.fromkeys(args.seed))
+    results = []
+    for seed in seeds:
+        out = args.out if len(seeds) == 1 else args.out / f"seed_{seed}"
+        r = finetune(args.checkpoint, args.data, labels=args.labels, strategy=args.strategy,
+                     seed=seed, unlabeled=args.unlabeled, out_dir=out, constraints=args.constraints,
+                     formulation=args.formulation, with_scratch=not args.no_scratch,
+                     train_config=config, threads=args.threads)
+        results.append(r)
+        key = primary_metric(r["task"])
+        line = (f"seed {seed}: {args.strategy} {key} {_fmt(r['metrics'].get(key))}  "
+                f"({r['trainable_params']} trainable, {r['wall_time_s']:.1f} s)")
+        if "scratch" in r:
+            line += f"  scratch {_fmt(r['scratch']['metrics'].get(key))}"
+        print(line)
+    if len(seeds) > 1 and not args.no_scratch:
+        from gridtune.finetune.verdict import transfer_verdict
+
+        key = primary_metric(results[0]["task"])
+        v = transfer_verdict([r["metrics"][key] for r in results],
+                             [r["scratch"]["metrics"][key] for r in results],
+                             metric=key, higher_is_better=key == "auroc")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "verdict.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
+        print(f"transfer gain {v.gain_mean:+.4f} [{v.ci_low:+.4f}, {v.ci_high:+.4f}] over "
+              f"{v.n_seeds} seeds; negative_transfer: {str(v.negative_transfer).lower()}")
+    print(f"results in {args.out}")
+    return 0
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)

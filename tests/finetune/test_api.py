@@ -1,0 +1,104 @@
+"""The grid entry point (`finetune`) and the `gridtune finetune` command, on synthetic grid data.
+
+Source: a tiny model pre-trained on case9; target: case14 (another topology), labels from a known
+rule (tests/nn/synthetic.py).
+"""
+
+import json
+
+import pytest
+import torch
+
+from gridtune.cli import main
+from gridtune.errors import DataError, GridtuneError
+from gridtune.finetune.api import finetune, load_finetuned, sample_labels
+from gridtune.finetune.trainer import TrainConfig, make_loader
+from gridtune.nn.checkpoint import load_checkpoint
+from gridtune.nn.pretrain import split_indices
+from tests.nn.synthetic import graphs, tiny_checkpoint
+
+FAST = TrainConfig(epochs=3, patience=3)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    d = tmp_path_factory.mktemp("src")
+    tiny_checkpoint(d, name="case9", n=60, epochs=2)
+    return d
+
+
+@pytest.fixture(scope="module")
+def target():
+    return graphs("case14", 100, seed=1)
+
+
+def test_strategies_report_metrics_scratch_and_parameter_counts(source, target, tmp_path):
+    out = {}
+    for name, unl in (("full", 0), ("linear-probe", 0), ("adapter", 0), ("dann", 16)):
+        r = finetune(source, target, labels=20, strategy=name, unlabeled=unl,
+                     out_dir=tmp_path / name, train_config=FAST)
+        out[name] = r
+        saved = json.loads((tmp_path / name / "finetune.json").read_text())
+        assert saved["strategy"] == name and saved["labels"] == 20
+        assert saved["n_train"] + saved["n_val"] == 20
+        assert 0.0 <= saved["metrics"]["auroc"] <= 1.0
+        assert saved["scratch"]["metrics"]["auroc"] == pytest.approx(out["full"]["scratch"]["metrics"]["auroc"])
+        assert "transfer_gain" in saved and saved["wall_time_s"] > 0
+    head = sum(p.numel() for p in load_checkpoint(source)[0].head.parameters())
+    assert out["linear-probe"]["trainable_params"] == head
+    assert out["full"]["trainable_params"] == out["full"]["scratch"]["trainable_params"]
+    # two 16-wide blocks, bottleneck 16: 2 * (16*16 + 16 + 16*16 + 16)
+    assert out["adapter"]["trainable_params"] == head + 2 * 544
+    # dann's discriminator is an optimizer parameter too
+    assert out["dann"]["trainable_params"] > out["full"]["trainable_params"]
+
+
+def test_saved_checkpoints_reload_with_the_same_predictions(source, target, tmp_path):
+    batch = next(iter(make_loader(target[:8], 8, shuffle=False)))
+    for name in ("full", "adapter", "lora"):
+        finetune(source, target, labels=16, strategy=name, out_dir=tmp_path / name,
+                 train_config=FAST, with_scratch=False)
+        model, meta = load_finetuned(tmp_path / name)
+        assert meta["finetune"]["strategy"] == name
+        if name != "adapter":  # plain layouts load with the models' own loader too
+            plain, _ = load_checkpoint(tmp_path / name)
+            with torch.no_grad():
+                assert torch.allclose(plain(batch), model(batch))
+    with torch.no_grad():
+        assert not torch.allclose(load_finetuned(tmp_path / "full")[0](batch),
+                                  load_checkpoint(source)[0](batch))
+
+
+def test_label_sampling_is_seeded_stratified_and_within_the_training_split(target):
+    statuses = __import__("numpy").array(["feasible" if float(g.y_infeasible) == 0 else "infeasible"
+                                          for g in target])
+    tr, _, te = split_indices(statuses, 0)
+    a = sample_labels(target, tr, 20, "feasibility", 0)
+    assert a == sample_labels(target, tr, 20, "feasibility", 0)
+    assert a != sample_labels(target, tr, 20, "feasibility", 1)
+    train, val = a
+    assert len(train) + len(val) == 20 and len(val) == 4
+    assert set(train + val) <= set(tr.tolist()) and not set(train) & set(val)
+    for part in (train, val):
+        assert {float(target[i].y_infeasible) for i in part} == {0.0, 1.0}
+
+
+def test_errors_name_the_bad_value(source, target, tmp_path):
+    with pytest.raises(GridtuneError, match="unknown strategy `fulll`; valid strategies:"):
+        finetune(source, target, labels=20, strategy="fulll", out_dir=tmp_path)
+    with pytest.raises(DataError, match="--labels `500` exceeds the `7[0-9]` labelled target graphs"):
+        finetune(source, target, labels=500, strategy="full", out_dir=tmp_path)
+    with pytest.raises(GridtuneError, match="strategy `coral` needs unlabelled target data: pass `--unlabeled N`"):
+        finetune(source, target, labels=20, strategy="coral", out_dir=tmp_path)
+
+
+def test_cli_lists_strategies_and_reports_a_verdict(source, tmp_path, capsys, monkeypatch):
+    assert main(["finetune", "--list-strategies"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("scratch", "linear-probe", "adapter", "lora", "dann", "coral", "mmd"):
+        assert f"  {name} " in listed
+    assert main(["finetune", "--from", str(source), "--data", "x"]) == 2
+    assert "missing `--labels`, `--strategy`, `--out`" in capsys.readouterr().err
+    assert main(["finetune", "--from", str(source), "--data", "x", "--labels", "5",
+                 "--strategy", "warp", "--out", str(tmp_path)]) == 2
+    assert "unknown strategy `warp`" in capsys.readouterr().err
