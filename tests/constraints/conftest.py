@@ -71,6 +71,6 @@ def case9_graphs(case9_grid):
     return case_graphs(case9_grid, 24)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_graphs():
     return case_graphs
