@@ -1,0 +1,67 @@
+import json
+
+import pytest
+from synthetic import graphs, tiny_checkpoint
+
+from gridtune.cli import main
+from gridtune.errors import CheckpointError
+from gridtune.evaluation.evaluate import evaluate_checkpoint, summary_lines, to_json
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ck")
+    tiny_checkpoint(root / "feas", "feasibility", name="case14", n=60, epochs=3)
+    tiny_checkpoint(root / "opf", "opf", name="case14", n=60, epochs=3)
+    return root
+
+
+def test_zero_shot_on_another_grid_writes_metrics_and_plots(checkpoints, tmp_path):
+    report = evaluate_checkpoint(checkpoints / "feas", graphs("case9", 40, seed=7), out_dir=tmp_path)
+    assert report["zero_shot"] and report["trained_on"] == "case14" and report["data"] == "case9"
+    saved = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: no NaN
+    for key in ("auroc", "auprc", "f1", "balanced_accuracy", "ece", "brier"):
+        assert key in saved["model"] and key in saved["baseline"]
+    assert saved["verdict"]["metric"] == "auroc"
+    assert isinstance(saved["verdict"]["beats_baseline"], bool)
+    assert {p.name for p in tmp_path.glob("*.png")} == {"roc.png", "reliability.png"}
+    assert any("zero-shot" in line for line in summary_lines(report))
+
+
+def test_opf_evaluation_reports_physical_units_and_dc_baseline(checkpoints, tmp_path):
+    report = evaluate_checkpoint(checkpoints / "opf", graphs("case9", 30, seed=8), out_dir=tmp_path)
+    model, base = report["model"], report["baseline"]
+    for key in ("mae_vm_pu", "mae_va_degree", "mae_pg_mw", "mae_qg_mvar", "optimality_gap", "power_balance_mw"):
+        assert model[key] is not None
+    assert base["mae_vm_pu"] is None and base["power_balance_mw"] > model["power_balance_mw"]
+    assert report["verdict"]["power_balance"]["beats_baseline"] is True
+    assert (tmp_path / "opf_scatter.png").is_file()
+
+
+def test_single_class_data_reports_undefined_metrics_with_reason(checkpoints):
+    easy = graphs("case9", 30, seed=9, scale=(0.5, 0.6))  # every scenario feasible
+    report = to_json(evaluate_checkpoint(checkpoints / "feas", easy))
+    assert report["model"]["auroc"] is None
+    assert "only one class (`feasible`)" in report["model"]["undefined"]["auroc"]
+    assert report["verdict"]["beats_baseline"] is None
+    assert report["model"]["brier"] is not None
+
+
+def test_task_that_the_data_cannot_score_names_both(checkpoints):
+    infeasible = graphs("case9", 10, scale=(2.0, 2.1))  # no AC-OPF solutions at all
+    with pytest.raises(CheckpointError, match=r"checkpoint task `opf` needs AC-OPF solutions .* but data "
+                                              r"`case9` has none \(statuses: \{'infeasible': 10\}\)"):
+        evaluate_checkpoint(checkpoints / "opf", infeasible)
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(checkpoints, tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing"), "--data", "case9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not exist" in err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text("{}")
+    (tmp_path / "junk" / "model.safetensors").write_bytes(b"")
+    assert main(["evaluate", str(tmp_path / "junk"), "--data", "case9"]) == 2
+    assert "is not a gridtune checkpoint config" in capsys.readouterr().err
+    assert main(["pretrain", "--data", "case9", "--task", "opf", "--model", "gcn", "--out", str(tmp_path)]) == 2
+    assert "unknown model `gcn`; valid: `gatv2`, `gine`, `transformer`" in capsys.readouterr().err
