@@ -141,7 +141,8 @@ def finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, s
         constraints: a constraint spec (TOML) added as a training term; violations on the test
             split are reported.
         formulation: constraint formulation (`penalty`, `lagrangian`, `augmented-lagrangian`).
-        with_scratch: also train the scratch baseline at the same labels and seed.
+        with_scratch: also train the scratch baseline at the same labels and seed (ignored when
+            `strategy` is `scratch`: that run is the baseline).
         train_config: optimisation settings (default: `TrainConfig(seed=seed)`).
         threads: torch threads while training (default 1; see `gridtune.nn.pretrain.pretrain`).
         save: write the fine-tuned checkpoint.
@@ -210,6 +211,9 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
     extra = constraint_term()
     options = _strategy_options(strategy, model, unlabeled_loader)
     torch.manual_seed(seed)
+    if strategy == "scratch":
+        # the same baseline as `with_scratch`: target-fitted statistics, nothing from the source
+        model = build_model(model.config, task, Normalizer().fit(train))
     model, fit_result, strat = _train_one(model, strategy, options, train, val, config, extra)
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "source": meta.get("data"), "target": view.name,
@@ -228,7 +232,7 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
             "spec": str(constraints), "formulation": extra[0].summary(),
             "test": constraint_report(model, make_loader(test, 256, shuffle=False), constraints, task)}
         extra[0].write_history(out_dir)
-    if with_scratch:
+    if with_scratch and strategy != "scratch":
         torch.manual_seed(seed)
         fresh = build_model(model.config, task, Normalizer().fit(train))
         fresh, scratch_fit, _ = _train_one(fresh, "scratch", {}, train, val, config, constraint_term())

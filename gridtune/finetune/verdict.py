@@ -75,5 +75,8 @@ def transfer_verdict(strategy: Sequence[float], scratch: Sequence[float], *, met
         boots = sign * (bs - bb)
     alpha = (1 - confidence) / 2
     lo, hi = (float(v) for v in np.quantile(boots, [alpha, 1 - alpha]))
+    # a percentile bootstrap over 2 to 4 seeds has only a handful of distinct resamples: its
+    # interval is narrower than the truth, so say so next to the flags
+    note = "" if n >= 5 else f"only {n} seeds: the bootstrap interval is optimistic; use 5 or more"
     return Verdict(metric, n, gain, lo, hi, confidence, negative_transfer=hi < 0,
-                   positive_transfer=lo > 0)
+                   positive_transfer=lo > 0, note=note)
