@@ -106,6 +106,7 @@ def fingerprint(spec: StudySpec, cell: Cell, dataset_hashes: dict[str, str]) -> 
         "unlabeled": spec.unlabeled,
         "data": dataclasses.asdict(spec.data),
         "pretrain": dataclasses.asdict(spec.pretrain),
+        "finetune": dataclasses.asdict(spec.finetune),
         "source_data": dataset_hashes.get(cell.source),
         "target_data": dataset_hashes.get(cell.target),
     }

@@ -55,6 +55,7 @@ class CellJob:
     out_dir: str
     constraint_sets: tuple[tuple[str, str], ...]  # (label, path) of every set in the study
     threads: int
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)  # TrainConfig fields
 
 
 @dataclasses.dataclass
@@ -225,14 +226,16 @@ def run_cell(job: CellJob) -> dict[str, Any]:
 def _fine_tune(job: CellJob) -> dict[str, Any]:
     """Call the fine-tuning entry point and keep what the results table and plots need."""
     from gridtune.finetune.api import finetune
+    from gridtune.finetune.trainer import TrainConfig
 
     cell = job.cell
     data = _open(job.target)
+    config = TrainConfig(seed=cell.seed, **job.train)
     raw = finetune(Path(job.checkpoint), data, labels=cell.labels, strategy=cell.strategy,
                    seed=cell.seed, unlabeled=job.unlabeled, out_dir=Path(job.out_dir),
                    constraints=Path(cell.constraint_path) if cell.constraint_path else None,
                    formulation=cell.formulation if cell.constraint_path else "lagrangian",
-                   with_scratch=cell.with_scratch, threads=job.threads)
+                   with_scratch=cell.with_scratch, train_config=config, threads=job.threads)
     record = normalise_result(raw)
     record.update(_diagnostics(job, data))
     return record
@@ -360,7 +363,7 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, workers: int | None = Non
     threads = _threads(workers, len(todo))
     jobs = [CellJob(c, prints[c.cell_id], spec.task, spec.unlabeled, checkpoints[c.source][0],
                     checkpoints[c.source][1], datasets[c.target], str(store.cell_dir(c.cell_id)),
-                    csets, threads) for c in todo]
+                    csets, threads, dataclasses.asdict(spec.finetune)) for c in todo]
     failed = 0
     for n, (_, record) in enumerate(run_tasks(run_cell, jobs, workers=min(workers, max(1, len(jobs))),
                                               backend=backend), start=1):

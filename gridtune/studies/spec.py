@@ -24,6 +24,10 @@ Example (examples/studies/quickstart.toml):
     epochs = 40
     model = "gine"
 
+    [finetune]                      # every cell and its scratch baseline
+    epochs = 200
+    patience = 20
+
 Everything is validated by `load_study` before any work starts; errors name the file and the key.
 """
 
@@ -95,6 +99,34 @@ class PretrainSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class FinetuneSpec:
+    """Optimisation of every cell (and of its scratch baseline); `gridtune.finetune.trainer.TrainConfig`.
+
+    Args:
+        epochs: maximum epochs (default: 200).
+        patience: early-stopping patience in epochs (default: 20).
+        lr: learning rate (default: 1e-3).
+        weight_decay: AdamW weight decay (default: 0).
+        batch_size: graphs per batch (default: 64).
+    """
+
+    epochs: int = 200
+    patience: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "patience", "batch_size"):
+            if getattr(self, key) < 1:
+                raise SpecError(f"key `{key}` = `{getattr(self, key)}` must be at least 1")
+        if not 0 < self.lr < 1:
+            raise SpecError(f"key `lr` = `{self.lr}` must lie in (0, 1)")
+        if self.weight_decay < 0:
+            raise SpecError(f"key `weight_decay` = `{self.weight_decay}` must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class StudySpec:
     """A study: every (source, target, strategy, labels, seed, constraint, formulation) cell.
 
@@ -117,6 +149,7 @@ class StudySpec:
     metric: str | None = None
     data: DataSpec = DataSpec()
     pretrain: PretrainSpec = PretrainSpec()
+    finetune: FinetuneSpec = FinetuneSpec()
     base_dir: str = "."
 
     def __post_init__(self) -> None:

@@ -167,3 +167,16 @@ def test_demo_runs_the_shipped_quickstart():
     spec = load_study(quickstart_path())
     assert spec.sources == ("case14",) and spec.targets == ("case30",)
     assert len(spec.strategies) in (2, 3) and len(spec.constraints) == 1
+
+
+def test_finetune_settings_are_validated_and_change_the_fingerprint(tmp_path):
+    from gridtune.studies.matrix import fingerprint
+
+    spec = load_study(write(tmp_path, BASE + "[finetune]\nepochs = 30\n"))
+    assert spec.finetune.epochs == 30 and spec.finetune.patience == 20
+    other = load_study(write(tmp_path, BASE + "[finetune]\nepochs = 31\n"))
+    cell = expand(spec)[0]
+    assert fingerprint(spec, cell, {}) != fingerprint(other, cell, {})
+    assert fingerprint(spec, cell, {"case9": "a"}) != fingerprint(spec, cell, {"case9": "b"})
+    with pytest.raises(SpecError, match=r"\[finetune\]: key `lr` = `2.0` must lie in \(0, 1\)"):
+        load_study(write(tmp_path, BASE + "[finetune]\nlr = 2.0\n"))

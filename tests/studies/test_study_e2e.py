@@ -36,6 +36,10 @@ labels = { dc = false }
 
 [pretrain]
 epochs = 15
+
+[finetune]
+epochs = 25
+patience = 8
 """
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
