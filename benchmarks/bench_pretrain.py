@@ -1,0 +1,135 @@
+"""Pre-training quality and speed on one dataset (issue 3's quality target), against named baselines.
+
+    python benchmarks/bench_pretrain.py                       # datasets/case118.toml, must be built
+    python benchmarks/bench_pretrain.py --data DIR --epochs 20 --tasks feasibility
+
+Trains the feasibility and OPF models with `gridtune.nn.pretrain.pretrain` (seeded 70/15/15 split,
+early stopping) and prints, each measured in the same run:
+    feasibility  AUROC / ECE of the GNN on the test split against the logistic regression on
+                 system aggregates (fitted on the same training split)
+    opf          system power-balance residual (MW) and nodal mismatch of the GNN against the
+                 stored DC-OPF solution, on the same test graphs
+    speed        training throughput (graphs / s) and wall time; inference throughput against the
+                 solver's recorded wall time per scenario (the speed-up that justifies a predictor)
+Targets (issue 3): AUROC >= 0.97, a clear margin over the baseline (>= 0.05 AUROC), ECE <= 0.03,
+OPF power-balance residual below the DC-OPF's.
+
+The dataset is not built here unless `--build` is given: on 2 cores case118 takes hours to label.
+Results go to `--out` (default: bench-pretrain-out/) as JSON, with the checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+AUROC_TARGET = 0.97
+MARGIN_TARGET = 0.05
+ECE_TARGET = 0.03
+
+
+def _dataset(data: str, samples: int | None, build: bool):
+    from gridtune.grids.build import default_directory
+    from gridtune.grids.dataset import open_dataset, read_manifest
+    from gridtune.grids.recipe import recipe_for
+
+    if Path(data).is_dir():
+        return open_dataset(data, samples=samples)
+    recipe = recipe_for(data, samples=samples)
+    directory = default_directory(recipe)
+    have = read_manifest(directory)["samples"] if (directory / "manifest.json").is_file() else 0
+    if have < recipe.samples and not build:
+        sys.exit(f"bench_pretrain: dataset for `{data}` is not built ({have} of {recipe.samples} "
+                 f"scenarios in {directory}); build it with `gridtune data build {data}` or pass --build")
+    return open_dataset(data, samples=samples)
+
+
+def _fmt(v, digits: int = 4) -> str:
+    return "undefined" if v is None else f"{v:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="datasets/case118.toml", help="recipe, case name or dataset directory")
+    p.add_argument("--samples", type=int)
+    p.add_argument("--tasks", default="feasibility,opf")
+    p.add_argument("--model", default="gine")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--patience", type=int, default=25)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; see pretrain)")
+    p.add_argument("--build", action="store_true", help="build the dataset if it is missing")
+    p.add_argument("--out", type=Path, default=Path("bench-pretrain-out"))
+    args = p.parse_args(argv)
+
+    from gridtune.nn.pretrain import pretrain, resolve_data
+
+    t0 = time.perf_counter()
+    ds = _dataset(args.data, args.samples, args.build)
+    view = resolve_data(ds)
+    counts = {s: int((view.statuses == s).sum()) for s in sorted(set(view.statuses.tolist()))}
+    print(f"data       {view.name}: {len(view.graphs)} scenarios {counts}, hash {view.content_hash}, "
+          f"loaded in {time.perf_counter() - t0:.1f} s")
+    print(f"machine    {os.cpu_count()} CPUs visible, torch threads {args.threads}")
+    results: dict = {"data": view.name, "counts": counts, "args": {k: str(v) for k, v in vars(args).items()}}
+    checks: list[tuple[str, bool | None]] = []
+    for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
+        m = pretrain(view, task=task, out_dir=args.out / task, model=args.model, epochs=args.epochs,
+                     seed=args.seed, hidden=args.hidden, layers=args.layers, lr=args.lr,
+                     batch_size=args.batch_size, patience=args.patience, progress=True,
+                     threads=args.threads)
+        results[task] = m
+        t = m["test"]
+        print(f"\n== {task}: {m['split']['train_used']} training graphs, {m['epochs_run']} epochs "
+              f"(best {m['best_epoch']}), {m['trainable_params']} parameters")
+        print(f"training   {m['train_graphs_per_s']:.0f} graphs/s, {m['train_wall_time_s']:.1f} s wall "
+              f"({m['wall_time_s']:.1f} s with data and evaluation)")
+        if "speedup_vs_solver" in t:
+            print(f"inference  {t['inference_graphs_per_s']:.0f} graphs/s against the solver's "
+                  f"{t['solver_s_per_scenario']:.3f} s/scenario: speed-up {t['speedup_vs_solver']:.0f}x")
+        else:
+            print(f"inference  {t['inference_graphs_per_s']:.0f} graphs/s (no solver times recorded)")
+        mo, ba = t["model"], t["baseline"]
+        if task == "feasibility":
+            auroc, base = mo.get("auroc"), ba.get("auroc")
+            print(f"AUROC      GNN {_fmt(auroc)}  vs  aggregate logistic regression {_fmt(base)}"
+                  + (f"  (margin {auroc - base:+.4f})" if auroc is not None and base is not None else ""))
+            print(f"ECE        GNN {_fmt(mo.get('ece'))}  vs  baseline {_fmt(ba.get('ece'))};  "
+                  f"Brier {_fmt(mo.get('brier'))} vs {_fmt(ba.get('brier'))}")
+            checks += [(f"AUROC >= {AUROC_TARGET}", None if auroc is None else auroc >= AUROC_TARGET),
+                       (f"AUROC margin over baseline >= {MARGIN_TARGET}",
+                        None if auroc is None or base is None else auroc - base >= MARGIN_TARGET),
+                       (f"ECE <= {ECE_TARGET}", None if mo.get("ece") is None else mo["ece"] <= ECE_TARGET)]
+        elif task == "opf":
+            for key in ("power_balance_mw", "nodal_mismatch_mw", "mae_va_degree", "mae_pg_mw", "optimality_gap"):
+                a, b = mo.get(key), ba.get(key)
+                ratio = f"  ratio GNN/DC {a / b:.3g}" if a is not None and b not in (None, 0) else ""
+                print(f"{key:<18} GNN {_fmt(a)}  vs  DC-OPF {_fmt(b)}{ratio}")
+            for key in ("mae_vm_pu", "mae_qg_mvar"):
+                print(f"{key:<18} GNN {_fmt(mo.get(key))}  (DC-OPF has none)")
+            pb, pb_dc = mo.get("power_balance_mw"), ba.get("power_balance_mw")
+            checks.append(("OPF power balance below DC-OPF's",
+                           None if pb is None or pb_dc is None else pb < pb_dc))
+    print("\n== targets")
+    for name, ok in checks:
+        print(f"{'PASS' if ok else ('n/a ' if ok is None else 'FAIL')}  {name}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    from gridtune.evaluation.evaluate import to_json
+
+    (args.out / "bench_pretrain.json").write_text(json.dumps(to_json(results), indent=2) + "\n")
+    print(f"\nresults    {args.out / 'bench_pretrain.json'}  (total {time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
