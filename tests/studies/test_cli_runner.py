@@ -1,0 +1,96 @@
+"""Study commands and the cell runner's failure handling (no training needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gridtune.cli import main
+from gridtune.studies.matrix import Cell
+from gridtune.studies.runner import CellJob, DatasetRef, normalise_result, run_cell
+
+
+def job(tmp_path, *, checkpoint, source_error=None, directory=None) -> CellJob:
+    ref = DatasetRef("case14", str(directory or tmp_path / "no-dataset"), 30, "h", {})
+    return CellJob(Cell("case9", "case14", "full", 10, 0), "fp", "feasibility", 0, checkpoint,
+                   source_error, ref, str(tmp_path / "cell"), (), 1)
+
+
+def test_a_cell_whose_source_failed_is_recorded_with_the_reason(tmp_path):
+    rec = run_cell(job(tmp_path, checkpoint=None, source_error="DataError: too few graphs"))
+    assert rec["status"] == "failed"
+    assert rec["error"] == ("RuntimeError: pre-training on source `case9` failed: DataError: "
+                            "too few graphs")
+    assert rec["cell"]["strategy"] == "full" and rec["fingerprint"] == "fp"
+    assert "Traceback" in rec["traceback"] and rec["wall_time_s"] >= 0
+
+
+def test_a_cell_that_raises_is_recorded_not_propagated(tmp_path):
+    rec = run_cell(job(tmp_path, checkpoint=str(tmp_path / "ckpt")))
+    assert rec["status"] == "failed"
+    assert "no-dataset" in rec["error"] and rec["error"].split(":")[0].endswith("Error")
+
+
+def test_normalise_result_keeps_scalars_scratch_and_violations():
+    raw = {"metrics": {"auroc": 0.9, "n": 12, "undefined": {"f1": "why"}, "f1": None},
+           "scratch": {"metrics": {"auroc": 0.8}}, "trainable_params": 10, "wall_time_s": 2.0,
+           "constraints": {"test": {"monotone_load": {"violation_rate": 0.1, "max_violation": 0.2,
+                                                      "tolerance": 1e-4}}}}
+    rec = normalise_result(raw)
+    assert rec["metrics"] == {"auroc": 0.9, "n": 12.0, "f1": None}
+    assert rec["scratch"] == {"auroc": 0.8}
+    assert rec["violations"]["monotone_load"]["violation_rate"] == 0.1
+
+
+def test_study_command_rejects_a_bad_spec_with_one_line(tmp_path, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "x"\nsources = ["case9"]\ntargets = ["case14"]\n'
+                    'strategies = ["full"]\nlabels = [10]\nseed = [0]\n')
+    assert main(["study", str(spec), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "s.toml: unknown key `seed`" in err
+    assert not (tmp_path / "out").exists()  # nothing started
+    assert main(["study", str(spec), "--set", "seeds"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["study", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_command_needs_a_study_directory(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not a study directory" in capsys.readouterr().err
+
+
+def test_report_command_regenerates(tmp_path, capsys):
+    from gridtune.studies.store import ResultsStore, write_json
+
+    cell = Cell("case9", "case14", "full", 10, 0, with_scratch=True)
+    ResultsStore(tmp_path).save({"cell_id": cell.cell_id, "cell": cell.to_dict(), "status": "ok",
+                                 "fingerprint": "f", "metrics": {"auroc": 0.8},
+                                 "scratch": {"auroc": 0.7}, "wall_time_s": 3.0})
+    write_json(tmp_path / "study.json", {"spec": {"name": "t"}, "headline": ["auroc", True],
+                                         "cells": [cell.cell_id]})
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "0.800 (+0.100)" in out and "report.html" in out
+    assert (tmp_path / "report.html").is_file()
+
+
+def test_demo_show_spec(capsys):
+    assert main(["demo", "--show-spec"]) == 0
+    assert 'name = "quickstart"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["demo", "--workers", "0"], ["demo", "--backend", "dask"]])
+def test_demo_rejects_bad_options_before_work(argv, capsys):
+    assert main(argv) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_record_json_is_strict(tmp_path):
+    from gridtune.studies.store import write_json
+
+    write_json(tmp_path / "r.json", {"a": float("nan"), "b": [float("inf"), 1.0]})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": None, "b": [None, 1.0]}
