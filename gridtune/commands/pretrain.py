@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (default: 20)")
     p.add_argument("--workers", type=int, help="processes for building the dataset (default: all cores)")
     p.add_argument("--backend", default="local", help="local (process pool) or ray, for building data")
+    p.add_argument("--include-unknown", action="store_true",
+                   help="feasibility: count `unknown` scenarios (AC failed, uncertified) as infeasible")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
     p.set_defaults(func=_run)
 
@@ -43,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
     m = pretrain(args.data, task=args.task, out_dir=args.out, model=args.model, epochs=args.epochs,
                  seed=args.seed, samples=args.samples, hidden=args.hidden, layers=args.layers,
                  lr=args.lr, batch_size=args.batch_size, patience=args.patience,
-                 workers=args.workers, backend=args.backend, progress=True, threads=args.threads)
+                 workers=args.workers, backend=args.backend, progress=True, threads=args.threads,
+                 include_unknown=args.include_unknown)
     from gridtune.evaluation.evaluate import summary_lines
 
     print(f"checkpoint {args.out}  ({m['trainable_params']} parameters, {m['epochs_run']} epochs, "

@@ -38,6 +38,7 @@ from gridtune.nn.pretrain import (
     split_indices,
     task_graphs,
     torch_threads,
+    unknown_as_infeasible,
 )
 
 INFERENCE_BATCH = 256
@@ -170,6 +171,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
     model, meta = load_checkpoint(checkpoint)
     view = resolve_data(data, samples=samples)
     check_schema(view, str(meta["schema_version"]))
+    if meta.get("include_unknown"):
+        view = unknown_as_infeasible(view)  # score what the model was trained to predict
     _check_task_data(meta["task"], view)
     seed = int(meta.get("split_seed", 0))
     with torch_threads(threads):
@@ -181,6 +184,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
         "trained_on": meta.get("data"),
         "same_data_as_training": view.content_hash == meta.get("data_hash"),
         "zero_shot": view.name != meta.get("data"),
+        "unknown_counted_as_infeasible": bool(meta.get("include_unknown")),
     })
     if out_dir is not None:
         out = Path(out_dir)

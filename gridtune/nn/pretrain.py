@@ -131,6 +131,22 @@ def split_indices(statuses: np.ndarray, seed: int = 0,
     return tuple(np.array(sorted(p), dtype=np.int64) for p in parts)  # type: ignore[return-value]
 
 
+def unknown_as_infeasible(view: DataView) -> DataView:
+    """A copy of `view` whose `unknown` graphs count as infeasible (only when a user asks for it).
+
+    The AC solver failing is not a certificate (DESIGN.md, "Labels"); an operator who wants to
+    treat every failed solve as "do not dispatch" can still train for that, explicitly.
+    """
+    unknown = STATUSES.index("unknown")
+    graphs = []
+    for g in view.graphs:
+        if int(g.status) == unknown:
+            g = g.clone()
+            g.y_infeasible = torch.ones_like(g.y_infeasible)
+        graphs.append(g)
+    return dataclasses.replace(view, graphs=graphs)
+
+
 def task_graphs(graphs: Sequence[Data], task: str) -> list[Data]:
     """The graphs a task learns from / is scored on (others have no target for it)."""
     if task == "feasibility":
@@ -185,7 +201,8 @@ def platt_calibrate(model: Any, graphs: Sequence[Data], batch_size: int = 256) -
 def pretrain(data: Any, *, task: str, out_dir: str | Path, model: str = "gine", epochs: int = 200,
              seed: int = 0, samples: int | None = None, hidden: int = 64, layers: int = 4,
              lr: float = 1e-3, batch_size: int = 64, patience: int = 20, workers: int | None = None,
-             backend: str = "local", progress: bool = False, threads: int | None = 1) -> dict[str, Any]:
+             backend: str = "local", progress: bool = False, threads: int | None = 1,
+             include_unknown: bool = False) -> dict[str, Any]:
     """Train a model for `task` on `data` and write its checkpoint to `out_dir`.
 
     Args:
@@ -197,6 +214,8 @@ def pretrain(data: Any, *, task: str, out_dir: str | Path, model: str = "gine", 
         samples: use the first `samples` scenarios only.
         hidden, layers: model size.
         workers, backend: dataset build parallelism.
+        include_unknown: feasibility only: count `unknown` scenarios (AC solver failed, nothing
+            certified) as infeasible instead of leaving them out (default: False).
         threads: torch intra-op threads while training (default: 1). Graphs of a few hundred
             buses are too small to gain from intra-op parallelism, and on a shared machine extra
             threads measured 40x slower per step (0.93 s against 0.023 s, case14, batch 64).
@@ -211,12 +230,14 @@ def pretrain(data: Any, *, task: str, out_dir: str | Path, model: str = "gine", 
     with torch_threads(threads):
         return _pretrain(data, task=task, out_dir=out_dir, model=model, epochs=epochs, seed=seed,
                          samples=samples, hidden=hidden, layers=layers, lr=lr, batch_size=batch_size,
-                         patience=patience, workers=workers, backend=backend, progress=progress)
+                         patience=patience, workers=workers, backend=backend, progress=progress,
+                         include_unknown=include_unknown)
 
 
 def _pretrain(data: Any, *, task: str, out_dir: str | Path, model: str, epochs: int, seed: int,
               samples: int | None, hidden: int, layers: int, lr: float, batch_size: int,
-              patience: int, workers: int | None, backend: str, progress: bool) -> dict[str, Any]:
+              patience: int, workers: int | None, backend: str, progress: bool,
+              include_unknown: bool) -> dict[str, Any]:
     from gridtune.evaluation.evaluate import evaluate_model
     from gridtune.finetune.trainer import TrainConfig, fit, make_loader
     from gridtune.nn.checkpoint import save_checkpoint
@@ -228,6 +249,8 @@ def _pretrain(data: Any, *, task: str, out_dir: str | Path, model: str, epochs: 
     train_config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed)
     start = time.perf_counter()
     view = resolve_data(data, samples=samples, workers=workers, backend=backend, progress=progress)
+    if include_unknown and task == "feasibility":
+        view = unknown_as_infeasible(view)
     tr_idx, va_idx, te_idx = split_indices(view.statuses, seed)
     pick = lambda idx: [view.graphs[i] for i in idx]  # noqa: E731
     train, val = task_graphs(pick(tr_idx), task), task_graphs(pick(va_idx), task)
@@ -251,6 +274,7 @@ def _pretrain(data: Any, *, task: str, out_dir: str | Path, model: str, epochs: 
     graphs_seen = len(train) * result.epochs_run
     metrics = {
         "task": task,
+        "include_unknown": bool(include_unknown and task == "feasibility"),
         "data": view.name,
         "data_hash": view.content_hash,
         "model": dataclasses.asdict(model_config),
@@ -269,8 +293,8 @@ def _pretrain(data: Any, *, task: str, out_dir: str | Path, model: str, epochs: 
         "torch_threads": torch.get_num_threads(),
     }
     out = Path(out_dir)
-    save_checkpoint(net, out, {"data_hash": view.content_hash, "data": view.name,
-                               "split_seed": seed, "metrics": metrics})
+    save_checkpoint(net, out, {"data_hash": view.content_hash, "data": view.name, "split_seed": seed,
+                               "include_unknown": metrics["include_unknown"], "metrics": metrics})
     (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2) + "\n")
     (out / "history.json").write_text(json.dumps(_clean(result.history), indent=1) + "\n")
     return metrics

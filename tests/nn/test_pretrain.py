@@ -70,3 +70,17 @@ def test_too_little_data_is_a_clear_error(tmp_path):
     gs = graphs("case9", 3, scale=(2.0, 2.1))  # all infeasible: no OPF targets at all
     with pytest.raises(DataError, match=r"data `case9` has too few graphs with a `opf` target"):
         pretrain(gs, task="opf", out_dir=tmp_path, epochs=1)
+
+
+def test_unknown_scenarios_are_left_out_unless_asked(tmp_path):
+    gs = graphs("case14", 60, seed=5, unknown_share=0.3)
+    n_unknown = sum(int(g.status) == 2 for g in gs)
+    assert n_unknown > 5
+    strict = pretrain(gs, task="feasibility", out_dir=tmp_path / "a", epochs=1, hidden=8, layers=1)
+    loose = pretrain(gs, task="feasibility", out_dir=tmp_path / "b", epochs=1, hidden=8, layers=1,
+                     include_unknown=True)
+    assert loose["split"]["train_used"] > strict["split"]["train_used"]
+    assert loose["split"]["train_used"] + loose["split"]["val_used"] + loose["test"]["n_test"] == 60
+    _, meta = load_checkpoint(tmp_path / "b")
+    assert meta["include_unknown"] is True
+    assert all(torch.isnan(g.y_infeasible).all() for g in gs if int(g.status) == 2)  # input untouched
