@@ -120,7 +120,8 @@ def branch_results(grid: GridModel, ppc: dict[str, Any], branch_kept: np.ndarray
 
 
 def solve_ac_opf(grid: GridModel, scenario: Scenario, *, init: dict[str, np.ndarray] | None = None,
-                 max_iterations: int = PIPS_MAX_IT, feastol: float = PIPS_FEASTOL) -> AcOpfResult:
+                 max_iterations: int = PIPS_MAX_IT, feastol: float = PIPS_FEASTOL,
+                 fast: bool = True) -> AcOpfResult:
     """Solve the AC-OPF of `scenario` with PIPS (as `pandapower.runopp` does, without DataFrames).
 
     Args:
@@ -130,6 +131,10 @@ def solve_ac_opf(grid: GridModel, scenario: Scenario, *, init: dict[str, np.ndar
             default PIPS starts from the middle of the variable bounds, like `runopp(init="flat")`.
         max_iterations: PIPS iteration limit (default: 150, PYPOWER's).
         feastol: PIPS feasibility tolerance (default: 1e-6).
+        fast: evaluate PIPS's callbacks (constraints, Jacobians, Hessian) with the vectorised numpy
+            code below instead of pandapower's `opf_consfcn` / `opf_hessfcn` (default: True).
+            Same formulas (MATPOWER TN2), same solver and iterates; pandapower's versions build
+            hundreds of tiny scipy.sparse matrices per iteration, which dominated the solve time.
 
     Raises whatever the solver raises (e.g. on NaN data); `Labeller.label` turns that into status
     `error`.
@@ -150,7 +155,7 @@ def solve_ac_opf(grid: GridModel, scenario: Scenario, *, init: dict[str, np.ndar
                       PDIPM_FEASTOL=feastol)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIPS warns on singular steps; the flag says it all
-        res = opf(ppc, ppopt)
+        res = _opf_fast(ppc, ppopt) if fast else opf(ppc, ppopt)
     out = res["raw"]["output"]
     vm, va = res["bus"][:, VM].copy(), res["bus"][:, VA].copy()
     pg, qg = np.zeros(grid.n_gen), np.zeros(grid.n_gen)
@@ -203,3 +208,235 @@ def recheck(grid: GridModel, scenario: Scenario, result: AcOpfResult,
         if not np.isfinite(excess) or excess > tol:
             bad[name] = float(excess)
     return bad
+
+
+# ---- PIPS with vectorised callbacks ---------------------------------------------------------------------
+def _opf_fast(ppc: dict[str, Any], ppopt: dict[str, Any]) -> dict[str, Any]:
+    """`pandapower.pypower.opf.opf` for polynomial costs and current limits, fast callbacks.
+
+    The OPF model (variables, bounds, linear constraints, initial point) is pandapower's own
+    `opf_setup`; the options and the initial-point rule are `pipsopf_solver`'s. Returns the
+    fields of `opf`'s result that `solve_ac_opf` reads.
+    """
+    from numpy import c_, zeros
+    from pandapower.pypower.idx_brch import MU_ANGMAX, RATE_A
+    from pandapower.pypower.idx_bus import BUS_TYPE, MU_VMIN
+    from pandapower.pypower.idx_gen import GEN_BUS, MU_QMIN
+    from pandapower.pypower.makeYbus import makeYbus
+    from pandapower.pypower.opf_setup import opf_setup
+    from pandapower.pypower.pips import pips
+
+    nb, nl, ng = ppc["bus"].shape[0], ppc["branch"].shape[0], ppc["gen"].shape[0]
+    if ppc["bus"].shape[1] < MU_VMIN + 1:
+        ppc["bus"] = c_[ppc["bus"], zeros((nb, MU_VMIN + 1 - ppc["bus"].shape[1]))]
+    if ppc["gen"].shape[1] < MU_QMIN + 1:
+        ppc["gen"] = c_[ppc["gen"], zeros((ng, MU_QMIN + 1 - ppc["gen"].shape[1]))]
+    if ppc["branch"].shape[1] < MU_ANGMAX + 1:
+        ppc["branch"] = c_[ppc["branch"], zeros((nl, MU_ANGMAX + 1 - ppc["branch"].shape[1]))]
+    om = opf_setup(ppc, ppopt)
+    om.build_cost_params()
+    vv = om.get_idx()[0]
+    if om.getN("var", "y") or om.getN("var") != 2 * nb + 2 * ng:
+        raise ValueError("fast AC-OPF supports polynomial costs without extra variables only")
+    mppc = om.get_ppc()
+    base, bus, gen, branch = mppc["baseMVA"], mppc["bus"], mppc["gen"], mppc["branch"]
+    a_lin, l_lin, u_lin = om.linear_constraints()
+    x0, xmin, xmax = om.getv()
+    if ppopt["INIT"] not in ("pf", "results"):  # pipsopf_solver's interior starting point
+        lo, hi = xmin.copy(), xmax.copy()
+        lo[xmin == -np.inf], hi[xmax == np.inf] = -1e10, 1e10
+        x0 = (lo + hi) / 2
+        x0[vv["i1"]["Va"]:vv["iN"]["Va"]] = bus[bus[:, BUS_TYPE] == 3, VA][0] * (np.pi / 180)
+
+    ybus_s, yf_s, yt_s = makeYbus(base, bus, branch)
+    il = np.flatnonzero((branch[:, RATE_A] != 0) & (branch[:, RATE_A] < 1e10))
+    f_bus, t_bus = branch[il, F_BUS].astype(int), branch[il, T_BUS].astype(int)
+    yf_s, yt_s = yf_s.tocsr(), yt_s.tocsr()
+    ends = [(f_bus, t_bus, np.asarray(yf_s[il, f_bus]).ravel(), np.asarray(yf_s[il, t_bus]).ravel()),
+            (f_bus, t_bus, np.asarray(yt_s[il, f_bus]).ravel(), np.asarray(yt_s[il, t_bus]).ravel())]
+    cb = _OpfCallbacks(ybus_s.toarray(), ends, (branch[il, RATE_A] / base) ** 2,
+                            gen[:, GEN_BUS].astype(int),
+                            (bus[:, PD] + 1j * bus[:, QD]) / base, _poly_coeffs(mppc["gencost"], ng), base)
+    opt = {"feastol": ppopt["PDIPM_FEASTOL"] or ppopt["OPF_VIOLATION"],
+           "gradtol": ppopt["PDIPM_GRADTOL"], "comptol": ppopt["PDIPM_COMPTOL"],
+           "costtol": ppopt["PDIPM_COSTTOL"], "max_it": ppopt["PDIPM_MAX_IT"],
+           "max_red": ppopt["SCPDIPM_RED_IT"], "step_control": ppopt["OPF_ALG"] == 565,
+           "cost_mult": 1e-4, "verbose": 0}
+    sol = pips(cb.f, x0, a_lin, l_lin, u_lin, xmin, xmax, cb.gh, cb.hess, opt)
+    x = sol["x"]
+    bus = bus.copy()
+    gen = gen.copy()
+    bus[:, VA] = np.rad2deg(x[:nb])
+    bus[:, VM] = x[nb: 2 * nb]
+    gen[:, PG] = x[2 * nb: 2 * nb + ng] * base
+    gen[:, QG] = x[2 * nb + ng:] * base
+    return {"bus": bus, "gen": gen, "f": sol["f"], "success": sol["eflag"] > 0,
+            "raw": {"output": sol["output"]}}
+
+
+def _poly_coeffs(gencost: np.ndarray, ng: int) -> np.ndarray:
+    """(ng, 3) polynomial coefficients (c2, c1, c0) of MATPOWER model-2 costs, in MW."""
+    out = np.zeros((ng, 3))
+    for g in range(ng):
+        n = int(gencost[g, NCOST])
+        if gencost[g, 0] != 2 or n > 3:
+            raise ValueError("fast AC-OPF supports polynomial costs of degree <= 2 only")
+        out[g, 3 - n:] = gencost[g, COST: COST + n]
+    return out
+
+
+class _OpfCallbacks:
+    """Objective, constraints and Lagrangian Hessian of PYPOWER's AC-OPF for `pips`.
+
+    Variables x = (Va, Vm, Pg, Qg) in rad / p.u. Equalities: complex nodal balance
+    `V conj(Y V) - (C_g S_g - S_d) = 0`; inequalities: `|I_f|^2, |I_t|^2 <= rate^2` on limited
+    branches. Derivatives follow Zimmerman, "AC Power Flows, Generalized OPF Costs and their
+    Derivatives using Complex Matrix Notation", MATPOWER TN2, written entry by entry on the
+    sparsity pattern of Y_bus (and per branch end) so each call is O(nnz) numpy work and one
+    sparse-matrix construction.
+    """
+
+    def __init__(self, ybus: np.ndarray, ends: list[tuple[np.ndarray, ...]], flow_max: np.ndarray,
+                 gen_bus: np.ndarray, sd_pu: np.ndarray, cost: np.ndarray, base: float):
+        import scipy.sparse as sp
+
+        self.sp = sp
+        nb = ybus.shape[0]
+        # Y_bus pattern is structurally symmetric: entries (r, c) with Y[r, c] and Y[c, r]
+        pattern = (ybus != 0) | (ybus.T != 0) | np.eye(nb, dtype=bool)
+        self.r, self.c = np.nonzero(pattern)
+        self.y_rc, self.y_cr = ybus[self.r, self.c], ybus[self.c, self.r]
+        self.diag = self.r == self.c
+        self.ysp = sp.csr_matrix(ybus)
+        # each branch end's current is c1 V[p1] + c2 V[p2] (two nonzeros per row of Yf / Yt)
+        self.ends, self.flow_max = ends, flow_max
+        self.nb, self.ng = nb, len(gen_bus)
+        self.gen_bus = gen_bus
+        self.sd, self.cost, self.base = sd_pu, cost, base
+        self.nx = 2 * nb + 2 * self.ng
+
+    def _split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        nb, ng = self.nb, self.ng
+        v = x[nb: 2 * nb] * np.exp(1j * x[:nb])
+        return v, x[2 * nb: 2 * nb + ng], x[2 * nb + ng:]
+
+    def f(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        _, pg, _ = self._split(x)
+        p_mw = pg * self.base
+        c2, c1, c0 = self.cost.T
+        df = np.zeros(self.nx)
+        df[2 * self.nb: 2 * self.nb + self.ng] = self.base * (2 * c2 * p_mw + c1)
+        return float(np.sum(c2 * p_mw ** 2 + c1 * p_mw + c0)), df
+
+    def gh(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+        v, pg, qg = self._split(x)
+        nb, ng, r, c = self.nb, self.ng, self.r, self.c
+        i_bus = self.ysp @ v
+        s_gen = np.zeros(nb, dtype=complex)
+        np.add.at(s_gen, self.gen_bus, pg + 1j * qg)
+        mis = v * np.conj(i_bus) - (s_gen - self.sd)
+        g = np.r_[mis.real, mis.imag]
+        vn = v / np.abs(v)
+        # dS/dVa = j diag(V) conj(diag(I) - Y diag(V)); dS/dVm = diag(V) conj(Y diag(Vn)) + diag(conj(I) Vn)
+        ds_dva = -1j * v[r] * np.conj(self.y_rc * v[c])
+        ds_dva[self.diag] += 1j * v[r[self.diag]] * np.conj(i_bus[r[self.diag]])
+        ds_dvm = v[r] * np.conj(self.y_rc * vn[c])
+        ds_dvm[self.diag] += np.conj(i_bus[r[self.diag]]) * vn[r[self.diag]]
+        gi = np.arange(ng)
+        rows = np.concatenate([r, r, nb + r, nb + r, self.gen_bus, nb + self.gen_bus])
+        cols = np.concatenate([c, nb + c, c, nb + c, 2 * nb + gi, 2 * nb + ng + gi])
+        vals = np.concatenate([ds_dva.real, ds_dvm.real, ds_dva.imag, ds_dvm.imag,
+                               -np.ones(ng), -np.ones(ng)])
+        dg = self.sp.csr_matrix((vals, (cols, rows)), shape=(self.nx, 2 * nb))  # transposed
+        nl2 = len(self.flow_max)
+        if nl2 == 0:
+            return np.zeros(0), g, None, dg
+        h_parts, rows_l, cols_l, vals_l = [], [], [], []
+        for e, (p1, p2, c1, c2) in enumerate(self.ends):
+            i_br = c1 * v[p1] + c2 * v[p2]
+            h_parts.append(np.abs(i_br) ** 2 - self.flow_max)
+            rr = np.arange(nl2) + e * nl2
+            for p, cc in ((p1, c1), (p2, c2)):
+                # d|I|^2 = 2 Re(conj(I) dI), dI/dVa_p = c j V_p, dI/dVm_p = c V_p / |V_p|
+                rows_l += [rr, rr]
+                cols_l += [p, nb + p]
+                vals_l += [2 * (np.conj(i_br) * cc * 1j * v[p]).real,
+                           2 * (np.conj(i_br) * cc * vn[p]).real]
+        dh = self.sp.csr_matrix((np.concatenate(vals_l), (np.concatenate(cols_l), np.concatenate(rows_l))),
+                                shape=(self.nx, 2 * nl2))
+        return np.concatenate(h_parts), g, dh, dg
+
+    def hess(self, x: np.ndarray, lmbda: dict[str, np.ndarray], cost_mult: float) -> Any:
+        v, _, _ = self._split(x)
+        nb, ng = self.nb, self.ng
+        ip = np.arange(2 * nb, 2 * nb + ng)
+        parts = [(ip, ip, cost_mult * self.base ** 2 * 2 * self.cost[:, 0])]
+        lam = lmbda["eqnonlin"]
+        parts += self._d2sbus(v, lam[:nb], lam[nb: 2 * nb])
+        nl2 = len(self.flow_max)
+        if nl2:
+            mu = lmbda["ineqnonlin"]
+            for e, end in enumerate(self.ends):
+                parts += self._d2abr(end, v, mu[e * nl2: (e + 1) * nl2])
+        rows = np.concatenate([p[0] for p in parts])
+        cols = np.concatenate([p[1] for p in parts])
+        vals = np.concatenate([p[2] for p in parts])
+        return self.sp.csr_matrix((vals, (rows, cols)), shape=(self.nx, self.nx))
+
+    def _d2sbus(self, v: np.ndarray, lam_p: np.ndarray, lam_q: np.ndarray) -> list[tuple]:
+        """Re(H(lam_p' S_bus)) + Im(H(lam_q' S_bus)) w.r.t. (Va, Vm) (TN2, d2Sbus_dV2)."""
+        nb, r, c, dg = self.nb, self.r, self.c, self.diag
+        i_bus = self.ysp @ v
+        ginv = 1.0 / np.abs(v)
+        out = []
+        total = None
+        for lam, part in ((lam_p, "real"), (lam_q, "imag")):
+            # entries on the pattern: C = diag(lam V) conj(Y diag V), D = Y^H diag V,
+            # E = diag(conj V) (D diag(lam) - diag(D lam)), F = C - diag(lam V conj(I))
+            c_rc = lam[r] * v[r] * np.conj(self.y_rc * v[c])
+            c_cr = lam[c] * v[c] * np.conj(self.y_cr * v[r])
+            d_rc = np.conj(self.y_cr) * v[c]
+            d_lam = np.zeros(nb, dtype=complex)
+            np.add.at(d_lam, r, d_rc * lam[c])
+            e_rc = np.conj(v[r]) * d_rc * lam[c]
+            e_rc[dg] -= np.conj(v[r[dg]]) * d_lam[r[dg]]
+            f_rc = c_rc.copy()
+            f_rc[dg] -= lam[r[dg]] * v[r[dg]] * np.conj(i_bus[r[dg]])
+            gaa = e_rc + f_rc
+            gva = 1j * ginv[r] * (e_rc - f_rc)
+            gvv = ginv[r] * (c_rc + c_cr) * ginv[c]
+            blocks = np.concatenate([gaa, gva, gvv])
+            blocks = blocks.real if part == "real" else blocks.imag
+            total = blocks if total is None else total + blocks
+        n = len(r)
+        gaa, gva, gvv = total[:n], total[n: 2 * n], total[2 * n:]
+        out.append((r, c, gaa))
+        out.append((nb + r, c, gva))      # Gva
+        out.append((c, nb + r, gva))      # Gav = Gva^T
+        out.append((nb + r, nb + c, gvv))
+        return out
+
+    def _d2abr(self, end: tuple[np.ndarray, ...], v: np.ndarray, mu: np.ndarray) -> list[tuple]:
+        """Hessian of mu' |I_br|^2 w.r.t. (Va, Vm) (TN2, d2AIbr_dV2), per branch end."""
+        nb = self.nb
+        p1, p2, c1, c2 = end
+        i_br = c1 * v[p1] + c2 * v[p2]
+        vn = v / np.abs(v)
+        # diagonal term: -(Ybr^T (conj(I) mu)) V on Va-Va, -j (.)/|V| on Va-Vm and Vm-Va
+        lam2 = np.conj(i_br) * mu
+        ylam = np.zeros(nb, dtype=complex)
+        np.add.at(ylam, p1, c1 * lam2)
+        np.add.at(ylam, p2, c2 * lam2)
+        iaa = -ylam * v
+        iva = -1j * iaa / np.abs(v)
+        idx = np.arange(nb)
+        out = [(idx, idx, 2 * iaa.real), (nb + idx, idx, 2 * iva.real), (idx, nb + idx, 2 * iva.real)]
+        # outer-product term: sum_k mu_k dI_k^T conj(dI_k) over the two buses of each branch
+        d_a = [(p1, c1 * 1j * v[p1]), (p2, c2 * 1j * v[p2])]
+        d_m = [(p1, c1 * vn[p1]), (p2, c2 * vn[p2])]
+        for off_r, dr in ((0, d_a), (nb, d_m)):
+            for off_c, dc in ((0, d_a), (nb, d_m)):
+                for pr, vr in dr:
+                    for pc, vc in dc:
+                        out.append((off_r + pr, off_c + pc, 2 * (vr * mu * np.conj(vc)).real))
+        return out

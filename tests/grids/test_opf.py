@@ -89,3 +89,23 @@ def test_beyond_capacity_does_not_converge(case14_grid):
     assert not res.converged
     assert np.isnan(res.objective)
     assert res.message
+
+
+@pytest.mark.parametrize("scale, branch_out", [(1.0, ()), (1.3, (3,))])
+def test_fast_callbacks_give_pandapowers_iterates(case14_grid, scale, branch_out):
+    """The vectorised PIPS callbacks are the same maths as pandapower's: same iterations, same point."""
+    scn = uniform_scenario(case14_grid, scale, branch_out=branch_out)
+    fast = solve_ac_opf(case14_grid, scn, fast=True)
+    slow = solve_ac_opf(case14_grid, scn, fast=False)
+    assert fast.converged and slow.converged
+    assert fast.iterations == slow.iterations
+    assert fast.objective == pytest.approx(slow.objective, rel=1e-10)
+    np.testing.assert_allclose(fast.vm_pu, slow.vm_pu, atol=1e-9)
+    np.testing.assert_allclose(fast.qg_mvar, slow.qg_mvar, atol=1e-6)
+
+
+def test_fast_callbacks_on_a_line_limited_case(case9_grid):
+    scn = uniform_scenario(case9_grid, 2.0)  # binding current limits exercise the branch Hessian
+    fast, slow = solve_ac_opf(case9_grid, scn), solve_ac_opf(case9_grid, scn, fast=False)
+    assert fast.iterations == slow.iterations
+    assert fast.objective == pytest.approx(slow.objective, rel=1e-10)
