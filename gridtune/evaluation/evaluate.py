@@ -82,7 +82,8 @@ def evaluate_model(model: Any, data: Any, *, split: tuple[np.ndarray, np.ndarray
     train = [view.graphs[i] for i in split[0]]
     test_all = [view.graphs[i] for i in split[1]]
     test = task_graphs(test_all, model.task)
-    report: dict[str, Any] = {"task": model.task, "n_test": len(test), "n_test_all": len(test_all)}
+    report: dict[str, Any] = {"task": model.task, "data": view.name, "n_test": len(test),
+                              "n_test_all": len(test_all)}
     if not test:
         report["model"] = {"undefined": {"all": f"no test graphs with a `{model.task}` target"}}
         return report

@@ -74,11 +74,13 @@ class Normalizer(nn.Module):
             m, s = _mean_std(torch.cat(y), [])
             self.opf_mean.copy_(m)
             self.opf_std.copy_(s)
-        c = torch.cat([g.y_cost for g in graphs if hasattr(g, "y_cost")]) if graphs else torch.empty(0)
+        costs = [g.y_cost for g in graphs if hasattr(g, "y_cost")]
+        c = torch.cat(costs) if costs else torch.empty(0)
         c = c[torch.isfinite(c)]
         if c.numel() > 0:
             self.cost_mean.fill_(float(c.mean()))
-            self.cost_std.fill_(max(float(c.std(unbiased=False)), 1.0) if c.numel() > 1 else max(abs(float(c.mean())), 1.0))
+            # floor of 1 $/h: a single graph (or identical costs) must not give a zero scale
+            self.cost_std.fill_(max(float(c.std(unbiased=False)), 1.0))
         return self
 
     def bus(self, x: Tensor) -> Tensor:
