@@ -104,8 +104,8 @@ def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, work
         start = time.perf_counter()
         results = calibrate(grid, cands, workers=workers, backend=backend)
         if results[0].topology is None:
-            raise DataError(f"grid `{grid.name}`: the base topology is not AC-feasible even at "
-                            f"load scale 0.3 ({results[0].rejected_reason}); check the grid data")
+            raise DataError(f"grid `{grid.name}`: the base topology cannot be calibrated "
+                            f"({results[0].rejected_reason}); check the grid data")
         topos = []
         for cand, res in zip(cands, results):
             if res.topology is None:
@@ -158,6 +158,10 @@ def draw(recipe: Recipe, grid: GridModel, topologies: list[Topology] | tuple[Top
 
 
 def _label_chunk(chunk: _Chunk) -> list[dict[str, Any]]:
+    import warnings
+
+    # solver chatter ("solution may be inaccurate") is handled by the labeller's status logic
+    warnings.simplefilter("ignore")
     labeller = _labeller(chunk.grid, chunk.recipe.labels.solutions, chunk.recipe.labels.dc)
     rows = []
     for sid in chunk.ids:

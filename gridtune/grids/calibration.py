@@ -15,9 +15,11 @@ from typing import Any
 from gridtune.grids.model import GridModel, grid_hash
 from gridtune.grids.scenarios import Topology, uniform_scenario
 
-LOW_SCALE = 0.3      # a topology infeasible even at 30% load is rejected (and recorded)
-HIGH_SCALE = 4.0     # upper end of the search for the base topology
-REL_RESOLUTION = 0.01  # bisection stops when the bracket is below 1% of its upper end
+START_SCALE = 1.0       # bracketing starts at nominal load
+STEP = 1.25             # bracket grows / shrinks geometrically by this factor
+LOW_SCALE = 0.4         # a topology not feasible at or above this load is rejected (recorded)
+HIGH_SCALE = 4.0        # a topology still feasible here gets this critical scale
+REL_RESOLUTION = 0.01   # bisection stops when the bracket is below 1% of its upper end
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,54 +49,68 @@ def _feasible(grid: GridModel, topo: Topology, scale: float) -> bool:
     return label.status == "feasible"
 
 
-def critical_scale(grid: GridModel, topo: Topology, *, high: float = HIGH_SCALE) -> CalibrationResult:
+def critical_scale(grid: GridModel, topo: Topology, *, start: float = START_SCALE) -> CalibrationResult:
     """Bisect the uniform load scale at which `topo` stops being AC-feasible.
 
-    `unknown` counts as not feasible here: the boundary we want is where the AC-OPF fails.
+    Brackets from `start` (feasible: grow by `STEP` until infeasible; infeasible: shrink until
+    feasible), then bisects to `REL_RESOLUTION`. Very low loads can be infeasible too (line
+    charging raises voltages beyond what generators can absorb), so the search never goes below
+    `LOW_SCALE`. `unknown` counts as not feasible: the boundary sought is where the AC-OPF fails.
     """
     import time
 
-    start, solves = time.perf_counter(), 0
+    t0, solves = time.perf_counter(), 0
 
     def feasible(scale: float) -> bool:
         nonlocal solves
         solves += 1
         return _feasible(grid, topo, scale)
 
-    if not feasible(LOW_SCALE):
-        return CalibrationResult(None, f"not feasible at load scale {LOW_SCALE}", solves,
-                                 time.perf_counter() - start)
-    lo, hi = LOW_SCALE, high
-    if feasible(hi):
-        return CalibrationResult(dataclasses.replace(topo, critical_scale=hi), None, solves,
-                                 time.perf_counter() - start)
-    steps = math.ceil(math.log2((hi - lo) / (REL_RESOLUTION * hi)))
+    def done(topology: Topology | None, reason: str | None = None) -> CalibrationResult:
+        return CalibrationResult(topology, reason, solves, time.perf_counter() - t0)
+
+    if feasible(start):
+        lo, hi = start, start * STEP
+        while feasible(hi):
+            lo, hi = hi, hi * STEP
+            if hi > HIGH_SCALE:
+                return done(dataclasses.replace(topo, critical_scale=HIGH_SCALE))
+    else:
+        lo, hi = start / STEP, start
+        while not feasible(lo):
+            lo, hi = lo / STEP, lo
+            if lo < LOW_SCALE:
+                return done(None, f"not AC-feasible at any uniform load scale in [{LOW_SCALE}, {start}]")
+    steps = max(0, math.ceil(math.log2((hi - lo) / (REL_RESOLUTION * hi))))
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
         if feasible(mid):
             lo = mid
         else:
             hi = mid
-    return CalibrationResult(dataclasses.replace(topo, critical_scale=round(0.5 * (lo + hi), 5)),
-                             None, solves, time.perf_counter() - start)
+    return done(dataclasses.replace(topo, critical_scale=round(0.5 * (lo + hi), 5)))
 
 
 def _calibrate_task(args: tuple[GridModel, Topology, float]) -> CalibrationResult:
-    grid, topo, high = args
-    return critical_scale(grid, topo, high=high)
+    import warnings
+
+    warnings.simplefilter("ignore")  # solver chatter; statuses carry what matters
+    grid, topo, start = args
+    return critical_scale(grid, topo, start=start)
 
 
 def calibrate(grid: GridModel, topologies: list[Topology], *, workers: int | None = None,
               backend: str = "local") -> list[CalibrationResult]:
-    """Critical scale of every topology; the base topology first, then outages bracketed by it."""
+    """Critical scale of every topology; the base first, then outages bracketed from just below it
+    (an outage rarely raises the boundary, so the search starts where most of them end)."""
     from gridtune.parallel import run_tasks
 
     base = critical_scale(grid, topologies[0])
     results: list[CalibrationResult] = [base]
-    high = (base.topology.critical_scale * 1.25) if base.topology else HIGH_SCALE
+    start = 0.9 * base.topology.critical_scale if base.topology else START_SCALE
     rest = topologies[1:]
     out: list[CalibrationResult | None] = [None] * len(rest)
-    for i, res in run_tasks(_calibrate_task, [(grid, t, high) for t in rest], workers=workers,
+    for i, res in run_tasks(_calibrate_task, [(grid, t, start) for t in rest], workers=workers,
                             backend=backend):
         out[i] = res
     results += [r for r in out if r is not None]
