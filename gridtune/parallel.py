@@ -92,5 +92,4 @@ def _run_ray(fn: Callable[[Any], Any], items: Sequence[Any], chunks: list[list[i
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
             idx = pending.pop(ref)
-            for i, res in zip(idx, ray.get(ref)):
-                yield i, res
+            yield from zip(idx, ray.get(ref))

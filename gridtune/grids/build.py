@@ -23,7 +23,12 @@ from gridtune.grids.features import SCHEMA_VERSION
 from gridtune.grids.labels import Label
 from gridtune.grids.model import GridModel, grid_from_dict, grid_hash, grid_to_dict
 from gridtune.grids.recipe import Recipe
-from gridtune.grids.scenarios import Topology, candidate_topologies, sample_scenario, uniform_scenario
+from gridtune.grids.scenarios import (
+    Topology,
+    candidate_topologies,
+    sample_scenario,
+    uniform_scenario,
+)
 
 CHUNK_SCENARIOS = 4        # scenarios per task: amortises task overhead, keeps resume granular
 FLUSH_EVERY_S = 5.0        # write finished rows at least this often

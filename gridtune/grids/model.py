@@ -17,13 +17,24 @@ from typing import Any
 
 import numpy as np
 
-from gridtune.errors import CaseError
-
 # MATPOWER column indices (bus, gen, branch, gencost), as in pandapower.pypower.idx_*.
-from pandapower.pypower.idx_brch import (ANGMAX, ANGMIN, BR_B, BR_R, BR_STATUS, BR_X, F_BUS,
-                                         RATE_A, SHIFT, T_BUS, TAP)
-from pandapower.pypower.idx_bus import BS, BUS_TYPE, GS, PD, QD, VMAX, VMIN, BASE_KV
+from pandapower.pypower.idx_brch import (
+    ANGMAX,
+    ANGMIN,
+    BR_B,
+    BR_R,
+    BR_STATUS,
+    BR_X,
+    F_BUS,
+    RATE_A,
+    SHIFT,
+    T_BUS,
+    TAP,
+)
+from pandapower.pypower.idx_bus import BASE_KV, BS, BUS_TYPE, GS, PD, QD, VMAX, VMIN
 from pandapower.pypower.idx_gen import GEN_BUS, GEN_STATUS, PMAX, PMIN, QMAX, QMIN, VG
+
+from gridtune.errors import CaseError
 
 REF, PV, PQ = 3, 2, 1  # MATPOWER bus types
 

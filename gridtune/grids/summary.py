@@ -34,8 +34,8 @@ def system_totals(df: pd.DataFrame, grid: GridModel) -> np.ndarray:
 def baseline_auroc(df: pd.DataFrame, grid: GridModel, seed: int = 0) -> dict[str, Any]:
     """Cross-validated AUROC of logistic regression on system totals (infeasible = positive)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

@@ -3,8 +3,14 @@ import pytest
 import torch
 
 from gridtune.errors import DataError
-from gridtune.grids.features import (BRANCH_FEATURES, BUS_FEATURES, OPF_TARGETS, STATUSES,
-                                     check_graph, to_graph)
+from gridtune.grids.features import (
+    BRANCH_FEATURES,
+    BUS_FEATURES,
+    OPF_TARGETS,
+    STATUSES,
+    check_graph,
+    to_graph,
+)
 from gridtune.grids.labels import Label
 from gridtune.grids.scenarios import Topology, uniform_scenario
 

@@ -1,8 +1,13 @@
 import networkx as nx
 import numpy as np
 
-from gridtune.grids.scenarios import (Topology, candidate_topologies, connectivity_safe_branches,
-                                      outage_generators, sample_scenario)
+from gridtune.grids.scenarios import (
+    Topology,
+    candidate_topologies,
+    connectivity_safe_branches,
+    outage_generators,
+    sample_scenario,
+)
 
 
 def _draw(grid, topos, i, **kw):
