@@ -228,6 +228,39 @@ def repair_case(net: Any, case: str) -> list[Repair]:
     return out
 
 
-def align_converted_matpower(net: Any) -> list[Repair]:
-    """Repairs for a net converted from a user's MATPOWER file (no case tables apply)."""
-    return free_slack_voltage(net) + charging_trafos_to_lines(net)
+def swap_converted_taps(net: Any, ppc: dict[str, Any]) -> list[Repair]:
+    """Put the tap back on MATPOWER's "from" bus after `pandapower.converter.from_ppc`.
+
+    `from_ppc` makes the higher-kV end `hv_bus` but keeps `tap_side="hv"` and the ratio, the same
+    reversal as in the stored cases (item 2): a branch tapped on its lower-voltage end gets its
+    ratio on the wrong winding. The case arrays say which branches those are. Buses are matched
+    by MATPOWER number, which `from_ppc` uses as the bus index.
+    """
+    from pandapower.pypower.idx_brch import F_BUS, T_BUS, TAP
+
+    branch = np.asarray(ppc["branch"], dtype=float)
+    tapped = {}
+    for row in branch:
+        if row[TAP] not in (0.0, 1.0):
+            tapped.setdefault((int(row[F_BUS]), int(row[T_BUS])), []).append(float(row[TAP]))
+    repairs = []
+    t = net.trafo
+    for i in t.index:
+        hv, lv = int(t.at[i, "hv_bus"]), int(t.at[i, "lv_bus"])
+        ratio = tap_ratio(t.loc[i])
+        if (hv, lv) in tapped or not any(abs(r - ratio) < 1e-9 for r in tapped.get((lv, hv), ())):
+            continue  # stored in MATPOWER's orientation, or no reversed tapped branch matches
+        t.loc[i, ["hv_bus", "lv_bus"]] = [lv, hv]
+        t.loc[i, ["vn_hv_kv", "vn_lv_kv"]] = [t.at[i, "vn_lv_kv"], t.at[i, "vn_hv_kv"]]
+        repairs.append(Repair("swap_converted_taps", f"trafo {i}",
+                              f"ratio {ratio:g} moved from bus {hv} to MATPOWER's tap bus {lv}"))
+    return repairs
+
+
+def align_converted_matpower(net: Any, ppc: dict[str, Any]) -> list[Repair]:
+    """Repairs for a net converted from a user's MATPOWER file with `from_ppc`.
+
+    `from_ppc` already turns tap-less branches between voltage levels into `impedance` elements
+    that keep the sign of the charging, so only the slack voltage and the tap side need fixing.
+    """
+    return free_slack_voltage(net) + swap_converted_taps(net, ppc)
