@@ -88,7 +88,7 @@ def prepare_grid(recipe: Recipe, directory: Path) -> tuple[GridModel, dict[str, 
 
 
 def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, workers: int | None,
-                       backend: str) -> tuple[list[Topology], dict[str, Any]]:
+                       backend: str, progress: bool = False) -> tuple[list[Topology], dict[str, Any]]:
     """Candidate topologies, calibrated when the load scale is "auto" (cached in the directory)."""
     import json
 
@@ -107,7 +107,7 @@ def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, work
         from gridtune.grids.calibration import calibrate
 
         start = time.perf_counter()
-        results = calibrate(grid, cands, workers=workers, backend=backend)
+        results = calibrate(grid, cands, workers=workers, backend=backend, progress=progress)
         if results[0].topology is None:
             raise DataError(f"grid `{grid.name}`: the base topology cannot be calibrated "
                             f"({results[0].rejected_reason}); check the grid data")
@@ -218,7 +218,8 @@ def build_dataset(recipe: Recipe, out_dir: Path | None = None, *, workers: int |
     directory = Path(out_dir) if out_dir is not None else default_directory(recipe)
     claim_directory(recipe, directory)
     grid, rating = prepare_grid(recipe, directory)
-    topologies, calib = prepare_topologies(recipe, grid, directory, workers=workers, backend=backend)
+    topologies, calib = prepare_topologies(recipe, grid, directory, workers=workers,
+                                           backend=backend, progress=progress)
     done = set(storage.read_rows(directory)["scenario_id"].astype(int).tolist())
     todo = [i for i in range(recipe.samples) if i not in done]
     chunks = [_Chunk(grid, tuple(topologies), recipe, tuple(todo[i:i + CHUNK_SCENARIOS]))

@@ -100,7 +100,7 @@ def _calibrate_task(args: tuple[GridModel, Topology, float]) -> CalibrationResul
 
 
 def calibrate(grid: GridModel, topologies: list[Topology], *, workers: int | None = None,
-              backend: str = "local") -> list[CalibrationResult]:
+              backend: str = "local", progress: bool = False) -> list[CalibrationResult]:
     """Critical scale of every topology; the base first, then outages bracketed from just below it
     (an outage rarely raises the boundary, so the search starts where most of them end)."""
     from gridtune.parallel import run_tasks
@@ -110,8 +110,18 @@ def calibrate(grid: GridModel, topologies: list[Topology], *, workers: int | Non
     start = 0.9 * base.topology.critical_scale if base.topology else START_SCALE
     rest = topologies[1:]
     out: list[CalibrationResult | None] = [None] * len(rest)
+    bar = None
+    if progress and rest:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(rest), unit="topology", desc=f"calibrating {grid.name}",
+                   dynamic_ncols=True)
     for i, res in run_tasks(_calibrate_task, [(grid, t, start) for t in rest], workers=workers,
                             backend=backend):
         out[i] = res
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     results += [r for r in out if r is not None]
     return results
