@@ -112,6 +112,19 @@ def _display(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     return out
 
 
+def _pretrain_table(root: Path, metric: str) -> pd.DataFrame | None:
+    """One row per source: pre-training status, test-split metric on the source, wall time."""
+    rows = []
+    for path in sorted((root / "pretrain").glob("*/pretrain.json")):
+        done = json.loads(path.read_text())
+        test = done.get("test") or {}
+        rows.append({"source": path.parent.name,
+                     "status": "ok" if done.get("ok") else f"failed: {done.get('error')}",
+                     f"{metric} (source test split)": _fmt(test.get(metric)),
+                     "time (s)": f"{done.get('wall_time_s') or 0:.0f}"})
+    return pd.DataFrame(rows) if rows else None
+
+
 def build_blocks(study: dict[str, Any], frame: pd.DataFrame, datasets: dict[str, Any],
                  plot_paths: dict[str, Path], root: Path) -> list[Block]:
     spec = study.get("spec", {})
@@ -144,6 +157,9 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, datasets: dict[str,
                          "unknown": counts.get("unknown"),
                          "content hash": f"`{d.get('content_hash')}`"})
         blocks += [("h2", "Datasets"), ("table", pd.DataFrame(rows))]
+    pre = _pretrain_table(root, metric)
+    if pre is not None:
+        blocks += [("h2", "Pre-training (once per source)"), ("table", pre)]
     blocks += [("h2", "Results"), ("table", _display(summ, metric))]
     neg = negative_transfer(summ)
     blocks.append(("h2", "Negative transfer"))

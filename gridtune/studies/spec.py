@@ -43,10 +43,16 @@ from gridtune.specs import from_table, read_toml, to_table
 TASKS = ("feasibility", "opf", "cost")
 PAIRS = ("cross", "all")
 # Headline metric per task and whether higher is better; a spec may name another metric.
-# Names as in gridtune.evaluation (metrics of the test split).
+# Test-split metrics each task reports (gridtune.nn.tasks, gridtune.evaluation.metrics).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "feasibility": ("auroc", "auprc", "f1", "balanced_accuracy", "accuracy", "ece", "brier",
+                    "log_loss"),
+    "opf": ("std_mse", "mae_vm_pu", "mae_va_rad", "mae_pg_pu", "mae_qg_pu"),
+    "cost": ("mape_cost", "mae_cost"),
+}
 HEADLINE: dict[str, tuple[str, bool]] = {
     "feasibility": ("auroc", True),
-    "opf": ("mae_pg_mw", False),
+    "opf": ("std_mse", False),
     "cost": ("mape_cost", False),
 }
 # A metric is an error (lower is better) when a word of its name is one of these.
@@ -181,6 +187,9 @@ class StudySpec:
             if clash:
                 raise SpecError(f"grids `{ref}` and `{clash[0]}` share the name "
                                 f"`{grid_label(ref)}`; rename one recipe file")
+        if self.metric is not None and self.metric not in TASK_METRICS[self.task]:
+            raise SpecError(f"key `metric` = `{self.metric}` is not a `{self.task}` metric; valid: "
+                            f"{choices_text(TASK_METRICS[self.task])}")
         if self.pairs == "cross" and all(s == t for s in self.sources for t in self.targets):
             raise SpecError(f"with `pairs = \"cross\"` the only pair `{names[0]}` -> `{names[0]}` "
                             "is skipped; add another target or set `pairs = \"all\"`")

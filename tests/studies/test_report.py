@@ -71,6 +71,8 @@ def study_dir(tmp_path: Path) -> Path:
                  "labels": [10, 40], "seeds": [0, 1], "constraints": ["mono.toml"],
                  "formulations": ["lagrangian"]},
         "headline": ["auroc", True], "cells": [r["cell_id"] for r in recs]})
+    write_json(tmp_path / "pretrain" / "case9" / "pretrain.json",
+               {"ok": True, "fingerprint": "x", "wall_time_s": 12.0, "test": {"auroc": 0.91}})
     write_json(tmp_path / "datasets.json", {"case9": {"samples": 60, "content_hash": "abc",
                                                       "counts": {"feasible": 30}}})
     return tmp_path
@@ -111,6 +113,8 @@ def test_report_names_strategies_negative_transfer_and_failures(study_dir):
         assert strategy in text
     neg = text.split("## Negative transfer")[1].split("##")[0]
     assert "`linear_probe`" in neg and "`full`" not in neg
+    pre = text.split("## Pre-training (once per source)")[1].split("##")[0]
+    assert "| case9 | ok | 0.910 | 12 |" in pre
     failed = text.split("## Failed cells")[1].split("##")[0]
     assert "case9__case14__linear_probe__n40__s1__none__none" in failed
     assert "loss became" in failed
@@ -156,3 +160,14 @@ def test_store_resume_semantics(tmp_path):
     assert store.load(cell.cell_id) is None
     with pytest.raises(DataError, match="status `done`"):
         store.save({"cell_id": "x", "status": "done"})
+
+
+def test_reliability_pooling_weights_bins_by_count():
+    from gridtune.studies.plots import _pool
+
+    a = [{"lower": 0.0, "count": 3, "mean_prob": 0.1, "frac_positive": 0.0},
+         {"lower": 0.5, "count": 1, "mean_prob": 0.7, "frac_positive": 1.0}]
+    b = [{"lower": 0.0, "count": 1, "mean_prob": 0.3, "frac_positive": 1.0}]
+    x, y = _pool([a, b])
+    np.testing.assert_allclose(x, [(3 * 0.1 + 0.3) / 4, 0.7])
+    np.testing.assert_allclose(y, [0.25, 1.0])

@@ -180,3 +180,11 @@ def test_finetune_settings_are_validated_and_change_the_fingerprint(tmp_path):
     assert fingerprint(spec, cell, {"case9": "a"}) != fingerprint(spec, cell, {"case9": "b"})
     with pytest.raises(SpecError, match=r"\[finetune\]: key `lr` = `2.0` must lie in \(0, 1\)"):
         load_study(write(tmp_path, BASE + "[finetune]\nlr = 2.0\n"))
+
+
+def test_metric_must_belong_to_the_task(tmp_path):
+    spec = load_study(write(tmp_path, BASE + 'metric = "ece"\n'))
+    assert spec.headline == ("ece", False)
+    assert load_study(write(tmp_path, BASE + 'task = "opf"\n')).headline == ("std_mse", False)
+    with pytest.raises(SpecError, match=r"key `metric` = `mape_cost` is not a `feasibility` metric; valid: .*`auroc`"):
+        load_study(write(tmp_path, BASE + 'metric = "mape_cost"\n'))
