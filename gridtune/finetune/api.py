@@ -108,10 +108,40 @@ def _train_one(model: Any, strategy_name: str, options: dict[str, Any], train: l
     batch = min(config.batch_size, len(train))
     model, result = adapt(model, strategy, make_loader(train, batch, shuffle=True, seed=config.seed),
                           make_loader(val, 256, shuffle=False), task, config, extra_losses=extra)
-    if model.task == "feasibility":
-        from gridtune.nn.pretrain import platt_calibrate
-        platt_calibrate(model, val)
     return model, result, strategy
+
+
+def _reliability_and_decisions(model: Any, val: list[Any], test: list[Any], out_dir: Path | None
+                               ) -> dict[str, Any]:
+    """Feasibility only, on raw logits: temperature scaling fitted on the held-back labels with
+    ECE before / after on the test split, and the decision curve on the test split; then the
+    model gets its Platt calibration (what the checkpoint carries). Figures go to `out_dir`."""
+    from gridtune.finetune.calibration import calibrate, plot_reliability, probabilities
+    from gridtune.finetune.decision import net_benefit, plot_decision_curve, useful_thresholds
+    from gridtune.finetune.trainer import make_loader, predict
+    from gridtune.nn.pretrain import platt_calibrate
+    from gridtune.nn.tasks import make_task
+
+    task = make_task("feasibility")
+    val_logits, val_y = predict(model, make_loader(val, 256, shuffle=False), task)
+    test_logits, test_y = predict(model, make_loader(test, 256, shuffle=False), task)
+    report: dict[str, Any] = {}
+    if len(set(val_y.tolist())) == 2:
+        report["calibration"] = calibrate(val_logits, val_y, test_logits, test_y)
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            plot_reliability(report["calibration"], out_dir / "reliability.png")
+        probs = probabilities(test_logits, report["calibration"]["temperature"])
+    else:
+        report["calibration"] = {"skipped": "the held-back labels hold one class only"}
+        probs = probabilities(test_logits)
+    curve = net_benefit(probs, test_y.numpy())
+    report["decision_curve"] = {**curve, "useful_thresholds": useful_thresholds(curve)}
+    if out_dir is not None:
+        plot_decision_curve(curve, out_dir / "decision_curve.png",
+                            title="acting on predicted infeasibility vs always / never running OPF")
+    platt_calibrate(model, val)
+    return report
 
 
 def _test_metrics(model: Any, test: list[Any]) -> dict[str, float]:
@@ -215,6 +245,8 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
         # the same baseline as `with_scratch`: target-fitted statistics, nothing from the source
         model = build_model(model.config, task, Normalizer().fit(train))
     model, fit_result, strat = _train_one(model, strategy, options, train, val, config, extra)
+    decisions = (_reliability_and_decisions(model, val, test, out_dir if save else None)
+                 if task == "feasibility" else {})
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "source": meta.get("data"), "target": view.name,
         "target_hash": view.content_hash, "task": task, "strategy": strategy,
@@ -225,6 +257,7 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
         "trainable_params": fit_result.trainable_params,
         "epochs_run": fit_result.epochs_run, "best_epoch": fit_result.best_epoch,
         "best_val": fit_result.best_val, "train_wall_time_s": fit_result.wall_time_s,
+        **decisions,
     }
     if constraints is not None:
         from gridtune.constraints.api import constraint_report
@@ -236,6 +269,9 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
         torch.manual_seed(seed)
         fresh = build_model(model.config, task, Normalizer().fit(train))
         fresh, scratch_fit, _ = _train_one(fresh, "scratch", {}, train, val, config, constraint_term())
+        if task == "feasibility":
+            from gridtune.nn.pretrain import platt_calibrate
+            platt_calibrate(fresh, val)
         result["scratch"] = {"metrics": _test_metrics(fresh, test),
                              "trainable_params": scratch_fit.trainable_params,
                              "epochs_run": scratch_fit.epochs_run,

@@ -20,6 +20,8 @@ from torch import Tensor
 
 from gridtune.errors import GridtuneError
 
+T_MIN, T_MAX = 0.05, 20.0
+
 
 def _nll(logits: Tensor, labels: Tensor) -> Tensor:
     if logits.dim() == 1:
@@ -28,7 +30,8 @@ def _nll(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def fit_temperature(logits: Tensor, labels: Tensor, *, max_iter: int = 200) -> float:
-    """The temperature minimising validation NLL of `logits / T` (optimised over log T)."""
+    """The temperature minimising validation NLL of `logits / T` (optimised over log T), clipped
+    to [`T_MIN`, `T_MAX`]."""
     logits, labels = logits.detach().double(), labels.detach()
     if logits.shape[0] != labels.shape[0] or logits.shape[0] == 0:
         raise GridtuneError(f"temperature scaling: `{logits.shape[0]}` logits but "
@@ -46,7 +49,8 @@ def fit_temperature(logits: Tensor, labels: Tensor, *, max_iter: int = 200) -> f
     t = float(log_t.detach().exp())
     if not np.isfinite(t):
         raise GridtuneError(f"temperature scaling diverged (T = `{t}`); are the labels constant?")
-    return t
+    # a separable validation split pushes T towards 0 (or infinity): keep it in a sane range
+    return float(np.clip(t, T_MIN, T_MAX))
 
 
 def probabilities(logits: Tensor, temperature: float = 1.0) -> np.ndarray:

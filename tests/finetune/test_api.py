@@ -44,6 +44,11 @@ def test_strategies_report_metrics_scratch_and_parameter_counts(source, target, 
         assert 0.0 <= saved["metrics"]["auroc"] <= 1.0
         assert saved["scratch"]["metrics"]["auroc"] == pytest.approx(out["full"]["scratch"]["metrics"]["auroc"])
         assert "transfer_gain" in saved and saved["wall_time_s"] > 0
+        cal = saved["calibration"]
+        assert 0.05 <= cal["temperature"] <= 20 and 0 <= cal["ece_after"] <= 1
+        assert len(saved["decision_curve"]["threshold"]) == 99
+        assert (tmp_path / name / "reliability.png").is_file()
+        assert (tmp_path / name / "decision_curve.png").is_file()
     head = sum(p.numel() for p in load_checkpoint(source)[0].head.parameters())
     assert out["linear-probe"]["trainable_params"] == head
     assert out["full"]["trainable_params"] == out["full"]["scratch"]["trainable_params"]
