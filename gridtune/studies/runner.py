@@ -121,10 +121,7 @@ class PretrainJob:
     source: DatasetRef
     task: str
     out_dir: str
-    model: str
-    epochs: int
-    seed: int
-    samples: int | None
+    settings: dict[str, Any]  # PretrainSpec fields
     fingerprint: str
     threads: int
 
@@ -137,15 +134,12 @@ def pretrain_fingerprint(spec: StudySpec, source: DatasetRef) -> str:
 
 def _pretrain_job(job: PretrainJob) -> dict[str, Any]:
     """Worker: pre-train one source; returns {"ok": bool, "error", "metrics"} (never raises)."""
-    import torch
-
-    torch.set_num_threads(job.threads)
     start = time.perf_counter()
     try:
         from gridtune.nn.pretrain import pretrain
 
-        metrics = pretrain(_open(job.source), task=job.task, out_dir=job.out_dir, model=job.model,
-                           epochs=job.epochs, seed=job.seed, samples=job.samples)
+        metrics = pretrain(_open(job.source), task=job.task, out_dir=job.out_dir,
+                           threads=job.threads, **job.settings)
         done = {"ok": True, "fingerprint": job.fingerprint, "wall_time_s": time.perf_counter() - start,
                 "test": metrics.get("test", {}).get("model")}
     except Exception as exc:  # recorded; the source's cells fail with this reason
@@ -176,9 +170,8 @@ def pretrain_sources(spec: StudySpec, datasets: dict[str, DatasetRef], out_dir: 
                 log(f"pretrain {source}: reusing {directory}")
                 result[source] = (str(directory), None)
                 continue
-        jobs.append(PretrainJob(ref, spec.task, str(directory), spec.pretrain.model,
-                                spec.pretrain.epochs, spec.pretrain.seed, spec.pretrain.samples, fp,
-                                threads=_threads(workers, len(sources))))
+        jobs.append(PretrainJob(ref, spec.task, str(directory), dataclasses.asdict(spec.pretrain),
+                                fp, threads=_threads(workers, len(sources))))
     if jobs:
         log(f"pretrain: {len(jobs)} source(s) ({', '.join(j.source.label for j in jobs)})")
     for i, done in run_tasks(_pretrain_job, jobs, workers=min(workers, max(1, len(jobs))),
@@ -203,9 +196,8 @@ def _threads(workers: int, parallel_tasks: int) -> int:
 
 def run_cell(job: CellJob) -> dict[str, Any]:
     """Worker: fine-tune one cell; returns its record (status `ok` or `failed`; never raises)."""
-    import torch
+    from gridtune.nn.pretrain import torch_threads
 
-    torch.set_num_threads(job.threads)
     cell = job.cell
     record: dict[str, Any] = {"cell_id": cell.cell_id, "cell": cell.to_dict(),
                               "fingerprint": job.fingerprint}
@@ -213,7 +205,8 @@ def run_cell(job: CellJob) -> dict[str, Any]:
     try:
         if job.checkpoint is None:
             raise RuntimeError(f"pre-training on source `{cell.source}` failed: {job.source_error}")
-        record.update(_fine_tune(job))
+        with torch_threads(job.threads):
+            record.update(_fine_tune(job))
         record["status"] = "ok"
     except Exception as exc:  # one failing cell must not stop the study
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}",

@@ -90,16 +90,29 @@ class PretrainSpec:
         model: encoder architecture (default: ``"gine"``).
         seed: pre-training seed (default: 0).
         samples: source scenarios used (default: all of the source dataset).
+        hidden, layers: model width and depth (default: 64, 4).
+        lr, patience, batch_size: optimisation (default: 1e-3, 20, 64).
     """
 
     epochs: int = 60
     model: str = "gine"
     seed: int = 0
     samples: int | None = None
+    hidden: int = 64
+    layers: int = 4
+    lr: float = 1e-3
+    patience: int = 20
+    batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise SpecError(f"key `epochs` = `{self.epochs}` must be at least 1")
+        for key in ("epochs", "hidden", "layers", "patience", "batch_size"):
+            if getattr(self, key) < 1:
+                raise SpecError(f"key `{key}` = `{getattr(self, key)}` must be at least 1")
+        if not 0 < self.lr < 1:
+            raise SpecError(f"key `lr` = `{self.lr}` must lie in (0, 1)")
+        models = ("gine", "gatv2", "transformer")
+        if self.model not in models:
+            raise SpecError(f"key `model` = `{self.model}`; valid: {choices_text(models)}")
         if self.samples is not None and self.samples < 2:
             raise SpecError(f"key `samples` = `{self.samples}` must be at least 2")
 
