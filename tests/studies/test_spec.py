@@ -48,7 +48,8 @@ def test_overrides_replace_file_values(tmp_path):
     ("pairs = \"some\"", r"key `pairs` has bad value `'some'`"),
     ("unlabeled = -1", r"key `unlabeled` = `-1` must be >= 0"),
     ("[pretrain]\nepochs = 0", r"\[pretrain\]: key `epochs` = `0` must be at least 1"),
-    ("[pretrain]\nlr = 0.1", r"\[pretrain\]: unknown key `lr`"),
+    ("[pretrain]\nrate = 0.1", r"\[pretrain\]: unknown key `rate`"),
+    ("[pretrain]\nmodel = \"gcn\"", r"\[pretrain\]: key `model` = `gcn`; valid: `gatv2`, `gine`, `transformer`"),
     ("[data]\nsamples = 15", r"budget `20` must be below `data.samples` = `15`"),
     ("constraints = [\"missing.toml\"]", r"key `constraints` names `missing.toml`, which does not exist"),
 ])
