@@ -41,7 +41,7 @@ PUBLISHED_OBJECTIVES: dict[str, float] = {
 }
 GRID_SUFFIXES = (".json", ".m")
 OPF_INITS = ("flat", "pf", "results")  # tried in this order by `solve_nominal`
-CACHE_VERSION = 1  # bump when the cached fields or the way they are computed change
+CACHE_VERSION = 2  # bump when the cached fields or the way they are computed change
 
 
 def _valid_text() -> str:
@@ -269,12 +269,20 @@ def _compute_row(name_or_path: str | Path) -> dict[str, Any]:
         "source": "pandapower.networks" if kind == "case" else str(Path(ref).resolve()),
         "buses": int(len(net.bus)),
         "branches": int(branches),
-        "generators": int(len(net.ext_grid) + len(net.gen) + len(net.sgen)),
+        "generators": _dispatchable_generators(net),
         "load_mw": float(net.load.p_mw[net.load.in_service].sum()),
         "repairs": len(fixes),
         "repair_kinds": sorted({r.kind for r in fixes}),
         "nominal": dataclasses.asdict(result),
     }
+
+
+def _dispatchable_generators(net: Any) -> int:
+    """Units the OPF dispatches: ext_grids, gens and controllable sgens (as in `to_ppc`'s gen
+    table); fixed sgens are negative loads (e.g. case300's 8 buses with negative demand)."""
+    sgen = net.sgen
+    controllable = sgen["controllable"].fillna(False).astype(bool) if "controllable" in sgen else False
+    return int(len(net.ext_grid) + len(net.gen) + int((sgen.in_service & controllable).sum()))
 
 
 def _row(name_or_path: str | Path, *, refresh: bool = False) -> dict[str, Any]:
