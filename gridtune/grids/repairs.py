@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -89,12 +90,13 @@ MIRRORED_SGEN_Q: dict[str, int] = {"case24_ieee_rts": 22}  # case -> number of s
 
 
 def _bus_number(net: Any, bus: int) -> int:
-    """MATPOWER bus number of a pandapower bus (stock cases keep it as the bus name)."""
+    """MATPOWER bus number of a pandapower bus: stock cases keep it as the bus name, `from_ppc`
+    as the bus index."""
     name = net.bus.at[bus, "name"]
     try:
         return int(name)
     except (TypeError, ValueError):
-        return int(bus) + 1
+        return int(bus)
 
 
 def tap_ratio(trafo: Any) -> float:
