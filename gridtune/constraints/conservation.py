@@ -35,12 +35,12 @@ _E = {n: BRANCH_FEATURES.index(n) for n in ("r_pu", "x_pu", "b_pu", "tap_ratio",
 _VM, _VA, _PG, _QG = (OPF_TARGETS.index(n) for n in ("vm_pu", "va_rad", "pg_pu", "qg_pu"))
 
 
-def branch_injections(vm_pu: Tensor, va_rad: Tensor, edge_index: Tensor, edge_attr: Tensor
-                      ) -> tuple[Tensor, Tensor]:
-    """Active and reactive power flowing into the network at each bus through its branches.
+def branch_flows(vm_pu: Tensor, va_rad: Tensor, edge_index: Tensor, edge_attr: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """Complex power entering each in-service branch at its from end and at its to end.
 
-    Only the forward row (`is_reverse == 0`) of each in-service branch is used: it carries the
-    branch's own from / to orientation, which the tap and the shift depend on.
+    Only the forward row (`is_reverse == 0`) of each branch is used: it carries the branch's own
+    from / to orientation, which the tap and the shift depend on.
 
     Args:
         vm_pu, va_rad: bus voltage magnitude and angle.
@@ -48,21 +48,31 @@ def branch_injections(vm_pu: Tensor, va_rad: Tensor, edge_index: Tensor, edge_at
         edge_attr: (2E, len(BRANCH_FEATURES)) raw branch features.
 
     Shapes:
-        vm_pu, va_rad: (N,); returns two (N,) tensors, per-unit on the system base.
+        vm_pu, va_rad: (N,); returns s_from (K,), s_to (K,) complex per-unit and the boolean row
+        mask (2E,) selecting the K forward in-service rows of `edge_index` / `edge_attr`.
     """
     keep = (edge_attr[:, _E["is_reverse"]] < 0.5) & (edge_attr[:, _E["in_service"]] > 0.5)
     a = edge_attr[keep]
     f, t = edge_index[0, keep], edge_index[1, keep]
-    z = torch.complex(a[:, _E["r_pu"]], a[:, _E["x_pu"]])
-    ys = 1.0 / z
+    ys = 1.0 / torch.complex(a[:, _E["r_pu"]], a[:, _E["x_pu"]])
     half_b = torch.complex(torch.zeros_like(a[:, 0]), a[:, _E["b_pu"]] / 2)
     tau = torch.polar(a[:, _E["tap_ratio"]], a[:, _E["shift_rad"]])
     v = torch.polar(vm_pu, va_rad)
     vf, vt = v[f], v[t]
     i_f = (ys + half_b) / (tau * tau.conj()) * vf - ys / tau.conj() * vt
     i_t = -ys / tau * vf + (ys + half_b) * vt
-    s_f = vf * i_f.conj()
-    s_t = vt * i_t.conj()
+    return vf * i_f.conj(), vt * i_t.conj(), keep
+
+
+def branch_injections(vm_pu: Tensor, va_rad: Tensor, edge_index: Tensor, edge_attr: Tensor
+                      ) -> tuple[Tensor, Tensor]:
+    """Active and reactive power flowing into the network at each bus through its branches.
+
+    Shapes:
+        vm_pu, va_rad: (N,); returns two (N,) tensors, per-unit on the system base.
+    """
+    s_f, s_t, keep = branch_flows(vm_pu, va_rad, edge_index, edge_attr)
+    f, t = edge_index[0, keep], edge_index[1, keep]
     n = vm_pu.shape[0]
     p = torch.zeros(n, dtype=vm_pu.dtype).index_add(0, f, s_f.real).index_add(0, t, s_t.real)
     q = torch.zeros(n, dtype=vm_pu.dtype).index_add(0, f, s_f.imag).index_add(0, t, s_t.imag)

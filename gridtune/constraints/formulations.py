@@ -91,11 +91,15 @@ class Formulation:
                 row[f"{c}/multiplier"] = self.multipliers[c]
             row.update(self.extra_log())
             self.history.append(row)
-        self.update({c: float(val.detach()) for c, val in g.items()})
+        self.update({c: self.dual_value(c, v) for c, v in viol.items()})
         return term
 
     def term(self, g: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
+
+    def dual_value(self, name: str, v: Tensor) -> float:
+        """The constraint value the dual step ascends on: mean(v) - budget."""
+        return float(v.detach().mean()) - self.budget[name]
 
     def update(self, g: dict[str, float]) -> None:
         """Dual step after the term is formed (no-op for the penalty)."""
@@ -166,20 +170,37 @@ class Lagrangian(Formulation):
     Args:
         dual_lr: dual step size eta; a constraint's `weight` scales its own step (default: 0.1).
         init_multiplier: starting lambda (default: 0).
+        dual_signal: what the dual step ascends on. `mean` (default): g_c = mean(v_c) - budget_c,
+            the textbook Lagrangian. `rate`: the batch violation rate (share of samples with
+            v_c > tolerance) minus budget_c, while the primal term stays lambda_c * mean(v_c):
+            the proxy-Lagrangian of Cotter, Jiang and Sridharan 2019 ("Two-player games for
+            efficient non-convex constrained optimization"). The rate is what evaluation
+            reports and does not shrink with the violation's units, so the multiplier keeps
+            growing while a few samples still violate (budget is then an allowed rate).
     """
 
     name = "lagrangian"
 
     def __init__(self, constraint_set: ConstraintSet, *, dual_lr: float = 0.1,
-                 init_multiplier: float = 0.0, **kw: Any) -> None:
+                 init_multiplier: float = 0.0, dual_signal: str = "mean", **kw: Any) -> None:
         super().__init__(constraint_set, **kw)
         self.dual_lr = _positive("dual_lr", dual_lr)
         init = _positive("init_multiplier", init_multiplier, allow_zero=True)
+        if dual_signal not in ("mean", "rate"):
+            raise SpecError(f"formulation setting `dual_signal` must be one of `mean`, `rate`, "
+                            f"got `{dual_signal}`")
+        self.dual_signal = dual_signal
         self.multipliers = {c: init for c in constraint_set.names}
         self._step = {c.name: self.dual_lr * c.weight for c in constraint_set}
+        self._tol = {c.name: c.tolerance for c in constraint_set}
 
     def term(self, g: dict[str, Tensor]) -> Tensor:
         return sum(self.multipliers[c] * val for c, val in g.items())  # type: ignore[return-value]
+
+    def dual_value(self, name: str, v: Tensor) -> float:
+        if self.dual_signal == "rate":
+            return float((v.detach() > self._tol[name]).double().mean()) - self.budget[name]
+        return float(v.detach().mean()) - self.budget[name]
 
     def update(self, g: dict[str, float]) -> None:
         for c, val in g.items():
