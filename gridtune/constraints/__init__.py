@@ -12,8 +12,14 @@ Public API:
 
 from gridtune.constraints.api import constraint_report, training_term
 from gridtune.constraints.base import TASKS, Constraint, ConstraintSet
-from gridtune.constraints.formulations import (FORMULATIONS, AugmentedLagrangian, Formulation,
-                                               Lagrangian, Penalty, make_formulation)
+from gridtune.constraints.formulations import (
+                                               FORMULATIONS,
+                                               AugmentedLagrangian,
+                                               Formulation,
+                                               Lagrangian,
+                                               Penalty,
+                                               make_formulation,
+)
 from gridtune.constraints.metrics import evaluate_constraints
 from gridtune.constraints.registry import constraint_kinds, register_constraint, resolve_constraint
 from gridtune.constraints.spec import load_constraint_set

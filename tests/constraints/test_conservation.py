@@ -20,7 +20,7 @@ from gridtune.grids.model import grid_from_net
 from gridtune.grids.scenarios import Scenario
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ac_solution(case: str, load_scale: float = 1.0):
     """(graph, state (N, 4) float64) of an exact AC power flow of `case` at `load_scale`.
 

@@ -14,8 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from gridtune.constraints import (Constraint, ConstraintSet, make_formulation,
-                                  register_constraint)
+from gridtune.constraints import Constraint, ConstraintSet, make_formulation, register_constraint
 from gridtune.errors import SpecError, TrainingError
 
 
