@@ -73,8 +73,23 @@ def grid_name(name_or_path: str | Path) -> str:
     return text if text in CASE_NAMES else Path(text).stem
 
 
+# Loaded, repaired nets by content key: pandapower's `from_json` spends seconds building empty
+# DataFrames, a deep copy of the loaded net takes milliseconds.
+_NETS: dict[str, tuple[Any, list[Any]]] = {}
+
+
 def load_net_with_repairs(name_or_path: str | Path) -> tuple[Any, list[Any]]:
     """`(net, repairs)`: a fresh net (see `load_net`) and the `Repair` records applied to it."""
+    import copy
+
+    key = content_key(name_or_path)
+    if key not in _NETS:
+        _NETS[key] = _load(name_or_path)
+    net, fixes = _NETS[key]
+    return copy.deepcopy(net), list(fixes)
+
+
+def _load(name_or_path: str | Path) -> tuple[Any, list[Any]]:
     from gridtune.grids import repairs
 
     kind, ref = resolve(name_or_path)
