@@ -7,7 +7,8 @@ interval) at each label budget, and the ratio
 
     best strategy AUROC @ 100 labels  /  scratch AUROC @ 1000 labels   (baseline: scratch)
 
-Every cell (labels, seed, strategy) is one `gridtune.finetune.api.finetune` run on the same
+Strategies are registry names; `NAME+ssl` adds masked-feature pre-adaptation on the unlabelled
+target scenarios first (two-stage). Every cell (labels, seed, strategy) is one `gridtune.finetune.api.finetune` run on the same
 target split and label draw for that seed; results are appended to `OUT/results.jsonl` as they
 finish, so an interrupted run resumes where it stopped.
 
@@ -76,11 +77,14 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     from gridtune.finetune.trainer import TrainConfig
 
     start = time.perf_counter()
+    name, _, stage = cell["strategy"].partition("+")  # `full+ssl`: two-stage adaptation
+    pre = cell["pre_adapt_epochs"] if stage == "ssl" else 0
     try:
         data = _target(cell["target"])
-        r = finetune(cell["checkpoint"], data, labels=cell["labels"], strategy=cell["strategy"],
-                     seed=cell["seed"], unlabeled=cell["unlabeled"] if cell["strategy"] == "dann" else 0,
-                     out_dir=Path(cell["out"]), with_scratch=False, save=False,
+        needs_unl = name in ("dann", "coral", "mmd") or pre > 0
+        r = finetune(cell["checkpoint"], data, labels=cell["labels"], strategy=name,
+                     seed=cell["seed"], unlabeled=cell["unlabeled"] if needs_unl else 0,
+                     pre_adapt_epochs=pre, out_dir=Path(cell["out"]), with_scratch=False, save=False,
                      train_config=TrainConfig(epochs=cell["epochs"], patience=cell["patience"],
                                               lr=cell["lr"]))
         return {**_key(cell), "auroc": r["metrics"].get("auroc"), "metrics": r["metrics"],
@@ -180,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--unlabeled", type=int, default=1000, help="unlabelled target scenarios for dann")
+    ap.add_argument("--pre-adapt-epochs", type=int, default=20,
+                    help="masked-reconstruction epochs for `NAME+ssl` strategies (two-stage)")
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--patience", type=int, default=20)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -197,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     from gridtune.parallel import run_tasks
 
     for s in args.strategies:
-        strategy_class(s)
+        name, _, stage = s.partition("+")
+        strategy_class(name)
+        if stage not in ("", "ssl"):
+            raise SystemExit(f"unknown stage `+{stage}` in `{s}`; valid: `NAME` or `NAME+ssl`")
     if "scratch" not in args.strategies:
         args.strategies.insert(0, "scratch")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     results = args.out / "results.jsonl"
     done = _done(results)
     cells = [{"labels": n, "seed": s, "strategy": st, "target": target, "checkpoint": str(checkpoint),
-              "unlabeled": args.unlabeled, "epochs": args.epochs, "patience": args.patience,
+              "unlabeled": args.unlabeled, "epochs": args.epochs,
+              "pre_adapt_epochs": args.pre_adapt_epochs, "patience": args.patience,
               "lr": args.lr, "out": str(args.out / "cells" / f"{st}-{n}-{s}")}
              for n in args.labels for s in args.seeds for st in args.strategies
              if (n, s, st) not in done]

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", help="strategy name (see --list-strategies)")
     p.add_argument("--unlabeled", type=int, default=0,
                    help="unlabelled target scenarios for domain adaptation (no OPF solve; default: 0)")
+    p.add_argument("--pre-adapt", type=int, default=0, metavar="EPOCHS",
+                   help="two-stage: masked-feature reconstruction on the unlabelled scenarios "
+                        "for EPOCHS epochs before fine-tuning (needs --unlabeled; default: 0)")
     p.add_argument("--seed", type=int, nargs="+", default=[0],
                    help="one or more seeds; several give a transfer verdict (default: 0)")
     p.add_argument("--out", type=Path, help="output directory")
@@ -64,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         r = finetune(args.checkpoint, args.data, labels=args.labels, strategy=args.strategy,
                      seed=seed, unlabeled=args.unlabeled, out_dir=out, constraints=args.constraints,
                      formulation=args.formulation, with_scratch=not args.no_scratch,
-                     train_config=config, threads=args.threads)
+                     train_config=config, threads=args.threads, pre_adapt_epochs=args.pre_adapt)
         results.append(r)
         key = primary_metric(r["task"])
         line = (f"seed {seed}: {args.strategy} {key} {_fmt(r['metrics'].get(key))}  "

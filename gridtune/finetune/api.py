@@ -156,7 +156,7 @@ def finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, s
              unlabeled: int = 0, out_dir: str | Path, constraints: str | Path | None = None,
              formulation: str = "lagrangian", with_scratch: bool = True,
              train_config: TrainConfig | None = None, threads: int | None = 1,
-             save: bool = True) -> dict[str, Any]:
+             save: bool = True, pre_adapt_epochs: int = 0) -> dict[str, Any]:
     """Fine-tune `checkpoint` on `labels` target labels with `strategy`; see the module docstring.
 
     Args:
@@ -176,6 +176,9 @@ def finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, s
         train_config: optimisation settings (default: `TrainConfig(seed=seed)`).
         threads: torch threads while training (default 1; see `gridtune.nn.pretrain.pretrain`).
         save: write the fine-tuned checkpoint.
+        pre_adapt_epochs: two-stage adaptation: first this many epochs of masked-feature
+            reconstruction on the unlabelled target scenarios (`gridtune.finetune.ssl`), then the
+            strategy. Needs `unlabeled > 0`. The scratch baseline is not pre-adapted.
 
     Returns: the dict written to `out_dir/finetune.json`: `metrics` (test split),
         `trainable_params`, `wall_time_s`, `scratch` (same fields), `transfer_gain`, settings.
@@ -186,12 +189,14 @@ def finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, s
         return _finetune(checkpoint, data, labels=labels, strategy=strategy, seed=seed,
                          unlabeled=unlabeled, out_dir=Path(out_dir), constraints=constraints,
                          formulation=formulation, with_scratch=with_scratch,
-                         train_config=train_config, save=save)
+                         train_config=train_config, save=save,
+                         pre_adapt_epochs=pre_adapt_epochs)
 
 
 def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, seed: int,
               unlabeled: int, out_dir: Path, constraints: str | Path | None, formulation: str,
-              with_scratch: bool, train_config: TrainConfig | None, save: bool) -> dict[str, Any]:
+              with_scratch: bool, train_config: TrainConfig | None, save: bool,
+              pre_adapt_epochs: int = 0) -> dict[str, Any]:
     from gridtune.finetune.registry import strategy_class
     from gridtune.finetune.trainer import make_loader
     from gridtune.nn.checkpoint import load_checkpoint
@@ -202,6 +207,9 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
     strategy_class(strategy)  # an unknown name fails before any data is read
     if unlabeled < 0:
         raise GridtuneError(f"--unlabeled must be >= 0, got `{unlabeled}`")
+    if pre_adapt_epochs < 0 or (pre_adapt_epochs > 0 and unlabeled == 0):
+        raise GridtuneError(f"--pre-adapt `{pre_adapt_epochs}` needs a non-negative number of "
+                            "epochs and unlabelled target data (`--unlabeled N`)")
     start = time.perf_counter()
     model, meta = load_checkpoint(checkpoint)
     task = model.task
@@ -240,6 +248,12 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
 
     extra = constraint_term()
     options = _strategy_options(strategy, model, unlabeled_loader)
+    pre_adapt_report = None
+    if pre_adapt_epochs > 0:
+        from gridtune.finetune.ssl import pre_adapt
+        pre = pre_adapt(model, unlabeled_loader, epochs=pre_adapt_epochs, lr=config.lr, seed=seed)
+        pre_adapt_report = {"epochs": pre_adapt_epochs, "loss": pre.history,
+                            "wall_time_s": pre.wall_time_s}
     torch.manual_seed(seed)
     if strategy == "scratch":
         # the same baseline as `with_scratch`: target-fitted statistics, nothing from the source
@@ -252,6 +266,7 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
         "target_hash": view.content_hash, "task": task, "strategy": strategy,
         "strategy_config": strat.config(), "labels": labels, "n_train": len(train),
         "n_val": len(val), "n_test": len(test), "unlabeled": unlabeled, "seed": seed,
+        "pre_adapt": pre_adapt_report,
         "train": dataclasses.asdict(config),
         "metrics": _test_metrics(model, test),
         "trainable_params": fit_result.trainable_params,

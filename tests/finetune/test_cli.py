@@ -62,11 +62,15 @@ def test_dann_uses_unlabelled_scenarios_of_the_recipe(setup, capsys):
     out = setup / "dann"
     assert main(["finetune", "--from", str(setup / "src"), "--data", str(setup / "ds"),
                  "--labels", "12", "--strategy", "dann", "--unlabeled", "8", "--epochs", "2",
-                 "--no-scratch", "--out", str(out)]) == 0
+                 "--pre-adapt", "3", "--no-scratch", "--out", str(out)]) == 0
     r = json.loads((out / "finetune.json").read_text())
     assert r["unlabeled"] == 8 and "scratch" not in r
+    assert len(r["pre_adapt"]["loss"]) == 3
     model, meta = load_checkpoint(out)
     assert meta["finetune"]["strategy"] == "dann" and model.task == "feasibility"
     assert main(["finetune", "--from", str(setup / "src"), "--data", str(setup / "ds"),
                  "--labels", "12", "--strategy", "dann", "--epochs", "1", "--out", str(out)]) == 2
     assert "strategy `dann` needs unlabelled target data" in capsys.readouterr().err
+    assert main(["finetune", "--from", str(setup / "src"), "--data", str(setup / "ds"),
+                 "--labels", "12", "--strategy", "full", "--pre-adapt", "5", "--out", str(out)]) == 2
+    assert "--pre-adapt `5` needs" in capsys.readouterr().err
