@@ -107,18 +107,19 @@ class GridEncoder(nn.Module):
         layers: number of blocks (default: 4).
         heads: attention heads for attention families (default: 4).
         dropout: dropout inside blocks (default: 0.0).
+        extra_bus, extra_branch: derived input columns appended to the schema's (default: 0).
 
     Shapes:
-        x (N, len(BUS_FEATURES)) standardised, edge_index (2, E), edge_attr (E, len(BRANCH_FEATURES))
+        x (N, len(BUS_FEATURES) + extra_bus) standardised, edge_index (2, E), edge_attr (E, len(BRANCH_FEATURES))
         standardised, in_service (E,) bool -> (N, hidden)
     """
 
     def __init__(self, conv: str = "gine", hidden: int = 64, layers: int = 4, heads: int = 4,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, extra_bus: int = 0, extra_branch: int = 0) -> None:
         super().__init__()
         resolve_conv(conv)
-        self.input = mlp([len(BUS_FEATURES), hidden, hidden], final_activation=True)
-        self.edge_input = nn.Linear(len(BRANCH_FEATURES), hidden)
+        self.input = mlp([len(BUS_FEATURES) + extra_bus, hidden, hidden], final_activation=True)
+        self.edge_input = nn.Linear(len(BRANCH_FEATURES) + extra_branch, hidden)
         self.blocks = nn.ModuleList(MessageBlock(conv, hidden, heads, dropout) for _ in range(layers))
         self.hidden = hidden
 

@@ -5,7 +5,8 @@
     node-level task (`opf`):                   [h, mean-pool(h) of its graph, context] (N, D)
 with D = 2 * hidden + 2. `context` holds two system ratios per graph, total load P and Q over
 total generation capacity (in-service units): dimensionless, so they mean the same on case9 and on
-case118, and they are the first-order drivers of OPF feasibility.
+case118, and they are the first-order drivers of OPF feasibility (standardised with training
+statistics, like every input).
 
 `forward(batch)` returns physical quantities:
     feasibility  (B,) logits of P(infeasible), after a Platt calibration (`logit_scale`,
@@ -28,11 +29,10 @@ from gridtune.errors import GridtuneError
 from gridtune.grids.features import BUS_FEATURES, OPF_TARGETS
 from gridtune.nn.encoders import GridEncoder, in_service_mask, resolve_conv
 from gridtune.nn.heads import TASK_SHAPES, check_task, make_head
-from gridtune.nn.normalizer import Normalizer
+from gridtune.nn.normalizer import CONTEXT_DIM, Normalizer, system_context
 
-PD, QD, MAX_PG, N_GEN = (BUS_FEATURES.index(n) for n in ("pd_pu", "qd_pu", "max_pg_pu", "n_gen"))
+MAX_PG, N_GEN = (BUS_FEATURES.index(n) for n in ("max_pg_pu", "n_gen"))
 GEN_TARGETS = [OPF_TARGETS.index("pg_pu"), OPF_TARGETS.index("qg_pu")]
-CONTEXT_DIM = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,7 @@ class ModelConfig:
     dropout: float = 0.0
     head_hidden: int = 64
     balance_pg: bool = True
+    dc_flow: bool = True
 
     def __post_init__(self) -> None:
         resolve_conv(self.conv)
@@ -82,7 +83,9 @@ class GridModelNet(nn.Module):
         self.task = check_task(task)
         self.graph_level = TASK_SHAPES[task][0]
         self.normalizer = normalizer if normalizer is not None else Normalizer()
-        self.encoder = GridEncoder(config.conv, config.hidden, config.layers, config.heads, config.dropout)
+        extra = DC_FLOW_DIMS if config.dc_flow else (0, 0)
+        self.encoder = GridEncoder(config.conv, config.hidden, config.layers, config.heads, config.dropout,
+                                   extra_bus=extra[0], extra_branch=extra[1])
         self.embed_dim = 2 * config.hidden + CONTEXT_DIM
         self.head = make_head(task, self.embed_dim, config.head_hidden)
         self.register_buffer("logit_scale", torch.ones(1))
@@ -91,9 +94,12 @@ class GridModelNet(nn.Module):
     def embed(self, batch: Any) -> Tensor:
         x_raw, ea_raw = batch.x, batch.edge_attr
         index = _batch_vector(batch)
-        h = self.encoder(self.normalizer.bus(x_raw), batch.edge_index,
-                         self.normalizer.branch(ea_raw), in_service_mask(ea_raw))
-        context = system_context(x_raw, index)
+        x, ea = self.normalizer.bus(x_raw), self.normalizer.branch(ea_raw)
+        if self.config.dc_flow:
+            theta, loading = dc_flow_features(x_raw, batch.edge_index, ea_raw, index)
+            x, ea = torch.cat([x, theta], dim=-1), torch.cat([ea, loading], dim=-1)
+        h = self.encoder(x, batch.edge_index, ea, in_service_mask(ea_raw))
+        context = self.normalizer.context(system_context(x_raw, index))
         mean = global_mean_pool(h, index)
         if self.graph_level:
             return torch.cat([mean, global_max_pool(h, index), context], dim=-1)  # (B, D)
@@ -112,6 +118,68 @@ class GridModelNet(nn.Module):
         if self.config.balance_pg:
             out = balance_generation(out, batch, _batch_vector(batch))
         return out
+
+
+DC_FLOW_DIMS = (1, 1)  # (bus angle, branch loading)
+
+
+@torch.no_grad()
+def dc_flow_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
+                     ) -> tuple[Tensor, Tensor]:
+    """DC power flow of each scenario under a capacity-proportional dispatch, as model inputs.
+
+    Generation meets each graph's total load in proportion to in-service P capacity; the DC
+    power flow (B-theta, lossless, angle 0 at the reference bus) gives bus angles and branch flows;
+    a branch's loading is |flow| / rating. Near a feasibility boundary of a line-limited grid the
+    branches that would overload are what decides feasibility, and a few message-passing hops
+    cannot compute a power flow on their own. One sparse solve per batch (scipy), no gradient.
+
+    Shapes: x_raw (N, F_bus), edge_index (2, 2E), edge_attr_raw (2E, F_branch), index (N,)
+        -> theta_rad (N, 1), loading (2E, 1) (0 on outaged branches; both directions alike)
+    """
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
+    from gridtune.grids.features import BRANCH_FEATURES as BF
+
+    n = x_raw.shape[0]
+    xr = x_raw.double().cpu().numpy()
+    ea = edge_attr_raw.double().cpu().numpy()
+    ei = edge_index.cpu().numpy()
+    idx = index.cpu().numpy()
+    n_graphs = int(idx.max()) + 1 if n else 0
+    pd_, pmax = xr[:, BUS_FEATURES.index("pd_pu")], np.maximum(xr[:, MAX_PG], 0.0)
+    load = np.bincount(idx, pd_, n_graphs)
+    cap = np.bincount(idx, pmax, n_graphs)
+    p = pmax / np.maximum(cap[idx], 1e-9) * load[idx] - pd_  # (N,) injections, p.u.
+    on = ea[:, BF.index("in_service")] > 0.5
+    fwd = on & (ea[:, BF.index("is_reverse")] < 0.5)
+    f, t = ei[0, fwd], ei[1, fwd]
+    b = 1.0 / (ea[fwd, BF.index("x_pu")] * ea[fwd, BF.index("tap_ratio")])
+    shift = ea[fwd, BF.index("shift_rad")]
+    p = p.copy()
+    np.add.at(p, f, b * shift)  # phase shifters act as fixed injections (MATPOWER Pbusinj)
+    np.add.at(p, t, -b * shift)
+    ref = xr[:, BUS_FEATURES.index("is_ref")] > 0.5
+    first = np.r_[True, idx[1:] != idx[:-1]]
+    has_ref = np.bincount(idx, ref.astype(float), n_graphs) > 0
+    ground = ref | (first & ~has_ref[idx])  # graphs without a reference bus: their first bus
+    rows = np.r_[f, t, f, t, np.arange(n)]
+    cols = np.r_[f, t, t, f, np.arange(n)]
+    vals = np.r_[b, b, -b, -b, np.where(ground, 1e6, 1e-9)]
+    theta = spsolve(sp.csc_matrix((vals, (rows, cols)), shape=(n, n)), p) if n else np.zeros(0)
+    theta = np.atleast_1d(theta)
+    # every energised row, either direction: a reverse row (to -> from) sees the same |flow|
+    src, dst = ei[0, on], ei[1, on]
+    sign = np.where(ea[on, BF.index("is_reverse")] < 0.5, 1.0, -1.0)
+    b_on = 1.0 / (ea[on, BF.index("x_pu")] * ea[on, BF.index("tap_ratio")])
+    flow = b_on * (theta[src] - theta[dst] - sign * ea[on, BF.index("shift_rad")])
+    loading = np.zeros(ea.shape[0])
+    loading[on] = np.abs(flow) / np.maximum(ea[on, BF.index("rate_a_pu")], 1e-6)
+    dtype, device = x_raw.dtype, x_raw.device
+    return (torch.as_tensor(theta, dtype=dtype, device=device).unsqueeze(-1),
+            torch.as_tensor(np.minimum(loading, 10.0), dtype=dtype, device=device).unsqueeze(-1))
 
 
 def balance_generation(out: Tensor, batch: Any, index: Tensor) -> Tensor:
@@ -135,12 +203,6 @@ def balance_generation(out: Tensor, batch: Any, index: Tensor) -> Tensor:
     pg_col = GEN_TARGETS[0]
     shifted = out[:, pg_col] - residual[index] * share
     return torch.cat([out[:, :pg_col], shifted.unsqueeze(-1), out[:, pg_col + 1:]], dim=-1)
-
-
-def system_context(x_raw: Tensor, index: Tensor) -> Tensor:
-    """Total load P and Q over total P capacity, per graph. Shapes: (N, F_bus), (N,) -> (B, 2)."""
-    totals = global_add_pool(x_raw[:, [PD, QD, MAX_PG]], index)  # (B, 3)
-    return totals[:, :2] / totals[:, 2:3].clamp_min(1e-6)
 
 
 def _batch_vector(batch: Any) -> Tensor:

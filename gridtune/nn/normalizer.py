@@ -21,6 +21,21 @@ from gridtune.grids.features import BRANCH_FEATURES, BUS_FEATURES, OPF_TARGETS
 
 BUS_INDICATORS = ("is_ref", "is_pv", "is_pq")
 BRANCH_INDICATORS = ("is_transformer", "in_service", "is_reverse")
+PD, QD, MAX_PG = (BUS_FEATURES.index(n) for n in ("pd_pu", "qd_pu", "max_pg_pu"))
+CONTEXT_DIM = 2
+
+
+def system_context(x_raw: Tensor, index: Tensor) -> Tensor:
+    """Total load P and Q over total P capacity, per graph: dimensionless, so comparable across grids.
+
+    Shapes: x_raw (N, F_bus) unstandardised, index (N,) graph of each bus -> (B, 2)
+    """
+    from torch_geometric.nn import global_add_pool
+
+    totals = global_add_pool(x_raw[:, [PD, QD, MAX_PG]], index)  # (B, 3)
+    return totals[:, :2] / totals[:, 2:3].clamp_min(1e-6)
+
+
 # A feature that is constant on the training grid (e.g. no shunts) keeps unit scale instead of
 # exploding when another grid has non-zero values.
 MIN_STD = 1e-2
@@ -42,6 +57,7 @@ class Normalizer(nn.Module):
         edge_mean, edge_std (len(BRANCH_FEATURES),)
         opf_mean, opf_std  (len(OPF_TARGETS),)   over feasible graphs' buses
         cost_mean, cost_std (1,)                 AC-OPF objective, $/h
+        context_mean, context_std (CONTEXT_DIM,) system ratios (`system_context`) per graph
     """
 
     def __init__(self) -> None:
@@ -55,6 +71,8 @@ class Normalizer(nn.Module):
         self.register_buffer("opf_std", torch.ones(nt))
         self.register_buffer("cost_mean", torch.zeros(1))
         self.register_buffer("cost_std", torch.ones(1))
+        self.register_buffer("context_mean", torch.zeros(CONTEXT_DIM))
+        self.register_buffer("context_std", torch.ones(CONTEXT_DIM))
 
     @torch.no_grad()
     def fit(self, graphs: Sequence[Data]) -> Normalizer:
@@ -74,6 +92,12 @@ class Normalizer(nn.Module):
             m, s = _mean_std(torch.cat(y), [])
             self.opf_mean.copy_(m)
             self.opf_std.copy_(s)
+        # Scenarios near a feasibility boundary differ by a few percent of total load: without
+        # standardising the system ratios that signal is too small for the head to pick up quickly
+        # (measured: validation AUROC 0.80 after 120 epochs on case14 without, see git log).
+        ctx = torch.cat([system_context(g.x, torch.zeros(g.x.shape[0], dtype=torch.long)) for g in graphs])
+        self.context_mean.copy_(ctx.mean(dim=0))
+        self.context_std.copy_(ctx.std(dim=0, unbiased=False).clamp_min(1e-3))
         costs = [g.y_cost for g in graphs if hasattr(g, "y_cost")]
         c = torch.cat(costs) if costs else torch.empty(0)
         c = c[torch.isfinite(c)]
@@ -90,6 +114,10 @@ class Normalizer(nn.Module):
     def branch(self, edge_attr: Tensor) -> Tensor:
         """Standardise branch features. Shapes: (E, F_branch) -> (E, F_branch)."""
         return (edge_attr - self.edge_mean) / self.edge_std
+
+    def context(self, ctx: Tensor) -> Tensor:
+        """Standardise system ratios. Shapes: (B, CONTEXT_DIM) -> (B, CONTEXT_DIM)."""
+        return (ctx - self.context_mean) / self.context_std
 
     def to_dict(self) -> dict[str, list[float]]:
         """Statistics as plain lists (written into the checkpoint's JSON config, for people)."""

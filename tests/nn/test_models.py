@@ -105,3 +105,36 @@ def test_normalizer_is_fitted_on_given_graphs_and_keeps_indicators():
     assert float(z[:, pd].mean()) == pytest.approx(0.0, abs=1e-5)
     is_ref = BUS_FEATURES.index("is_ref")
     torch.testing.assert_close(z[:, is_ref], x[:, is_ref])  # 0/1 indicators stay 0/1
+
+
+def test_dc_flow_inputs_match_pandapower_dc_power_flow():
+    """Angles of the capacity-proportional DC power flow equal pandapower's `rundcpp` (case14, taps)."""
+    import warnings
+
+    import numpy as np
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    from gridtune.grids.features import to_graph
+    from gridtune.grids.model import grid_from_net
+    from gridtune.grids.scenarios import Scenario
+    from gridtune.nn.model import dc_flow_features
+
+    net = pn.case14()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        grid = grid_from_net(net, "case14")
+    g = to_graph(grid, Scenario(0, 1.0, grid.pd_mw, grid.qd_mvar))
+    total_cap = net.gen.max_p_mw.sum() + net.ext_grid.max_p_mw.sum()
+    net.gen.p_mw = net.gen.max_p_mw / total_cap * grid.pd_mw.sum()
+    pp.rundcpp(net)
+    va = np.deg2rad(net.res_bus.va_degree.loc[grid.bus_ids].to_numpy())
+    va -= va[int(np.argmax(g.x[:, BUS_FEATURES.index("is_ref")].numpy()))]
+    theta, loading = dc_flow_features(g.x, g.edge_index, g.edge_attr, torch.zeros(14, dtype=torch.long))
+    np.testing.assert_allclose(theta.squeeze(-1).numpy(), va, atol=1e-6)
+    # both directions of a branch carry the same loading; a batch of two graphs gives the same values
+    torch.testing.assert_close(loading[:20], loading[20:])
+    batch = next(iter(DataLoader([g, g], batch_size=2)))
+    theta2, loading2 = dc_flow_features(batch.x, batch.edge_index, batch.edge_attr, batch.batch)
+    torch.testing.assert_close(theta2[14:], theta, atol=1e-6, rtol=0)
+    torch.testing.assert_close(loading2[40:], loading, atol=1e-6, rtol=0)
