@@ -5,9 +5,10 @@ Baseline ("naive"): per scenario, deepcopy the pandapower net, set its loads and
 solution of every feasible scenario) and `solutions=False` (labels only), one worker each, then
 `solutions=True` on all workers through `gridtune.parallel.run_tasks`.
 
-Scenarios (the SAME for every method): uniform load scale spread over the grid's feasibility
-boundary (case14: 1.5-2.0, case118: 2.0-2.5; DESIGN.md), 5% per-load noise, a random
-connectivity-safe N-1 branch outage on half.
+Scenarios (the SAME for every method): uniform load scale spread +-10% around the critical
+uniform scale of the base topology (found by bisection inside the bracket DESIGN.md gives,
+case14: 1.5-2.0, case118: 2.0-2.5, untimed), 5% per-load noise, a random connectivity-safe N-1
+branch outage on half. `--scale lo,hi` draws from a fixed range instead.
 
 Prints samples per core-second, the speed ratio against the naive loop and the label agreement
 (feasible or not); where they disagree it says which side is right: a gridtune `feasible` carries
@@ -35,6 +36,20 @@ from gridtune.grids.scenarios import Scenario, connectivity_safe_branches
 from gridtune.parallel import default_workers, run_tasks
 
 BOUNDARY = {"case14": (1.5, 2.0), "case118": (2.0, 2.5)}
+
+
+def critical_scale(grid: GridModel, bracket: tuple[float, float], steps: int = 6) -> float:
+    """Uniform load scale where the base topology stops being feasible (bisection, untimed)."""
+    lab = Labeller(grid, solutions=False, dc=False)
+    lo, hi = bracket
+    # widen the bracket downwards if it does not hold the boundary
+    while lab.label(Scenario(-1, lo, grid.pd_mw * lo, grid.qd_mvar * lo)).status != "feasible":
+        lo, hi = 0.8 * lo, lo
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        ok = lab.label(Scenario(-1, mid, grid.pd_mw * mid, grid.qd_mvar * mid)).status == "feasible"
+        lo, hi = (mid, hi) if ok else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def make_scenarios(grid: GridModel, n: int, scale: tuple[float, float], seed: int) -> list[Scenario]:
@@ -94,15 +109,21 @@ def _label_task(item: tuple[GridModel, bool, Scenario]) -> Label:
     return _WORKER[key].label(scenario)
 
 
-def run_case(name: str, samples: int, workers: int, seed: int) -> None:
+def run_case(name: str, samples: int, workers: int, seed: int,
+             scale: tuple[float, float] | None) -> None:
     import pandapower.networks as pn
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = getattr(pn, name)()
         grid = grid_from_net(net, name)  # also leaves net._pd2ppc_lookups for the naive loop
-    scenarios = make_scenarios(grid, samples, BOUNDARY[name], seed)
-    print(f"\n== {name}: {samples} scenarios, load scale {BOUNDARY[name]}, N-1 on half, 5% noise")
+    if scale is None:
+        crit = critical_scale(grid, BOUNDARY[name])
+        scale = (0.9 * crit, 1.1 * crit)
+        print(f"\n{name}: critical uniform load scale of the base topology {crit:.3f}")
+    scenarios = make_scenarios(grid, samples, scale, seed)
+    print(f"== {name}: {samples} scenarios, load scale {scale[0]:.3f}-{scale[1]:.3f}, N-1 on half, "
+          "5% noise")
 
     t0 = time.perf_counter()
     naive = [naive_label(net, grid, s) for s in scenarios]
@@ -167,11 +188,14 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="workers for the parallel run (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", default=None,
+                   help="fixed load-scale range `lo,hi` (default: +-10%% around the critical scale)")
     args = p.parse_args()
+    scale = tuple(float(x) for x in args.scale.split(",")) if args.scale else None
     for name in args.cases.split(","):
         if name not in BOUNDARY:
             raise SystemExit(f"unknown case `{name}`; valid: {', '.join(f'`{c}`' for c in BOUNDARY)}")
-        run_case(name, args.samples, args.workers, args.seed)
+        run_case(name, args.samples, args.workers, args.seed, scale)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

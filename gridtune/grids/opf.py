@@ -121,7 +121,7 @@ def branch_results(grid: GridModel, ppc: dict[str, Any], branch_kept: np.ndarray
 
 def solve_ac_opf(grid: GridModel, scenario: Scenario, *, init: dict[str, np.ndarray] | None = None,
                  max_iterations: int = PIPS_MAX_IT, feastol: float = PIPS_FEASTOL,
-                 fast: bool = True) -> AcOpfResult:
+                 fast: bool = True, optimality_tol: float | None = None) -> AcOpfResult:
     """Solve the AC-OPF of `scenario` with PIPS (as `pandapower.runopp` does, without DataFrames).
 
     Args:
@@ -131,6 +131,9 @@ def solve_ac_opf(grid: GridModel, scenario: Scenario, *, init: dict[str, np.ndar
             default PIPS starts from the middle of the variable bounds, like `runopp(init="flat")`.
         max_iterations: PIPS iteration limit (default: 150, PYPOWER's).
         feastol: PIPS feasibility tolerance (default: 1e-6).
+        optimality_tol: PIPS gradient, complementarity and cost tolerances (default: None, PYPOWER's
+            1e-6). A loose value (e.g. 1e-2) stops at a feasible, nearly optimal point in fewer
+            iterations: enough where only the feasibility label is needed (it is re-checked).
         fast: evaluate PIPS's callbacks (constraints, Jacobians, Hessian) with the vectorised numpy
             code below instead of pandapower's `opf_consfcn` / `opf_hessfcn` (default: True).
             Same formulas (MATPOWER TN2), same solver and iterates; pandapower's versions build
@@ -153,6 +156,9 @@ def solve_ac_opf(grid: GridModel, scenario: Scenario, *, init: dict[str, np.ndar
         opt_init = "results"
     ppopt = ppoption(VERBOSE=0, OPF_FLOW_LIM=2, INIT=opt_init, PDIPM_MAX_IT=max_iterations,
                       PDIPM_FEASTOL=feastol)
+    if optimality_tol is not None:
+        ppopt.update(PDIPM_GRADTOL=optimality_tol, PDIPM_COMPTOL=optimality_tol,
+                     PDIPM_COSTTOL=optimality_tol)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIPS warns on singular steps; the flag says it all
         res = _opf_fast(ppc, ppopt) if fast else opf(ppc, ppopt)
