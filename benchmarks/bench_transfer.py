@@ -81,7 +81,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     pre = cell["pre_adapt_epochs"] if stage == "ssl" else 0
     try:
         data = _target(cell["target"])
-        needs_unl = name in ("dann", "coral", "mmd") or pre > 0
+        needs_unl = name in ("dann", "coral", "mmd", "self-training") or pre > 0
         r = finetune(cell["checkpoint"], data, labels=cell["labels"], strategy=name,
                      seed=cell["seed"], unlabeled=cell["unlabeled"] if needs_unl else 0,
                      pre_adapt_epochs=pre, out_dir=Path(cell["out"]), with_scratch=False, save=False,

@@ -30,7 +30,7 @@ import torch
 from gridtune.errors import DataError, GridtuneError
 from gridtune.finetune.trainer import TrainConfig
 
-DOMAIN_STRATEGIES = ("dann", "coral", "mmd")
+DOMAIN_STRATEGIES = ("dann", "coral", "mmd", "self-training")
 RESULT = "finetune.json"
 
 
@@ -78,6 +78,8 @@ def _strategy_options(name: str, model: Any, unlabeled_loader: Any) -> dict[str,
     if name in DOMAIN_STRATEGIES:
         if unlabeled_loader is None:
             raise GridtuneError(f"strategy `{name}` needs unlabelled target data: pass `--unlabeled N`")
+        if name == "self-training" and model.task != "feasibility":
+            return {"unlabeled": unlabeled_loader, "kind": "regression"}
         return {"unlabeled": unlabeled_loader}
     if name == "head-swap":
         from gridtune.nn.heads import make_head

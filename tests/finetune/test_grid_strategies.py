@@ -35,13 +35,14 @@ def _run(model, name, target, **opts):
 
 
 @pytest.mark.parametrize("name", ["scratch", "linear-probe", "full", "partial", "gradual",
-                                  "discriminative", "l2sp", "adapter", "lora", "dann", "coral", "mmd"])
+                                  "discriminative", "l2sp", "adapter", "lora", "dann", "coral", "mmd",
+                                  "self-training"])
 def test_every_strategy_trains_the_grid_gnn(data, name):
     source, target = data
     model = _model(source)
     start = copy.deepcopy(model)
     opts = {"unlabeled": make_loader(graphs("case14", 8, seed=9, labelled=False), 4, shuffle=True)} \
-        if name in ("dann", "coral", "mmd") else {}
+        if name in ("dann", "coral", "mmd", "self-training") else {}
     model, res = _run(model, name, target, **opts)
     assert res.epochs_run == 2 and res.trainable_params > 0
     before = dict(start.named_parameters())

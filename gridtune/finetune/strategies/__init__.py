@@ -13,6 +13,7 @@ from gridtune.finetune.strategies import (  # noqa: F401
     lora,
     partial,
     scratch,
+    self_training,
 )
 from gridtune.finetune.strategies.base import Strategy
 
