@@ -200,3 +200,24 @@ def project_predictions(graphs: Sequence[Any], pg_pu: Sequence[Any], *, line_lim
         "mean_solve_time_s": float(np.mean([r.solve_time_s for r in ok])) if ok else math.nan,
     }
     return results, summary
+
+
+def project_model(model: Any, graphs: Sequence[Any], *, line_limits: bool = True
+                  ) -> tuple[list[ProjectionResult], dict[str, float]]:
+    """Run an OPF model on each graph and project its predicted `pg_pu` (see `project_predictions`).
+
+    The model must return (N, 4) in `OPF_TARGETS` order (the `opf` head).
+    """
+    import torch
+
+    from gridtune.grids.features import OPF_TARGETS
+
+    pg_col = OPF_TARGETS.index("pg_pu")
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with torch.no_grad():
+            preds = [model(g)[:, pg_col] for g in graphs]
+    finally:
+        model.train(was_training)
+    return project_predictions(graphs, preds, line_limits=line_limits)

@@ -126,3 +126,14 @@ def test_project_predictions_summary(tight_case9):
     results, summary = project_predictions(tight_case9, preds)
     assert len(results) == 3 and summary["n"] == 3 and summary["n_infeasible"] == 0
     assert summary["mean_distance_pu"] == pytest.approx(np.mean([r.distance_pu for r in results]))
+
+
+def test_project_model_outputs(tight_case9, tiny_net):
+    from gridtune.constraints.projection import project_model
+
+    torch.manual_seed(0)
+    model = tiny_net("opf")
+    results, summary = project_model(model, tight_case9)
+    assert summary["n_infeasible"] == 0
+    for g, r in zip(tight_case9, results, strict=True):
+        check_feasible(g, r.pg_pu)
