@@ -179,7 +179,7 @@ def charging_trafos_to_lines(net: Any) -> list[Repair]:
         scale = base_mva / float(tr.sn_mva) / float(tr.parallel)   # sn base -> system base
         z_pu = tr.vk_percent / 100.0 * scale
         r_pu = tr.vkr_percent / 100.0 * scale
-        x_pu = math.sqrt(max(z_pu ** 2 - r_pu ** 2, 0.0))
+        x_pu = math.copysign(math.sqrt(max(z_pu ** 2 - r_pu ** 2, 0.0)), z_pu)  # series capacitors: x < 0
         g_pu = tr.pfe_kw / 1000.0 / base_mva * tr.parallel
         # i0 carries |y_m|; pandapower's converter stores capacitive charging with a minus sign.
         y_pu = tr.i0_percent / 100.0 * tr.sn_mva / base_mva * tr.parallel
