@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                 a, b = mo.get(key), ba.get(key)
                 ratio = f"  ratio GNN/DC {a / b:.3g}" if a is not None and b not in (None, 0) else ""
                 print(f"{key:<18} GNN {_fmt(a)}  vs  DC-OPF {_fmt(b)}{ratio}")
+            if mo.get("balance_completion"):
+                print(f"{'':<18} (GNN balance closed by its output layer; the head alone left "
+                      f"{_fmt(mo.get('power_balance_mw_before_completion'))} MW)")
             for key in ("mae_vm_pu", "mae_qg_mvar"):
                 print(f"{key:<18} GNN {_fmt(mo.get(key))}  (DC-OPF has none)")
             pb, pb_dc = mo.get("power_balance_mw"), ba.get("power_balance_mw")

@@ -14,6 +14,7 @@ scenario).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -114,6 +115,22 @@ def evaluate_model(model: Any, data: Any, *, split: tuple[np.ndarray, np.ndarray
             ptr = batch.ptr.tolist()
             preds += [out[ptr[i]:ptr[i + 1]].double().numpy() for i in range(len(ptr) - 1)]
         report["model"] = opf_metrics(test, preds)
+        config = getattr(model, "config", None)
+        if getattr(config, "balance_pg", False):
+            # The output layer closes the system balance by construction; say so, and report what
+            # the head alone would have left, so nobody mistakes the ~0 for learned physics.
+            model.config = dataclasses.replace(config, balance_pg=False)
+            try:
+                raw_outs, _ = _run(model, test)
+            finally:
+                model.config = config
+            raw = []
+            for out, batch in raw_outs:
+                ptr = batch.ptr.tolist()
+                raw += [out[ptr[i]:ptr[i + 1]].double().numpy() for i in range(len(ptr) - 1)]
+            raw_report = opf_metrics(test, raw)
+            report["model"]["power_balance_mw_before_completion"] = raw_report.get("power_balance_mw")
+            report["model"]["balance_completion"] = True
         report["baseline"] = dc_opf_baseline(test)
         report["verdict"] = {
             "power_balance": _verdict(report["model"].get("power_balance_mw"),

@@ -65,3 +65,10 @@ def test_cli_bad_input_is_one_line_and_exit_2(checkpoints, tmp_path, capsys):
     assert "is not a gridtune checkpoint config" in capsys.readouterr().err
     assert main(["pretrain", "--data", "case9", "--task", "opf", "--model", "gcn", "--out", str(tmp_path)]) == 2
     assert "unknown model `gcn`; valid: `gatv2`, `gine`, `transformer`" in capsys.readouterr().err
+
+
+def test_opf_report_says_the_balance_is_closed_by_construction(checkpoints):
+    report = evaluate_checkpoint(checkpoints / "opf", graphs("case14", 30, seed=11))
+    model = report["model"]
+    assert model["balance_completion"] is True
+    assert model["power_balance_mw_before_completion"] > 100 * model["power_balance_mw"]
