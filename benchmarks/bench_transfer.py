@@ -222,9 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         pretrain_kw = {"hidden": 32, "layers": 3}
     else:
         target = str(built_dataset(args.target))
-        source_data = str(built_dataset(args.source))
+        source_data = None  # only needed (and checked) when the checkpoint must be trained
         pretrain_kw = {}
     if not (Path(checkpoint) / "config.json").is_file():
+        if source_data is None:
+            source_data = str(built_dataset(args.source))
         print(f"pre-training the source model into {checkpoint} ...", flush=True)
         m = pretrain(source_data, task="feasibility", out_dir=checkpoint, epochs=args.pretrain_epochs,
                      **pretrain_kw)
@@ -261,4 +263,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gridtune.errors import GridtuneError
+
+    try:
+        sys.exit(main())
+    except GridtuneError as exc:
+        print(f"bench_transfer: error: {exc}", file=sys.stderr)
+        sys.exit(2)

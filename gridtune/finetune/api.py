@@ -215,6 +215,9 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
     start = time.perf_counter()
     model, meta = load_checkpoint(checkpoint)
     task = model.task
+    if isinstance(data, (str, Path)):
+        from gridtune.grids.dataset import open_dataset
+        data = open_dataset(data)  # opened once: labels and unlabelled draws share it
     source_data = data
     view = resolve_data(data)
     check_schema(view, meta["schema_version"])
@@ -232,9 +235,6 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
     if unlabeled > 0:
         if hasattr(source_data, "unlabeled"):
             pool = source_data.unlabeled(unlabeled, seed)
-        elif isinstance(source_data, (str, Path)):
-            from gridtune.grids.dataset import open_dataset
-            pool = open_dataset(source_data).unlabeled(unlabeled, seed)
         else:
             used = set(train_i) | set(val_i)
             pool = [view.graphs[int(i)] for i in tr_idx if int(i) not in used][:unlabeled]
