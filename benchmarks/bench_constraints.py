@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patience", type=int, default=20)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--pretrain-epochs", type=int, default=200)
+    ap.add_argument("--hidden", type=int, default=64, help="model width when pre-training here")
+    ap.add_argument("--layers", type=int, default=4, help="message-passing blocks when pre-training")
     ap.add_argument("--synthetic", action="store_true",
                     help="self-check on tiny synthetic grids (case9 -> case14), seconds not hours")
     args = ap.parse_args(argv)
@@ -205,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         args.labels, args.epochs, args.patience = min(args.labels, 30), min(args.epochs, 4), 4
         args.pretrain_epochs, size = min(args.pretrain_epochs, 3), {"hidden": 16, "layers": 2}
     else:
-        source, target, size = built(args.source), built(args.target), {}
+        source, target = built(args.source), built(args.target)
+        size = {"hidden": args.hidden, "layers": args.layers}
     rows: list[dict[str, Any]] = []
     for task in args.tasks:
         ckpt = getattr(args, f"checkpoint_{task}")
