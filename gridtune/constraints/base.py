@@ -38,8 +38,8 @@ class Constraint:
     Args:
         name: label used in logs, metrics and reports (unique within a set).
         tolerance: a sample counts as violating when its violation exceeds this (default: 0).
-        weight: weight of the term in the `penalty` formulation and the initial multiplier of
-            the Lagrangian ones scale with it (default: 1).
+        weight: the constraint's fixed weight under `penalty`; under `lagrangian` it scales the
+            constraint's dual step, under `augmented-lagrangian` its penalty (default: 1).
     """
 
     name: str
