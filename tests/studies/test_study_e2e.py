@@ -116,3 +116,19 @@ def test_rerun_skips_finished_cells_and_records_a_failing_cell(study):
     md, _ = write_report(out)
     assert victim.stem in md.read_text().split("## Failed cells")[1]
     shutil.rmtree(out / "cells" / victim.stem, ignore_errors=True)
+
+
+def test_cells_run_on_ray(study):
+    ray = pytest.importorskip("ray")
+    spec, out, _, _ = study
+    records = sorted((out / "results").glob("*.json"))
+    retry = sum(json.loads(p.read_text())["status"] != "ok" for p in records)  # failed cells rerun
+    victim = next(p for p in reversed(records) if json.loads(p.read_text())["status"] == "ok")
+    victim.unlink()
+    try:
+        again = run_study(spec, out, workers=1, backend="ray", log=lambda s: None,
+                          progress=False, report=False)
+    finally:
+        ray.shutdown()
+    assert (again.ran, again.skipped, again.failed) == (1 + retry, 3 - retry, 0)
+    assert json.loads(victim.read_text())["status"] == "ok"
