@@ -38,10 +38,24 @@ def cache_root() -> Path:
     return Path(os.environ.get("GRIDTUNE_CACHE", Path.home() / ".cache" / "gridtune"))
 
 
+def dataset_key(recipe: Recipe) -> str:
+    """Identity of a dataset: the recipe (without `samples`) and the grid's content.
+
+    The grid's hash is taken after the case repairs, so a change in the stored case data or in
+    the repairs gives a new dataset rather than silently mixing labels of two grids.
+    """
+    import hashlib
+
+    from gridtune.grids.cases import load_grid
+
+    blob = f"{recipe.cache_key()}:{grid_hash(load_grid(recipe.case))}:{SCHEMA_VERSION}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def default_directory(recipe: Recipe) -> Path:
     from gridtune.grids.cases import grid_name
 
-    return cache_root() / "datasets" / f"{grid_name(recipe.case)}-{recipe.cache_key()}"
+    return cache_root() / "datasets" / f"{grid_name(recipe.case)}-{dataset_key(recipe)}"
 
 
 # ---- grid preparation ------------------------------------------------------------------------
@@ -189,13 +203,13 @@ def claim_directory(recipe: Recipe, directory: Path) -> None:
 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "recipe.json"
-    key = recipe.cache_key()
+    key = dataset_key(recipe)
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("cache_key") != key:
             raise DataError(f"output directory `{directory}` holds a different recipe's data "
                             f"(`{saved.get('recipe', {}).get('case')}`, key `{saved.get('cache_key')}`, "
-                            f"this recipe's key is `{key}`); choose another --out or remove it")
+                            f"this recipe and grid give `{key}`); choose another --out or remove it")
         return
     if any(p for p in directory.iterdir() if not p.name.startswith(".")):
         raise DataError(f"output directory `{directory}` is not empty and is not a gridtune "
@@ -268,7 +282,7 @@ def finalize(directory: Path, recipe: Recipe, grid: GridModel, rating: dict[str,
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "recipe": recipe.to_dict(),
         "recipe_source": recipe.source,
-        "cache_key": recipe.cache_key(),
+        "cache_key": dataset_key(recipe),
         "content_hash": storage.content_hash(df),
         "grid": {"name": grid.name, "hash": grid_hash(grid), "buses": grid.n_bus,
                  "branches": grid.n_branch, "generators": grid.n_gen},

@@ -215,12 +215,20 @@ def grid_from_net(net: Any, name: str) -> GridModel:
     """Build a `GridModel` from a pandapower net (OPF mode: limits and costs included)."""
     from pandapower.converter.pypower import to_ppc
 
+    import logging
+
+    # pandapower logs "gen vm_pu > bus max_vm_pu ... Setting bus limit" here: informational only
+    pp_logger = logging.getLogger("pandapower")
+    level = pp_logger.level
+    pp_logger.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             ppc = to_ppc(net, init="flat", mode="opf", check_connectivity=False)
         except Exception as exc:  # pandapower raises many types on malformed nets
             raise CaseError(f"grid `{name}` cannot be converted for OPF: {exc}") from exc
+        finally:
+            pp_logger.setLevel(level)
     keep = {k: ppc[k] for k in ("baseMVA", "bus", "gen", "branch", "gencost")}
     for k in ("bus", "gen", "branch", "gencost"):
         keep[k] = np.array(keep[k].real if np.iscomplexobj(keep[k]) else keep[k], dtype=float)
