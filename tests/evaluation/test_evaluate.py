@@ -72,3 +72,19 @@ def test_opf_report_says_the_balance_is_closed_by_construction(checkpoints):
     model = report["model"]
     assert model["balance_completion"] is True
     assert model["power_balance_mw_before_completion"] > 100 * model["power_balance_mw"]
+
+
+def test_cli_pretrain_then_evaluate_on_dataset_directories(tmp_path, capsys):
+    from synthetic import write_dataset
+
+    write_dataset(tmp_path / "d14", "case14", 40, seed=1)
+    write_dataset(tmp_path / "d9", "case9", 30, seed=2)
+    ck = tmp_path / "ck"
+    assert main(["pretrain", "--data", str(tmp_path / "d14"), "--task", "feasibility", "--out", str(ck),
+                 "--epochs", "2", "--hidden", "8", "--layers", "1"]) == 0
+    assert "checkpoint" in capsys.readouterr().out
+    assert main(["evaluate", str(ck), "--data", str(tmp_path / "d9"), "--json", "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["zero_shot"] is True and report["data"] == "case9" and report["trained_on"] == "case14"
+    assert report["solver_s_per_scenario"] == pytest.approx(0.5)  # the labels' recorded solve time
+    assert (tmp_path / "ev" / "metrics.json").is_file()

@@ -54,8 +54,8 @@ def make_label(g: GridModel, sc: Scenario, status: str) -> Label:
                  dc_pg_mw=dc_pg, dc_va_degree=np.rad2deg(0.9 * va), solve_time_s=0.5)
 
 
-def graphs(name: str = "case14", n: int = 40, seed: int = 0, unknown_share: float = 0.0,
-           scale: tuple[float, float] = (0.6, 1.6), labelled: bool = True) -> list:
+def scenarios_and_labels(name: str = "case14", n: int = 40, seed: int = 0, unknown_share: float = 0.0,
+                         scale: tuple[float, float] = (0.6, 1.6)) -> list[tuple[Scenario, Label | None]]:
     g = grid(name)
     rng = np.random.default_rng(seed)
     out = []
@@ -65,14 +65,38 @@ def graphs(name: str = "case14", n: int = 40, seed: int = 0, unknown_share: floa
         noise = 1 + 0.03 * rng.standard_normal(g.n_bus)
         sc = Scenario(i, s, g.pd_mw * s * noise, g.qd_mvar * s * noise,
                       branch_out=() if outage is None else (outage,))
-        if not labelled:
-            out.append(to_graph(g, sc, None))
-            continue
         status = "infeasible" if s > critical_scale(g, outage) else "feasible"
         if rng.random() < unknown_share:
             status = "unknown"
-        out.append(to_graph(g, sc, make_label(g, sc, status)))
+        out.append((sc, make_label(g, sc, status)))
     return out
+
+
+def write_dataset(directory, name: str = "case14", n: int = 40, seed: int = 0) -> None:
+    """A dataset directory in the layout `gridtune.grids.dataset.GridDataset` reads, from synthetic labels."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from gridtune.grids import storage
+    from gridtune.grids.features import SCHEMA_VERSION
+    from gridtune.grids.model import grid_to_dict
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame([storage.scenario_row(sc, lb) for sc, lb in scenarios_and_labels(name, n, seed)])
+    df.to_parquet(directory / "scenarios.parquet", index=False)
+    (directory / "grid.json").write_text(json.dumps({"grid": grid_to_dict(grid(name))}))
+    (directory / "manifest.json").write_text(json.dumps({
+        "schema_version": SCHEMA_VERSION, "samples": n, "content_hash": storage.content_hash(df)}))
+
+
+def graphs(name: str = "case14", n: int = 40, seed: int = 0, unknown_share: float = 0.0,
+           scale: tuple[float, float] = (0.6, 1.6), labelled: bool = True) -> list:
+    g = grid(name)
+    return [to_graph(g, sc, label if labelled else None)
+            for sc, label in scenarios_and_labels(name, n, seed, unknown_share, scale)]
 
 
 def tiny_checkpoint(out_dir, task: str = "feasibility", name: str = "case14", n: int = 60,
