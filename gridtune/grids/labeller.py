@@ -57,7 +57,7 @@ LOOSE_OPTIMALITY_TOL = 1e-2
 # Recovery from the SOC point pays off on some grids (case9 always, case14 near its boundary) and
 # almost never on others (case118: the relaxation's reactive dispatch is far from realisable).
 # After this many attempts, a Labeller keeps trying only while at least a fifth succeed.
-RECOVERY_PROBATION, RECOVERY_MIN_RATE = 8, 0.2
+RECOVERY_PROBATION, RECOVERY_MIN_RATE = 5, 0.2
 
 
 def uniform_scenario(grid: GridModel, scale: float, branch_out: tuple[int, ...] = (),

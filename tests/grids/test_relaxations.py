@@ -110,3 +110,14 @@ def test_sdp_is_exact_on_case30_where_soc_is_loose(case30_grid):
     assert nominal.objective <= ac.objective * (1 + 1e-6)
     assert soc.solve(uniform_scenario(case30_grid, 1.06)).status == "optimal"
     assert sdp.solve(uniform_scenario(case30_grid, 1.06)).infeasible
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, published", [("case57", 41737.79), ("case300", 719725.10)])
+def test_repaired_cases_match_matpower_and_soc_is_tight(name, published):
+    """On the repaired case57 / case300 (`gridtune.grids.cases.load_grid`), the AC-OPF reaches
+    MATPOWER's published objective and the SOC bound stays within 1% below it."""
+    from gridtune.grids.cases import load_grid
+
+    soc, ac = _bound_check(load_grid(name))
+    assert ac.objective == pytest.approx(published, rel=1e-5)
