@@ -1,5 +1,10 @@
 """`GridModelNet`: encoder + readout + head for one grid task, size-agnostic and a `TransferModel`.
 
+Inputs: the schema's bus and branch features, standardised by the model's `Normalizer`, plus (with
+`ModelConfig.dc_flow`) each scenario's DC power flow under a capacity-proportional dispatch: a bus
+angle column and a branch loading column (`dc_flow_features`), cheap physics that a few
+message-passing hops cannot compute on their own.
+
 `embed(batch)` is the representation heads and domain adaptation see:
     graph-level tasks (`feasibility`, `cost`): [mean-pool(h), max-pool(h), context]   (B, D)
     node-level task (`opf`):                   [h, mean-pool(h) of its graph, context] (N, D)
@@ -10,9 +15,11 @@ statistics, like every input).
 
 `forward(batch)` returns physical quantities:
     feasibility  (B,) logits of P(infeasible), after a Platt calibration (`logit_scale`,
-                 `logit_bias` buffers, identity until `calibrate` sets them; Platt 1999)
+                 `logit_bias` buffers, identity until `gridtune.nn.pretrain.platt_calibrate`
+                 sets them; Platt 1999)
     opf          (N, 4) per-unit `OPF_TARGETS` (vm_pu, va_rad, pg_pu, qg_pu); generation is zero
-                 at buses without an in-service generator
+                 at buses without an in-service generator, and (with `balance_pg`) shifted so
+                 that each graph's system active-power balance holds (`balance_generation`)
     cost         (B,) $/h
 """
 
