@@ -109,3 +109,14 @@ def test_fast_callbacks_on_a_line_limited_case(case9_grid):
     fast, slow = solve_ac_opf(case9_grid, scn), solve_ac_opf(case9_grid, scn, fast=False)
     assert fast.iterations == slow.iterations
     assert fast.objective == pytest.approx(slow.objective, rel=1e-10)
+
+
+def test_cost_scale_scales_the_objective(case9_grid):
+    """Scaling every generator's cost polynomial by 2 doubles the optimum, same dispatch."""
+    base = uniform_scenario(case9_grid, 1.0)
+    doubled = dataclasses.replace(base, cost_scale=np.full(case9_grid.n_gen, 2.0))
+    a, b = solve_ac_opf(case9_grid, base), solve_ac_opf(case9_grid, doubled)
+    assert b.objective == pytest.approx(2 * a.objective, rel=1e-6)
+    np.testing.assert_allclose(a.pg_mw, b.pg_mw, atol=1e-3)
+    cheaper_gen1 = dataclasses.replace(base, cost_scale=np.array([1.0, 0.5, 1.0]))
+    assert solve_ac_opf(case9_grid, cheaper_gen1).pg_mw[1] > a.pg_mw[1]
