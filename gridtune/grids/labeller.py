@@ -159,7 +159,12 @@ class Labeller:
                 return Label(status="feasible", certificate="soc-recovered",
                              relaxation_objective=bound, **dc_fields)
         if self.use_sdp:
-            sdp = self.sdp.solve(scenario)
+            try:
+                sdp = self.sdp.solve(scenario)
+            except Exception as exc:  # the SDP is a last resort: its failure leaves `unknown`
+                return Label(status="unknown", certificate="ac-failed", relaxation_objective=bound,
+                             reason=f"{reason}; SDP relaxation failed: {type(exc).__name__}: {exc}",
+                             **dc_fields)
             if sdp.infeasible:
                 return Label(status="infeasible", certificate="sdp-infeasible",
                              relaxation_objective=bound, **dc_fields)
@@ -170,7 +175,6 @@ class Labeller:
                 reason += f"; SDP relaxation status `{sdp.status}`"
         return Label(status="unknown", certificate="ac-failed", relaxation_objective=bound,
                      reason=reason, **dc_fields)
-
 
     def _recover(self, scenario: Scenario, soc: RelaxationResult) -> bool:
         """True if a point recovered from the SOC optimum (or a restricted one) re-checks.
