@@ -86,8 +86,10 @@ class Formulation:
         term = self.term(g)
         if step % self.log_every == 0:
             row: dict[str, float] = {"step": float(step)}
+            tol = {c.name: c.tolerance for c in self.constraint_set}
             for c, v in viol.items():
                 row[f"{c}/mean_violation"] = float(v.detach().mean())
+                row[f"{c}/violation_rate"] = float((v.detach() > tol[c]).double().mean())
                 row[f"{c}/multiplier"] = self.multipliers[c]
             row.update(self.extra_log())
             self.history.append(row)
