@@ -12,6 +12,8 @@ Protocol (the same for the strategy and for scratch, so the comparison is fair):
 - scratch: the same architecture with fresh weights and normalisation statistics fitted on the
   same training labels (what `pretrain` would do on the target alone); fine-tuning keeps the
   checkpoint's statistics (they travel with the encoder);
+- batches hold at most a quarter of the training labels (`label_batch_size`), so every epoch
+  has at least four optimizer steps whatever the budget;
 - feasibility logits are re-calibrated (Platt) on the held-back labels after training;
 - metrics are the task's metrics on the target test split.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,14 @@ def sample_labels(graphs: list[Any], pool: np.ndarray, labels: int, task: str, s
     return sorted(train), sorted(val)
 
 
+def label_batch_size(n_train: int, batch_size: int) -> int:
+    """Batch size for `n_train` labelled graphs: at most `batch_size`, and small enough for at
+    least four optimizer steps per epoch. With 20 labels and batches of 64 an epoch is one step,
+    so `patience` epochs would be a few steps and early stopping would end training before it
+    starts (seen on case30: best epoch 0 at every small budget)."""
+    return max(1, min(batch_size, math.ceil(n_train / 4)))
+
+
 def _strategy_options(name: str, model: Any, unlabeled_loader: Any) -> dict[str, Any]:
     if name in DOMAIN_STRATEGIES:
         if unlabeled_loader is None:
@@ -107,7 +118,7 @@ def _train_one(model: Any, strategy_name: str, options: dict[str, Any], train: l
         model.logit_bias.fill_(0.0)
     task = make_task("feasibility", **task_opts) if model.task == "feasibility" else task_for_model(model)
     strategy = make_strategy(strategy_name, **options)
-    batch = min(config.batch_size, len(train))
+    batch = label_batch_size(len(train), config.batch_size)
     model, result = adapt(model, strategy, make_loader(train, batch, shuffle=True, seed=config.seed),
                           make_loader(val, 256, shuffle=False), task, config, extra_losses=extra)
     return model, result, strategy
