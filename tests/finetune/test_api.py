@@ -107,3 +107,18 @@ def test_cli_lists_strategies_and_reports_a_verdict(source, tmp_path, capsys, mo
     assert main(["finetune", "--from", str(source), "--data", "x", "--labels", "5",
                  "--strategy", "warp", "--out", str(tmp_path)]) == 2
     assert "unknown strategy `warp`" in capsys.readouterr().err
+
+
+def test_constraints_are_trained_and_reported(source, target, tmp_path):
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parents[2] / "constraints" / "monotone_load.toml"
+    r = finetune(source, target, labels=20, strategy="full", out_dir=tmp_path, train_config=FAST,
+                 constraints=spec, with_scratch=False)
+    rep = r["constraints"]["test"]["monotone_load"]
+    assert 0.0 <= rep["violation_rate"] <= 1.0
+    assert r["constraints"]["formulation"]["formulation"] == "lagrangian"
+    assert (tmp_path / "constraint_history.json").is_file()
+    with pytest.raises(GridtuneError, match="bounds|opf"):  # an OPF-only spec on a feasibility model
+        finetune(source, target, labels=20, strategy="full", out_dir=tmp_path, train_config=FAST,
+                 constraints=spec.parent / "bounds.toml")
