@@ -69,5 +69,9 @@ def adapt(
     result = fit(model, train_loader, val_loader, task, config, param_groups=groups,
                  extra_loss=combined if has_extra else None,
                  on_epoch_start=strategy.on_epoch_start, progress=progress)
+    # parameters outside the model (discriminators) trained too, but are not deployed with it
+    in_model = {id(p) for p in model.parameters()}
+    result.auxiliary_params = sum(p.numel() for p in extra_params if id(p) not in in_model)
+    result.trainable_params -= result.auxiliary_params
     model = strategy.finalize(model)
     return model, result

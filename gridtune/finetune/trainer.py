@@ -97,6 +97,8 @@ class FitResult:
     epochs_run: epochs actually run (early stopping may cut them short).
     trainable_params: scalar parameters the optimizer updated (set by `fit`; strategies that
         merge their parameters afterwards, like LoRA, keep the count of what trained).
+    auxiliary_params: of those, parameters outside the model (a domain discriminator); set by
+        `gridtune.finetune.adapt.adapt` and not included in `trainable_params`.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -105,6 +107,7 @@ class FitResult:
     wall_time_s: float = 0.0
     epochs_run: int = 0
     trainable_params: int = 0
+    auxiliary_params: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
