@@ -69,6 +69,17 @@ def naive_label(net: Any, grid: GridModel, scenario: Scenario) -> tuple[bool, Ac
     """deepcopy + set loads + runopp; returns (converged, solution as AcOpfResult or None)."""
     import pandapower as pp
 
+    start = time.perf_counter()
+    try:
+        return _naive(pp, net, grid, scenario)
+    finally:
+        NAIVE_TIMES.append(time.perf_counter() - start)
+
+
+NAIVE_TIMES: list[float] = []
+
+
+def _naive(pp: Any, net: Any, grid: GridModel, scenario: Scenario) -> tuple[bool, AcOpfResult | None]:
     n = copy.deepcopy(net)
     lookup = n._pd2ppc_lookups["bus"] if n._pd2ppc_lookups.get("bus") is not None else None
     internal = lookup[n.load.bus.values]
@@ -125,6 +136,7 @@ def run_case(name: str, samples: int, workers: int, seed: int,
     print(f"== {name}: {samples} scenarios, load scale {scale[0]:.3f}-{scale[1]:.3f}, N-1 on half, "
           "5% noise")
 
+    NAIVE_TIMES.clear()
     t0 = time.perf_counter()
     naive = [naive_label(net, grid, s) for s in scenarios]
     t_naive = time.perf_counter() - t0
@@ -163,6 +175,15 @@ def run_case(name: str, samples: int, workers: int, seed: int,
         counts[f"{lb.status}/{lb.certificate}"] = counts.get(f"{lb.status}/{lb.certificate}", 0) + 1
     print("gridtune (solutions=True) statuses:", dict(sorted(counts.items())))
     print(f"naive: {int(naive_ok.sum())} converged, {int((~naive_ok).sum())} not")
+    nt = np.array(NAIVE_TIMES)
+    print(f"mean time per scenario, naive: converged {nt[naive_ok].mean() if naive_ok.any() else 0:.3f} s, "
+          f"failed {nt[~naive_ok].mean() if (~naive_ok).any() else 0:.3f} s")
+    for tag in results:
+        by: dict[str, list[float]] = {}
+        for lb in results[tag]:
+            by.setdefault(lb.certificate, []).append(lb.solve_time_s)
+        print(f"mean time per scenario, {tag}: "
+              + ", ".join(f"{k} {np.mean(v):.3f} s (n={len(v)})" for k, v in sorted(by.items())))
     for i, (lb, (ok, sol)) in enumerate(zip(labels, naive, strict=False)):
         if (lb.status == "feasible") == ok:
             if ok and lb.objective is not None and sol is not None:
