@@ -109,6 +109,20 @@ class Formulation:
     def extra_log(self) -> dict[str, float]:
         return {}
 
+    # -- model selection -----------------------------------------------------------------------
+    def validation_penalty(self, model: nn.Module, loader: Any) -> float:
+        """sum_c multiplier_c * mean validation violation_c, with the current multipliers.
+
+        Early stopping on the task score alone picks an early epoch, before the multipliers have
+        grown (measured on case14 nodal balance: best epoch 0 of 60). Selecting on
+        `task score - validation_penalty` (the Lagrangian on the validation split) keeps the
+        constraint in the choice.
+        """
+        from gridtune.constraints.metrics import evaluate_constraints
+
+        rep = evaluate_constraints(model, loader, self.constraint_set)
+        return float(sum(self.multipliers[c] * rep[c]["mean_violation"] for c in rep))
+
     # -- outputs -------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         return {"formulation": self.name, "multipliers": dict(self.multipliers),

@@ -26,11 +26,12 @@ def graphs(case9_grid, make_graphs):
         y[:, 2] = 1.02 * g.x[:, 0].sum() * cap / cap.sum()
         g.y_opf = y
         g.y_infeasible = torch.tensor([float(g.load_scale > 1.2)])
+        g.y_cost = torch.tensor([1000.0 * float(g.load_scale)])
     return gs
 
 
 @pytest.mark.parametrize("spec,task", [
-    ("monotone_load", "feasibility"), ("power_balance", "opf"), ("nodal_balance", "opf"),
+    ("monotone_load", "feasibility"), ("monotone_cost", "cost"), ("power_balance", "opf"), ("nodal_balance", "opf"),
     ("bounds", "opf"),
 ])
 def test_shipped_spec_trains_and_reports_on_grid_gnn(graphs, spec, task):

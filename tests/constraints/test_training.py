@@ -143,3 +143,15 @@ def test_evaluate_constraints_counts_tolerance(bump_data, tiny_net):
     assert loose["violation_rate"] == 0.0  # probabilities never move by 1
     assert strict["mean_violation"] == loose["mean_violation"]
     assert strict["violation_rate"] >= loose["violation_rate"]
+
+
+def test_validation_penalty_is_multiplier_times_val_violation(bump_data, tiny_net, tmp_path):
+    spec = tmp_path / "mono.toml"
+    spec.write_text(SPEC)
+    torch.manual_seed(0)
+    model = train(bump_data, tiny_net)
+    loader = make_loader(bump_data, 48, shuffle=False)
+    term = training_term(spec, "feasibility", "penalty", scale=4.0)
+    mean = constraint_report(model, loader, spec, "feasibility")["monotone_load"]["mean_violation"]
+    assert mean > 0
+    assert term.validation_penalty(model, loader) == pytest.approx(4.0 * mean)
