@@ -5,6 +5,11 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
+
+# Tiny models on a 2-core machine: two intra-op threads made a small training step ~150x slower
+# than one (measured while other processes ran); tests use one thread.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
