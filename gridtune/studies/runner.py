@@ -91,7 +91,10 @@ def prepare_datasets(spec: StudySpec, *, workers: int | None, backend: str, log:
         if have < recipe.samples or (directory / "parts").is_dir():
             log(f"dataset {label}: building {recipe.samples} scenarios in {directory}")
             start = time.perf_counter()
-            build_dataset(recipe, directory, workers=workers, backend=backend, progress=progress)
+            if backend == "local":
+                _build_in_fresh_process(table, directory, workers, progress)
+            else:
+                build_dataset(recipe, directory, workers=workers, backend=backend, progress=progress)
             log(f"dataset {label}: built in {time.perf_counter() - start:.0f} s")
         else:
             log(f"dataset {label}: cached ({have} scenarios) in {directory}")
@@ -99,6 +102,32 @@ def prepare_datasets(spec: StudySpec, *, workers: int | None, backend: str, log:
         counts = {s: int((ds.statuses == s).sum()) for s in ("feasible", "infeasible", "unknown", "error")}
         refs[label] = DatasetRef(label, str(directory), recipe.samples, str(ds.content_hash), counts)
     return refs
+
+
+def _build_in_fresh_process(table: dict[str, Any], directory: Path, workers: int | None,
+                            progress: bool) -> None:
+    """Build one dataset in a newly spawned interpreter.
+
+    The build forks its labelling workers. Forked from this process (threads of torch, tqdm and
+    earlier pools alive), a second build's workers hung here for good on a lock copied in the
+    held state (case30 then case118, both workers asleep on a futex, 2 s of CPU in 5 min). A
+    fresh interpreter that does nothing but the build forks cleanly.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        pool.submit(_build_job, table, str(directory), workers, progress).result()
+
+
+def _build_job(table: dict[str, Any], directory: str, workers: int | None, progress: bool) -> None:
+    from gridtune.grids.build import build_dataset
+    from gridtune.grids.recipe import Recipe
+    from gridtune.specs import from_table
+
+    recipe = from_table(Recipe, table, where="study recipe")
+    build_dataset(recipe, Path(directory), workers=workers, backend="local", progress=progress)
 
 
 _DATA_CACHE: dict[tuple[str, int], Any] = {}
