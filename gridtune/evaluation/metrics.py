@@ -7,7 +7,8 @@ Classification (positive class = certified infeasible):
     auroc, auprc (average precision), f1 and balanced_accuracy at threshold 0.5, ece (expected
     calibration error, 15 equal-width bins; Guo et al. 2017, "On Calibration of Modern Neural
     Networks"), brier (Brier 1950), log_loss.
-OPF (physical units): MAE / RMSE of vm (p.u.), va (degrees), pg (MW), qg (Mvar); optimality gap
+OPF (physical units): MAE / RMSE of vm (p.u.), va (degrees, relative to the reference bus), pg
+    (MW), qg (Mvar); optimality gap
     of the predicted dispatch's cost; the AC system power-balance residual in MW at the predicted
     operating point (MATPOWER pi-model branch equations; Zimmerman et al. 2011).
 """
@@ -189,9 +190,17 @@ def opf_metrics(graphs: list[Any], predictions: list[np.ndarray | None], *, whic
             continue
         base = float(g.base_mva)
         scale = (1.0, 180.0 / math.pi, base, base)
+        ref = np.flatnonzero(g.x[:, _X["is_ref"]].numpy() > 0.5)
+        r = int(ref[0]) if ref.size else 0
         for k in range(4):
             if np.isfinite(pred[:, k]).all():
-                errs[k].append((pred[:, k] - y[:, k]) * scale[k])
+                err = pred[:, k] - y[:, k]
+                if k == 1:
+                    # angles relative to the reference bus: only differences are physical, and
+                    # solvers place the reference at different absolute angles (pandapower's
+                    # case118 AC-OPF at 30 degrees, the DC-OPF at 0)
+                    err = err - err[r]
+                errs[k].append(err * scale[k])
         if not np.isfinite(pred[:, [1, 2]]).all():
             continue
         vm = np.where(np.isfinite(pred[:, 0]), pred[:, 0], 1.0)

@@ -87,12 +87,16 @@ def test_opf_metrics_units_and_gap():
     y = g.y_opf.double().numpy()
     exact = opf_metrics([g], [y.copy()])
     assert exact["mae_pg_mw"] == 0.0 and exact["optimality_gap"] == pytest.approx(0.0, abs=1e-6)
+    shifted = y.copy()
+    shifted[:, 1] += math.radians(30.0)  # another reference angle: the same operating point
+    assert opf_metrics([g], [shifted])["mae_va_degree"] == pytest.approx(0.0, abs=1e-5)
     off = y.copy()
-    off[:, 1] += math.radians(1.0)  # one degree everywhere
+    ref = g.x[:, 12].numpy() > 0.5
+    off[~ref, 1] += math.radians(1.0)  # one degree at every bus but the reference
     gen = g.x[:, 15].numpy() > 0
     off[gen, 2] += 0.01  # 1 MW more at every generator bus
     m = opf_metrics([g], [off])
-    assert m["mae_va_degree"] == pytest.approx(1.0)
+    assert m["mae_va_degree"] == pytest.approx(13 / 14, rel=1e-5)
     assert m["mae_pg_mw"] == pytest.approx(gen.sum() / 14)
     expected_gap = (dispatch_cost(g.x.numpy(), off[:, 2]) - dispatch_cost(g.x.numpy(), y[:, 2])) / float(g.y_cost)
     assert m["optimality_gap"] == pytest.approx(expected_gap, rel=1e-5) and expected_gap > 0
