@@ -145,7 +145,7 @@ def to_graph(grid: GridModel, scenario: Any, label: Any | None = None) -> Data:
         scenario: object with `scenario_id`, `load_scale`, `pd_mw`, `qd_mvar`, `branch_out`,
             `gen_out`, `cost_scale` (see `gridtune.grids.scenarios.Scenario`).
         label: object with `status`, `objective`, `vm_pu`, `va_degree`, `pg_mw`, `qg_mvar`,
-            `dc_objective`, `dc_pg_mw`, `dc_va_degree` (see `gridtune.grids.opf.Label`); `None` for
+            `dc_objective`, `dc_pg_mw`, `dc_va_degree` (see `gridtune.grids.labels.Label`); `None` for
             unlabelled scenarios (domain adaptation uses those freely).
     """
     n, base = grid.n_bus, grid.base_mva

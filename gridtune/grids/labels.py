@@ -43,8 +43,10 @@ class Label:
 
     Attributes:
         status: see module docstring.
-        certificate: what decided the status: `"ac-opf"`, `"soc-recovered"`, `"soc-infeasible"`,
-            `"sdp-infeasible"`, `"ac-failed"` (unknown) or `"crash"` (error).
+        certificate: what decided the status: `"ac-opf"` (feasible, solution stored),
+            `"soc-recovered"` / `"ac-recovered"` (feasible: a point recovered from the SOC solution
+            or from an early-stopped AC-OPF passed the re-check; no optimal solution stored),
+            `"soc-infeasible"`, `"sdp-infeasible"`, `"ac-failed"` (unknown) or `"crash"` (error).
         objective: AC-OPF cost in $/h (None unless an AC-OPF solution is known).
         pg_mw, qg_mvar: generator dispatch (n_gen,), None unless known.
         vm_pu, va_degree: bus voltages (n_bus,), None unless known.
