@@ -112,10 +112,10 @@ def test_l2sp_penalty_pulls_towards_pretrained():
     model, train, val = _setup("cnn")
     s = make_strategy("l2sp", alpha=1.0, beta=0.0)
     s.prepare(model)
-    assert float(s.extra_loss(model, None, 0)) == 0.0
+    assert float(s.extra_loss(model, None, 0).detach()) == 0.0
     with torch.no_grad():
         model.encoder.blocks[0].conv.bias.add_(1.0)  # 8 entries moved by 1
-    assert float(s.extra_loss(model, None, 0)) == pytest.approx(0.5 * 8)
+    assert float(s.extra_loss(model, None, 0).detach()) == pytest.approx(0.5 * 8)
 
     drift = {}
     for alpha in (0.0, 10.0):
