@@ -185,9 +185,15 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
     Writes `metrics.json` and plots (ROC curve and reliability diagram for feasibility, predicted
     against true scatter plots for OPF) to `out_dir` when given. Returns the report.
     """
-    from gridtune.nn.checkpoint import load_checkpoint
+    from gridtune.nn.checkpoint import load_checkpoint, read_config
 
-    model, meta = load_checkpoint(checkpoint)
+    if read_config(checkpoint).get("finetune"):
+        # fine-tuned checkpoints may carry adapter modules; their owner knows how to rebuild them
+        from gridtune.finetune.api import load_finetuned
+
+        model, meta = load_finetuned(checkpoint)
+    else:
+        model, meta = load_checkpoint(checkpoint)
     view = resolve_data(data, samples=samples)
     check_schema(view, str(meta["schema_version"]))
     if meta.get("include_unknown"):
