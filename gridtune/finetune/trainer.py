@@ -179,6 +179,7 @@ def fit(
     param_groups: list[dict[str, Any]] | None = None,
     extra_loss: ExtraLoss | None = None,
     on_epoch_start: EpochHook | None = None,
+    score_penalty: Callable[[nn.Module, Any], float] | None = None,
     progress: bool = False,
 ) -> FitResult:
     """Train `model` with AdamW and early stopping on `task.val_score` (higher is better).
@@ -195,6 +196,9 @@ def fit(
             `weight_decay`); default: every parameter with `requires_grad`.
         extra_loss: `extra_loss(model, batch, step)` added to the task loss.
         on_epoch_start: `on_epoch_start(epoch, model)` after `model.train()` each epoch.
+        score_penalty: `score_penalty(model, val_loader)` subtracted from the validation score
+            when choosing the best epoch (e.g. a formulation's Lagrangian on the validation
+            split, so that early stopping does not pick an epoch before constraints took hold).
         progress: show a tqdm bar over epochs.
     """
     torch.manual_seed(config.seed)
@@ -251,6 +255,10 @@ def fit(
         if val_loader is not None:
             val = evaluate(model, val_loader, task)
             score = float(task.val_score(val))
+            if score_penalty is not None:
+                penalty = float(score_penalty(model, val_loader))
+                row["val_penalty"] = penalty
+                score -= penalty
             row.update({f"val_{k}": float(v) for k, v in val.items()})
             row["val_score"] = score
             # NaN scores (e.g. AUROC of a one-class split) never count as an improvement. A
