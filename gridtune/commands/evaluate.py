@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, help="use the first N scenarios")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--out", type=Path, help="directory for metrics.json and plots")
+    p.add_argument("--constraints", type=Path,
+                   help="constraint spec (TOML): add violation rate, mean and max violation per constraint")
     p.set_defaults(func=_run)
 
 
@@ -23,11 +25,15 @@ def _run(args: argparse.Namespace) -> int:
     from gridtune.nn.checkpoint import read_config
 
     read_config(args.checkpoint)  # a bad checkpoint fails before any data is built
-    report = evaluate_checkpoint(args.checkpoint, args.data, out_dir=args.out, samples=args.samples)
+    report = evaluate_checkpoint(args.checkpoint, args.data, out_dir=args.out, samples=args.samples,
+                                 constraints=args.constraints)
     if args.json:
         print(json.dumps(to_json(report), indent=2))
     else:
         print("\n".join(summary_lines(report)))
+        for name, rep in report.get("constraints", {}).items():
+            print(f"constraint {name}: violation rate {rep['violation_rate']:.4f}, mean "
+                  f"{rep['mean_violation']:.3g}, max {rep['max_violation']:.3g}")
         if args.out is not None:
             print(f"written    {args.out / 'metrics.json'}" + "".join(f", {Path(p).name}" for p in report.get("plots", [])))
     return 0

@@ -178,12 +178,14 @@ def _check_task_data(task: str, view: DataView) -> None:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Path | None = None,
-                        samples: int | None = None, plots: bool = True, threads: int | None = 1
-                        ) -> dict[str, Any]:
+                        samples: int | None = None, plots: bool = True, threads: int | None = 1,
+                        constraints: str | Path | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on `data` (recipe, dataset directory, GridDataset or graphs).
 
     Writes `metrics.json` and plots (ROC curve and reliability diagram for feasibility, predicted
-    against true scatter plots for OPF) to `out_dir` when given. Returns the report.
+    against true scatter plots for OPF) to `out_dir` when given. With `constraints` (a constraint
+    spec file), the report gains `constraints`: per constraint `violation_rate`,
+    `mean_violation`, `max_violation` on the same test split. Returns the report.
     """
     from gridtune.nn.checkpoint import load_checkpoint, read_config
 
@@ -200,8 +202,20 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
         view = unknown_as_infeasible(view)  # score what the model was trained to predict
     _check_task_data(meta["task"], view)
     seed = int(meta.get("split_seed", 0))
+    if constraints is not None:
+        from gridtune.constraints.api import load_constraint_set
+
+        constraint_set = load_constraint_set(constraints, meta["task"])  # fails before any work
     with torch_threads(threads):
         report = evaluate_model(model, view, seed=seed)
+        if constraints is not None:
+            from gridtune.constraints.metrics import evaluate_constraints
+            from gridtune.finetune.trainer import make_loader
+
+            _, _, te = split_indices(view.statuses, seed)
+            test = task_graphs([view.graphs[i] for i in te], meta["task"])
+            report["constraints"] = evaluate_constraints(
+                model, make_loader(test, 64, shuffle=False), constraint_set)
     report.update({
         "checkpoint": str(checkpoint),
         "data": view.name,

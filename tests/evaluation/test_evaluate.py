@@ -88,3 +88,26 @@ def test_cli_pretrain_then_evaluate_on_dataset_directories(tmp_path, capsys):
     assert report["zero_shot"] is True and report["data"] == "case9" and report["trained_on"] == "case14"
     assert report["solver_s_per_scenario"] == pytest.approx(0.5)  # the labels' recorded solve time
     assert (tmp_path / "ev" / "metrics.json").is_file()
+
+
+def test_constraints_add_violation_metrics_on_the_test_split(checkpoints):
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parents[2] / "constraints" / "monotone_load.toml"
+    report = evaluate_checkpoint(checkpoints / "feas", graphs("case14", 60), constraints=spec)
+    rep = report["constraints"]["monotone_load"]
+    assert 0.0 <= rep["violation_rate"] <= 1.0
+    assert rep["max_violation"] >= rep["mean_violation"] >= 0.0
+    saved = to_json(report)
+    assert set(saved["constraints"]["monotone_load"]) >= {"violation_rate", "mean_violation",
+                                                         "max_violation"}
+
+
+def test_constraint_that_does_not_apply_fails_before_evaluating(checkpoints, capsys):
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parents[2] / "constraints" / "nodal_balance.toml"
+    assert main(["evaluate", str(checkpoints / "feas"), "--data", "case9",
+                 "--constraints", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "feasibility" in err and err.strip().count("\n") == 0
