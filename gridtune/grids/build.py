@@ -145,16 +145,16 @@ def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, work
 
 # ---- labelling tasks (run in worker processes) -------------------------------------------------
 
-_LABELLER_CACHE: dict[tuple[str, bool, bool], Any] = {}
+_LABELLER_CACHE: dict[tuple[str, bool, bool, bool], Any] = {}
 
 
-def _labeller(grid: GridModel, solutions: bool, dc: bool) -> Any:
+def _labeller(grid: GridModel, solutions: bool, dc: bool, sdp: bool) -> Any:
     from gridtune.grids.labeller import Labeller
 
-    key = (grid_hash(grid), solutions, dc)
+    key = (grid_hash(grid), solutions, dc, sdp)
     if key not in _LABELLER_CACHE:
         _LABELLER_CACHE.clear()
-        _LABELLER_CACHE[key] = Labeller(grid, solutions=solutions, dc=dc)
+        _LABELLER_CACHE[key] = Labeller(grid, solutions=solutions, dc=dc, sdp=sdp)
     return _LABELLER_CACHE[key]
 
 
@@ -181,7 +181,8 @@ def _label_chunk(chunk: _Chunk) -> list[dict[str, Any]]:
 
     # solver chatter ("solution may be inaccurate") is handled by the labeller's status logic
     warnings.simplefilter("ignore")
-    labeller = _labeller(chunk.grid, chunk.recipe.labels.solutions, chunk.recipe.labels.dc)
+    labels = chunk.recipe.labels
+    labeller = _labeller(chunk.grid, labels.solutions, labels.dc, labels.sdp)
     rows = []
     for sid in chunk.ids:
         scenario = draw(chunk.recipe, chunk.grid, chunk.topologies, sid)

@@ -34,13 +34,17 @@ _LABELLERS: dict[str, Any] = {}
 
 
 def _labeller(grid: GridModel) -> Any:
-    """One label-only Labeller per grid and process (building one compiles cvxpy problems)."""
+    """One label-only Labeller per grid and process (building one compiles cvxpy problems).
+
+    No SDP: calibration asks only "is the AC-OPF feasible here"; an SDP certificate would not
+    change that answer and costs seconds to tens of seconds near the boundary.
+    """
     from gridtune.grids.labeller import Labeller
 
     key = grid_hash(grid)
     if key not in _LABELLERS:
         _LABELLERS.clear()
-        _LABELLERS[key] = Labeller(grid, solutions=False, dc=False)
+        _LABELLERS[key] = Labeller(grid, solutions=False, dc=False, sdp=False)
     return _LABELLERS[key]
 
 

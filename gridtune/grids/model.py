@@ -213,9 +213,9 @@ class GridModel:
 
 def grid_from_net(net: Any, name: str) -> GridModel:
     """Build a `GridModel` from a pandapower net (OPF mode: limits and costs included)."""
-    from pandapower.converter.pypower import to_ppc
-
     import logging
+
+    from pandapower.converter.pypower import to_ppc
 
     # pandapower logs "gen vm_pu > bus max_vm_pu ... Setting bus limit" here: informational only
     pp_logger = logging.getLogger("pandapower")

@@ -27,6 +27,8 @@ Example (datasets/case14.toml):
     solutions = true         # full AC-OPF for feasible scenarios (regression targets); false:
                              # a point recovered from the relaxation is enough (labels only)
     dc = true                # also solve the DC-OPF (baseline for OPF predictions)
+    sdp = true               # run the chordal SDP where SOC is feasible but AC failed (certifies
+                             # more infeasibles; on case118 it took ~10 s and ended inaccurate)
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class LimitSpec:
 class LabelSpec:
     solutions: bool = True
     dc: bool = True
+    sdp: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
