@@ -95,7 +95,7 @@ def test_extend_keeps_finished_scenarios(tmp_path, built):
 
 
 def test_interrupted_build_resumes(tmp_path):
-    recipe = recipe_file(tmp_path, samples=60)
+    recipe = recipe_file(tmp_path, samples=30)
     out = tmp_path / "cut"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     proc = subprocess.Popen([sys.executable, "-m", "gridtune.cli", "data", "build", str(recipe),
@@ -110,10 +110,10 @@ def test_interrupted_build_resumes(tmp_path):
     assert "rerun to resume" in err
     assert not (out / "manifest.json").exists()
     kept = pd.concat([pd.read_parquet(p) for p in (out / "parts").glob("*.parquet")])
-    assert 0 < len(kept) < 60
+    assert 0 < len(kept) < 30
     build_dataset(load_recipe(recipe), out, workers=1, progress=False)
     df = pd.read_parquet(out / "scenarios.parquet").set_index("scenario_id")
-    assert len(df) == 60
+    assert len(df) == 30
     kept = kept.set_index("scenario_id")
     pd.testing.assert_series_equal(df.loc[kept.index, "solve_time_s"], kept["solve_time_s"])
 
