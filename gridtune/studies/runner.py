@@ -81,9 +81,16 @@ def prepare_datasets(spec: StudySpec, *, workers: int | None, backend: str, log:
     from gridtune.grids.dataset import open_dataset, read_manifest
     from gridtune.grids.recipe import Recipe
     from gridtune.specs import from_table
+    from gridtune.studies.spec import dataset_manifest
 
     refs: dict[str, DatasetRef] = {}
-    for label in spec.grid_refs():
+    for label, ref in spec.grid_refs().items():
+        if dataset_manifest(ref) is not None:  # a built dataset directory, reused as it is
+            ds = open_dataset(ref, samples=recipe_table(spec, label)["samples"])
+            log(f"dataset {label}: using {ref} ({len(ds)} scenarios)")
+            counts = {s: int((ds.statuses == s).sum()) for s in ("feasible", "infeasible", "unknown", "error")}
+            refs[label] = DatasetRef(label, str(ref), len(ds), str(ds.content_hash), counts)
+            continue
         table = recipe_table(spec, label)
         recipe = from_table(Recipe, table, where=f"study `{spec.name}` recipe of `{label}`")
         directory = default_directory(recipe)

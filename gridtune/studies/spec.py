@@ -4,7 +4,8 @@ Example (examples/studies/quickstart.toml):
 
     name = "quickstart"
     task = "feasibility"            # feasibility | opf | cost
-    sources = ["case14"]            # default case names, or recipe .toml paths (relative to this file)
+    sources = ["case14"]            # default case names, recipe .toml paths or built dataset
+                                    # directories (relative to this file)
     targets = ["case30"]
     strategies = ["full", "linear-probe"]
     labels = [25, 100]              # target label budgets
@@ -217,8 +218,9 @@ class StudySpec:
         return self.metric, not ERROR_WORDS.intersection(self.metric.split("_"))
 
     def resolve(self, ref: str) -> str:
-        """A recipe path (resolved against the spec's directory) or a case name, unchanged."""
-        if ref.endswith(".toml"):
+        """A recipe path or dataset directory (resolved against the spec's directory), or a case
+        name, unchanged."""
+        if ref.endswith(".toml") or (Path(self.base_dir) / ref / "manifest.json").is_file():
             return str((Path(self.base_dir) / ref).resolve())
         return ref
 
@@ -252,8 +254,22 @@ def shipped_constraint_path(name: str) -> Path | None:
     return None
 
 
+def dataset_manifest(ref: str) -> dict[str, Any] | None:
+    """The manifest when `ref` is a built dataset directory (reused as is), else None."""
+    path = Path(ref) / "manifest.json"
+    if not path.is_file():
+        return None
+    import json
+
+    return json.loads(path.read_text())
+
+
 def grid_label(ref: str) -> str:
-    """Short name of a source / target: the case name, or the recipe file's stem."""
+    """Short name of a source / target: the case name, the recipe file's stem, or the grid name
+    of a built dataset directory."""
+    manifest = dataset_manifest(ref)
+    if manifest is not None:
+        return str(manifest["grid"]["name"])
     return Path(ref).stem if ref.endswith(".toml") else ref
 
 
@@ -300,6 +316,8 @@ def check_files(spec: StudySpec, where: str) -> None:
 
     for key in ("sources", "targets"):
         for ref in getattr(spec, key):
+            if dataset_manifest(spec.resolve(ref)) is not None:
+                continue
             if ref.endswith(".toml"):
                 if not Path(spec.resolve(ref)).is_file():
                     raise SpecError(f"{where}: key `{key}` names recipe `{ref}`, which does not "
@@ -314,6 +332,8 @@ def check_files(spec: StudySpec, where: str) -> None:
                             f"constraint set{_constraint_choices()}")
     if spec.data.overrides:
         for label, ref in spec.grid_refs().items():
+            if dataset_manifest(ref) is not None:
+                continue
             base = recipe_for(ref).to_dict()
             merged = _merge(base, spec.data.overrides)
             from_table(Recipe, merged, where=f"{where} [data.overrides] on `{label}`")
@@ -361,7 +381,14 @@ def recipe_table(spec: StudySpec, label: str) -> dict[str, Any]:
     """The full recipe (as a table) used for grid `label` in this study: overrides applied."""
     from gridtune.grids.recipe import recipe_for
 
-    recipe = recipe_for(spec.grid_refs()[label], samples=spec.data.samples)
+    ref = spec.grid_refs()[label]
+    manifest = dataset_manifest(ref)
+    if manifest is not None:  # a built dataset is used as it is: no overrides
+        table = dict(manifest["recipe"])
+        if spec.data.samples is not None:
+            table["samples"] = min(spec.data.samples, int(manifest["samples"]))
+        return table
+    recipe = recipe_for(ref, samples=spec.data.samples)
     return _merge(recipe.to_dict(), spec.data.overrides)
 
 
