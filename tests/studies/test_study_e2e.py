@@ -132,3 +132,16 @@ def test_cells_run_on_ray(study):
         ray.shutdown()
     assert (again.ran, again.skipped, again.failed) == (1 + retry, 3 - retry, 0)
     assert json.loads(victim.read_text())["status"] == "ok"
+
+
+def test_a_built_dataset_directory_can_be_a_target(study, tmp_path):
+    from gridtune.studies.matrix import expand
+    from gridtune.studies.spec import recipe_table
+
+    _, out, _, _ = study
+    directory = json.loads((out / "datasets.json").read_text())["case14"]["directory"]
+    path = tmp_path / "reuse.toml"
+    path.write_text(SPEC.replace('targets = ["case14"]', f'targets = ["{directory}"]'))
+    spec = load_study(path)
+    assert {c.target for c in expand(spec)} == {"case14"}
+    assert recipe_table(spec, "case14")["samples"] == 36
