@@ -256,10 +256,11 @@ def multiplier_trajectories(records: list[dict[str, Any]], out_dir: Path) -> Pat
             c = r["cell"]
             if (c["constraint"], c["formulation"]) != (cset, form):
                 continue
+            steps = r.get("multiplier_steps")
             for name, values in r["multipliers"].items():
-                ax.plot(np.arange(len(values)), values, label=f"{c['source']}->{c['target']} "
-                        f"{c['strategy']}: {name}")
-        ax.set_xlabel("logged step")
+                x = steps if steps and len(steps) == len(values) else np.arange(len(values))
+                ax.plot(x, values, label=f"{c['source']}->{c['target']} {c['strategy']}: {name}")
+        ax.set_xlabel("training step")
         ax.set_ylabel("multiplier")
         ax.set_title(f"{cset} ({form}), {top} labels, seed {seed0}", fontsize=10)
         ax.legend(fontsize=7)
