@@ -109,7 +109,9 @@ def transfer_matrix(frame: pd.DataFrame, headline: tuple[str, bool], out_dir: Pa
     plt = _plt()
     strategies = list(dict.fromkeys(ok["strategy"]))
     sources = list(dict.fromkeys(ok["source"]))
-    targets = list(dict.fromkeys(ok["target"]))
+    # targets in source order first, so that a symmetric study has its diagonal on the diagonal
+    targets = [t for t in dict.fromkeys(list(ok["source"]) + list(ok["target"]))
+               if t in set(ok["target"])]
     mats = []
     for strategy in strategies:
         piv = (ok[ok["strategy"] == strategy].pivot_table(index="source", columns="target",
