@@ -8,6 +8,7 @@ business: callers that must survive a crashing task catch inside `fn` and return
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -67,7 +68,10 @@ def run_tasks(
         for i, item in enumerate(items):
             yield i, fn(item)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # forkserver, not fork: forking a parent that already runs threads (torch, Ray, a previous
+    # pool) can copy a held lock into the child, which then sleeps forever (seen in studies).
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(_run_chunk, fn, [items[i] for i in c]): c for c in chunks}
         for fut in as_completed(futures):
             for i, res in zip(futures[fut], fut.result()):
