@@ -226,12 +226,22 @@ def build_dataset(recipe: Recipe, out_dir: Path | None = None, *, workers: int |
     Finished rows are written to a new part file at least every `flush_every_s` seconds and
     when the build stops for any reason (including Ctrl-C), so a rerun redoes only the rest.
     """
-    from gridtune.parallel import check_backend, check_workers, run_tasks
+    from gridtune.parallel import check_backend, check_workers
 
     check_backend(backend)
     workers = check_workers(workers)
     directory = Path(out_dir) if out_dir is not None else default_directory(recipe)
     claim_directory(recipe, directory)
+    with storage.DirectoryLock(directory):
+        _build_locked(recipe, directory, workers=workers, backend=backend, progress=progress,
+                      flush_every_s=flush_every_s)
+    return directory
+
+
+def _build_locked(recipe: Recipe, directory: Path, *, workers: int, backend: str, progress: bool,
+                  flush_every_s: float) -> None:
+    from gridtune.parallel import run_tasks
+
     grid, rating = prepare_grid(recipe, directory)
     topologies, calib = prepare_topologies(recipe, grid, directory, workers=workers,
                                            backend=backend, progress=progress)
@@ -261,7 +271,6 @@ def build_dataset(recipe: Recipe, out_dir: Path | None = None, *, workers: int |
         if bar is not None:
             bar.close()
     finalize(directory, recipe, grid, rating, calib)
-    return directory
 
 
 def finalize(directory: Path, recipe: Recipe, grid: GridModel, rating: dict[str, Any],

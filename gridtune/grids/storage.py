@@ -31,6 +31,37 @@ CONTENT_COLUMNS = ("scenario_id", "status", "certificate", "load_scale", "pd_mw"
                    "dc_objective")
 
 
+class DirectoryLock:
+    """An exclusive lock on a dataset directory for the length of a build.
+
+    Two builds of the same dataset (e.g. study cells in parallel processes) would otherwise
+    write part files and the final table at the same time. The second one waits, then finds the
+    first one's scenarios done. The lock is released when the process ends, however it ends.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / ".lock"
+        self._fh: Any = None
+
+    def __enter__(self) -> DirectoryLock:
+        import fcntl
+        import sys
+
+        self._fh = self.path.open("a+")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process building `{self.path.parent}`", file=sys.stderr)
+            fcntl.flock(self._fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import fcntl
+
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._fh.close()
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write: a crash never leaves a half-written file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -113,10 +144,11 @@ def write_part(directory: Path, rows: list[dict[str, Any]]) -> Path:
     parts = directory / "parts"
     parts.mkdir(exist_ok=True)
     n = len(list(parts.glob("part-*.parquet")))
-    path = parts / f"part-{n:06d}.parquet"
+    # the writer's pid in the name: two processes never pick the same file
+    path = parts / f"part-{n:06d}-{os.getpid()}.parquet"
     while path.exists():
         n += 1
-        path = parts / f"part-{n:06d}.parquet"
+        path = parts / f"part-{n:06d}-{os.getpid()}.parquet"
     tmp = path.with_suffix(".tmp")
     pd.DataFrame(rows).to_parquet(tmp, index=False)
     os.replace(tmp, path)
@@ -130,7 +162,10 @@ def read_rows(directory: Path) -> pd.DataFrame:
     if main.is_file():
         frames.append(pd.read_parquet(main))
     for p in sorted((directory / "parts").glob("part-*.parquet")) if (directory / "parts").is_dir() else []:
-        frames.append(pd.read_parquet(p))
+        try:
+            frames.append(pd.read_parquet(p))
+        except OSError:  # a part cut short by a crash: its scenarios are simply labelled again
+            continue
     if not frames:
         return pd.DataFrame(columns=["scenario_id"])
     df = pd.concat(frames, ignore_index=True)
