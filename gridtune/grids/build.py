@@ -31,7 +31,8 @@ from gridtune.grids.scenarios import (
 )
 
 CHUNK_SCENARIOS = 4        # scenarios per task: amortises task overhead, keeps resume granular
-FLUSH_EVERY_S = 5.0        # write finished rows at least this often
+# write finished rows at least this often (env override: tests interrupt a build early)
+FLUSH_EVERY_S = float(os.environ.get("GRIDTUNE_FLUSH_EVERY_S", "5.0"))
 
 
 def cache_root() -> Path:
