@@ -137,3 +137,14 @@ def to_table(obj: Any) -> dict[str, Any]:
         if v is not None:
             out[f.name] = v
     return out
+
+
+def shipped_path(folder: str, name: str) -> Path | None:
+    """A data file shipped with gridtune: `<repo>/<folder>/<name>.toml` (source checkout) or
+    `gridtune/resources/<folder>/<name>.toml` (installed package); None when neither exists."""
+    here = Path(__file__).resolve()
+    for root in (here.parents[1] / folder, here.parent / "resources" / folder):
+        p = root / f"{name}.toml"
+        if p.is_file():
+            return p
+    return None

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from gridtune.errors import SpecError
-from gridtune.specs import from_table, read_toml, to_table
+from gridtune.specs import from_table, read_toml, shipped_path, to_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,9 +181,4 @@ def recipe_for(case_or_recipe: str | Path, *, samples: int | None = None) -> Rec
 
 def shipped_recipe_path(case: str) -> Path | None:
     """The recipe shipped for a default case (datasets/<case>.toml), if it exists."""
-    for root in (Path(__file__).resolve().parents[2] / "datasets",
-                 Path(__file__).resolve().parents[1] / "resources" / "datasets"):
-        p = root / f"{case}.toml"
-        if p.is_file():
-            return p
-    return None
+    return shipped_path("datasets", case)

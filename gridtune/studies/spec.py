@@ -246,12 +246,9 @@ class StudySpec:
 
 def shipped_constraint_path(name: str) -> Path | None:
     """The constraint set shipped under `name` (constraints/<name>.toml), if any."""
-    for root in (Path(__file__).resolve().parents[2] / "constraints",
-                 Path(__file__).resolve().parents[1] / "resources" / "constraints"):
-        p = root / f"{name}.toml"
-        if p.is_file():
-            return p
-    return None
+    from gridtune.specs import shipped_path
+
+    return shipped_path("constraints", name)
 
 
 def dataset_manifest(ref: str) -> dict[str, Any] | None:
