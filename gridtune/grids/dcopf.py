@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gridtune.grids.model import REF, GridModel
-from gridtune.grids.scenarios import Scenario
+from gridtune.grids.scenarios import Scenario, dispatch_values
 
 
 @dataclasses.dataclass
@@ -91,16 +91,9 @@ class DcOpf:
         """Solve for `scenario` (loads, outages, cost scales); Q demands are ignored (DC)."""
         g, base = self.grid, self.grid.base_mva
         start = time.perf_counter()
-        self.pd.value = np.asarray(scenario.pd_mw, dtype=float) / base
-        on = g.branch_in_service.astype(float)
-        on[list(scenario.branch_out)] = 0.0
-        self.branch_on.value = on
-        gon = g.gen_in_service.astype(float)
-        gon[list(scenario.gen_out)] = 0.0
-        self.pmin.value, self.pmax.value = gon * g.min_p_mw / base, gon * g.max_p_mw / base
-        scale = gon * (1.0 if scenario.cost_scale is None else np.asarray(scenario.cost_scale))
-        self.c2.value = np.maximum(self._cost[:, 0] * scale, 0.0)
-        self.c1.value, self.c0.value = self._cost[:, 1] * scale, self._cost[:, 2] * scale
+        values = dispatch_values(g, scenario, self._cost)
+        for name in ("pd", "branch_on", "pmin", "pmax", "c2", "c1", "c0"):
+            getattr(self, name).value = values[name]
         try:
             self.problem.solve(solver=cp.CLARABEL)
         except cp.SolverError as exc:

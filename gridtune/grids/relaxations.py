@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from pandapower.pypower.idx_brch import branch_cols
 
 from gridtune.grids.model import GridModel
-from gridtune.grids.scenarios import Scenario
+from gridtune.grids.scenarios import Scenario, dispatch_values
 
 CERTIFIED_INFEASIBLE = {cp.INFEASIBLE}  # "infeasible_inaccurate" is not a certificate
 
@@ -193,20 +193,14 @@ class _Relaxation:
         vm_band = margin * (g.max_vm_pu - g.min_vm_pu)
         self.w_min.value = (g.min_vm_pu + vm_band) ** 2
         self.w_max.value = (g.max_vm_pu - vm_band) ** 2
-        self.pd.value = np.asarray(scenario.pd_mw, dtype=float) / base
+        values = dispatch_values(g, scenario, self._cost)
+        for name in ("pd", "branch_on", "pmin", "pmax", "c2", "c1", "c0"):
+            getattr(self, name).value = values[name]
         self.qd.value = np.asarray(scenario.qd_mvar, dtype=float) / base
-        on = g.branch_in_service.astype(float)
-        on[list(scenario.branch_out)] = 0.0
-        self.branch_on.value = on
-        gon = g.gen_in_service.astype(float)
-        gon[list(scenario.gen_out)] = 0.0
-        self.pmin.value, self.pmax.value = gon * g.min_p_mw / base, gon * g.max_p_mw / base
+        gon = values["gen_on"]
         q_band = margin * np.maximum(g.max_q_mvar - g.min_q_mvar, 0.0)
         self.qmin.value = gon * (g.min_q_mvar + q_band) / base
         self.qmax.value = gon * (g.max_q_mvar - q_band) / base
-        scale = gon * (1.0 if scenario.cost_scale is None else np.asarray(scenario.cost_scale))
-        self.c2.value = np.maximum(self._cost[:, 0] * scale, 0.0)
-        self.c1.value, self.c0.value = self._cost[:, 1] * scale, self._cost[:, 2] * scale
 
     def solve(self, scenario: Scenario, *, margin: float = 0.0) -> RelaxationResult:
         """Solve for `scenario`; raises on non-finite scenario data (cvxpy rejects NaN values).

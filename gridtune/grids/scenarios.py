@@ -102,6 +102,34 @@ def candidate_topologies(grid: GridModel, *, seed: int, n_minus_1: float, gen_ou
     return out
 
 
+def dispatch_values(grid: GridModel, scenario: Scenario, cost_pu: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-scenario values of the parameters every convex OPF model shares (DC-OPF, SOC, SDP).
+
+    Args:
+        cost_pu: (n_gen, 3) polynomial cost (c2, c1, c0) already expressed per p.u.
+
+    Returns `pd` (p.u.), `branch_on` and `gen_on` (0/1), `pmin` / `pmax` (p.u., 0 when out) and
+    `c2`, `c1`, `c0` (scaled by the scenario's cost scale, 0 when out; c2 clipped at 0 to keep
+    the problem convex).
+    """
+    base = grid.base_mva
+    branch_on = grid.branch_in_service.astype(float)
+    branch_on[list(scenario.branch_out)] = 0.0
+    gen_on = grid.gen_in_service.astype(float)
+    gen_on[list(scenario.gen_out)] = 0.0
+    scale = gen_on * (1.0 if scenario.cost_scale is None else np.asarray(scenario.cost_scale))
+    return {
+        "pd": np.asarray(scenario.pd_mw, dtype=float) / base,
+        "branch_on": branch_on,
+        "gen_on": gen_on,
+        "pmin": gen_on * grid.min_p_mw / base,
+        "pmax": gen_on * grid.max_p_mw / base,
+        "c2": np.maximum(cost_pu[:, 0] * scale, 0.0),
+        "c1": cost_pu[:, 1] * scale,
+        "c0": cost_pu[:, 2] * scale,
+    }
+
+
 def uniform_scenario(grid: GridModel, scale: float, topology: Topology = Topology(),
                      scenario_id: int = -1) -> Scenario:
     """The nominal loads times `scale` on `topology` (used for calibration and tests)."""
