@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--constraints", type=Path, help="constraint spec (TOML) enforced while training")
     p.add_argument("--formulation", default="lagrangian",
                    help="penalty, lagrangian or augmented-lagrangian (default: lagrangian)")
+    p.add_argument("--normalizer", choices=("source", "target"), default="source",
+                   help="input statistics: the checkpoint's (source, default) or refitted on the "
+                        "target's labelled + unlabelled graphs (target)")
     p.add_argument("--no-scratch", action="store_true", help="skip the scratch baseline")
     p.add_argument("--epochs", type=int, default=200, help="maximum epochs (default: 200)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
@@ -67,7 +70,8 @@ def _run(args: argparse.Namespace) -> int:
         r = finetune(args.checkpoint, args.data, labels=args.labels, strategy=args.strategy,
                      seed=seed, unlabeled=args.unlabeled, out_dir=out, constraints=args.constraints,
                      formulation=args.formulation, with_scratch=not args.no_scratch,
-                     train_config=config, threads=args.threads, pre_adapt_epochs=args.pre_adapt)
+                     train_config=config, threads=args.threads, pre_adapt_epochs=args.pre_adapt,
+                     normalizer=args.normalizer)
         results.append(r)
         key = primary_metric(r["task"])
         line = (f"seed {seed}: {args.strategy} {key} {_fmt(r['metrics'].get(key))}  "

@@ -37,6 +37,9 @@ DOMAIN_STRATEGIES = ("dann", "coral", "mmd", "self-training")
 RESULT = "finetune.json"
 
 
+NORMALIZER_CHOICES = ("source", "target")
+
+
 def sample_labels(graphs: list[Any], pool: np.ndarray, labels: int, task: str, seed: int
                   ) -> tuple[list[int], list[int]]:
     """Draw `labels` indices from `pool` (graphs with a target for `task`) and split them into
@@ -169,7 +172,8 @@ def finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, s
              unlabeled: int = 0, out_dir: str | Path, constraints: str | Path | None = None,
              formulation: str = "lagrangian", with_scratch: bool = True,
              train_config: TrainConfig | None = None, threads: int | None = 1,
-             save: bool = True, pre_adapt_epochs: int = 0) -> dict[str, Any]:
+             save: bool = True, pre_adapt_epochs: int = 0,
+             normalizer: str = "source") -> dict[str, Any]:
     """Fine-tune `checkpoint` on `labels` target labels with `strategy`; see the module docstring.
 
     Args:
@@ -192,6 +196,11 @@ def finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, s
         pre_adapt_epochs: two-stage adaptation: first this many epochs of masked-feature
             reconstruction on the unlabelled target scenarios (`gridtune.finetune.ssl`), then the
             strategy. Needs `unlabeled > 0`. The scratch baseline is not pre-adapted.
+        normalizer: input statistics of the adapted model: `source` keeps the checkpoint's (fitted
+            on the source grid); `target` refits them on the target's labelled training graphs
+            plus the unlabelled draw, so that standardised inputs have the distribution the
+            encoder was trained on (the input-statistics analogue of AdaBN; Li et al. 2017,
+            "Revisiting Batch Normalization For Practical Domain Adaptation"). Weights are kept.
 
     Returns: the dict written to `out_dir/finetune.json`: `metrics` (test split),
         `trainable_params`, `wall_time_s`, `scratch` (same fields), `transfer_gain`, settings.
@@ -203,13 +212,13 @@ def finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, s
                          unlabeled=unlabeled, out_dir=Path(out_dir), constraints=constraints,
                          formulation=formulation, with_scratch=with_scratch,
                          train_config=train_config, save=save,
-                         pre_adapt_epochs=pre_adapt_epochs)
+                         pre_adapt_epochs=pre_adapt_epochs, normalizer=normalizer)
 
 
 def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, seed: int,
               unlabeled: int, out_dir: Path, constraints: str | Path | None, formulation: str,
               with_scratch: bool, train_config: TrainConfig | None, save: bool,
-              pre_adapt_epochs: int = 0) -> dict[str, Any]:
+              pre_adapt_epochs: int = 0, normalizer: str = "source") -> dict[str, Any]:
     from gridtune.finetune.registry import strategy_class
     from gridtune.finetune.trainer import make_loader
     from gridtune.nn.checkpoint import load_checkpoint
@@ -220,6 +229,8 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
     strategy_class(strategy)  # an unknown name fails before any data is read
     if unlabeled < 0:
         raise GridtuneError(f"--unlabeled must be >= 0, got `{unlabeled}`")
+    if normalizer not in NORMALIZER_CHOICES:
+        raise GridtuneError(f"unknown normalizer `{normalizer}`; valid: {', '.join(NORMALIZER_CHOICES)}")
     if pre_adapt_epochs < 0 or (pre_adapt_epochs > 0 and unlabeled == 0):
         raise GridtuneError(f"--pre-adapt `{pre_adapt_epochs}` needs a non-negative number of "
                             "epochs and unlabelled target data (`--unlabeled N`)")
@@ -243,6 +254,7 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
         raise DataError(f"data `{view.name}` has no test graphs with a `{task}` target")
 
     unlabeled_loader = None
+    pool: list[Any] = []
     if unlabeled > 0:
         if hasattr(source_data, "unlabeled"):
             pool = source_data.unlabeled(unlabeled, seed)
@@ -259,6 +271,8 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
         from gridtune.constraints.api import training_term
         return [training_term(constraints, task, formulation)]
 
+    if normalizer == "target" and strategy != "scratch":
+        model.normalizer = Normalizer().fit(train + list(pool))
     extra = constraint_term()
     options = _strategy_options(strategy, model, unlabeled_loader)
     pre_adapt_report = None
@@ -275,7 +289,7 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
     decisions = (_reliability_and_decisions(model, val, test, out_dir if save else None)
                  if task == "feasibility" else {})
     result: dict[str, Any] = {
-        "checkpoint": str(checkpoint), "source": meta.get("data"), "target": view.name,
+        "normalizer": normalizer, "checkpoint": str(checkpoint), "source": meta.get("data"), "target": view.name,
         "target_hash": view.content_hash, "task": task, "strategy": strategy,
         "strategy_config": strat.config(), "labels": labels, "n_train": len(train),
         "n_val": len(val), "n_test": len(test), "unlabeled": unlabeled, "seed": seed,

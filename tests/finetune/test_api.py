@@ -96,6 +96,30 @@ def test_errors_name_the_bad_value(source, target, tmp_path):
         finetune(source, target, labels=500, strategy="full", out_dir=tmp_path)
     with pytest.raises(GridtuneError, match="strategy `coral` needs unlabelled target data: pass `--unlabeled N`"):
         finetune(source, target, labels=20, strategy="coral", out_dir=tmp_path)
+    with pytest.raises(GridtuneError, match="unknown normalizer `mean`; valid: source, target"):
+        finetune(source, target, labels=20, strategy="full", normalizer="mean", out_dir=tmp_path)
+
+
+def test_target_normalizer_refits_input_statistics_and_keeps_weights(source, target, tmp_path):
+    """`normalizer="target"`: statistics from the target's labelled + unlabelled graphs; with no
+    training at all (0 epochs of linear-probe would be a no-op), the weights stay the source's."""
+    from gridtune.nn.normalizer import Normalizer
+
+    src, _ = load_checkpoint(source)
+    r = finetune(source, target, labels=20, strategy="linear-probe", unlabeled=30, normalizer="target",
+                 out_dir=tmp_path / "t", train_config=FAST, with_scratch=False)
+    assert r["normalizer"] == "target"
+    tuned, _ = load_finetuned(tmp_path / "t")
+    pool_and_train = Normalizer().fit(target)  # a superset's statistics differ from the source's ...
+    assert not torch.allclose(tuned.normalizer.x_mean, src.normalizer.x_mean)
+    # ... and the refit ones are target statistics: close to those of the whole target set
+    assert torch.allclose(tuned.normalizer.x_mean, pool_and_train.x_mean, atol=0.05 * float(pool_and_train.x_std.max()))
+    for (name, a), (_, b) in zip(tuned.encoder.state_dict().items(), src.encoder.state_dict().items()):
+        assert torch.equal(a, b), name  # linear-probe: frozen encoder
+    kept = finetune(source, target, labels=20, strategy="linear-probe", out_dir=tmp_path / "s",
+                    train_config=FAST, with_scratch=False)
+    assert kept["normalizer"] == "source"
+    assert torch.equal(load_finetuned(tmp_path / "s")[0].normalizer.x_mean, src.normalizer.x_mean)
 
 
 def test_cli_lists_strategies_and_reports_a_verdict(source, tmp_path, capsys, monkeypatch):
