@@ -22,6 +22,14 @@ with an amplitude of about learning rate x multiplier. A small positive budget (
 level of Chamon and Ribeiro 2020, "Probably approximately correct constrained learning") lets the
 multiplier come down and converge to its optimum.
 
+Units. A violation carries its constraint's units (a drop in probability, p.u. of power), and
+the multipliers carry their inverse. Scaling a violation by s leaves the Lagrangian unchanged when
+lambda scales by 1/s and the dual step by 1/s^2; the augmented Lagrangian's dual step is its
+penalty rho, so rho must scale by 1/s^2 too. With rho ~ 1 on violations of ~1e-3 (monotonicity of
+a probability, case30 -> case118) the multiplier grew to 0.19 in 160 steps and the term did
+nothing: the benchmark measured more violations than unconstrained fine-tuning (10.4% against
+9.0%, one seed). Specs therefore give every formulation its own settings in the violation's units.
+
 Why not Cooper (cooper-optim 1.0.1, tried here): its constrained optimizers own the primal step
 (`roll()` zeroes grads, back-propagates and steps the primal optimizer), while contract 2 keeps
 the optimizer, gradient clipping and early stopping in `fit`; using only Cooper's multipliers would
@@ -225,6 +233,9 @@ class Lagrangian(Formulation):
 
 class AugmentedLagrangian(Formulation):
     """Method of multipliers for inequalities, with a growing quadratic penalty.
+
+    rho is both the penalty and the dual step, so it is in the inverse squared units of the
+    violation (module docstring, "Units"): the defaults suit violations of order 1.
 
     Args:
         penalty_init: starting rho (default: 1).

@@ -41,10 +41,23 @@ class AtMostOne(Constraint):
         return v
 
 
-def solve(formulation: str, steps: int = 800, lr: float = 0.03, **kw) -> tuple[float, object]:
+@register_constraint("toy_at_most_one_scaled")
+@dataclasses.dataclass
+class AtMostOneScaled(Constraint):
+    """units * relu(x - 1): the same constraint measured in other units."""
+
+    units: float = 1.0
+
+    def violation(self, model, batch, output, *, train):
+        return self.units * torch.relu(output - 1.0)
+
+
+def solve(formulation: str, steps: int = 800, lr: float = 0.03, units: float | None = None,
+          **kw) -> tuple[float, object]:
     torch.manual_seed(0)
     model = Point()
-    cs = ConstraintSet([AtMostOne("x_at_most_one")], "cost")
+    c = AtMostOne("x_at_most_one") if units is None else AtMostOneScaled("x_at_most_one", units=units)
+    cs = ConstraintSet([c], "cost")
     term = make_formulation(formulation, cs, **kw)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     for step in range(steps):
@@ -73,6 +86,24 @@ def test_with_a_budget_both_converge_to_primal_and_dual_optimum(formulation, kw)
     assert term.multipliers["x_at_most_one"] == pytest.approx(1.5, abs=1e-2)
     if formulation == "augmented-lagrangian":
         assert term.rho > 2.0  # the quadratic penalty grew
+
+
+def test_augmented_lagrangian_penalty_is_in_the_violations_units():
+    # the benchmark's failure (monotonicity of a probability, violations ~1e-3): with rho ~ 1 the
+    # multiplier barely moves and the constraint is ignored; rho scaled by 1 / units^2 gives
+    # back the unit-scale solution, multiplier scaled by 1 / units
+    units = 1e-3
+    x, _ = solve("augmented-lagrangian", units=units)
+    assert x > 1.9  # unconstrained optimum 2: nothing enforced
+    kw = {"penalty_init": 0.5, "penalty_growth": 1.02, "penalty_max": 20.0,
+          "budget": {"x_at_most_one": 0.25}}
+    x1, t1 = solve("augmented-lagrangian", **kw)
+    scaled = {"penalty_init": 0.5 / units**2, "penalty_growth": 1.02, "penalty_max": 20.0 / units**2,
+              "budget": {"x_at_most_one": 0.25 * units}}
+    xs, ts = solve("augmented-lagrangian", units=units, **scaled)
+    assert xs == pytest.approx(x1, abs=1e-3) and xs == pytest.approx(1.25, abs=1e-3)
+    assert ts.multipliers["x_at_most_one"] * units == pytest.approx(t1.multipliers["x_at_most_one"],
+                                                                    rel=1e-3)
 
 
 def test_penalty_with_a_small_weight_does_not_satisfy_the_constraint():
