@@ -10,29 +10,14 @@ from gridtune.cli import main
 from gridtune.grids.build import build_dataset
 from gridtune.grids.recipe import load_recipe
 from gridtune.nn.checkpoint import load_checkpoint
+from tests.grids.recipes import recipe_file
 from tests.nn.synthetic import tiny_checkpoint
-
-RECIPE = """
-case = "case9"
-samples = 40
-seed = 5
-[loads]
-scale = [0.9, 2.2]
-noise = 0.05
-[topology]
-n_minus_1 = 0.5
-candidates = 3
-[labels]
-solutions = true
-dc = true
-"""
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
-    (tmp / "r.toml").write_text(RECIPE)
-    build_dataset(load_recipe(tmp / "r.toml"), tmp / "ds", workers=1, progress=False)
+    build_dataset(load_recipe(recipe_file(tmp, samples=40)), tmp / "ds", workers=1, progress=False)
     tiny_checkpoint(tmp / "src", name="case14", n=40, epochs=2)
     return tmp
 

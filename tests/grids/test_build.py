@@ -16,27 +16,7 @@ from gridtune.errors import DataError
 from gridtune.grids.build import build_dataset
 from gridtune.grids.dataset import open_dataset
 from gridtune.grids.recipe import load_recipe
-
-RECIPE = """
-case = "case9"
-samples = {samples}
-seed = 5
-[loads]
-scale = {scale}
-noise = 0.05
-[topology]
-n_minus_1 = 0.5
-candidates = 3
-[labels]
-solutions = true
-dc = true
-"""
-
-
-def recipe_file(tmp_path, samples=12, scale='[0.9, 2.2]', name="r.toml"):
-    p = tmp_path / name
-    p.write_text(RECIPE.format(samples=samples, scale=scale))
-    return p
+from tests.grids.recipes import recipe_file
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +101,7 @@ def test_interrupted_build_resumes(tmp_path):
 
 
 def test_directory_of_another_recipe_is_refused(tmp_path, built, capsys):
-    other = tmp_path / "other.toml"
-    other.write_text(RECIPE.format(samples=3, scale="[0.5, 0.9]"))
+    other = recipe_file(tmp_path, samples=3, scale="[0.5, 0.9]", name="other.toml")
     with pytest.raises(DataError, match=r"holds a different recipe's data"):
         build_dataset(load_recipe(other), built, workers=1, progress=False)
     assert main(["data", "build", str(other), "--out", str(built)]) == 2
