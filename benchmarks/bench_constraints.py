@@ -5,17 +5,27 @@ Target (issue 5), on held-out target scenarios with 200 target labels:
         monotonicity violation rate to <= 1% of perturbation pairs, with AUROC within 0.01 of
         unconstrained fine-tuning;
     OPF head + constraints/power_balance.toml: Lagrangian fine-tuning cuts the system
-        power-balance residual (mean violation, p.u.) at least 10x against unconstrained
-        fine-tuning, with every OPF MAE within 5% of it.
+        power-balance residual (mean violation of the loss band, MW) at least 10x against
+        unconstrained fine-tuning, with every OPF MAE within 5% of it.
 Baseline: unconstrained fine-tuning (same checkpoint, labels, seed, strategy), measured in the
-same run. A table compares unconstrained, penalty (three weights), Lagrangian and augmented
-Lagrangian on violation, task metric and wall time per epoch.
+same run. A table per task compares unconstrained, penalty (three weights), Lagrangian and
+augmented Lagrangian on violation, task metric and wall time per epoch: mean ± std over seeds,
+ratios against the unconstrained mean.
+
+The OPF model's balance layer (`ModelConfig.balance_pg`) closes the system balance by
+construction, which leaves a power-balance constraint nothing to do. By default (`--balance-layer
+off`) the OPF checkpoint is re-fitted on the source without the layer and every variant fine-tunes
+that; the layer keeps one row of its own (the architectural alternative), and one row trains on
+constraints/nodal_balance.toml. Every OPF row reports both the system and the nodal balance.
+
+Rows go to `<out>/rows.jsonl` as they finish; a rerun with the same `--out` skips measured
+(task, variant, seed) rows, so an interrupted run resumes.
 
 It never builds the large datasets: pass built dataset directories (or recipes whose cache holds
 the data). Pre-trained source checkpoints are trained here when not given.
 
     python benchmarks/bench_constraints.py --source datasets/case30.toml \
-        --target datasets/case118.toml --out runs/bench-constraints \
+        --target datasets/case118.toml --out runs/bench-constraints --seeds 0 1 2 \
         [--checkpoint-feasibility runs/case30-feas --checkpoint-opf runs/case30-opf]
 
     python benchmarks/bench_constraints.py --synthetic --out /tmp/bench-constraints  # self-check
