@@ -109,6 +109,12 @@ class LabelSpec:
     sdp: bool = True
 
 
+# Keys added after datasets were first cached, with the value that reproduces the behaviour from
+# before they existed. At that value they stay out of `Recipe.cache_key`, so datasets built before
+# the key was added keep their cache entry instead of being labelled again.
+KEYS_ADDED_LATER: dict[tuple[str, str], Any] = {("labels", "sdp"): True}
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """A dataset recipe (see module docstring). `source` is the file it came from, if any."""
@@ -140,6 +146,9 @@ class Recipe:
         """
         d = self.to_dict()
         d.pop("samples")
+        for (table, key), before in KEYS_ADDED_LATER.items():
+            if d.get(table, {}).get(key) == before:
+                del d[table][key]  # the behaviour from before the key existed: same data, same key
         case_path = Path(self.case)
         if case_path.suffix in (".json", ".m") and case_path.is_file():
             d["case_file_sha256"] = hashlib.sha256(case_path.read_bytes()).hexdigest()

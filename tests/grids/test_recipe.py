@@ -31,6 +31,23 @@ def test_samples_override_keeps_cache_key(tmp_path):
     assert c.cache_key() != a.cache_key()
 
 
+def test_keys_added_later_keep_old_cache_entries_at_their_old_behaviour(tmp_path):
+    """`[labels] sdp = true` is what every dataset did before the key existed: same key as a recipe
+    hashed without it (so old caches stay valid); `sdp = false` labels differently: a new key."""
+    import hashlib
+    import json
+
+    base = 'case = "case9"\nsamples = 10\n[loads]\nscale = [0.8, 1.2]\n'
+    default = load_recipe(write(tmp_path, base))
+    explicit = load_recipe(write(tmp_path, base + "[labels]\nsdp = true\n"))
+    off = load_recipe(write(tmp_path, base + "[labels]\nsdp = false\n"))
+    assert default.cache_key() == explicit.cache_key() != off.cache_key()
+    before = default.to_dict()
+    before.pop("samples")
+    del before["labels"]["sdp"]  # the recipe as hashed before `sdp` existed
+    assert default.cache_key() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @pytest.mark.parametrize("text, message", [
     ('case = "case9"\nsampels = 3\n', r"r.toml: unknown key `sampels`; valid keys: .*`samples`"),
     ('case = "case9"\n[loads]\nscale = [1.5, 0.5]\n', r"range `\[1.5, 0.5\]` must satisfy 0 < low < high"),
