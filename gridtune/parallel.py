@@ -71,11 +71,35 @@ def run_tasks(
     # forkserver, not fork: forking a parent that already runs threads (torch, Ray, a previous
     # pool) can copy a held lock into the child, which then sleeps forever (seen in studies).
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    finished = False
+    try:
         futures = {pool.submit(_run_chunk, fn, [items[i] for i in c]): c for c in chunks}
         for fut in as_completed(futures):
             for i, res in zip(futures[fut], fut.result()):
                 yield i, res
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:  # interrupted, failed or abandoned: stop the workers now, not after their tasks
+            _terminate(pool)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the worker processes of `pool` at once.
+
+    `shutdown(wait=True)` (what `with` does) waits for running tasks, which for a dataset build
+    or a study cell can be many minutes after the user asked to stop; and a worker left running
+    after its parent exits keeps a core busy for nothing. Finished results were already yielded.
+    """
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=5)
 
 
 def _run_chunk(fn: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:

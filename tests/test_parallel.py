@@ -36,3 +36,79 @@ def test_ray_backend_matches_local():
     finally:
         ray.shutdown()
     assert got == {i: math.factorial(i) for i in range(7)}
+
+
+def nap(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def _processes_with(marker: str) -> list[int]:
+    """PIDs of live processes whose environment holds `marker` (Linux /proc)."""
+    import os
+    from pathlib import Path
+
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (d / "environ").read_bytes():
+                state = (d / "stat").read_text().split(")")[-1].split()[0]
+                if state != "Z":
+                    found.append(int(d.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_abandoned_run_ends_its_workers_without_waiting_for_their_tasks():
+    import time
+
+    start = time.perf_counter()
+    for _, first in run_tasks(nap, [0.1, 60.0, 60.0], workers=2):
+        assert first == 0.1
+        break  # the caller stops early (an error, Ctrl-C): the 60 s tasks must not be waited for
+    assert time.perf_counter() - start < 30
+
+
+def test_sigterm_stops_a_cli_run_and_its_worker_processes(tmp_path):
+    """`kill PID` on a running gridtune command: clean stop, exit code 130, no orphaned workers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    marker = f"GRIDTUNE_TEST_MARKER={uuid.uuid4().hex}"
+    script = (
+        "import sys\n"
+        "from gridtune import cli\n"
+        "from gridtune.parallel import run_tasks\n"
+        "from tests.test_parallel import nap\n"
+        "def run(args):\n"
+        "    for _, r in run_tasks(nap, [0.1, 120.0, 120.0, 120.0], workers=2):\n"
+        "        print('first', r, flush=True)\n"
+        "parser = cli.build_parser\n"
+        "def build():\n"
+        "    p = parser()\n"
+        "    p.set_defaults(func=run, command='test')\n"
+        "    return p\n"
+        "cli.build_parser = build\n"
+        "sys.exit(cli.main([]))\n"
+    )
+    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=root, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == "first 0.1"
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    assert code == 130 and "interrupted; finished work is kept" in proc.stderr.read()
+    deadline = time.time() + 15
+    while _processes_with(marker) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _processes_with(marker) == []
