@@ -106,6 +106,20 @@ def test_augmented_lagrangian_penalty_is_in_the_violations_units():
                                                                     rel=1e-3)
 
 
+def test_warmup_fits_the_task_first_then_enforces():
+    x, term = solve("lagrangian", steps=300, dual_lr=0.05, warmup_steps=300)
+    assert x == pytest.approx(2.0, abs=1e-3)  # unconstrained optimum: no term during warm-up
+    assert term.multipliers["x_at_most_one"] == 0.0
+    from gridtune.constraints.formulations import WARMUP_PENALTY
+    assert term.validation_penalty(None, []) == WARMUP_PENALTY  # selection prefers later epochs
+    x, term = solve("lagrangian", steps=1100, dual_lr=0.05, warmup_steps=300)
+    assert x == pytest.approx(1.0, abs=0.06)  # chatters by about lr * lambda
+    hist = term.history
+    assert hist[299]["x_at_most_one/multiplier"] == 0.0 and hist[-1]["x_at_most_one/multiplier"] >= 2.0
+    with pytest.raises(SpecError, match=r"`warmup_steps` must be an integer >= 0, got `-1`"):
+        make_formulation("lagrangian", term.constraint_set, warmup_steps=-1)
+
+
 def test_penalty_with_a_small_weight_does_not_satisfy_the_constraint():
     # stationary point of (x-2)^2 + 0.5 relu(x-1): x = 2 - 0.25
     x, term = solve("penalty", scale=0.5)
