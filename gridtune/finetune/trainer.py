@@ -34,6 +34,9 @@ ExtraLoss = Callable[[nn.Module, Any, int], Tensor]
 EpochHook = Callable[[int, nn.Module], None]
 
 
+LR_SCHEDULES = (None, "cosine")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings shared by every strategy.
@@ -46,6 +49,9 @@ class TrainConfig:
         patience: stop after this many epochs without a better validation score.
         seed: seeds torch (weights of new layers, dropout, shuffling).
         grad_clip_norm: clip the global gradient norm to this value; `None` disables clipping.
+        lr_schedule: `None` (constant, the default) or `cosine`: every group's learning rate
+            follows a half cosine from its start value to 0 over `epochs` (Loshchilov and
+            Hutter 2017, SGDR, without restarts), stepped once an epoch.
     """
 
     epochs: int = 200
@@ -55,6 +61,7 @@ class TrainConfig:
     patience: int = 20
     seed: int = 0
     grad_clip_norm: float | None = 5.0
+    lr_schedule: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -68,6 +75,9 @@ class TrainConfig:
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
             raise SpecError(f"TrainConfig.grad_clip_norm must be > 0 or None, got "
                             f"`{self.grad_clip_norm}`")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SpecError(f"TrainConfig.lr_schedule must be one of "
+                            f"{', '.join(repr(v) for v in LR_SCHEDULES)}, got `{self.lr_schedule}`")
 
 
 @runtime_checkable
@@ -211,6 +221,8 @@ def fit(
     # Parameters frozen now but unfrozen later (gradual) may be in the groups: AdamW skips any
     # parameter whose grad is None, weight decay included, so they stay exactly unchanged.
     optimizer = torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+                 if config.lr_schedule == "cosine" else None)
     result = FitResult()
     all_params = [p for g in optimizer.param_groups for p in g["params"]]
     trained: dict[int, int] = {}  # id -> numel of every parameter trainable in some epoch
@@ -249,6 +261,8 @@ def fit(
             step += 1
         if n_batches == 0:
             raise TrainingError(f"task `{task.name}`: the training loader yielded no batches")
+        if scheduler is not None:
+            scheduler.step()
         row: dict[str, float] = {"epoch": epoch, "train_loss": total / n_batches,
                                  "extra_loss": extra_total / n_batches}
         result.epochs_run = epoch + 1

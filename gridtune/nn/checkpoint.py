@@ -106,7 +106,7 @@ def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from gridtune.nn.model import ModelConfig, build_model
+    from gridtune.nn.model import LEGACY_MODEL_SETTINGS, ModelConfig, build_model
     from gridtune.specs import from_table
 
     p = _locate(path)
@@ -115,7 +115,9 @@ def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
         raise CheckpointError(f"checkpoint `{p}` uses feature schema `v{config['schema_version']}`, "
                               f"this gridtune's data use `v{SCHEMA_VERSION}`; retrain it on current data")
     try:
-        model_config = from_table(ModelConfig, config["model"], where=f"{p / CONFIG} [model]")
+        # a setting added since the checkpoint was written keeps the behaviour it was trained with
+        table = {**LEGACY_MODEL_SETTINGS, **config["model"]}
+        model_config = from_table(ModelConfig, table, where=f"{p / CONFIG} [model]")
         model = build_model(model_config, config["task"])
     except (SpecError, GridtuneError) as exc:
         raise CheckpointError(f"checkpoint `{p}`: {exc}") from None

@@ -9,8 +9,10 @@ fine-tuning strategies expect (see `gridtune.nn.protocol`):
     encoder.blocks      ModuleList of residual blocks, `block(h, edge_index, edge_attr) -> h`
 
 Outaged branches (`in_service == 0`) are dropped from `edge_index` before the blocks: an open
-breaker carries no power, so it must carry no message either. Their features are still known to
-the data, but the topology the network reasons over is the energised one.
+breaker carries no power, so it must carry no message either (unless `outage_messages`). Their
+features are still known to the data, but the topology the network reasons over is the energised
+one. An optional edge readout (`edge_summary`, a non-block encoder part) pools a state per branch
+row, outaged rows included, for the graph representation.
 
 Message-passing families (by name in `ModelConfig.conv`):
     gine         GINEConv, Hu et al. 2020, "Strategies for Pre-training Graph Neural Networks"
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATv2Conv, GINEConv, TransformerConv
 
@@ -108,6 +111,8 @@ class GridEncoder(nn.Module):
         heads: attention heads for attention families (default: 4).
         dropout: dropout inside blocks (default: 0.0).
         extra_bus, extra_branch: derived input columns appended to the schema's (default: 0).
+        outage_messages: outaged branches carry messages too (default: False).
+        edge_readout: build the branch-state MLP that `edge_summary` pools (default: False).
 
     Shapes:
         x (N, len(BUS_FEATURES) + extra_bus) standardised, edge_index (2, E), edge_attr (E, len(BRANCH_FEATURES))
@@ -115,21 +120,44 @@ class GridEncoder(nn.Module):
     """
 
     def __init__(self, conv: str = "gine", hidden: int = 64, layers: int = 4, heads: int = 4,
-                 dropout: float = 0.0, extra_bus: int = 0, extra_branch: int = 0) -> None:
+                 dropout: float = 0.0, extra_bus: int = 0, extra_branch: int = 0,
+                 outage_messages: bool = False, edge_readout: bool = False) -> None:
         super().__init__()
         resolve_conv(conv)
         self.input = mlp([len(BUS_FEATURES) + extra_bus, hidden, hidden], final_activation=True)
         self.edge_input = nn.Linear(len(BRANCH_FEATURES) + extra_branch, hidden)
         self.blocks = nn.ModuleList(MessageBlock(conv, hidden, heads, dropout) for _ in range(layers))
         self.hidden = hidden
+        self.outage_messages = outage_messages
+        # (h_src + h_dst, |h_src - h_dst|, e) -> one state per branch row, pooled by `edge_summary`
+        self.edge_readout = mlp([3 * hidden, hidden, hidden], final_activation=True) if edge_readout else None
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, in_service: Tensor) -> Tensor:
-        edge_index = edge_index[:, in_service]   # outaged branches carry no messages
-        e = self.edge_input(edge_attr[in_service])
+        if not self.outage_messages:
+            edge_index = edge_index[:, in_service]   # outaged branches carry no messages
+            edge_attr = edge_attr[in_service]
+        e = self.edge_input(edge_attr)
         h = self.input(x)
         for block in self.blocks:
             h = block(h, edge_index, e)
         return h
+
+    def edge_summary(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor, edge_graph: Tensor,
+                     n_graphs: int) -> Tensor:
+        """Mean- and max-pooled branch states per graph (every branch row, outaged ones included).
+
+        A line limit or an outage is a property of a branch, not of a bus: pooling bus states
+        only sees it through the buses at either end. Shapes: h (N, hidden), edge_index (2, E),
+        edge_attr (E, F_branch) standardised, edge_graph (E,) -> (B, 2 * hidden)
+        """
+        from torch_geometric.nn import global_max_pool, global_mean_pool
+
+        if self.edge_readout is None:
+            raise GridtuneError("this encoder was built without an edge readout (`edge_readout=False`)")
+        src, dst = h[edge_index[0]], h[edge_index[1]]
+        z = self.edge_readout(torch.cat([src + dst, (src - dst).abs(), self.edge_input(edge_attr)], dim=-1))
+        return torch.cat([global_mean_pool(z, edge_graph, n_graphs), global_max_pool(z, edge_graph, n_graphs)],
+                         dim=-1)
 
 
 def in_service_mask(edge_attr_raw: Tensor) -> Tensor:

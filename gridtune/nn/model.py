@@ -5,10 +5,16 @@ Inputs: the schema's bus and branch features, standardised by the model's `Norma
 angle column and a branch loading column (`dc_flow_features`), cheap physics that a few
 message-passing hops cannot compute on their own.
 
+With `ModelConfig.outage_feature` each bus also gets the number of outaged branches it touches,
+so that an outage is an input at its location and not only a missing message.
+
 `embed(batch)` is the representation heads and domain adaptation see:
-    graph-level tasks (`feasibility`, `cost`): [mean-pool(h), max-pool(h), context]   (B, D)
-    node-level task (`opf`):                   [h, mean-pool(h) of its graph, context] (N, D)
-with D = 2 * hidden + 2. `context` holds two system ratios per graph, total load P and Q over
+    graph-level tasks (`feasibility`, `cost`): [mean-pool(h), edges, max-pool(h), context]   (B, D)
+    node-level task (`opf`):                   [h, mean-pool(h), edges of its graph, context] (N, D)
+where `edges` (with `ModelConfig.edge_readout`, 2 * hidden wide) is the mean- and max-pool of a
+state per branch row computed from its end buses and its own features (`GridEncoder.edge_summary`):
+line limits and outages belong to branches, and bus pools only see them second hand. D = 4 *
+hidden + 2 with the edge readout, 2 * hidden + 2 without. `context` holds two system ratios per graph, total load P and Q over
 total generation capacity (in-service units): dimensionless, so they mean the same on case9 and on
 case118, and they are the first-order drivers of OPF feasibility (standardised with training
 statistics, like every input).
@@ -55,6 +61,19 @@ class ModelConfig:
         head_hidden: hidden width of the task head (default: 64).
         balance_pg: `opf` only: shift predicted generation so that the system active-power
             balance holds under the AC branch model at the predicted voltages (default: True).
+        dc_flow: append the DC power flow's bus angle and branch loading (`dc_flow_features`)
+            to the inputs (default: True).
+        outage_feature: one more bus input, the number of outaged branches at the bus
+            (`outaged_degree`), so the location of an outage is explicit rather than only a
+            missing message (default: True).
+        outage_messages: outaged branches carry messages too, told apart by their
+            `in_service = 0` column (default: False: an open breaker carries no power).
+        edge_readout: pool branch states (`GridEncoder.edge_summary`, every branch row,
+            outaged ones included) into `embed` beside the bus pools (default: True).
+
+    Checkpoints written before a setting existed load with `LEGACY_MODEL_SETTINGS`.
+    Measured on case118 feasibility (1298 training graphs, 30 epochs, README): the three
+    additions together moved the best validation AUROC from about 0.930 to 0.937.
     """
 
     conv: str = "gine"
@@ -65,6 +84,9 @@ class ModelConfig:
     head_hidden: int = 64
     balance_pg: bool = True
     dc_flow: bool = True
+    outage_feature: bool = True
+    outage_messages: bool = False
+    edge_readout: bool = True
 
     def __post_init__(self) -> None:
         resolve_conv(self.conv)
@@ -73,6 +95,11 @@ class ModelConfig:
                 raise GridtuneError(f"model setting `{name}` must be at least 1, got `{getattr(self, name)}`")
         if not 0.0 <= self.dropout < 1.0:
             raise GridtuneError(f"model setting `dropout` must lie in [0, 1), got `{self.dropout}`")
+
+
+# Settings added after the first checkpoints were written, with the value that reproduces the
+# model those checkpoints hold; `gridtune.nn.checkpoint` fills them in when a config lacks them.
+LEGACY_MODEL_SETTINGS: dict[str, Any] = {"outage_feature": False, "outage_messages": False, "edge_readout": False}
 
 
 class GridModelNet(nn.Module):
@@ -90,10 +117,12 @@ class GridModelNet(nn.Module):
         self.task = check_task(task)
         self.graph_level = TASK_SHAPES[task][0]
         self.normalizer = normalizer if normalizer is not None else Normalizer()
-        extra = DC_FLOW_DIMS if config.dc_flow else (0, 0)
+        extra_bus, extra_branch = DC_FLOW_DIMS if config.dc_flow else (0, 0)
+        extra_bus += int(config.outage_feature)
         self.encoder = GridEncoder(config.conv, config.hidden, config.layers, config.heads, config.dropout,
-                                   extra_bus=extra[0], extra_branch=extra[1])
-        self.embed_dim = 2 * config.hidden + CONTEXT_DIM
+                                   extra_bus=extra_bus, extra_branch=extra_branch,
+                                   outage_messages=config.outage_messages, edge_readout=config.edge_readout)
+        self.embed_dim = (4 if config.edge_readout else 2) * config.hidden + CONTEXT_DIM
         self.head = make_head(task, self.embed_dim, config.head_hidden)
         self.register_buffer("logit_scale", torch.ones(1))
         self.register_buffer("logit_bias", torch.zeros(1))
@@ -105,12 +134,19 @@ class GridModelNet(nn.Module):
         if self.config.dc_flow:
             theta, loading = dc_flow_features(x_raw, batch.edge_index, ea_raw, index)
             x, ea = torch.cat([x, theta], dim=-1), torch.cat([ea, loading], dim=-1)
-        h = self.encoder(x, batch.edge_index, ea, in_service_mask(ea_raw))
+        on = in_service_mask(ea_raw)
+        if self.config.outage_feature:
+            x = torch.cat([x, outaged_degree(batch.edge_index, on, x.shape[0]).to(x.dtype)], dim=-1)
+        h = self.encoder(x, batch.edge_index, ea, on)
         context = self.normalizer.context(system_context(x_raw, index))
         mean = global_mean_pool(h, index)
+        pooled = [mean]
+        if self.config.edge_readout:
+            n_graphs = context.shape[0]
+            pooled.append(self.encoder.edge_summary(h, batch.edge_index, ea, index[batch.edge_index[0]], n_graphs))
         if self.graph_level:
-            return torch.cat([mean, global_max_pool(h, index), context], dim=-1)  # (B, D)
-        return torch.cat([h, mean[index], context[index]], dim=-1)  # (N, D)
+            return torch.cat([*pooled, global_max_pool(h, index), context], dim=-1)  # (B, D)
+        return torch.cat([h, *(p[index] for p in pooled), context[index]], dim=-1)  # (N, D)
 
     def forward(self, batch: Any) -> Tensor:
         out = self.head(self.embed(batch))
@@ -130,9 +166,18 @@ class GridModelNet(nn.Module):
 DC_FLOW_DIMS = (1, 1)  # (bus angle, branch loading)
 
 
+def outaged_degree(edge_index: Tensor, in_service: Tensor, n: int) -> Tensor:
+    """Outaged branches incident to each bus (each branch has a row per direction, so counting
+    rows by source counts each branch once at either end). Shapes: (2, E), (E,) -> (N, 1)
+    """
+    out = torch.zeros(n, device=edge_index.device)
+    out.index_add_(0, edge_index[0, ~in_service], torch.ones(int((~in_service).sum()), device=edge_index.device))
+    return out.unsqueeze(-1)
+
+
 @torch.no_grad()
-def dc_flow_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
-                     ) -> tuple[Tensor, Tensor]:
+def dc_flow_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor,
+                     dispatch: str = "proportional") -> tuple[Tensor, Tensor]:
     """DC power flow of each scenario under a capacity-proportional dispatch, as model inputs.
 
     Generation meets each graph's total load in proportion to in-service P capacity; the DC
@@ -156,10 +201,14 @@ def dc_flow_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, i
     ei = edge_index.cpu().numpy()
     idx = index.cpu().numpy()
     n_graphs = int(idx.max()) + 1 if n else 0
-    pd_, pmax = xr[:, BUS_FEATURES.index("pd_pu")], np.maximum(xr[:, MAX_PG], 0.0)
-    load = np.bincount(idx, pd_, n_graphs)
-    cap = np.bincount(idx, pmax, n_graphs)
-    p = pmax / np.maximum(cap[idx], 1e-9) * load[idx] - pd_  # (N,) injections, p.u.
+    pd_ = xr[:, BUS_FEATURES.index("pd_pu")]
+    if dispatch == "economic":
+        p = economic_dispatch(xr, idx, n_graphs) - pd_  # (N,) injections, p.u.
+    else:
+        pmax = np.maximum(xr[:, MAX_PG], 0.0)
+        load = np.bincount(idx, pd_, n_graphs)
+        cap = np.bincount(idx, pmax, n_graphs)
+        p = pmax / np.maximum(cap[idx], 1e-9) * load[idx] - pd_  # (N,) injections, p.u.
     on = ea[:, BF.index("in_service")] > 0.5
     fwd = on & (ea[:, BF.index("is_reverse")] < 0.5)
     f, t = ei[0, fwd], ei[1, fwd]
@@ -187,6 +236,42 @@ def dc_flow_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, i
     dtype, device = x_raw.dtype, x_raw.device
     return (torch.as_tensor(theta, dtype=dtype, device=device).unsqueeze(-1),
             torch.as_tensor(np.minimum(loading, 10.0), dtype=dtype, device=device).unsqueeze(-1))
+
+
+def economic_dispatch(x_raw: Any, index: Any, n_graphs: int, iterations: int = 60) -> Any:
+    """Lossless economic dispatch per graph: equal incremental cost within generator limits.
+
+    Each bus with generation offers `c1 + 2 c2 pg` $/h per p.u. between `min_pg_pu` and
+    `max_pg_pu`; bisection on the system price lambda meets each graph's total load (capped at
+    capacity). Costs are per bus (the schema aggregates a bus's units). Numpy in, numpy out.
+
+    Shapes: x_raw (N, F_bus) float64, index (N,) -> pg (N,) p.u.
+    """
+    import numpy as np
+
+    col = BUS_FEATURES.index
+    has_gen = x_raw[:, N_GEN] > 0
+    lo = np.where(has_gen, x_raw[:, col("min_pg_pu")], 0.0)
+    hi = np.where(has_gen, np.maximum(x_raw[:, MAX_PG], lo), 0.0)
+    c1, c2 = x_raw[:, col("cost_c1_per_puh")], np.maximum(x_raw[:, col("cost_c2_per_pu2h")], 1e-6)
+    load = np.bincount(index, x_raw[:, col("pd_pu")], n_graphs)
+    target = np.clip(load, np.bincount(index, lo, n_graphs), np.bincount(index, hi, n_graphs))
+    price_lo = np.full(n_graphs, np.min(c1, initial=0.0) - 1.0)
+    price_hi = np.full(n_graphs, np.max(c1 + 2 * c2 * hi, initial=1.0) + 1.0)
+
+    def output(price: Any) -> Any:
+        return np.clip((price[index] - c1) / (2 * c2), lo, hi)
+
+    for _ in range(iterations):
+        mid = 0.5 * (price_lo + price_hi)
+        short = np.bincount(index, output(mid), n_graphs) < target
+        price_lo, price_hi = np.where(short, mid, price_lo), np.where(short, price_hi, mid)
+    pg = output(price_hi)
+    # close the last bisection gap in proportion to headroom, so generation meets load exactly
+    gap = target - np.bincount(index, pg, n_graphs)
+    room = np.where(gap[index] > 0, hi - pg, pg - lo)
+    pg = pg + gap[index] * room / np.maximum(np.bincount(index, room, n_graphs)[index], 1e-12)
+    return pg
 
 
 def balance_generation(out: Tensor, batch: Any, index: Tensor) -> Tensor:

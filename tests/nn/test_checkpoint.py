@@ -90,3 +90,23 @@ def test_schema_mismatch_names_both_sides(tmp_path, trained):
     with pytest.raises(CheckpointError, match=r"expects feature schema `v1` \(16 bus features\) but data "
                                               r"`case9` has schema `v1` \(10 bus features\)"):
         check_schema(resolve_data(old), "1")
+
+
+def test_checkpoint_written_before_new_model_settings_loads_with_the_old_behaviour(tmp_path):
+    """A config.json without the settings added since (outage feature, edge readout, ...) must
+    load as the model it was: old architecture, same predictions."""
+    from gridtune.nn.model import LEGACY_MODEL_SETTINGS
+
+    torch.manual_seed(0)
+    gs = graphs("case14", 6)
+    model = build_model(ModelConfig(hidden=16, layers=2, **LEGACY_MODEL_SETTINGS), "feasibility",
+                        Normalizer().fit(gs)).eval()
+    save_checkpoint(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key in LEGACY_MODEL_SETTINGS:
+        del config["model"][key]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded, _ = load_checkpoint(tmp_path)
+    assert all(getattr(loaded.config, k) == v for k, v in LEGACY_MODEL_SETTINGS.items())
+    batch = next(iter(DataLoader(gs, batch_size=6)))
+    torch.testing.assert_close(loaded(batch), model(batch), rtol=0, atol=0)

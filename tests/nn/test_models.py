@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from synthetic import graphs
@@ -55,8 +57,9 @@ def test_outaged_branches_carry_no_messages():
     g = graphs("case14", 1)[0].clone()
     on = BRANCH_FEATURES.index("in_service")
     r = BRANCH_FEATURES.index("r_pu")
-    model = build_model(ModelConfig(hidden=16, layers=3), "opf").eval()
-    model.config = ModelConfig(hidden=16, layers=3, balance_pg=False)  # compare raw outputs
+    config = ModelConfig(hidden=16, layers=3, outage_messages=False, edge_readout=False)
+    model = build_model(config, "opf").eval()
+    model.config = dataclasses.replace(config, balance_pg=False)  # compare raw outputs
     g.edge_attr[[0, 20], on] = 0.0  # branch 0 out, both directions (20 branches in case14)
     before = model(g)
     changed = g.clone()
@@ -138,3 +141,62 @@ def test_dc_flow_inputs_match_pandapower_dc_power_flow():
     theta2, loading2 = dc_flow_features(batch.x, batch.edge_index, batch.edge_attr, batch.batch)
     torch.testing.assert_close(theta2[14:], theta, atol=1e-6, rtol=0)
     torch.testing.assert_close(loading2[40:], loading, atol=1e-6, rtol=0)
+
+
+def test_outaged_degree_counts_each_open_branch_at_both_ends():
+    from gridtune.nn.model import outaged_degree
+
+    # 4-bus ring 0-1-2-3-0, one row per direction; branch 1-2 is open
+    ei = torch.tensor([[0, 1, 2, 3, 1, 2, 3, 0], [1, 2, 3, 0, 0, 1, 2, 3]])
+    on = torch.tensor([True, False, True, True, True, False, True, True])
+    assert outaged_degree(ei, on, 4).squeeze(-1).tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+def test_an_outage_is_visible_to_the_readout_even_on_an_isolated_pair():
+    """With `outage_feature` the buses at either end of an open branch know it; the pooled
+    representation then differs from the same grid with that branch simply absent."""
+    torch.manual_seed(0)
+    g = graphs("case14", 1)[0].clone()
+    on = BRANCH_FEATURES.index("in_service")
+    g.edge_attr[[0, 20], on] = 0.0
+    absent = g.clone()
+    keep = torch.ones(g.edge_index.shape[1], dtype=torch.bool)
+    keep[[0, 20]] = False
+    absent.edge_index, absent.edge_attr = g.edge_index[:, keep], g.edge_attr[keep]
+    for flag, differs in ((False, False), (True, True)):
+        model = build_model(ModelConfig(hidden=16, layers=2, outage_feature=flag, outage_messages=False,
+                                        edge_readout=False),
+                            "feasibility").eval()
+        assert (not torch.allclose(model(g), model(absent))) is differs
+
+
+def test_edge_readout_sees_branch_loading_directly():
+    """A branch's DC loading reaches the edge readout even through a model with no blocks' help:
+    raising one energised branch's rating changes the pooled branch states."""
+    torch.manual_seed(0)
+    g = graphs("case14", 1)[0]
+    model = build_model(ModelConfig(hidden=16, layers=1, edge_readout=True), "feasibility").eval()
+    assert model.embed_dim == 4 * 16 + 2
+    rated = g.clone()
+    rated.edge_attr[[3, 23], BRANCH_FEATURES.index("rate_a_pu")] *= 4.0
+    z, z_rated = model.embed(g), model.embed(rated)
+    edge_part = slice(16, 48)  # [mean h, mean/max branch states, max h, context]
+    assert not torch.allclose(z[:, edge_part], z_rated[:, edge_part])
+
+
+def test_economic_dispatch_meets_load_within_limits_at_equal_marginal_cost():
+    import numpy as np
+
+    from gridtune.nn.model import economic_dispatch
+
+    col = BUS_FEATURES.index
+    x = np.zeros((3, len(BUS_FEATURES)))
+    x[:, col("n_gen")] = [1, 1, 0]
+    x[:, col("max_pg_pu")] = [2.0, 0.5, 0.0]
+    x[:, col("cost_c1_per_puh")] = [10.0, 10.0, 0.0]
+    x[:, col("cost_c2_per_pu2h")] = [1.0, 1.0, 0.0]
+    x[2, col("pd_pu")] = 1.0
+    # two graphs: load 1.0 (both units at marginal cost 11, 0.5 each) and 2.0 (unit 1 at its max)
+    both = np.concatenate([x, x * np.where(np.arange(len(BUS_FEATURES)) == col("pd_pu"), 2.0, 1.0)])
+    pg = economic_dispatch(both, np.array([0, 0, 0, 1, 1, 1]), 2)
+    np.testing.assert_allclose(pg, [0.5, 0.5, 0.0, 1.5, 0.5, 0.0], atol=1e-6)

@@ -56,8 +56,14 @@ def test_platt_calibration_lowers_validation_log_loss():
     torch.manual_seed(0)
     gs = [g for g in graphs("case14", 60, seed=3)]
     model = build_model(ModelConfig(hidden=16, layers=2), "feasibility", Normalizer().fit(gs)).eval()
+    # a head that ranks by total load over capacity (the first context column) but says
+    # "infeasible" almost everywhere: right ranking, bad calibration
+    linear = torch.nn.Linear(model.embed_dim, 1)
     with torch.no_grad():
-        model.head.mlp[-1].bias.fill_(3.0)  # badly calibrated: says "infeasible" everywhere
+        linear.weight.zero_()
+        linear.weight[0, model.embed_dim - 2] = 2.0
+        linear.bias.fill_(3.0)
+    model.head = torch.nn.Sequential(linear, torch.nn.Flatten(0))  # (B, 1) -> (B,)
     task = make_task("feasibility")
     loader = make_loader(gs, 64, shuffle=False)
     before = task.metrics(*predict(model, loader, task))["log_loss"]
@@ -84,3 +90,23 @@ def test_unknown_scenarios_are_left_out_unless_asked(tmp_path):
     _, meta = load_checkpoint(tmp_path / "b")
     assert meta["include_unknown"] is True
     assert all(torch.isnan(g.y_infeasible).all() for g in gs if int(g.status) == 2)  # input untouched
+
+
+def test_cosine_schedule_anneals_the_learning_rate_each_epoch():
+    import math
+
+    from gridtune.errors import SpecError
+    from gridtune.finetune.trainer import TrainConfig, fit
+
+    torch.manual_seed(0)
+    gs = graphs("case14", 16)
+    model = build_model(ModelConfig(hidden=8, layers=1), "feasibility", Normalizer().fit(gs))
+    group = {"params": list(model.parameters())}
+    seen: list[float] = []
+    fit(model, make_loader(gs, 8, shuffle=True), None, make_task("feasibility"),
+        TrainConfig(epochs=4, lr=0.01, lr_schedule="cosine"), param_groups=[group],
+        on_epoch_start=lambda epoch, m: seen.append(group["lr"]))
+    expected = [0.01 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert seen == pytest.approx(expected)
+    with pytest.raises(SpecError, match=r"lr_schedule must be one of None, 'cosine', got `step`"):
+        TrainConfig(lr_schedule="step")
