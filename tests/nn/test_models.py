@@ -183,20 +183,3 @@ def test_edge_readout_sees_branch_loading_directly():
     edge_part = slice(16, 48)  # [mean h, mean/max branch states, max h, context]
     assert not torch.allclose(z[:, edge_part], z_rated[:, edge_part])
 
-
-def test_economic_dispatch_meets_load_within_limits_at_equal_marginal_cost():
-    import numpy as np
-
-    from gridtune.nn.model import economic_dispatch
-
-    col = BUS_FEATURES.index
-    x = np.zeros((3, len(BUS_FEATURES)))
-    x[:, col("n_gen")] = [1, 1, 0]
-    x[:, col("max_pg_pu")] = [2.0, 0.5, 0.0]
-    x[:, col("cost_c1_per_puh")] = [10.0, 10.0, 0.0]
-    x[:, col("cost_c2_per_pu2h")] = [1.0, 1.0, 0.0]
-    x[2, col("pd_pu")] = 1.0
-    # two graphs: load 1.0 (both units at marginal cost 11, 0.5 each) and 2.0 (unit 1 at its max)
-    both = np.concatenate([x, x * np.where(np.arange(len(BUS_FEATURES)) == col("pd_pu"), 2.0, 1.0)])
-    pg = economic_dispatch(both, np.array([0, 0, 0, 1, 1, 1]), 2)
-    np.testing.assert_allclose(pg, [0.5, 0.5, 0.0, 1.5, 0.5, 0.0], atol=1e-6)
