@@ -240,8 +240,10 @@ def _stats(values: list[float]) -> tuple[float, float]:
 def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (task, variant): mean and std over seeds of every violation and metric, with ratios
     against unconstrained fine-tuning measured on the same seeds."""
+    order = {(t, label): i for t in ("feasibility", "opf")
+             for i, (label, _, _) in enumerate(variants(t), start=100 if t == "opf" else 0)}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
+    for r in sorted(rows, key=lambda r: order.get((r["task"], r["variant"]), 999)):
         groups.setdefault((r["task"], r["variant"]), []).append(r)
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for (task, variant), rs in groups.items():
@@ -302,7 +304,9 @@ def _pm(s: tuple[float, float], fmt: str = ".4f", scale: float = 1.0) -> str:
 
 
 def _ratio(x: float) -> str:
-    return "—" if not math.isfinite(x) else f"{x:.3g}x"
+    if math.isinf(x):
+        return "∞ (none left)"
+    return "—" if math.isnan(x) else f"{x:.3g}x"
 
 
 def nodal(a: dict[str, Any]) -> str:
