@@ -202,7 +202,8 @@ def pretrain(data: Any, *, task: str, out_dir: str | Path, model: str = "gine", 
              seed: int = 0, samples: int | None = None, hidden: int = 64, layers: int = 4,
              lr: float = 1e-3, batch_size: int = 64, patience: int = 20, workers: int | None = None,
              backend: str = "local", progress: bool = False, threads: int | None = 1,
-             include_unknown: bool = False, lr_schedule: str | None = "cosine") -> dict[str, Any]:
+             include_unknown: bool = False, lr_schedule: str | None = None,
+             model_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a model for `task` on `data` and write its checkpoint to `out_dir`.
 
     Args:
@@ -211,9 +212,11 @@ def pretrain(data: Any, *, task: str, out_dir: str | Path, model: str = "gine", 
         out_dir: checkpoint directory (also gets `metrics.json`, `history.json`).
         model: message-passing family (`gine`, `gatv2`, `transformer`).
         epochs, lr, batch_size, patience, seed: optimisation (see `TrainConfig`).
-        lr_schedule: `cosine` (default) anneals the learning rate to 0 over `epochs`; `None`
-            keeps it constant. On case118 feasibility the annealed run ended at a lower training
-            loss (0.21 against 0.24 after 30 epochs) with a steadier validation AUROC.
+        lr_schedule: `None` (default) keeps the learning rate constant; `cosine` anneals it to 0
+            over `epochs`. On case118 feasibility cosine from 3e-3 ended at a lower training loss
+            (0.21 against 0.24 after 30 epochs) but not a better validation AUROC, and on case30
+            it trailed a constant 1e-3 at 40 epochs.
+        model_options: further `ModelConfig` settings, e.g. `{"edge_readout": True}`.
         samples: use the first `samples` scenarios only.
         hidden, layers: model size.
         workers, backend: dataset build parallelism.
@@ -234,13 +237,15 @@ def pretrain(data: Any, *, task: str, out_dir: str | Path, model: str = "gine", 
         return _pretrain(data, task=task, out_dir=out_dir, model=model, epochs=epochs, seed=seed,
                          samples=samples, hidden=hidden, layers=layers, lr=lr, batch_size=batch_size,
                          patience=patience, workers=workers, backend=backend, progress=progress,
-                         include_unknown=include_unknown, lr_schedule=lr_schedule)
+                         include_unknown=include_unknown, lr_schedule=lr_schedule,
+                         model_options=model_options)
 
 
 def _pretrain(data: Any, *, task: str, out_dir: str | Path, model: str, epochs: int, seed: int,
               samples: int | None, hidden: int, layers: int, lr: float, batch_size: int,
               patience: int, workers: int | None, backend: str, progress: bool,
-              include_unknown: bool, lr_schedule: str | None) -> dict[str, Any]:
+              include_unknown: bool, lr_schedule: str | None,
+              model_options: dict[str, Any] | None) -> dict[str, Any]:
     from gridtune.evaluation.evaluate import evaluate_model
     from gridtune.finetune.trainer import TrainConfig, fit, make_loader
     from gridtune.nn.checkpoint import save_checkpoint
@@ -248,7 +253,7 @@ def _pretrain(data: Any, *, task: str, out_dir: str | Path, model: str, epochs: 
     from gridtune.nn.normalizer import Normalizer
     from gridtune.nn.tasks import make_task, task_for_model
 
-    model_config = ModelConfig(conv=model, hidden=hidden, layers=layers)
+    model_config = ModelConfig(conv=model, hidden=hidden, layers=layers, **(model_options or {}))
     train_config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed,
                                lr_schedule=lr_schedule)
     start = time.perf_counter()

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -110,3 +111,21 @@ def test_checkpoint_written_before_new_model_settings_loads_with_the_old_behavio
     assert all(getattr(loaded.config, k) == v for k, v in LEGACY_MODEL_SETTINGS.items())
     batch = next(iter(DataLoader(gs, batch_size=6)))
     torch.testing.assert_close(loaded(batch), model(batch), rtol=0, atol=0)
+
+
+def test_a_missing_model_setting_is_read_as_its_legacy_value_not_the_current_default(tmp_path, monkeypatch):
+    import gridtune.nn.model as model_module
+
+    gs = graphs("case14", 4)
+    model = build_model(ModelConfig(hidden=16, layers=2, edge_readout=True), "feasibility",
+                        Normalizer().fit(gs)).eval()
+    save_checkpoint(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["model"]["edge_readout"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    # were the key read with a default of True, these weights would load; read as legacy, they do not fit
+    monkeypatch.setattr(model_module, "ModelConfig", dataclasses.make_dataclass(
+        "ModelConfig", [("edge_readout", bool, dataclasses.field(default=True))], bases=(ModelConfig,),
+        frozen=True))
+    with pytest.raises(CheckpointError, match=r"weights do not fit its config"):
+        load_checkpoint(tmp_path)
