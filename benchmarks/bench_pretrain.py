@@ -15,8 +15,8 @@ Targets (issue 3): AUROC >= 0.97, a clear margin over the baseline (>= 0.05 AURO
 OPF power-balance residual below the DC-OPF's.
 
 Optimisation: constant learning rate 1e-3 unless `--lr-schedule cosine`; the model takes
-`ModelConfig`'s defaults (the outage-degree input and the branch readout are opt-in; see
-gridtune.nn.model for what they measured).
+`ModelConfig`'s defaults (branch readout on, outage-degree input opt-in; see gridtune.nn.model
+for what they measured).
 
 Budget: on case118 one thread trains about 75 graphs/s on a loaded 2-core machine (measured with
 other jobs running; more when idle), so ~2100 training graphs take ~30 s an epoch: 100 epochs at
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr-schedule", default="none", choices=["cosine", "none"],
                    help="none: constant (default); cosine: anneal to 0 over --epochs")
     p.add_argument("--outage-feature", action="store_true", help="ModelConfig.outage_feature")
-    p.add_argument("--edge-readout", action="store_true", help="ModelConfig.edge_readout")
+    p.add_argument("--no-edge-readout", dest="edge_readout", action="store_false",
+                   help="ModelConfig.edge_readout=False (on by default)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; see pretrain)")
