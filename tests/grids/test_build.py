@@ -75,7 +75,10 @@ def test_extend_keeps_finished_scenarios(tmp_path, built):
 
 
 def test_interrupted_build_resumes(tmp_path):
-    recipe = recipe_file(tmp_path, samples=40)
+    # 120 scenarios (~10 s on a quiet machine, ~12 a second): the interrupt lands mid-build; with
+    # 40 a quiet CI machine finished before the signal arrived
+    n = 120
+    recipe = recipe_file(tmp_path, samples=n)
     out = tmp_path / "cut"
     # flush after every chunk, so a part exists long before the build could finish
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]),
@@ -92,10 +95,10 @@ def test_interrupted_build_resumes(tmp_path):
     assert "rerun to resume" in err
     assert not (out / "manifest.json").exists()
     kept = pd.concat([pd.read_parquet(p) for p in (out / "parts").glob("*.parquet")])
-    assert 0 < len(kept) < 40
+    assert 0 < len(kept) < n
     build_dataset(load_recipe(recipe), out, workers=1, progress=False)
     df = pd.read_parquet(out / "scenarios.parquet").set_index("scenario_id")
-    assert len(df) == 40
+    assert len(df) == n
     kept = kept.set_index("scenario_id")
     pd.testing.assert_series_equal(df.loc[kept.index, "solve_time_s"], kept["solve_time_s"])
 
