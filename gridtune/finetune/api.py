@@ -355,16 +355,13 @@ def load_finetuned(path: str | Path) -> tuple[Any, dict[str, Any]]:
 
     from gridtune.errors import CheckpointError
     from gridtune.finetune.registry import make_strategy
-    from gridtune.nn.checkpoint import WEIGHTS, _locate, read_config
-    from gridtune.nn.model import LEGACY_MODEL_SETTINGS, ModelConfig, build_model
-    from gridtune.specs import from_table
+    from gridtune.nn.checkpoint import WEIGHTS, _locate, model_config, read_config
+    from gridtune.nn.model import build_model
 
     p = _locate(path)
     meta = read_config(p)
     ft = meta.get("finetune") or {}
-    # settings added since the checkpoint was written keep the behaviour it was trained with
-    table = {**LEGACY_MODEL_SETTINGS, **meta["model"]}
-    model = build_model(from_table(ModelConfig, table, where=str(p)), meta["task"])
+    model = build_model(model_config(meta, str(p)), meta["task"])
     if ft.get("strategy") == "adapter":
         opts = {k: v for k, v in ft.get("options", {}).items()
                 if k in ("bottleneck", "feature_dim", "dims")}

@@ -97,6 +97,18 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def model_config(config: dict[str, Any], where: str) -> Any:
+    """The `ModelConfig` of a checkpoint's config.json (`config["model"]`).
+
+    A setting added since the checkpoint was written takes the value it was trained with
+    (`LEGACY_MODEL_SETTINGS`), so old checkpoints keep building the model they hold.
+    """
+    from gridtune.nn.model import LEGACY_MODEL_SETTINGS, ModelConfig
+    from gridtune.specs import from_table
+
+    return from_table(ModelConfig, {**LEGACY_MODEL_SETTINGS, **config["model"]}, where=where)
+
+
 def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """Load `(model, meta)` from a checkpoint directory (or one of its two files).
 
@@ -106,8 +118,7 @@ def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from gridtune.nn.model import LEGACY_MODEL_SETTINGS, ModelConfig, build_model
-    from gridtune.specs import from_table
+    from gridtune.nn.model import build_model
 
     p = _locate(path)
     config = read_config(p)
@@ -115,10 +126,7 @@ def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
         raise CheckpointError(f"checkpoint `{p}` uses feature schema `v{config['schema_version']}`, "
                               f"this gridtune's data use `v{SCHEMA_VERSION}`; retrain it on current data")
     try:
-        # a setting added since the checkpoint was written keeps the behaviour it was trained with
-        table = {**LEGACY_MODEL_SETTINGS, **config["model"]}
-        model_config = from_table(ModelConfig, table, where=f"{p / CONFIG} [model]")
-        model = build_model(model_config, config["task"])
+        model = build_model(model_config(config, f"{p / CONFIG} [model]"), config["task"])
     except (SpecError, GridtuneError) as exc:
         raise CheckpointError(f"checkpoint `{p}`: {exc}") from None
     try:
