@@ -15,6 +15,9 @@ Graph fields (N buses, E branches, every branch appears twice, once per directio
     dc_opf       (N, len(DC_TARGETS))  float32  DC-OPF solution per bus (baseline), NaN if none
     dc_cost      (1,)  float32  DC-OPF objective ($/h), NaN if none
     load_scale   (1,)  float32  the scenario's global load scale
+    nominal_load_pu (N, 2) float32  the grid's own base-case load per bus (pd, qd), per unit: what
+                 a scenario's load is a multiple of (models may compare the two; not in `x`, so
+                 schema v1 is unchanged)
     scenario_id  (1,)  int64
     base_mva     (1,)  float32
     grid         str            grid name
@@ -184,6 +187,7 @@ def to_graph(grid: GridModel, scenario: Any, label: Any | None = None) -> Data:
         dc_opf=torch.tensor(dc, dtype=torch.float32),
         dc_cost=torch.tensor([dc_cost], dtype=torch.float32),
         load_scale=torch.tensor([scenario.load_scale], dtype=torch.float32),
+        nominal_load_pu=torch.tensor(np.column_stack([grid.pd_mw, grid.qd_mvar]) / base, dtype=torch.float32),
         scenario_id=torch.tensor([scenario.scenario_id], dtype=torch.long),
         base_mva=torch.tensor([base], dtype=torch.float32),
         grid=grid.name,

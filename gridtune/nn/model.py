@@ -43,6 +43,7 @@ from gridtune.grids.features import BUS_FEATURES, OPF_TARGETS
 from gridtune.nn.encoders import GridEncoder, in_service_mask, resolve_conv
 from gridtune.nn.heads import TASK_SHAPES, check_task, make_head
 from gridtune.nn.normalizer import CONTEXT_DIM, Normalizer, system_context
+from gridtune.nn.stress import STRESS_BRANCH, STRESS_BUS, stress_features
 
 MAX_PG, N_GEN = (BUS_FEATURES.index(n) for n in ("max_pg_pu", "n_gen"))
 GEN_TARGETS = [OPF_TARGETS.index("pg_pu"), OPF_TARGETS.index("qg_pu")]
@@ -70,6 +71,9 @@ class ModelConfig:
             `in_service = 0` column (default: False: an open breaker carries no power).
         edge_readout: pool branch states (`GridEncoder.edge_summary`, every branch row,
             outaged ones included) into `embed` beside the bus pools (default: True).
+        stress_features: append the local stress columns of `gridtune.nn.stress` (bus load against
+            its nominal value and against the ratings that feed it, radial structure, branch
+            apparent-power loading proxy); needs graphs with `nominal_load_pu` (default: False).
 
     Measured (README "Pre-training"): `edge_readout` alone raised case118 feasibility test
     AUROC 0.912 -> 0.917 and cut ECE 0.071 -> 0.053, case30 unchanged (0.9988 at 40 epochs);
@@ -88,6 +92,7 @@ class ModelConfig:
     outage_feature: bool = False
     outage_messages: bool = False
     edge_readout: bool = True
+    stress_features: bool = False
 
     def __post_init__(self) -> None:
         resolve_conv(self.conv)
@@ -100,7 +105,8 @@ class ModelConfig:
 
 # Settings added after the first checkpoints were written, with the value that reproduces the
 # model those checkpoints hold; `gridtune.nn.checkpoint` fills them in when a config lacks them.
-LEGACY_MODEL_SETTINGS: dict[str, Any] = {"outage_feature": False, "outage_messages": False, "edge_readout": False}
+LEGACY_MODEL_SETTINGS: dict[str, Any] = {"outage_feature": False, "outage_messages": False, "edge_readout": False,
+                                         "stress_features": False}
 
 
 class GridModelNet(nn.Module):
@@ -120,6 +126,8 @@ class GridModelNet(nn.Module):
         self.normalizer = normalizer if normalizer is not None else Normalizer()
         extra_bus, extra_branch = DC_FLOW_DIMS if config.dc_flow else (0, 0)
         extra_bus += int(config.outage_feature)
+        if config.stress_features:
+            extra_bus, extra_branch = extra_bus + len(STRESS_BUS), extra_branch + len(STRESS_BRANCH)
         self.encoder = GridEncoder(config.conv, config.hidden, config.layers, config.heads, config.dropout,
                                    extra_bus=extra_bus, extra_branch=extra_branch,
                                    outage_messages=config.outage_messages, edge_readout=config.edge_readout)
@@ -132,12 +140,17 @@ class GridModelNet(nn.Module):
         x_raw, ea_raw = batch.x, batch.edge_attr
         index = _batch_vector(batch)
         x, ea = self.normalizer.bus(x_raw), self.normalizer.branch(ea_raw)
+        if self.config.dc_flow or self.config.stress_features:
+            theta, flow, loading = _dc_flow(x_raw, batch.edge_index, ea_raw, index)
         if self.config.dc_flow:
-            theta, loading = dc_flow_features(x_raw, batch.edge_index, ea_raw, index)
             x, ea = torch.cat([x, theta], dim=-1), torch.cat([ea, loading], dim=-1)
         on = in_service_mask(ea_raw)
         if self.config.outage_feature:
             x = torch.cat([x, outaged_degree(batch.edge_index, on, x.shape[0]).to(x.dtype)], dim=-1)
+        if self.config.stress_features:
+            bus, branch = stress_features(x_raw, batch.edge_index, ea_raw, getattr(batch, "nominal_load_pu", None),
+                                          index, flow)
+            x, ea = torch.cat([x, bus], dim=-1), torch.cat([ea, branch], dim=-1)
         h = self.encoder(x, batch.edge_index, ea, on)
         context = self.normalizer.context(system_context(x_raw, index))
         mean = global_mean_pool(h, index)
@@ -190,52 +203,32 @@ def dc_flow_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, i
     Shapes: x_raw (N, F_bus), edge_index (2, 2E), edge_attr_raw (2E, F_branch), index (N,)
         -> theta_rad (N, 1), loading (2E, 1) (0 on outaged branches; both directions alike)
     """
+    theta, _, loading = _dc_flow(x_raw, edge_index, edge_attr_raw, index)
+    return theta, loading
+
+
+@torch.no_grad()
+def _dc_flow(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
+             ) -> tuple[Tensor, Tensor, Tensor]:
+    """`dc_flow_features` plus the signed flow per branch row: (N, 1), (2E, 1), (2E, 1)."""
     import numpy as np
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import spsolve
 
     from gridtune.grids.features import BRANCH_FEATURES as BF
+    from gridtune.nn.stress import linear_flows, proportional_injection
 
-    n = x_raw.shape[0]
     xr = x_raw.double().cpu().numpy()
     ea = edge_attr_raw.double().cpu().numpy()
-    ei = edge_index.cpu().numpy()
     idx = index.cpu().numpy()
-    n_graphs = int(idx.max()) + 1 if n else 0
-    pd_, pmax = xr[:, BUS_FEATURES.index("pd_pu")], np.maximum(xr[:, MAX_PG], 0.0)
-    load = np.bincount(idx, pd_, n_graphs)
-    cap = np.bincount(idx, pmax, n_graphs)
     # Capacity-proportional, not merit-order: an equal-incremental-cost dispatch gave branch
     # loadings no more predictive of case118 feasibility (gradient boosting on the ten highest
     # loadings and the system ratios, 5-fold: 0.927 both ways).
-    p = pmax / np.maximum(cap[idx], 1e-9) * load[idx] - pd_  # (N,) injections, p.u.
+    p = proportional_injection(xr, idx, "pd_pu", "max_pg_pu")  # (N,) injections, p.u.
+    theta, flow = linear_flows(xr, edge_index.cpu().numpy(), ea, idx, p)
     on = ea[:, BF.index("in_service")] > 0.5
-    fwd = on & (ea[:, BF.index("is_reverse")] < 0.5)
-    f, t = ei[0, fwd], ei[1, fwd]
-    b = 1.0 / (ea[fwd, BF.index("x_pu")] * ea[fwd, BF.index("tap_ratio")])
-    shift = ea[fwd, BF.index("shift_rad")]
-    p = p.copy()
-    np.add.at(p, f, b * shift)  # phase shifters act as fixed injections (MATPOWER Pbusinj)
-    np.add.at(p, t, -b * shift)
-    ref = xr[:, BUS_FEATURES.index("is_ref")] > 0.5
-    first = np.r_[True, idx[1:] != idx[:-1]]
-    has_ref = np.bincount(idx, ref.astype(float), n_graphs) > 0
-    ground = ref | (first & ~has_ref[idx])  # graphs without a reference bus: their first bus
-    rows = np.r_[f, t, f, t, np.arange(n)]
-    cols = np.r_[f, t, t, f, np.arange(n)]
-    vals = np.r_[b, b, -b, -b, np.where(ground, 1e6, 1e-9)]
-    theta = spsolve(sp.csc_matrix((vals, (rows, cols)), shape=(n, n)), p) if n else np.zeros(0)
-    theta = np.atleast_1d(theta)
-    # every energised row, either direction: a reverse row (to -> from) sees the same |flow|
-    src, dst = ei[0, on], ei[1, on]
-    sign = np.where(ea[on, BF.index("is_reverse")] < 0.5, 1.0, -1.0)
-    b_on = 1.0 / (ea[on, BF.index("x_pu")] * ea[on, BF.index("tap_ratio")])
-    flow = b_on * (theta[src] - theta[dst] - sign * ea[on, BF.index("shift_rad")])
-    loading = np.zeros(ea.shape[0])
-    loading[on] = np.abs(flow) / np.maximum(ea[on, BF.index("rate_a_pu")], 1e-6)
+    loading = np.where(on, np.abs(flow) / np.maximum(ea[:, BF.index("rate_a_pu")], 1e-6), 0.0)
     dtype, device = x_raw.dtype, x_raw.device
-    return (torch.as_tensor(theta, dtype=dtype, device=device).unsqueeze(-1),
-            torch.as_tensor(np.minimum(loading, 10.0), dtype=dtype, device=device).unsqueeze(-1))
+    as_col = lambda a: torch.as_tensor(a, dtype=dtype, device=device).unsqueeze(-1)  # noqa: E731
+    return as_col(theta), as_col(flow), as_col(np.minimum(loading, 10.0))
 
 
 def balance_generation(out: Tensor, batch: Any, index: Tensor) -> Tensor:

@@ -1,0 +1,138 @@
+"""Local stress inputs: load against its nominal value and against the branches that feed it.
+
+Near a feasibility boundary reached by raising load, whether a scenario is feasible hangs on a few
+bottlenecks: a bus on a radial line rated a little above its load, a corridor that an outage
+overloads. Standardised bus features hide that: a 5% load change at one bus is a few hundredths
+of a standard deviation of `pd_pu` across buses. These columns state it in dimensionless terms,
+so they mean the same on case30 and on case118 (no bus ids, nothing sized by the grid):
+
+bus (N, len(STRESS_BUS)):
+    load_ratio       pd / the grid's nominal pd at the bus (`Data.nominal_load_pu`); 0 without load
+    load_deviation   10 x (load_ratio / the graph's total-load ratio - 1): the bus's own deviation
+                     from the system-wide scaling, in tenths (noise of 5% reads 0.5)
+    load_over_feed   apparent load not covered by the bus's own generation capacity, over the
+                     summed ratings of its energised branches (the most the network can bring)
+    inv_degree       1 / energised branches at the bus (1 on a radial leaf, 0 when isolated)
+branch (2E, len(STRESS_BRANCH)):
+    s_loading        sqrt(P^2 + Q^2) / rating, P from the DC power flow (`dc_flow_features`'s
+                     dispatch), Q from the same linear model with reactive injections (load met by
+                     units in proportion to their Q capacity): exact on a radial branch feeding a
+                     load-only bus, an apparent-power proxy elsewhere, where DC sees only P
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gridtune.errors import DataError
+from gridtune.grids.features import BRANCH_FEATURES as BF
+from gridtune.grids.features import BUS_FEATURES as BUS
+
+STRESS_BUS = ("load_ratio", "load_deviation", "load_over_feed", "inv_degree")
+STRESS_BRANCH = ("s_loading",)
+MAX_RATIO = 10.0  # caps the ratios: an isolated load or an unrated branch must not dominate
+
+
+def linear_flows(x_raw: np.ndarray, edge_index: np.ndarray, ea: np.ndarray, idx: np.ndarray,
+                 injection: np.ndarray, shift: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Solve the B-theta system of each graph for `injection` (p.u.), one sparse solve per batch.
+
+    Lossless DC model over energised branches, angle 0 at the reference bus (graphs without one:
+    their first bus). With `shift`, phase shifters act as fixed injections (MATPOWER Pbusinj).
+
+    Shapes: x_raw (N, F_bus), edge_index (2, 2E), ea (2E, F_branch), idx (N,), injection (N,)
+        -> theta (N,), flow (2E,) from source to destination of each row (0 on outaged rows)
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
+    n = x_raw.shape[0]
+    if n == 0:
+        return np.zeros(0), np.zeros(ea.shape[0])
+    n_graphs = int(idx.max()) + 1
+    on = ea[:, BF.index("in_service")] > 0.5
+    fwd = on & (ea[:, BF.index("is_reverse")] < 0.5)
+    f, t = edge_index[0, fwd], edge_index[1, fwd]
+    b = 1.0 / (ea[fwd, BF.index("x_pu")] * ea[fwd, BF.index("tap_ratio")])
+    p = injection.astype(float).copy()
+    if shift:
+        shift_rad = ea[fwd, BF.index("shift_rad")]
+        np.add.at(p, f, b * shift_rad)
+        np.add.at(p, t, -b * shift_rad)
+    ref = x_raw[:, BUS.index("is_ref")] > 0.5
+    first = np.r_[True, idx[1:] != idx[:-1]]
+    has_ref = np.bincount(idx, ref.astype(float), n_graphs) > 0
+    ground = ref | (first & ~has_ref[idx])
+    rows = np.r_[f, t, f, t, np.arange(n)]
+    cols = np.r_[f, t, t, f, np.arange(n)]
+    vals = np.r_[b, b, -b, -b, np.where(ground, 1e6, 1e-9)]
+    theta = np.atleast_1d(spsolve(sp.csc_matrix((vals, (rows, cols)), shape=(n, n)), p))
+    src, dst = edge_index[0, on], edge_index[1, on]
+    sign = np.where(ea[on, BF.index("is_reverse")] < 0.5, 1.0, -1.0)
+    b_on = 1.0 / (ea[on, BF.index("x_pu")] * ea[on, BF.index("tap_ratio")])
+    flow = np.zeros(ea.shape[0])
+    flow[on] = b_on * (theta[src] - theta[dst] - (sign * ea[on, BF.index("shift_rad")] if shift else 0.0))
+    return theta, flow
+
+
+def proportional_injection(x_raw: np.ndarray, idx: np.ndarray, load_col: str, cap_col: str) -> np.ndarray:
+    """Each graph's total load met by its units in proportion to capacity, minus the load: (N,) p.u."""
+    n_graphs = int(idx.max()) + 1 if idx.size else 0
+    load = x_raw[:, BUS.index(load_col)]
+    cap = np.maximum(x_raw[:, BUS.index(cap_col)], 0.0)
+    total_load = np.bincount(idx, load, n_graphs)
+    total_cap = np.bincount(idx, cap, n_graphs)
+    return cap / np.maximum(total_cap[idx], 1e-9) * total_load[idx] - load
+
+
+@torch.no_grad()
+def stress_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, nominal_load_pu: Tensor | None,
+                    index: Tensor, p_flow: Tensor) -> tuple[Tensor, Tensor]:
+    """The stress columns of the module docstring. No gradient (inputs, like the DC flow).
+
+    Args:
+        x_raw, edge_attr_raw: unstandardised schema features.
+        nominal_load_pu: `Data.nominal_load_pu` (N, 2); a graph made before it existed has none
+            and gets a clear error.
+        index: graph of each bus (N,).
+        p_flow: signed DC active flow per branch row (2E,), p.u. (`dc_flow_features`'s dispatch).
+
+    Shapes: -> bus (N, len(STRESS_BUS)), branch (2E, len(STRESS_BRANCH))
+    """
+    if nominal_load_pu is None:
+        raise DataError("model setting `stress_features` needs graphs with `nominal_load_pu` "
+                        "(made by gridtune.grids.features.to_graph); rebuild the graphs or turn it off")
+    xr = x_raw.double().cpu().numpy()
+    ea = edge_attr_raw.double().cpu().numpy()
+    ei = edge_index.cpu().numpy()
+    idx = index.cpu().numpy()
+    nom = nominal_load_pu.double().cpu().numpy()
+    n = xr.shape[0]
+    n_graphs = int(idx.max()) + 1 if n else 0
+    pd_, qd = xr[:, BUS.index("pd_pu")], xr[:, BUS.index("qd_pu")]
+    has_load = np.abs(nom[:, 0]) > 1e-9
+    ratio = np.where(has_load, pd_ / np.where(has_load, nom[:, 0], 1.0), 0.0)
+    system = np.bincount(idx, pd_, n_graphs) / np.maximum(np.abs(np.bincount(idx, nom[:, 0], n_graphs)), 1e-9)
+    deviation = np.where(has_load, 10.0 * (ratio / np.where(np.abs(system) > 1e-9, system, 1.0)[idx] - 1.0), 0.0)
+
+    on = ea[:, BF.index("in_service")] > 0.5
+    rate = ea[:, BF.index("rate_a_pu")]
+    feed = np.bincount(ei[0, on], rate[on], n)  # each branch once per end (one row per direction)
+    degree = np.bincount(ei[0, on], minlength=n).astype(float)
+    p_net = np.maximum(pd_ - np.maximum(xr[:, BUS.index("max_pg_pu")], 0.0), 0.0)
+    q_net = np.maximum(qd - np.maximum(xr[:, BUS.index("max_qg_pu")], 0.0), 0.0)
+    s_net = np.hypot(p_net, q_net)
+    over_feed = np.where(feed > 0, s_net / np.maximum(feed, 1e-9), np.where(s_net > 0, MAX_RATIO, 0.0))
+    inv_degree = np.where(degree > 0, 1.0 / np.maximum(degree, 1.0), 0.0)
+
+    _, q_flow = linear_flows(xr, ei, ea, idx, proportional_injection(xr, idx, "qd_pu", "max_qg_pu"), shift=False)
+    p = p_flow.double().cpu().numpy().reshape(-1)
+    s_loading = np.where(on, np.hypot(p, q_flow) / np.maximum(rate, 1e-6), 0.0)
+
+    bus = np.column_stack([ratio, deviation, np.minimum(over_feed, MAX_RATIO), inv_degree])
+    branch = np.minimum(s_loading, MAX_RATIO)[:, None]
+    bus = np.clip(bus, -MAX_RATIO, MAX_RATIO)
+    dtype, device = x_raw.dtype, x_raw.device
+    return torch.as_tensor(bus, dtype=dtype, device=device), torch.as_tensor(branch, dtype=dtype, device=device)
