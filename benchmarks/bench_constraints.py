@@ -70,18 +70,22 @@ def variants(task: str, balance_layer: str = "off") -> list[tuple[str, str | Non
 
 def spec_with(base: Path, formulation: str, settings: dict[str, Any], out: Path) -> Path:
     """A copy of `base` whose `[formulation.<name>]` table gets `settings` (shipped specs keep
-    theirs for the Lagrangian ones; penalty weights are added here)."""
+    theirs for the Lagrangian ones; penalty weights are added here, beside any penalty settings
+    the spec has, e.g. `target_rate`)."""
     from gridtune.specs import read_toml
 
     doc = read_toml(base)
-    table = dict(doc.get("formulation", {}).get(formulation, {}))
-    table.update(settings)
+    existing = doc.get("formulation", {}).get(formulation)
     lines = [line for line in base.read_text().splitlines()]
-    if table and formulation not in doc.get("formulation", {}):
-        lines += ["", f"[formulation.{formulation}]"] + [f"{k} = {json.dumps(v)}"
-                                                         for k, v in settings.items()]
-    elif settings:
-        raise SystemExit(f"{base} already sets [formulation.{formulation}]; edit it instead")
+    added = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    if existing is None:
+        lines += ["", f"[formulation.{formulation}]"] + added
+    elif set(settings) & set(existing):
+        raise SystemExit(f"{base} already sets {sorted(set(settings) & set(existing))} in "
+                         f"[formulation.{formulation}]; edit it instead")
+    else:
+        at = lines.index(f"[formulation.{formulation}]") + 1
+        lines[at:at] = added
     path = out / f"{base.stem}-{formulation}-{'-'.join(f'{k}{v}' for k, v in settings.items())}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -192,7 +196,8 @@ def run_task(task: str, checkpoints: dict[str, Path], data: Any, args: argparse.
             if (task, label, seed) in done or (args.variants and label not in args.variants):
                 continue
             run_dir = args.out / task / f"seed{seed}" / label.replace(" ", "_").replace("=", "")
-            config = TrainConfig(epochs=args.epochs, patience=args.patience, lr=args.lr, seed=seed)
+            config = TrainConfig(epochs=args.epochs, patience=args.patience, lr=args.lr, seed=seed,
+                                 lr_schedule=args.lr_schedule)
             ckpt = checkpoints["layer" if label == LAYER_ROW else "main"]
             kw: dict[str, Any] = {}
             if formulation == "spec":  # the nodal spec, with the formulation it names
@@ -203,11 +208,15 @@ def run_task(task: str, checkpoints: dict[str, Path], data: Any, args: argparse.
                 kw = {"constraints": spec_with(spec, formulation, settings, args.out)
                       if settings else spec, "formulation": formulation}
             start = time.perf_counter()
+            # constrained rows evaluate their constraints on unlabelled target scenarios (and
+            # select checkpoints on them); unconstrained rows never use them
+            kw["unlabeled"] = args.unlabeled if kw else 0
             r = finetune(ckpt, data, labels=args.labels, strategy=args.strategy, seed=seed,
                          out_dir=run_dir, with_scratch=False, train_config=config, **kw)
             viol = test_violations(run_dir, data, task, seed, report)
             row = {"task": task, "variant": label, "seed": seed, "checkpoint": str(ckpt),
-                   "trained_on": str(kw["constraints"]) if kw else None, "main": main,
+                   "trained_on": str(kw["constraints"]) if formulation else None, "main": main,
+                   "unlabeled": kw["unlabeled"], "lr_schedule": args.lr_schedule,
                    "formulation": kw.get("formulation"), "violations": viol,
                    "metrics": r["metrics"], "epochs_run": r["epochs_run"],
                    "best_epoch": r["best_epoch"],
@@ -373,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--patience", type=int, default=20)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-schedule", choices=("cosine",), default=None,
+                    help="learning-rate schedule of every row (default: constant)")
+    ap.add_argument("--unlabeled", type=int, default=1000,
+                    help="unlabelled target scenarios for the constrained rows: their constraint "
+                         "term runs on 4/5 of them, checkpoint selection checks the other 1/5 "
+                         "(0: the labelled batches, as before; default: 1000)")
     ap.add_argument("--pretrain-epochs", type=int, default=200)
     ap.add_argument("--hidden", type=int, default=64, help="model width when pre-training here")
     ap.add_argument("--layers", type=int, default=4, help="message-passing blocks when pre-training")
@@ -392,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         args.labels, args.epochs, args.patience = min(args.labels, 30), min(args.epochs, 4), 4
         args.pretrain_epochs, size = min(args.pretrain_epochs, 3), {"hidden": 16, "layers": 2}
         args.refit_epochs = min(args.refit_epochs, 2)
+        args.unlabeled = min(args.unlabeled, 20)
     else:
         source, target = built(args.source), built(args.target)
         size = {"hidden": args.hidden, "layers": args.layers}
@@ -417,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"rows": rows, "aggregate": [{"task": t, "variant": v, **a} for (t, v), a in agg.items()],
               "check": check(agg), "labels": args.labels, "seeds": args.seeds,
               "balance_layer": args.balance_layer, "strategy": args.strategy,
+              "unlabeled": args.unlabeled, "lr_schedule": args.lr_schedule,
               "source": "synthetic" if args.synthetic else args.source,
               "target": "synthetic" if args.synthetic else args.target}
     (args.out / "bench_constraints.json").write_text(json.dumps(result, indent=1, default=str))

@@ -66,16 +66,23 @@ def adapt(
         return total
 
     has_extra = bool(extra_losses) or type(strategy).extra_loss is not Strategy.extra_loss
-    # a constraint formulation's validation Lagrangian joins the early-stopping score
-    penalties = [t.validation_penalty for t in extra_losses if hasattr(t, "validation_penalty")]
+    # constraint formulations select the checkpoint: constrained selection (`val_violation`)
+    # when they offer it, else their validation Lagrangian joins the early-stopping score
+    checks = [t.validation_violation for t in extra_losses if hasattr(t, "validation_violation")]
+    penalties = [t.validation_penalty for t in extra_losses
+                 if hasattr(t, "validation_penalty") and not hasattr(t, "validation_violation")]
 
     def score_penalty(m: nn.Module, loader: Any) -> float:
         return sum(p(m, loader) for p in penalties)
 
+    def val_violation(m: nn.Module, loader: Any) -> float:
+        return sum(c(m, loader) for c in checks)
+
     result = fit(model, train_loader, val_loader, task, config, param_groups=groups,
                  extra_loss=combined if has_extra else None,
                  on_epoch_start=strategy.on_epoch_start,
-                 score_penalty=score_penalty if penalties else None, progress=progress)
+                 score_penalty=score_penalty if penalties else None,
+                 val_violation=val_violation if checks else None, progress=progress)
     # parameters outside the model (discriminators) trained too, but are not deployed with it
     in_model = {id(p) for p in model.parameters()}
     result.auxiliary_params = sum(p.numel() for p in extra_params if id(p) not in in_model)

@@ -183,7 +183,9 @@ def finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, s
         strategy: a registered strategy name (`gridtune finetune --list-strategies`).
         seed: seeds the split, the label draw, new weights and shuffling.
         unlabeled: unlabelled target scenarios for domain adaptation (`GridDataset.unlabeled`
-            draws fresh ones; for a plain list of graphs, unused training graphs stand in).
+            draws fresh ones; for a plain list of graphs, unused training graphs stand in). With
+            `constraints`, the constraint term is evaluated on four fifths of them instead of the
+            labelled batches, and checkpoints are selected on the violations of the other fifth.
         out_dir: receives the checkpoint, `finetune.json` and `history.json`.
         constraints: a constraint spec (TOML) added as a training term; violations on the test
             split are reported.
@@ -269,7 +271,16 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
         if constraints is None:
             return []
         from gridtune.constraints.api import training_term
-        return [training_term(constraints, task, formulation)]
+        term = training_term(constraints, task, formulation)
+        if pool:
+            # constraints need no labels: the unlabelled draw feeds the constraint term (4/5)
+            # and constrained checkpoint selection (1/5), so satisfaction is learnt and checked
+            # beyond the few labelled graphs
+            k = max(1, len(pool) // 5)
+            term.use_data(make_loader(pool[k:], min(config.batch_size, len(pool) - k),
+                                      shuffle=True, seed=seed),
+                          make_loader(pool[:k], 256, shuffle=False))
+        return [term]
 
     if normalizer == "target" and strategy != "scratch":
         model.normalizer = Normalizer().fit(train + list(pool))

@@ -32,6 +32,7 @@ from gridtune.errors import SpecError, TrainingError
 
 ExtraLoss = Callable[[nn.Module, Any, int], Tensor]
 EpochHook = Callable[[int, nn.Module], None]
+ValViolation = Callable[[nn.Module, Any], float]
 
 
 LR_SCHEDULES = (None, "cosine")
@@ -100,7 +101,7 @@ class FitResult:
     """What `fit` returns.
 
     history: one dict per epoch: `epoch`, `train_loss`, `extra_loss`, `val_score` and the task's
-        validation metrics prefixed `val_`.
+        validation metrics prefixed `val_` (and `val_violation` under constrained selection).
     best_epoch: the epoch whose weights were restored (0-based).
     best_val: the validation metrics of that epoch (empty without a validation loader).
     wall_time_s: wall-clock time of the whole fit.
@@ -190,6 +191,7 @@ def fit(
     extra_loss: ExtraLoss | None = None,
     on_epoch_start: EpochHook | None = None,
     score_penalty: Callable[[nn.Module, Any], float] | None = None,
+    val_violation: ValViolation | None = None,
     progress: bool = False,
 ) -> FitResult:
     """Train `model` with AdamW and early stopping on `task.val_score` (higher is better).
@@ -209,6 +211,17 @@ def fit(
         score_penalty: `score_penalty(model, val_loader)` subtracted from the validation score
             when choosing the best epoch (e.g. a formulation's Lagrangian on the validation
             split, so that early stopping does not pick an epoch before constraints took hold).
+        val_violation: constrained model selection. `val_violation(model, val_loader)` says how
+            far the model is from meeting its constraints on held-out data: 0 (or less) when
+            within target, > 0 by how much it misses, NaN while they are not enforced yet (a
+            formulation's warm-up). The kept epoch is the best-scoring one among epochs within
+            target; until there is one, the least violating one; enforced epochs beat warm-up
+            ones. Patience counts from the end of the warm-up, and once an epoch met the target
+            only better epochs within target reset it. Selecting on the score alone kept epochs
+            from before the multipliers had grown (issue 5: best epoch 13-22 of constrained
+            runs; held-out violations 3x the target). This is the "best feasible iterate" rule
+            of constrained learning (Cotter et al. 2019, "Two-player games for efficient
+            non-convex constrained optimization", section 5; Chamon and Ribeiro 2020).
         progress: show a tqdm bar over epochs.
     """
     torch.manual_seed(config.seed)
@@ -226,7 +239,9 @@ def fit(
     result = FitResult()
     all_params = [p for g in optimizer.param_groups for p in g["params"]]
     trained: dict[int, int] = {}  # id -> numel of every parameter trainable in some epoch
-    best_score = best_tie = -math.inf
+    # epochs are ranked by a tuple key; unconstrained: (score, tie_break), constrained:
+    # (tier, ...) with tier 2 = within target, 1 = violating, 0 = not enforced yet
+    best_key: tuple[float, ...] = (-math.inf, -math.inf)
     best_state: dict[str, Tensor] | None = None
     since_best = 0
     step = 0
@@ -279,13 +294,22 @@ def fit(
             # rank score (AUROC) on a small validation split ties often: ties go to the lower
             # validation loss when the task reports one.
             tie_break = -float(val.get("log_loss", val.get("loss", math.nan)))
-            if score > best_score or (score == best_score and tie_break > best_tie):
-                best_score, result.best_epoch, result.best_val = score, epoch, dict(val)
-                best_tie = tie_break
+            key: tuple[float, ...] = (score, tie_break)
+            enforced = True
+            if val_violation is not None:
+                viol = float(val_violation(model, val_loader))
+                row["val_violation"] = viol
+                enforced = not math.isnan(viol)
+                key = ((0.0, score, tie_break) if not enforced else
+                       (2.0, score, tie_break) if viol <= 0 else (1.0, -viol, score))
+            if key > best_key:
+                best_key, result.best_epoch, result.best_val = key, epoch, dict(val)
                 best_state = copy.deepcopy(model.state_dict())
                 since_best = 0
-            else:
+            elif enforced:
                 since_best += 1
+            else:  # warm-up: patience starts once the constraints are enforced
+                since_best = 0
         result.history.append(row)
         if progress:
             epochs.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row.get('val_score', 0):.4f}")

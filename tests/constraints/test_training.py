@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -155,3 +156,65 @@ def test_validation_penalty_is_multiplier_times_val_violation(bump_data, tiny_ne
     mean = constraint_report(model, loader, spec, "feasibility")["monotone_load"]["mean_violation"]
     assert mean > 0
     assert term.validation_penalty(model, loader) == pytest.approx(4.0 * mean)
+
+
+FIXED_EPS = SPEC + "random_eps = false\n"
+
+
+def test_use_data_draws_constraint_batches_from_unlabelled_graphs(bump_data, tiny_net, tmp_path,
+                                                                 case9_grid, make_graphs):
+    spec = tmp_path / "mono.toml"
+    spec.write_text(FIXED_EPS)
+    model = train(bump_data, tiny_net)
+    # unlabelled graphs at loads the labelled ones never reach: the term must see these
+    extra = make_graphs(case9_grid, 8, seed=5)
+    term = training_term(spec, "feasibility", "penalty", scale=1.0)
+    term.use_data(make_loader(extra, 4, shuffle=False))
+    labelled = next(iter(make_loader(bump_data, 16, shuffle=False)))
+    for step in range(3):  # 2 batches of 4, then the loader starts again
+        term(model, labelled, step)
+    expected = [evaluate_constraints(model, [b], term.constraint_set)["monotone_load"]
+                for b in make_loader(extra, 4, shuffle=False)]
+    got = [r["monotone_load/mean_violation"] for r in term.history]
+    assert got == pytest.approx([e["mean_violation"] for e in (*expected, expected[0])])
+    on_labelled = evaluate_constraints(model, [labelled], term.constraint_set)["monotone_load"]
+    assert on_labelled["mean_violation"] != pytest.approx(got[0])
+
+
+def test_validation_violation_is_rate_excess_and_nan_in_warmup(bump_data, tiny_net, tmp_path):
+    spec = tmp_path / "mono.toml"
+    spec.write_text(SPEC + "\n[formulation.lagrangian]\ntarget_rate = {monotone_load = 0.1}\n"
+                    "warmup_steps = 2\n")
+    model = train(bump_data, tiny_net)  # unconstrained: the bump makes >20% of pairs violate
+    loader = make_loader(bump_data, 48, shuffle=False)
+    rate = constraint_report(model, loader, spec, "feasibility")["monotone_load"]["violation_rate"]
+    term = training_term(spec, "feasibility", "lagrangian")
+    batch = next(iter(loader))
+    term(model, batch, 0)
+    assert math.isnan(term.validation_violation(model, loader))
+    term(model, batch, 2)
+    assert term.validation_violation(model, loader) == pytest.approx(rate - 0.1)
+    # its own validation data, when given, replaces the loader fit passes
+    term.use_data(loader, [next(iter(make_loader(bump_data[:1], 1, shuffle=False)))])
+    assert term.validation_violation(model, loader) in (0.0, pytest.approx(0.9))
+    with pytest.raises(SpecError, match="target_rate names unknown constraint `nope`"):
+        training_term(spec, "feasibility", "lagrangian", target_rate={"nope": 0.1})
+
+
+def test_finetune_feeds_unlabelled_scenarios_to_the_constraint_term(tmp_path):
+    from gridtune.finetune.api import finetune
+    from tests.nn.synthetic import graphs, tiny_checkpoint
+
+    tiny_checkpoint(tmp_path / "src", name="case9", n=40, epochs=1)
+    spec = tmp_path / "mono.toml"
+    spec.write_text(SPEC)
+    cfg = TrainConfig(epochs=2, patience=2)
+    r = finetune(tmp_path / "src", graphs("case14", 80, seed=1), labels=20, strategy="full",
+                 unlabeled=15, out_dir=tmp_path / "ft", train_config=cfg, constraints=spec,
+                 with_scratch=False, save=False)
+    hist = json.loads((tmp_path / "ft" / "history.json").read_text())
+    # constrained checkpoint selection ran on the held-back fifth of the unlabelled draw (3 graphs)
+    assert all(0.0 <= h["val_violation"] <= 1.0 for h in hist)
+    assert {h["val_violation"] * 3 for h in hist} <= {0.0, 1.0, 2.0, 3.0}
+    steps = json.loads((tmp_path / "ft" / "constraint_history.json").read_text())["history"]
+    assert len(steps) == r["epochs_run"] * 4  # one row a step (16 labels, batches of 4)

@@ -78,3 +78,49 @@ def test_nan_loss_and_bad_config_are_errors():
     with pytest.raises(TrainingError, match="loss became `nan` at epoch 0"):
         fit(_XY(), make_loader(_data(8, 0), 4, shuffle=False), None, ClassificationTask(),
             TrainConfig(epochs=2), extra_loss=nan_loss)
+
+
+def _scripted_violation(values):
+    """A `val_violation` hook that returns `values[epoch]` (one call per epoch)."""
+    calls = []
+
+    def check(model, loader):
+        calls.append(1)
+        return values[len(calls) - 1]
+
+    return check
+
+
+def test_constrained_selection_keeps_best_epoch_within_target():
+    train, val = _data(200, 0), _data(100, 1)
+    cfg = TrainConfig(epochs=10, lr=1e-2, batch_size=32, patience=50)
+    nan = float("nan")
+    # within target only at epochs 2 and 4: the late, better-scoring epochs violate
+    viol = [nan, 0.3, 0.0, 0.2, 0.0, 0.5, 0.5, 0.5, 0.5, 0.5]
+    torch.manual_seed(0)
+    model = _XY()
+    res = fit(model, make_loader(train, 32, shuffle=True, seed=0),
+              make_loader(val, 64, shuffle=False), ClassificationTask(), cfg,
+              val_violation=_scripted_violation(viol))
+    scores = [h["val_score"] for h in res.history]
+    assert [h["val_violation"] for h in res.history][1:] == viol[1:]
+    # the unconstrained rule would keep a later epoch: the test is about the constrained one
+    assert max(range(10), key=lambda e: (scores[e], -e)) > 4
+    assert res.best_epoch == (2 if scores[2] > scores[4] else 4)
+    out, tgt = predict(model, make_loader(val, 64, shuffle=False), ClassificationTask())
+    assert ClassificationTask().metrics(out, tgt)["accuracy"] == pytest.approx(
+        res.best_val["accuracy"])
+
+
+def test_constrained_selection_falls_back_to_least_violation_and_waits_for_warmup():
+    train, val = _data(64, 0), _data(32, 1)
+    nan = float("nan")
+    # no epoch within target: the least violating one is kept (epoch 6), whatever its score
+    viol = [nan, nan, nan, nan, 0.9, 0.5, 0.1, 0.4, 0.4, 0.4, 0.4, 0.4]
+    cfg = TrainConfig(epochs=12, lr=1e-9, patience=3)
+    res = fit(_XY(), make_loader(train, 16, shuffle=True), make_loader(val, 32, shuffle=False),
+              ClassificationTask(), cfg, val_violation=_scripted_violation(viol))
+    assert res.best_epoch == 6
+    # the score never moves (lr 1e-9): without the warm-up rule patience 3 would stop at epoch 3;
+    # it counts from the first enforced epoch instead, and stops 3 stale epochs after epoch 6
+    assert res.epochs_run == 10
