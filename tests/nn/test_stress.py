@@ -1,0 +1,93 @@
+"""Local stress inputs (`gridtune.nn.stress`) against values worked out by hand on case9.
+
+case9 (pandapower order, buses 1..9 -> 0..8): loads at bus 4 (90 MW, 30 Mvar), 6 (100, 35) and
+8 (125, 50), no generation at those buses; branch 1 joins buses 3-4 (rated 250 MVA), branch 2
+joins 4-5 (150 MVA). With branch 1 out, bus 4 hangs on branch 2 alone: a radial load.
+"""
+
+import numpy as np
+import pytest
+import torch
+from synthetic import grid
+from torch_geometric.loader import DataLoader
+
+from gridtune.errors import DataError
+from gridtune.grids.features import to_graph
+from gridtune.grids.scenarios import Scenario
+from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint
+from gridtune.nn.model import ModelConfig, _dc_flow, build_model
+from gridtune.nn.stress import STRESS_BRANCH, STRESS_BUS, stress_features
+
+
+def _case9_scenario(branch_out=()):
+    g = grid("case9")
+    factor = np.full(g.n_bus, 1.2)
+    factor[4] = 1.26  # bus 4 draws 5% more than the system-wide 1.2
+    return g, to_graph(g, Scenario(0, 1.2, g.pd_mw * factor, g.qd_mvar * factor, tuple(branch_out)))
+
+
+def _stress(data, index=None):
+    index = torch.zeros(data.x.shape[0], dtype=torch.long) if index is None else index
+    _, flow, _ = _dc_flow(data.x, data.edge_index, data.edge_attr, index)
+    return stress_features(data.x, data.edge_index, data.edge_attr, data.nominal_load_pu, index, flow)
+
+
+def test_graphs_carry_the_nominal_load():
+    g, data = _case9_scenario()
+    np.testing.assert_allclose(data.nominal_load_pu[:, 0].numpy(), g.pd_mw / 100, rtol=1e-6)
+    np.testing.assert_allclose(data.nominal_load_pu[:, 1].numpy(), g.qd_mvar / 100, rtol=1e-6)
+
+
+def test_bus_columns_by_hand():
+    _, data = _case9_scenario()
+    bus, _ = _stress(data)
+    col = {name: bus[:, k].numpy() for k, name in enumerate(STRESS_BUS)}
+    assert col["load_ratio"][[4, 6, 8]] == pytest.approx([1.26, 1.2, 1.2], rel=1e-5)
+    assert col["load_ratio"][[0, 1, 2, 3, 5, 7]] == pytest.approx([0.0] * 6)
+    system = (90 * 1.26 + 100 * 1.2 + 125 * 1.2) / 315  # 1.21714
+    assert col["load_deviation"][4] == pytest.approx(10 * (1.26 / system - 1), rel=1e-4)  # +0.352
+    assert col["load_deviation"][6] == pytest.approx(10 * (1.2 / system - 1), rel=1e-4)   # -0.141
+    # bus 4: 113.4 MW + 37.8 Mvar fed by 250 + 150 MVA of branches
+    assert col["load_over_feed"][4] == pytest.approx(np.hypot(1.134, 0.378) / 4.0, rel=1e-5)
+    assert col["load_over_feed"][0] == 0.0  # a generator bus without load
+    assert col["inv_degree"][4] == pytest.approx(0.5)
+    assert col["inv_degree"][0] == pytest.approx(1.0)  # bus 0 hangs on its step-up branch
+
+
+def test_an_outage_makes_a_radial_load_and_its_branch_loading_exact():
+    _, data = _case9_scenario(branch_out=(1,))
+    bus, branch = _stress(data)
+    assert bus.shape == (9, len(STRESS_BUS)) and branch.shape == (18, len(STRESS_BRANCH))
+    assert bus[4, STRESS_BUS.index("inv_degree")] == pytest.approx(1.0)
+    s = np.hypot(1.134, 0.378)  # the only path: branch 2 carries the whole load of bus 4
+    assert bus[4, STRESS_BUS.index("load_over_feed")] == pytest.approx(s / 1.5, rel=1e-5)
+    assert branch[2, 0] == pytest.approx(s / 1.5, rel=1e-4)
+    assert branch[2 + 9, 0] == pytest.approx(s / 1.5, rel=1e-4)  # the reverse row alike
+    assert branch[1, 0] == 0.0 and branch[1 + 9, 0] == 0.0  # the open branch carries nothing
+
+
+def test_batched_values_equal_single_graph_values():
+    _, a = _case9_scenario()
+    _, b = _case9_scenario(branch_out=(1,))
+    batch = next(iter(DataLoader([a, b], batch_size=2)))
+    bus, branch = _stress(batch, batch.batch)
+    for k, data in enumerate((a, b)):
+        one_bus, one_branch = _stress(data)
+        torch.testing.assert_close(bus[9 * k: 9 * (k + 1)], one_bus, atol=1e-6, rtol=0)
+        torch.testing.assert_close(branch[18 * k: 18 * (k + 1)], one_branch, atol=1e-6, rtol=0)
+
+
+def test_model_uses_the_columns_only_when_asked_and_old_graphs_fail_clearly(tmp_path):
+    torch.manual_seed(0)
+    _, data = _case9_scenario()
+    model = build_model(ModelConfig(hidden=16, layers=2, stress_features=True), "feasibility").eval()
+    louder = data.clone()
+    louder.nominal_load_pu = data.nominal_load_pu * 0.5  # same load, twice its nominal value
+    assert not torch.allclose(model(data), model(louder))
+    plain = build_model(ModelConfig(hidden=16, layers=2), "feasibility").eval()
+    torch.testing.assert_close(plain(data), plain(louder))  # off: the field is not read
+    loaded, _ = load_checkpoint(save_checkpoint(model, tmp_path / "ck"))
+    torch.testing.assert_close(loaded(data), model(data))
+    del louder.nominal_load_pu
+    with pytest.raises(DataError, match="nominal_load_pu"):
+        model(louder)
