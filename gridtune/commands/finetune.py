@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--constraints", type=Path, help="constraint spec (TOML) enforced while training")
     p.add_argument("--formulation", default="lagrangian",
                    help="penalty, lagrangian or augmented-lagrangian (default: lagrangian)")
-    p.add_argument("--normalizer", choices=("source", "target"), default="source",
+    p.add_argument("--normalizer", default="source",
                    help="input statistics: the checkpoint's (source, default) or refitted on the "
                         "target's labelled + unlabelled graphs (target)")
     p.add_argument("--no-scratch", action="store_true", help="skip the scratch baseline")

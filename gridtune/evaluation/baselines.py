@@ -45,9 +45,7 @@ def aggregate_logistic_baseline(train: Sequence[Data], test: Sequence[Data]) -> 
     Graphs without a feasibility label are dropped from both. When the training split has a single
     class the baseline is undefined and the report says why.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from gridtune.grids.summary import totals_classifier
 
     y_tr, y_te = _labels(train), _labels(test)
     keep_tr, keep_te = np.isfinite(y_tr), np.isfinite(y_te)
@@ -62,7 +60,7 @@ def aggregate_logistic_baseline(train: Sequence[Data], test: Sequence[Data]) -> 
         report["undefined"] = {k: reason for k in report.get("undefined", {})}
         report["n"] = int(y_te.size)
         return {**name, **report}
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    clf = totals_classifier()
     clf.fit(x_tr, y_tr.astype(int))
     probs = clf.predict_proba(x_te)[:, 1] if y_te.size else np.empty(0)
     return {**name, **classification_metrics(probs, y_te), "probs": probs, "labels": y_te}

@@ -80,14 +80,10 @@ def _recipe_from_manifest(manifest: dict[str, Any]):
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / "manifest.json"
-    if not path.is_file():
+    manifest = storage.load_manifest(directory)
+    if manifest is None:
         raise DataError(f"`{directory}` is not a built dataset (no manifest.json); build one with "
                         "`gridtune data build RECIPE`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"`{path}` is corrupt: {exc}") from exc
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"dataset `{directory}` has feature schema `v{manifest.get('schema_version')}`, "
                         f"this gridtune reads `v{SCHEMA_VERSION}`; rebuild it")

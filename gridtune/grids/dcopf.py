@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gridtune.grids.model import REF, GridModel
-from gridtune.grids.scenarios import Scenario, dispatch_values
+from gridtune.grids.scenarios import Scenario, dispatch_values, set_dispatch_parameters
 
 
 @dataclasses.dataclass
@@ -92,8 +92,7 @@ class DcOpf:
         g, base = self.grid, self.grid.base_mva
         start = time.perf_counter()
         values = dispatch_values(g, scenario, self._cost)
-        for name in ("pd", "branch_on", "pmin", "pmax", "c2", "c1", "c0"):
-            getattr(self, name).value = values[name]
+        set_dispatch_parameters(self, values)
         try:
             self.problem.solve(solver=cp.CLARABEL)
         except cp.SolverError as exc:

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from pandapower.pypower.idx_brch import branch_cols
 
 from gridtune.grids.model import GridModel
-from gridtune.grids.scenarios import Scenario, dispatch_values
+from gridtune.grids.scenarios import Scenario, dispatch_values, set_dispatch_parameters
 
 CERTIFIED_INFEASIBLE = {cp.INFEASIBLE}  # "infeasible_inaccurate" is not a certificate
 
@@ -194,8 +194,7 @@ class _Relaxation:
         self.w_min.value = (g.min_vm_pu + vm_band) ** 2
         self.w_max.value = (g.max_vm_pu - vm_band) ** 2
         values = dispatch_values(g, scenario, self._cost)
-        for name in ("pd", "branch_on", "pmin", "pmax", "c2", "c1", "c0"):
-            getattr(self, name).value = values[name]
+        set_dispatch_parameters(self, values)
         self.qd.value = np.asarray(scenario.qd_mvar, dtype=float) / base
         gon = values["gen_on"]
         q_band = margin * np.maximum(g.max_q_mvar - g.min_q_mvar, 0.0)

@@ -102,6 +102,10 @@ def candidate_topologies(grid: GridModel, *, seed: int, n_minus_1: float, gen_ou
     return out
 
 
+# The `dispatch_values` entries every convex OPF model holds as cvxpy Parameters of the same name.
+DISPATCH_PARAMETERS = ("pd", "branch_on", "pmin", "pmax", "c2", "c1", "c0")
+
+
 def dispatch_values(grid: GridModel, scenario: Scenario, cost_pu: np.ndarray) -> dict[str, np.ndarray]:
     """Per-scenario values of the parameters every convex OPF model shares (DC-OPF, SOC, SDP).
 
@@ -128,6 +132,12 @@ def dispatch_values(grid: GridModel, scenario: Scenario, cost_pu: np.ndarray) ->
         "c1": cost_pu[:, 1] * scale,
         "c0": cost_pu[:, 2] * scale,
     }
+
+
+def set_dispatch_parameters(problem_model: object, values: dict[str, np.ndarray]) -> None:
+    """Write `dispatch_values` into the model's cvxpy Parameters named in `DISPATCH_PARAMETERS`."""
+    for name in DISPATCH_PARAMETERS:
+        getattr(problem_model, name).value = values[name]
 
 
 def uniform_scenario(grid: GridModel, scale: float, topology: Topology = Topology(),

@@ -62,6 +62,23 @@ class DirectoryLock:
         self._fh.close()
 
 
+def load_manifest(directory: str | Path) -> dict[str, Any] | None:
+    """The directory's manifest.json, or None when it holds no built dataset.
+
+    Torch-free, so that spec validation can tell a built dataset from a recipe cheaply;
+    `gridtune.grids.dataset.read_manifest` adds the schema check for opening one.
+    """
+    from gridtune.errors import DataError
+
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"`{path}` is corrupt: {exc}") from exc
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write: a crash never leaves a half-written file."""
     tmp = path.with_suffix(path.suffix + ".tmp")

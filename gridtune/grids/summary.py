@@ -31,13 +31,22 @@ def system_totals(df: pd.DataFrame, grid: GridModel) -> np.ndarray:
     return out
 
 
-def baseline_auroc(df: pd.DataFrame, grid: GridModel, seed: int = 0) -> dict[str, Any]:
-    """Cross-validated AUROC of logistic regression on system totals (infeasible = positive)."""
+def totals_classifier() -> Any:
+    """The baseline classifier on system totals: standardised logistic regression (scikit-learn).
+
+    One definition for the dataset summary here and for `gridtune.evaluation.baselines`.
+    """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+
+
+def baseline_auroc(df: pd.DataFrame, grid: GridModel, seed: int = 0) -> dict[str, Any]:
+    """Cross-validated AUROC of logistic regression on system totals (infeasible = positive)."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     known = df[df["status"].isin(["feasible", "infeasible"])]
     y = (known["status"] == "infeasible").to_numpy().astype(int)
@@ -46,7 +55,7 @@ def baseline_auroc(df: pd.DataFrame, grid: GridModel, seed: int = 0) -> dict[str
         return {"auroc": None, "reason": f"needs at least {BASELINE_FOLDS} scenarios of each "
                 f"class, has {int(counts[0])} feasible and {int(counts[1])} infeasible"}
     X = system_totals(known, grid)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    model = totals_classifier()
     folds = StratifiedKFold(n_splits=BASELINE_FOLDS, shuffle=True, random_state=seed)
     prob = cross_val_predict(model, X, y, cv=folds, method="predict_proba")[:, 1]
     return {"auroc": float(roc_auc_score(y, prob)), "model": "logistic regression on system totals",

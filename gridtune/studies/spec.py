@@ -253,12 +253,9 @@ def shipped_constraint_path(name: str) -> Path | None:
 
 def dataset_manifest(ref: str) -> dict[str, Any] | None:
     """The manifest when `ref` is a built dataset directory (reused as is), else None."""
-    path = Path(ref) / "manifest.json"
-    if not path.is_file():
-        return None
-    import json
+    from gridtune.grids.storage import load_manifest
 
-    return json.loads(path.read_text())
+    return load_manifest(ref)
 
 
 def grid_label(ref: str) -> str:
