@@ -216,8 +216,11 @@ def fit(
             within target, > 0 by how much it misses, NaN while they are not enforced yet (a
             formulation's warm-up). The kept epoch is the best-scoring one among epochs within
             target; until there is one, the least violating one; enforced epochs beat warm-up
-            ones. Patience counts from the end of the warm-up, and once an epoch met the target
-            only better epochs within target reset it. Selecting on the score alone kept epochs
+            ones. Patience counts from the first epoch that misses the target (after any
+            warm-up): until then the constraint has not shaped training, and a fine-tuned model
+            that starts within target sits on a plateau for its first epochs (issue 5, seed 2:
+            15 flat epochs, the run stopped before learning started). Once an epoch met the
+            target, only better epochs within target reset it. Selecting on the score alone kept epochs
             from before the multipliers had grown (issue 5: best epoch 13-22 of constrained
             runs; held-out violations 3x the target). This is the "best feasible iterate" rule
             of constrained learning (Cotter et al. 2019, "Two-player games for efficient
@@ -244,6 +247,7 @@ def fit(
     best_key: tuple[float, ...] = (-math.inf, -math.inf)
     best_state: dict[str, Tensor] | None = None
     since_best = 0
+    binding = val_violation is None  # constrained: has an epoch missed the target yet?
     step = 0
     epochs: Any = range(config.epochs)
     if progress:
@@ -300,15 +304,16 @@ def fit(
                 viol = float(val_violation(model, val_loader))
                 row["val_violation"] = viol
                 enforced = not math.isnan(viol)
+                binding = binding or (enforced and viol > 0)
                 key = ((0.0, score, tie_break) if not enforced else
                        (2.0, score, tie_break) if viol <= 0 else (1.0, -viol, score))
             if key > best_key:
                 best_key, result.best_epoch, result.best_val = key, epoch, dict(val)
                 best_state = copy.deepcopy(model.state_dict())
                 since_best = 0
-            elif enforced:
+            elif enforced and binding:
                 since_best += 1
-            else:  # warm-up: patience starts once the constraints are enforced
+            else:  # patience starts once the constraints are enforced and have missed the target
                 since_best = 0
         result.history.append(row)
         if progress:

@@ -124,3 +124,14 @@ def test_constrained_selection_falls_back_to_least_violation_and_waits_for_warmu
     # the score never moves (lr 1e-9): without the warm-up rule patience 3 would stop at epoch 3;
     # it counts from the first enforced epoch instead, and stops 3 stale epochs after epoch 6
     assert res.epochs_run == 10
+
+
+def test_constrained_patience_waits_until_the_target_is_first_missed():
+    train, val = _data(64, 0), _data(32, 1)
+    # within target from the start (a plateau): patience starts at epoch 6, the first miss
+    viol = [0.0] * 6 + [0.5] * 10
+    cfg = TrainConfig(epochs=16, lr=1e-9, patience=3)
+    res = fit(_XY(), make_loader(train, 16, shuffle=True), make_loader(val, 32, shuffle=False),
+              ClassificationTask(), cfg, val_violation=_scripted_violation(viol))
+    assert res.best_epoch == 0  # feasible epochs still beat the violating ones
+    assert res.epochs_run == 9
