@@ -42,6 +42,7 @@ from gridtune.errors import GridtuneError
 from gridtune.grids.features import BUS_FEATURES, OPF_TARGETS
 from gridtune.nn.encoders import GridEncoder, in_service_mask, resolve_conv
 from gridtune.nn.heads import TASK_SHAPES, check_task, make_head
+from gridtune.nn.loadability import LOADABILITY_BRANCH, LOADABILITY_BUS, loadability_features
 from gridtune.nn.normalizer import CONTEXT_DIM, Normalizer, system_context
 from gridtune.nn.stress import STRESS_BRANCH, STRESS_BUS, stress_features
 
@@ -74,6 +75,9 @@ class ModelConfig:
         stress_features: append the local stress columns of `gridtune.nn.stress` (bus load against
             its nominal value and against the ratings that feed it, radial structure, branch
             apparent-power loading proxy); needs graphs with `nominal_load_pu` (default: False).
+        dc_loadability: append the DC loadability of the scenario (`gridtune.nn.loadability`: one
+            small LP per graph, cached by content): 1 / the largest load scale the lossless DC
+            network can carry, on every bus, and each branch's loading at that limit (default: False).
 
     Measured (README "Pre-training"): `edge_readout` alone raised case118 feasibility test
     AUROC 0.912 -> 0.917 and cut ECE 0.071 -> 0.053, case30 unchanged (0.9988 at 40 epochs);
@@ -93,6 +97,7 @@ class ModelConfig:
     outage_messages: bool = False
     edge_readout: bool = True
     stress_features: bool = False
+    dc_loadability: bool = False
 
     def __post_init__(self) -> None:
         resolve_conv(self.conv)
@@ -106,7 +111,7 @@ class ModelConfig:
 # Settings added after the first checkpoints were written, with the value that reproduces the
 # model those checkpoints hold; `gridtune.nn.checkpoint` fills them in when a config lacks them.
 LEGACY_MODEL_SETTINGS: dict[str, Any] = {"outage_feature": False, "outage_messages": False, "edge_readout": False,
-                                         "stress_features": False}
+                                         "stress_features": False, "dc_loadability": False}
 
 
 class GridModelNet(nn.Module):
@@ -128,6 +133,8 @@ class GridModelNet(nn.Module):
         extra_bus += int(config.outage_feature)
         if config.stress_features:
             extra_bus, extra_branch = extra_bus + len(STRESS_BUS), extra_branch + len(STRESS_BRANCH)
+        if config.dc_loadability:
+            extra_bus, extra_branch = extra_bus + len(LOADABILITY_BUS), extra_branch + len(LOADABILITY_BRANCH)
         self.encoder = GridEncoder(config.conv, config.hidden, config.layers, config.heads, config.dropout,
                                    extra_bus=extra_bus, extra_branch=extra_branch,
                                    outage_messages=config.outage_messages, edge_readout=config.edge_readout)
@@ -150,6 +157,9 @@ class GridModelNet(nn.Module):
         if self.config.stress_features:
             bus, branch = stress_features(x_raw, batch.edge_index, ea_raw, getattr(batch, "nominal_load_pu", None),
                                           index, flow)
+            x, ea = torch.cat([x, bus], dim=-1), torch.cat([ea, branch], dim=-1)
+        if self.config.dc_loadability:
+            bus, branch = loadability_features(x_raw, batch.edge_index, ea_raw, index)
             x, ea = torch.cat([x, bus], dim=-1), torch.cat([ea, branch], dim=-1)
         h = self.encoder(x, batch.edge_index, ea, on)
         context = self.normalizer.context(system_context(x_raw, index))

@@ -1,0 +1,117 @@
+"""DC loadability of each scenario: how far its load could scale before the DC network fails.
+
+One small linear programme per graph (the DC-OPF's constraints, Christie, Wollenberg and Wangensteen
+2000, "Transmission management in the deregulated environment", with the load scale as the
+objective, i.e. the DC continuation / maximum-loadability problem):
+
+    max  lam   s.t.  B theta = pg - lam * pd + (phase-shifter injections)      (each bus)
+                     |b_k (theta_f - theta_t - shift_k)| <= rate_k             (energised branches)
+                     0 <= pg <= max_pg,  theta_ref = 0,  0 <= lam <= MAX_SCALE
+
+`1 / lam` above 1 means that no dispatch meets the scenario's load within branch ratings even in
+the lossless DC model: the stored case118 labels say such scenarios are nearly all certified
+AC-infeasible (917 of 961). The optimum also says which branches bind, the bottleneck a GNN
+otherwise has to find by itself. Inputs derived from the schema's own columns, dimensionless,
+so they mean the same on every grid.
+
+Cost: one HiGHS solve per graph (a few milliseconds on case118), cached by graph content, so a
+graph seen again (every epoch) costs a dictionary look-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gridtune.grids.features import BRANCH_FEATURES as BF
+from gridtune.grids.features import BUS_FEATURES as BUS
+
+MAX_SCALE = 10.0
+LOADABILITY_BUS = ("load_over_dc_limit",)   # 1 / lam of the bus's graph, on every bus
+LOADABILITY_BRANCH = ("dc_limit_loading",)  # |flow| / rating at the loadability optimum
+_CACHE: dict[bytes, tuple[float, np.ndarray]] = {}
+_CACHE_MAX = 200_000
+
+
+def _solve(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> tuple[float, np.ndarray]:
+    """(lam, loading per branch row) of one graph (local bus numbering)."""
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    n = x.shape[0]
+    on = ea[:, BF.index("in_service")] > 0.5
+    fwd = on & (ea[:, BF.index("is_reverse")] < 0.5)
+    f, t = ei[0, fwd], ei[1, fwd]
+    b = 1.0 / (ea[fwd, BF.index("x_pu")] * ea[fwd, BF.index("tap_ratio")])
+    shift = ea[fwd, BF.index("shift_rad")]
+    rate = ea[fwd, BF.index("rate_a_pu")]
+    pd_ = x[:, BUS.index("pd_pu")]
+    pmax = np.maximum(x[:, BUS.index("max_pg_pu")], 0.0) * (x[:, BUS.index("n_gen")] > 0)
+    m = f.size
+    # variables: theta (n), pg (n), lam (1)
+    bus_b = sp.coo_matrix((np.r_[b, b, -b, -b], (np.r_[f, t, f, t], np.r_[f, t, t, f])), shape=(n, n))
+    a_eq = sp.hstack([bus_b, -sp.identity(n), sp.coo_matrix(pd_[:, None])]).tocsr()
+    b_eq = np.zeros(n)
+    np.add.at(b_eq, f, b * shift)
+    np.add.at(b_eq, t, -b * shift)
+    flow_rows = sp.coo_matrix((np.r_[b, -b], (np.r_[np.arange(m), np.arange(m)], np.r_[f, t])), shape=(m, n))
+    pad = sp.coo_matrix((m, n + 1))
+    a_ub = sp.vstack([sp.hstack([flow_rows, pad]), sp.hstack([-flow_rows, pad])]).tocsr()
+    b_ub = np.r_[rate + b * shift, rate - b * shift]
+    ref = np.flatnonzero(x[:, BUS.index("is_ref")] > 0.5)
+    ref_bus = int(ref[0]) if ref.size else 0
+    bounds = [(None, None)] * n + [(0.0, float(p)) for p in pmax] + [(0.0, MAX_SCALE)]
+    bounds[ref_bus] = (0.0, 0.0)
+    c = np.zeros(2 * n + 1)
+    c[-1] = -1.0
+    res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
+    loading = np.zeros(ea.shape[0])
+    if res.status != 0:  # infeasible even at lam = 0 (e.g. an islanded generator-less load): no margin
+        return 0.0, loading
+    theta = res.x[:n]
+    src, dst = ei[0, on], ei[1, on]
+    sign = np.where(ea[on, BF.index("is_reverse")] < 0.5, 1.0, -1.0)
+    b_on = 1.0 / (ea[on, BF.index("x_pu")] * ea[on, BF.index("tap_ratio")])
+    flow = b_on * (theta[src] - theta[dst] - sign * ea[on, BF.index("shift_rad")])
+    loading[on] = np.abs(flow) / np.maximum(ea[on, BF.index("rate_a_pu")], 1e-6)
+    return float(res.x[-1]), loading
+
+
+@torch.no_grad()
+def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
+                         ) -> tuple[Tensor, Tensor]:
+    """`1 / lam` per bus (its graph's) and the branch loading at the loadability optimum.
+
+    Shapes: x_raw (N, F_bus), edge_index (2, 2E), edge_attr_raw (2E, F_branch), index (N,)
+        -> (N, 1), (2E, 1); both capped at MAX_SCALE
+    """
+    xr = x_raw.double().cpu().numpy()
+    ea = edge_attr_raw.double().cpu().numpy()
+    ei = edge_index.cpu().numpy()
+    idx = index.cpu().numpy()
+    n_graphs = int(idx.max()) + 1 if idx.size else 0
+    inv = np.zeros(idx.size)
+    loading = np.zeros(ea.shape[0])
+    edge_graph = idx[ei[0]] if ei.size else np.zeros(0, dtype=np.int64)
+    for g in range(n_graphs):
+        nodes = np.flatnonzero(idx == g)
+        edges = np.flatnonzero(edge_graph == g)
+        if nodes.size == 0:
+            continue
+        xg, eg = xr[nodes], ea[edges]
+        eig = ei[:, edges] - nodes[0]  # PyG batches keep each graph's buses contiguous
+        key = hashlib.blake2b(xg.tobytes() + eg.tobytes() + eig.tobytes(), digest_size=16).digest()
+        hit = _CACHE.get(key)
+        if hit is None:
+            hit = _solve(xg, eig, eg)
+            if len(_CACHE) < _CACHE_MAX:
+                _CACHE[key] = hit
+        lam, load = hit
+        inv[nodes] = MAX_SCALE if lam <= 1.0 / MAX_SCALE else 1.0 / lam
+        loading[edges] = load
+    dtype, device = x_raw.dtype, x_raw.device
+    return (torch.as_tensor(np.minimum(inv, MAX_SCALE), dtype=dtype, device=device).unsqueeze(-1),
+            torch.as_tensor(np.minimum(loading, MAX_SCALE), dtype=dtype, device=device).unsqueeze(-1))
