@@ -18,6 +18,12 @@ off`) the OPF checkpoint is re-fitted on the source without the layer and every 
 that; the layer keeps one row of its own (the architectural alternative), and one row trains on
 constraints/nodal_balance.toml. Every OPF row reports both the system and the nodal balance.
 
+Constrained rows (any formulation) evaluate their constraint term on `--unlabeled` fresh target
+scenarios (constraints need no labels; 4/5 train the term, 1/5 selects the checkpoint: the best
+validation score among epochs whose violation rate there is within the formulation's
+`target_rate`, `gridtune.finetune.trainer.fit`'s `val_violation`). Unconstrained rows never see
+them. `--unlabeled 0` keeps the labelled batches (and the labelled validation split).
+
 Rows go to `<out>/rows.jsonl` as they finish; a rerun with the same `--out` skips measured
 (task, variant, seed) rows, so an interrupted run resumes.
 
