@@ -30,7 +30,7 @@ from gridtune.grids.features import BRANCH_FEATURES as BF
 from gridtune.grids.features import BUS_FEATURES as BUS
 
 MAX_SCALE = 10.0
-LOADABILITY_BUS = ("load_over_dc_limit",)   # 1 / lam of the bus's graph, on every bus
+LOADABILITY_BUS = ("dc_overload",)          # 10 x (1 / lam - 1) of the bus's graph, on every bus
 LOADABILITY_BRANCH = ("dc_limit_loading",)  # |flow| / rating at the loadability optimum
 _CACHE: dict[bytes, tuple[float, np.ndarray]] = {}
 _CACHE_MAX = 200_000
@@ -83,10 +83,14 @@ def _solve(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> tuple[float, np.nda
 @torch.no_grad()
 def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
                          ) -> tuple[Tensor, Tensor]:
-    """`1 / lam` per bus (its graph's) and the branch loading at the loadability optimum.
+    """`dc_overload` per bus (its graph's) and the branch loading at the loadability optimum.
+
+    `dc_overload` = 10 x (1 / lam - 1): 0 at the DC limit, +1 for a load 10% beyond what the DC
+    network can carry. Near a boundary 1 / lam spans a few hundredths around 1; stated raw, that
+    signal would be too small for a network's first layer to pick up quickly.
 
     Shapes: x_raw (N, F_bus), edge_index (2, 2E), edge_attr_raw (2E, F_branch), index (N,)
-        -> (N, 1), (2E, 1); both capped at MAX_SCALE
+        -> (N, 1) in [-10, 10], (2E, 1) in [0, MAX_SCALE]
     """
     xr = x_raw.double().cpu().numpy()
     ea = edge_attr_raw.double().cpu().numpy()
@@ -113,5 +117,6 @@ def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tenso
         inv[nodes] = MAX_SCALE if lam <= 1.0 / MAX_SCALE else 1.0 / lam
         loading[edges] = load
     dtype, device = x_raw.dtype, x_raw.device
-    return (torch.as_tensor(np.minimum(inv, MAX_SCALE), dtype=dtype, device=device).unsqueeze(-1),
+    overload = np.clip(10.0 * (inv - 1.0), -10.0, 10.0)
+    return (torch.as_tensor(overload, dtype=dtype, device=device).unsqueeze(-1),
             torch.as_tensor(np.minimum(loading, MAX_SCALE), dtype=dtype, device=device).unsqueeze(-1))

@@ -76,8 +76,10 @@ class ModelConfig:
             its nominal value and against the ratings that feed it, radial structure, branch
             apparent-power loading proxy); needs graphs with `nominal_load_pu` (default: False).
         dc_loadability: append the DC loadability of the scenario (`gridtune.nn.loadability`: one
-            small LP per graph, cached by content): 1 / the largest load scale the lossless DC
-            network can carry, on every bus, and each branch's loading at that limit (default: False).
+            small LP per graph, cached by content): how far the load lies beyond the largest load
+            scale the lossless DC network can carry (`dc_overload`), on every bus and as one more
+            graph-level column of `embed` beside `context`, and each branch's loading at that
+            limit (default: False).
 
     Measured (README "Pre-training"): `edge_readout` alone raised case118 feasibility test
     AUROC 0.912 -> 0.917 and cut ECE 0.071 -> 0.053, case30 unchanged (0.9988 at 40 epochs);
@@ -138,7 +140,8 @@ class GridModelNet(nn.Module):
         self.encoder = GridEncoder(config.conv, config.hidden, config.layers, config.heads, config.dropout,
                                    extra_bus=extra_bus, extra_branch=extra_branch,
                                    outage_messages=config.outage_messages, edge_readout=config.edge_readout)
-        self.embed_dim = (4 if config.edge_readout else 2) * config.hidden + CONTEXT_DIM
+        self.embed_dim = ((4 if config.edge_readout else 2) * config.hidden + CONTEXT_DIM
+                          + (len(LOADABILITY_BUS) if config.dc_loadability else 0))
         self.head = make_head(task, self.embed_dim, config.head_hidden)
         self.register_buffer("logit_scale", torch.ones(1))
         self.register_buffer("logit_bias", torch.zeros(1))
@@ -158,11 +161,13 @@ class GridModelNet(nn.Module):
             bus, branch = stress_features(x_raw, batch.edge_index, ea_raw, getattr(batch, "nominal_load_pu", None),
                                           index, flow)
             x, ea = torch.cat([x, bus], dim=-1), torch.cat([ea, branch], dim=-1)
+        context = self.normalizer.context(system_context(x_raw, index))
         if self.config.dc_loadability:
             bus, branch = loadability_features(x_raw, batch.edge_index, ea_raw, index)
             x, ea = torch.cat([x, bus], dim=-1), torch.cat([ea, branch], dim=-1)
+            # one value per graph, repeated on its buses: the head gets it directly
+            context = torch.cat([context, global_max_pool(bus, index, context.shape[0])], dim=-1)
         h = self.encoder(x, batch.edge_index, ea, on)
-        context = self.normalizer.context(system_context(x_raw, index))
         mean = global_mean_pool(h, index)
         pooled = [mean]
         if self.config.edge_readout:
