@@ -12,7 +12,7 @@ from synthetic import grid
 from torch_geometric.loader import DataLoader
 
 from gridtune.errors import DataError
-from gridtune.grids.features import to_graph
+from gridtune.grids.features import BRANCH_FEATURES, to_graph
 from gridtune.grids.scenarios import Scenario
 from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint
 from gridtune.nn.model import ModelConfig, _dc_flow, build_model
@@ -91,3 +91,27 @@ def test_model_uses_the_columns_only_when_asked_and_old_graphs_fail_clearly(tmp_
     del louder.nominal_load_pu
     with pytest.raises(DataError, match="nominal_load_pu"):
         model(louder)
+
+
+def test_dc_loadability_by_hand():
+    """case9 (generation 250 + 300 + 270 MW, load 315 MW): with branch ratings out of the way the
+    load can scale to 820 / 315 of itself; with branch 1 out, bus 4's 90 MW hang on branch 2
+    (150 MVA), so the scale stops at 150 / 90 with branch 2 exactly at its rating."""
+    from gridtune.nn.loadability import loadability_features
+
+    g = grid("case9")
+    index = torch.zeros(9, dtype=torch.long)
+    free = to_graph(g, Scenario(0, 1.0, g.pd_mw, g.qd_mvar))
+    free.edge_attr[:, BRANCH_FEATURES.index("rate_a_pu")] = 100.0
+    overload, _ = loadability_features(free.x, free.edge_index, free.edge_attr, index)
+    assert overload.squeeze(-1).tolist() == pytest.approx([10 * (315 / 820 - 1)] * 9, rel=1e-5)
+    radial = to_graph(g, Scenario(0, 1.0, g.pd_mw, g.qd_mvar, (1,)))
+    overload, loading = loadability_features(radial.x, radial.edge_index, radial.edge_attr, index)
+    assert overload[0, 0] == pytest.approx(10 * (90 / 150 - 1), rel=1e-5)  # -4.0
+    assert loading[2, 0] == pytest.approx(1.0, rel=1e-5) and loading[11, 0] == pytest.approx(1.0, rel=1e-5)
+    assert loading[1, 0] == 0.0  # the open branch
+    # the graph-level value reaches the head directly: embed grows by one column
+    plain = build_model(ModelConfig(hidden=8, layers=1), "feasibility")
+    with_lp = build_model(ModelConfig(hidden=8, layers=1, dc_loadability=True), "feasibility")
+    assert with_lp.embed_dim == plain.embed_dim + 1
+    assert float(with_lp.embed(radial)[0, -1]) == pytest.approx(-4.0, rel=1e-5)
