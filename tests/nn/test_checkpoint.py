@@ -129,3 +129,20 @@ def test_a_missing_model_setting_is_read_as_its_legacy_value_not_the_current_def
         frozen=True))
     with pytest.raises(CheckpointError, match=r"weights do not fit its config"):
         load_checkpoint(tmp_path)
+
+
+def test_a_session_2_checkpoint_without_the_stress_settings_loads_without_them(tmp_path):
+    """The branch-readout model of session 2 wrote no `stress_features` / `dc_loadability`: it
+    must load with both off (its weights have no columns for them) and predict as it did."""
+    torch.manual_seed(0)
+    gs = graphs("case14", 5)
+    model = build_model(ModelConfig(hidden=16, layers=2, edge_readout=True, stress_features=False,
+                                    dc_loadability=False), "feasibility", Normalizer().fit(gs)).eval()
+    save_checkpoint(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["model"]["stress_features"], config["model"]["dc_loadability"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded, _ = load_checkpoint(tmp_path)
+    assert not loaded.config.stress_features and not loaded.config.dc_loadability
+    batch = next(iter(DataLoader(gs, batch_size=5)))
+    torch.testing.assert_close(loaded(batch), model(batch), rtol=0, atol=0)
