@@ -57,6 +57,14 @@ def _dataset(data: str, samples: int | None, build: bool):
     return open_dataset(data, samples=samples)
 
 
+def _model_options(args: argparse.Namespace) -> dict:
+    options = {"outage_feature": args.outage_feature, "edge_readout": args.edge_readout}
+    for name in ("stress_features", "dc_loadability"):
+        if getattr(args, name) is not None:  # not given: ModelConfig's default
+            options[name] = getattr(args, name)
+    return options
+
+
 def _fmt(v, digits: int = 4) -> str:
     return "undefined" if v is None else f"{v:.{digits}f}"
 
@@ -77,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outage-feature", action="store_true", help="ModelConfig.outage_feature")
     p.add_argument("--no-edge-readout", dest="edge_readout", action="store_false",
                    help="ModelConfig.edge_readout=False (on by default)")
+    p.add_argument("--stress-features", action=argparse.BooleanOptionalAction, default=None,
+                   help="ModelConfig.stress_features (default: ModelConfig's)")
+    p.add_argument("--dc-loadability", action=argparse.BooleanOptionalAction, default=None,
+                   help="ModelConfig.dc_loadability (default: ModelConfig's)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; see pretrain)")
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                      seed=args.seed, hidden=args.hidden, layers=args.layers, lr=args.lr,
                      batch_size=args.batch_size, patience=args.patience, progress=True,
                      threads=args.threads, lr_schedule=None if args.lr_schedule == "none" else "cosine",
-                     model_options={"outage_feature": args.outage_feature, "edge_readout": args.edge_readout})
+                     model_options=_model_options(args))
         results[task] = m
         t = m["test"]
         print(f"\n== {task}: {m['split']['train_used']} training graphs, {m['epochs_run']} epochs "

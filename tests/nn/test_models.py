@@ -175,7 +175,7 @@ def test_edge_readout_sees_branch_loading_directly():
     raising one energised branch's rating changes the pooled branch states."""
     torch.manual_seed(0)
     g = graphs("case14", 1)[0]
-    model = build_model(ModelConfig(hidden=16, layers=1, edge_readout=True), "feasibility").eval()
+    model = build_model(ModelConfig(hidden=16, layers=1, edge_readout=True, dc_loadability=False), "feasibility").eval()
     assert model.embed_dim == 4 * 16 + 2
     rated = g.clone()
     rated.edge_attr[[3, 23], BRANCH_FEATURES.index("rate_a_pu")] *= 4.0

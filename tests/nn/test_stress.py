@@ -84,7 +84,7 @@ def test_model_uses_the_columns_only_when_asked_and_old_graphs_fail_clearly(tmp_
     louder = data.clone()
     louder.nominal_load_pu = data.nominal_load_pu * 0.5  # same load, twice its nominal value
     assert not torch.allclose(model(data), model(louder))
-    plain = build_model(ModelConfig(hidden=16, layers=2), "feasibility").eval()
+    plain = build_model(ModelConfig(hidden=16, layers=2, stress_features=False), "feasibility").eval()
     torch.testing.assert_close(plain(data), plain(louder))  # off: the field is not read
     loaded, _ = load_checkpoint(save_checkpoint(model, tmp_path / "ck"))
     torch.testing.assert_close(loaded(data), model(data))
@@ -111,7 +111,7 @@ def test_dc_loadability_by_hand():
     assert loading[2, 0] == pytest.approx(1.0, rel=1e-5) and loading[11, 0] == pytest.approx(1.0, rel=1e-5)
     assert loading[1, 0] == 0.0  # the open branch
     # the graph-level value reaches the head directly: embed grows by one column
-    plain = build_model(ModelConfig(hidden=8, layers=1), "feasibility")
+    plain = build_model(ModelConfig(hidden=8, layers=1, dc_loadability=False), "feasibility")
     with_lp = build_model(ModelConfig(hidden=8, layers=1, dc_loadability=True), "feasibility")
     assert with_lp.embed_dim == plain.embed_dim + 1
     assert float(with_lp.embed(radial)[0, -1]) == pytest.approx(-4.0, rel=1e-5)
