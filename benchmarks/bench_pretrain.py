@@ -15,8 +15,9 @@ Targets (issue 3): AUROC >= 0.97, a clear margin over the baseline (>= 0.05 AURO
 OPF power-balance residual below the DC-OPF's.
 
 Optimisation: constant learning rate 1e-3 unless `--lr-schedule cosine`; the model takes
-`ModelConfig`'s defaults (branch readout on, outage-degree input opt-in; see gridtune.nn.model
-for what they measured).
+`ModelConfig`'s defaults (branch readout, local stress inputs and DC loadability on, outage-degree
+input opt-in; see gridtune.nn.model for what they measured). The DC loadability costs one small
+LP per graph (cached by content while training), which the inference throughput includes.
 
 Budget: on case118 one thread trains about 75 graphs/s on a loaded 2-core machine (measured with
 other jobs running; more when idle), so ~2100 training graphs take ~30 s an epoch: 100 epochs at

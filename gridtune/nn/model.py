@@ -5,8 +5,14 @@ Inputs: the schema's bus and branch features, standardised by the model's `Norma
 angle column and a branch loading column (`dc_flow_features`), cheap physics that a few
 message-passing hops cannot compute on their own.
 
-With `ModelConfig.outage_feature` each bus also gets the number of outaged branches it touches,
-so that an outage is an input at its location and not only a missing message.
+With `ModelConfig.stress_features` (default) buses and branches get local stress columns
+(`gridtune.nn.stress`: load against its nominal value and against the ratings that feed it,
+radial structure, an apparent-power loading proxy); with `ModelConfig.dc_loadability` (default)
+the scenario's DC loadability (`gridtune.nn.loadability`: one small LP per graph), how far its
+load lies beyond what the lossless DC network can carry, on every bus and beside `context`, and
+each branch's loading at that limit. With `ModelConfig.outage_feature` each bus also gets the
+number of outaged branches it touches, so that an outage is an input at its location and not
+only a missing message.
 
 `embed(batch)` is the representation heads and domain adaptation see:
     graph-level tasks (`feasibility`, `cost`): [mean-pool(h), edges, max-pool(h), context]   (B, D)
@@ -14,10 +20,11 @@ so that an outage is an input at its location and not only a missing message.
 where `edges` (with `ModelConfig.edge_readout`, 2 * hidden wide) is the mean- and max-pool of a
 state per branch row computed from its end buses and its own features (`GridEncoder.edge_summary`):
 line limits and outages belong to branches, and bus pools only see them second hand. D = 4 *
-hidden + 2 with the edge readout, 2 * hidden + 2 without. `context` holds two system ratios per graph, total load P and Q over
-total generation capacity (in-service units): dimensionless, so they mean the same on case9 and on
-case118, and they are the first-order drivers of OPF feasibility (standardised with training
-statistics, like every input).
+hidden + 2 with the edge readout, 2 * hidden + 2 without, plus 1 with `dc_loadability`. `context`
+holds two system ratios per graph, total load P and Q over total generation capacity (in-service
+units): dimensionless, so they mean the same on case9 and on case118, and they are the
+first-order drivers of OPF feasibility (standardised with training statistics, like every input);
+with `dc_loadability` the graph's `dc_overload` follows them.
 
 `forward(batch)` returns physical quantities:
     feasibility  (B,) logits of P(infeasible), after a Platt calibration (`logit_scale`,
