@@ -115,3 +115,21 @@ def test_dc_loadability_by_hand():
     with_lp = build_model(ModelConfig(hidden=8, layers=1, dc_loadability=True), "feasibility")
     assert with_lp.embed_dim == plain.embed_dim + 1
     assert float(with_lp.embed(radial)[0, -1]) == pytest.approx(-4.0, rel=1e-5)
+
+
+def test_loadability_cache_answers_a_graph_seen_before_unless_told_not_to(monkeypatch):
+    import gridtune.nn.loadability as lp
+
+    g = grid("case9")
+    data = to_graph(g, Scenario(0, 1.07, g.pd_mw * 1.07, g.qd_mvar * 1.07))
+    index = torch.zeros(9, dtype=torch.long)
+    calls = []
+    solve = lp._solve
+    monkeypatch.setattr(lp, "_solve", lambda *a: calls.append(1) or solve(*a))
+    first, _ = lp.loadability_features(data.x, data.edge_index, data.edge_attr, index)
+    again, _ = lp.loadability_features(data.x, data.edge_index, data.edge_attr, index)
+    with lp.uncached():
+        fresh, _ = lp.loadability_features(data.x, data.edge_index, data.edge_attr, index)
+    assert len(calls) == 2  # solved, looked up, solved again
+    torch.testing.assert_close(first, again)
+    torch.testing.assert_close(first, fresh)
