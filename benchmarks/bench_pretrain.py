@@ -93,6 +93,29 @@ def cold_inference(checkpoint_dir: Path, view, task: str, seed: int = 0, batch_s
         return n / max(time.perf_counter() - start, 1e-9)
 
 
+def ece_floor(checkpoint_dir: Path, view, seed: int = 0, draws: int = 1000) -> float:
+    """ECE that a perfectly calibrated model with the same test probabilities would show, on
+    average, on a test split of this size: labels drawn from Bernoulli(p), 10-bin ECE, mean over
+    `draws`. Below a few hundred graphs, sampling noise alone puts ECE well above zero."""
+    import numpy as np
+
+    from gridtune.evaluation.metrics import expected_calibration_error
+    from gridtune.finetune.trainer import make_loader, predict
+    from gridtune.nn.checkpoint import load_checkpoint
+    from gridtune.nn.pretrain import split_indices, task_graphs, torch_threads
+    from gridtune.nn.tasks import make_task
+
+    net, _ = load_checkpoint(checkpoint_dir)
+    _, _, te = split_indices(view.statuses, seed)
+    with torch_threads(1):
+        logits, _ = predict(net, make_loader(task_graphs([view.graphs[i] for i in te], "feasibility"), 256,
+                                             shuffle=False), make_task("feasibility"))
+    p = torch.sigmoid(logits.double()).numpy()
+    rng = np.random.default_rng(seed)
+    return float(np.mean([expected_calibration_error(p, (rng.random(p.size) < p).astype(float))
+                          for _ in range(draws)]))
+
+
 def _fmt(v, digits: int = 4) -> str:
     return "undefined" if v is None else f"{v:.{digits}f}"
 
@@ -161,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
             auroc, base = mo.get("auroc"), ba.get("auroc")
             print(f"AUROC      GNN {_fmt(auroc)}  vs  aggregate logistic regression {_fmt(base)}"
                   + (f"  (margin {auroc - base:+.4f})" if auroc is not None and base is not None else ""))
+            t["ece_floor"] = ece_floor(args.out / task, view, args.seed)
             print(f"ECE        GNN {_fmt(mo.get('ece'))}  vs  baseline {_fmt(ba.get('ece'))};  "
                   f"Brier {_fmt(mo.get('brier'))} vs {_fmt(ba.get('brier'))}")
+            print(f"           a perfectly calibrated model with these probabilities would show ECE "
+                  f"{t['ece_floor']:.4f} on {t['n_test']} test graphs (sampling noise alone)")
             checks += [(f"AUROC >= {AUROC_TARGET}", None if auroc is None else auroc >= AUROC_TARGET),
                        (f"AUROC margin over baseline >= {MARGIN_TARGET}",
                         None if auroc is None or base is None else auroc - base >= MARGIN_TARGET),
