@@ -81,10 +81,12 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     pre = cell["pre_adapt_epochs"] if stage == "ssl" else 0
     try:
         data = _target(cell["target"])
-        needs_unl = name in ("dann", "coral", "mmd", "self-training") or pre > 0
+        needs_unl = (name in ("dann", "coral", "mmd", "self-training") or pre > 0
+                     or cell["normalizer"] == "target")  # target statistics use the unlabelled draw
         r = finetune(cell["checkpoint"], data, labels=cell["labels"], strategy=name,
                      seed=cell["seed"], unlabeled=cell["unlabeled"] if needs_unl else 0,
                      pre_adapt_epochs=pre, out_dir=Path(cell["out"]), with_scratch=False, save=False,
+                     normalizer=cell["normalizer"],
                      train_config=TrainConfig(epochs=cell["epochs"], patience=cell["patience"],
                                               lr=cell["lr"]))
         return {**_key(cell), "auroc": r["metrics"].get("auroc"), "metrics": r["metrics"],
@@ -189,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--patience", type=int, default=20)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--normalizer", default="source",
+                    help="input statistics of transferred models: the checkpoint's (source) or "
+                         "refitted on target labelled + unlabelled graphs (target)")
     ap.add_argument("--pretrain-epochs", type=int, default=200)
     ap.add_argument("--probe", type=int, default=100, help="label budget of the target check")
     ap.add_argument("--reference", type=int, default=1000, help="scratch label budget it must reach")
@@ -237,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = [{"labels": n, "seed": s, "strategy": st, "target": target, "checkpoint": str(checkpoint),
               "unlabeled": args.unlabeled, "epochs": args.epochs,
               "pre_adapt_epochs": args.pre_adapt_epochs, "patience": args.patience,
-              "lr": args.lr, "out": str(args.out / "cells" / f"{st}-{n}-{s}")}
+              "lr": args.lr, "normalizer": args.normalizer, "out": str(args.out / "cells" / f"{st}-{n}-{s}")}
              for n in args.labels for s in args.seeds for st in args.strategies
              if (n, s, st) not in done]
     print(f"{len(done)} cells done, {len(cells)} to run", flush=True)
