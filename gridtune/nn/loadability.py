@@ -35,7 +35,7 @@ MAX_SCALE = 10.0
 LOADABILITY_BUS = ("dc_overload",)          # 10 x (1 / lam - 1) of the bus's graph, on every bus
 LOADABILITY_BRANCH = ("dc_limit_loading",)  # |flow| / rating at the loadability optimum
 _CACHE: dict[bytes, tuple[float, np.ndarray]] = {}
-_CACHE_MAX = 200_000
+_CACHE_MAX = 20_000  # graphs; about 3 kB each on case118, so at most ~60 MB
 _USE_CACHE = [True]
 
 
