@@ -93,8 +93,9 @@ class ModelConfig:
     adding `outage_feature` gave case118 0.920 but case30 fell to 0.97, so it stays off.
     Session 3 (case118, same split, cosine lr from 1e-3, train / val / test AUROC): readout only
     0.93 / 0.93 / 0.917 (60 epochs, constant lr); `stress_features` 0.973 / 0.953 / 0.953 (40
-    epochs); plus `dc_loadability` 0.978 / 0.982 / 0.971 (best epoch 9); `dc_loadability` with
-    1 / lam fed raw instead of as `dc_overload` (and not to the head): test 0.949.
+    epochs); plus `dc_loadability` 0.978 / 0.982 / 0.971 (best epoch 9; split seed 1: test 0.967);
+    `dc_loadability` with 1 / lam fed raw instead of as `dc_overload` (and not to the head): test
+    0.949. case30 with both: 0.9995 (was 0.9988).
     A config.json that lacks a setting loads with `LEGACY_MODEL_SETTINGS`.
     """
 
