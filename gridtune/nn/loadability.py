@@ -34,7 +34,7 @@ from gridtune.grids.features import BUS_FEATURES as BUS
 MAX_SCALE = 10.0
 LOADABILITY_BUS = ("dc_overload",)          # 10 x (1 / lam - 1) of the bus's graph, on every bus
 LOADABILITY_BRANCH = ("dc_limit_loading",)  # |flow| / rating at the loadability optimum
-_CACHE: dict[bytes, tuple[float, np.ndarray]] = {}
+_CACHE: dict[bytes, tuple[float, np.ndarray, np.ndarray]] = {}
 _CACHE_MAX = 20_000  # graphs; about 3 kB each on case118, so at most ~60 MB
 _USE_CACHE = [True]
 
@@ -51,8 +51,13 @@ def uncached() -> Iterator[None]:
         _USE_CACHE[0] = before
 
 
-def _solve(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> tuple[float, np.ndarray]:
-    """(lam, loading per branch row) of one graph (local bus numbering)."""
+def _solve(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(lam, loading per branch row, d lam / d pd per bus) of one graph (local bus numbering).
+
+    The sensitivity comes from the LP's duals: pd_i is the coefficient of lam in bus i's balance
+    row, and an optimal value's derivative in a constraint coefficient is -(dual of the row) x
+    (the variable's value).
+    """
     import scipy.sparse as sp
     from scipy.optimize import linprog
 
@@ -85,17 +90,19 @@ def _solve(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> tuple[float, np.nda
     res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
     loading = np.zeros(ea.shape[0])
     if res.status != 0:  # infeasible even at lam = 0 (e.g. an islanded generator-less load): no margin
-        return 0.0, loading
+        return 0.0, loading, np.zeros(n)
     theta = res.x[:n]
     src, dst = ei[0, on], ei[1, on]
     sign = np.where(ea[on, BF.index("is_reverse")] < 0.5, 1.0, -1.0)
     b_on = 1.0 / (ea[on, BF.index("x_pu")] * ea[on, BF.index("tap_ratio")])
     flow = b_on * (theta[src] - theta[dst] - sign * ea[on, BF.index("shift_rad")])
     loading[on] = np.abs(flow) / np.maximum(ea[on, BF.index("rate_a_pu")], 1e-6)
-    return float(res.x[-1]), loading
+    lam = float(res.x[-1])
+    # objective -lam: d(-lam)/d(pd_i) = -marginal_i * lam
+    dlam = np.asarray(res.eqlin.marginals, dtype=float) * lam
+    return lam, loading, dlam
 
 
-@torch.no_grad()
 def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
                          ) -> tuple[Tensor, Tensor]:
     """`dc_overload` per bus (its graph's) and the branch loading at the loadability optimum.
@@ -104,15 +111,19 @@ def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tenso
     network can carry. Near a boundary 1 / lam spans a few hundredths around 1; stated raw, that
     signal would be too small for a network's first layer to pick up quickly.
 
+    `dc_overload` carries its first-order derivative in the `pd_pu` column of `x_raw` (from the
+    LP's duals), so gradients with respect to load see it; the branch column is a constant.
+
     Shapes: x_raw (N, F_bus), edge_index (2, 2E), edge_attr_raw (2E, F_branch), index (N,)
         -> (N, 1) in [-10, 10], (2E, 1) in [0, MAX_SCALE]
     """
-    xr = x_raw.double().cpu().numpy()
-    ea = edge_attr_raw.double().cpu().numpy()
+    xr = x_raw.detach().double().cpu().numpy()
+    ea = edge_attr_raw.detach().double().cpu().numpy()
     ei = edge_index.cpu().numpy()
     idx = index.cpu().numpy()
     n_graphs = int(idx.max()) + 1 if idx.size else 0
     inv = np.zeros(idx.size)
+    grad = np.zeros(idx.size)  # d overload of the bus's graph / d pd of this bus
     loading = np.zeros(ea.shape[0])
     edge_graph = idx[ei[0]] if ei.size else np.zeros(0, dtype=np.int64)
     for g in range(n_graphs):
@@ -128,10 +139,16 @@ def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tenso
             hit = _solve(xg, eig, eg)
             if _USE_CACHE[0] and len(_CACHE) < _CACHE_MAX:
                 _CACHE[key] = hit
-        lam, load = hit
+        lam, load, dlam = hit
         inv[nodes] = MAX_SCALE if lam <= 1.0 / MAX_SCALE else 1.0 / lam
+        if lam > 0.5:  # below, 10 x (1 / lam - 1) is clipped at 10: flat
+            grad[nodes] = -10.0 * dlam / lam ** 2
         loading[edges] = load
     dtype, device = x_raw.dtype, x_raw.device
-    overload = np.clip(10.0 * (inv - 1.0), -10.0, 10.0)
-    return (torch.as_tensor(overload, dtype=dtype, device=device).unsqueeze(-1),
+    overload = torch.as_tensor(np.clip(10.0 * (inv - 1.0), -10.0, 10.0), dtype=dtype, device=device)
+    pd_ = x_raw[:, BUS.index("pd_pu")]
+    if pd_.requires_grad:  # value unchanged, first-order term for autograd
+        step = (pd_ - pd_.detach()) * torch.as_tensor(grad, dtype=dtype, device=device)
+        overload = overload + torch.zeros(n_graphs, dtype=dtype, device=device).index_add_(0, index, step)[index]
+    return (overload.unsqueeze(-1),
             torch.as_tensor(np.minimum(loading, MAX_SCALE), dtype=dtype, device=device).unsqueeze(-1))

@@ -87,10 +87,13 @@ def proportional_injection(x_raw: np.ndarray, idx: np.ndarray, load_col: str, ca
     return cap / np.maximum(total_cap[idx], 1e-9) * total_load[idx] - load
 
 
-@torch.no_grad()
 def stress_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, nominal_load_pu: Tensor | None,
                     index: Tensor, p_flow: Tensor) -> tuple[Tensor, Tensor]:
-    """The stress columns of the module docstring. No gradient (inputs, like the DC flow).
+    """The stress columns of the module docstring.
+
+    The bus columns are differentiable in the load columns of `x_raw` (a gradient-based
+    monotonicity constraint sees how they move with load); topology, ratings and the branch
+    column are constants, like the DC flow.
 
     Args:
         x_raw, edge_attr_raw: unstandardised schema features.
@@ -104,35 +107,43 @@ def stress_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, no
     if nominal_load_pu is None:
         raise DataError("model setting `stress_features` needs graphs with `nominal_load_pu` "
                         "(made by gridtune.grids.features.to_graph); rebuild the graphs or turn it off")
-    xr = x_raw.double().cpu().numpy()
-    ea = edge_attr_raw.double().cpu().numpy()
-    ei = edge_index.cpu().numpy()
-    idx = index.cpu().numpy()
-    nom = nominal_load_pu.double().cpu().numpy()
-    n = xr.shape[0]
-    n_graphs = int(idx.max()) + 1 if n else 0
-    pd_, qd = xr[:, BUS.index("pd_pu")], xr[:, BUS.index("qd_pu")]
-    has_load = np.abs(nom[:, 0]) > 1e-9
-    ratio = np.where(has_load, pd_ / np.where(has_load, nom[:, 0], 1.0), 0.0)
-    system = np.bincount(idx, pd_, n_graphs) / np.maximum(np.abs(np.bincount(idx, nom[:, 0], n_graphs)), 1e-9)
-    deviation = np.where(has_load, 10.0 * (ratio / np.where(np.abs(system) > 1e-9, system, 1.0)[idx] - 1.0), 0.0)
+    n = x_raw.shape[0]
+    n_graphs = int(index.max()) + 1 if n else 0
+    x = x_raw.double()
+    pd_, qd = x[:, BUS.index("pd_pu")], x[:, BUS.index("qd_pu")]
+    nom = nominal_load_pu.detach().double()[:, 0]
+    has_load = nom.abs() > 1e-9
+    ratio = torch.where(has_load, pd_ / torch.where(has_load, nom, torch.ones_like(nom)), torch.zeros_like(pd_))
+    total = torch.zeros(n_graphs, dtype=x.dtype).index_add_(0, index, pd_)
+    total_nom = torch.zeros(n_graphs, dtype=x.dtype).index_add_(0, index, nom).abs().clamp_min(1e-9)
+    system = total / total_nom
+    system = torch.where(system.abs() > 1e-9, system, torch.ones_like(system))[index]
+    deviation = torch.where(has_load, 10.0 * (ratio / system - 1.0), torch.zeros_like(pd_))
 
-    on = ea[:, BF.index("in_service")] > 0.5
-    rate = ea[:, BF.index("rate_a_pu")]
-    feed = np.bincount(ei[0, on], rate[on], n)  # each branch once per end (one row per direction)
-    degree = np.bincount(ei[0, on], minlength=n).astype(float)
-    p_net = np.maximum(pd_ - np.maximum(xr[:, BUS.index("max_pg_pu")], 0.0), 0.0)
-    q_net = np.maximum(qd - np.maximum(xr[:, BUS.index("max_qg_pu")], 0.0), 0.0)
-    s_net = np.hypot(p_net, q_net)
-    over_feed = np.where(feed > 0, s_net / np.maximum(feed, 1e-9), np.where(s_net > 0, MAX_RATIO, 0.0))
-    inv_degree = np.where(degree > 0, 1.0 / np.maximum(degree, 1.0), 0.0)
+    with torch.no_grad():
+        xr = x_raw.detach().double().cpu().numpy()
+        ea = edge_attr_raw.detach().double().cpu().numpy()
+        ei = edge_index.cpu().numpy()
+        idx = index.cpu().numpy()
+        on = ea[:, BF.index("in_service")] > 0.5
+        rate = ea[:, BF.index("rate_a_pu")]
+        feed = np.bincount(ei[0, on], rate[on], n)  # each branch once per end (one row per direction)
+        degree = np.bincount(ei[0, on], minlength=n).astype(float)
+        _, q_flow = linear_flows(xr, ei, ea, idx, proportional_injection(xr, idx, "qd_pu", "max_qg_pu"),
+                                 shift=False)
+        p = p_flow.detach().double().cpu().numpy().reshape(-1)
+        s_loading = np.where(on, np.hypot(p, q_flow) / np.maximum(rate, 1e-6), 0.0)
+    p_net = (pd_ - x[:, BUS.index("max_pg_pu")].detach().clamp_min(0.0)).clamp_min(0.0)
+    q_net = (qd - x[:, BUS.index("max_qg_pu")].detach().clamp_min(0.0)).clamp_min(0.0)
+    s2 = p_net ** 2 + q_net ** 2
+    s_net = torch.where(s2 > 0, s2.clamp_min(1e-18).sqrt(), torch.zeros_like(s2))
+    feed_t = torch.as_tensor(feed, dtype=x.dtype)
+    over_feed = torch.where(feed_t > 0, s_net / feed_t.clamp_min(1e-9),
+                            torch.where(s_net > 0, torch.full_like(s_net, MAX_RATIO), torch.zeros_like(s_net)))
+    inv_degree = torch.as_tensor(np.where(degree > 0, 1.0 / np.maximum(degree, 1.0), 0.0), dtype=x.dtype)
 
-    _, q_flow = linear_flows(xr, ei, ea, idx, proportional_injection(xr, idx, "qd_pu", "max_qg_pu"), shift=False)
-    p = p_flow.double().cpu().numpy().reshape(-1)
-    s_loading = np.where(on, np.hypot(p, q_flow) / np.maximum(rate, 1e-6), 0.0)
-
-    bus = np.column_stack([ratio, deviation, np.minimum(over_feed, MAX_RATIO), inv_degree])
+    bus = torch.stack([ratio, deviation, over_feed.clamp_max(MAX_RATIO), inv_degree], dim=-1)
+    bus = bus.clamp(-MAX_RATIO, MAX_RATIO)
     branch = np.minimum(s_loading, MAX_RATIO)[:, None]
-    bus = np.clip(bus, -MAX_RATIO, MAX_RATIO)
     dtype, device = x_raw.dtype, x_raw.device
-    return torch.as_tensor(bus, dtype=dtype, device=device), torch.as_tensor(branch, dtype=dtype, device=device)
+    return bus.to(dtype=dtype, device=device), torch.as_tensor(branch, dtype=dtype, device=device)

@@ -12,7 +12,7 @@ from synthetic import grid
 from torch_geometric.loader import DataLoader
 
 from gridtune.errors import DataError
-from gridtune.grids.features import BRANCH_FEATURES, to_graph
+from gridtune.grids.features import BRANCH_FEATURES, BUS_FEATURES, to_graph
 from gridtune.grids.scenarios import Scenario
 from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint
 from gridtune.nn.model import ModelConfig, _dc_flow, build_model
@@ -133,3 +133,30 @@ def test_loadability_cache_answers_a_graph_seen_before_unless_told_not_to(monkey
     assert len(calls) == 2  # solved, looked up, solved again
     torch.testing.assert_close(first, again)
     torch.testing.assert_close(first, fresh)
+
+
+def test_load_driven_inputs_carry_their_gradient_in_the_load():
+    """A gradient-based constraint (monotonic `method="gradient"`) differentiates the model in its
+    load columns: `dc_overload` (via the LP's duals) and the load-driven stress columns must move
+    as finite differences say they do. case9, branch 1 out: only bus 4's load is bottlenecked."""
+    from gridtune.nn.loadability import loadability_features, uncached
+
+    g = grid("case9")
+    data = to_graph(g, Scenario(0, 1.3, g.pd_mw * 1.3, g.qd_mvar * 1.3, (1,)))
+    index = torch.zeros(9, dtype=torch.long)
+    x = data.x.double().clone().requires_grad_(True)
+    ea = data.edge_attr.double()
+    overload, _ = loadability_features(x, data.edge_index, ea, index)
+    (grad,) = torch.autograd.grad(overload[0, 0], x)
+    pd_col = BUS_FEATURES.index("pd_pu")
+    assert grad[4, pd_col].item() == pytest.approx(10 / 1.5, rel=1e-5)  # 10 / rating of branch 2
+    for bus in (4, 6):
+        bumped = data.x.double().clone()
+        bumped[bus, pd_col] += 1e-4
+        with uncached():
+            moved, _ = loadability_features(bumped, data.edge_index, ea, index)
+        assert grad[bus, pd_col].item() == pytest.approx((moved[0, 0] - overload[0, 0]).item() / 1e-4, abs=1e-4)
+    _, flow, _ = _dc_flow(data.x, data.edge_index, data.edge_attr, index)
+    bus, _ = stress_features(x, data.edge_index, ea, data.nominal_load_pu, index, flow)
+    (grad,) = torch.autograd.grad(bus[4, STRESS_BUS.index("load_ratio")], x)
+    assert grad[4, pd_col].item() == pytest.approx(100 / 90, rel=1e-5)  # 1 / nominal p.u. load
