@@ -67,3 +67,13 @@ def test_non_finite_inputs_are_rejected(case9_grid):
     s.pd_mw[0] = np.nan
     with pytest.raises(DataError, match=r"non-finite features"):
         to_graph(case9_grid, s)
+
+
+def test_nominal_load_is_the_grids_own_whatever_the_scenario(case14_grid):
+    g = case14_grid
+    base = to_graph(g, uniform_scenario(g, 1.0))
+    heavy = to_graph(g, uniform_scenario(g, 1.3, Topology(branch_out=(2,), gen_out=(1,))))
+    assert base.nominal_load_pu.shape == (g.n_bus, 2)
+    np.testing.assert_allclose(base.nominal_load_pu.numpy(), np.column_stack([g.pd_mw, g.qd_mvar]) / 100, rtol=1e-6)
+    torch.testing.assert_close(heavy.nominal_load_pu, base.nominal_load_pu)
+    np.testing.assert_allclose(heavy.x[:, BUS_FEATURES.index("pd_pu")].sum().item(), 1.3 * g.pd_mw.sum() / 100, rtol=1e-5)
