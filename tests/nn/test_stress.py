@@ -114,7 +114,7 @@ def test_dc_loadability_by_hand():
     plain = build_model(ModelConfig(hidden=8, layers=1, dc_loadability=False), "feasibility")
     with_lp = build_model(ModelConfig(hidden=8, layers=1, dc_loadability=True), "feasibility")
     assert with_lp.embed_dim == plain.embed_dim + 1
-    assert float(with_lp.embed(radial)[0, -1]) == pytest.approx(-4.0, rel=1e-5)
+    assert float(with_lp.embed(radial)[0, -1].detach()) == pytest.approx(-4.0, rel=1e-5)
 
 
 def test_loadability_cache_answers_a_graph_seen_before_unless_told_not_to(monkeypatch):
