@@ -66,3 +66,12 @@ def test_negative_samples_override(tmp_path):
     p = write(tmp_path, 'case = "case9"\n')
     with pytest.raises(SpecError, match=r"--samples must be at least 1, got `0`"):
         load_recipe(p, samples=0)
+
+
+def test_example_recipes_load():
+    """Recipes under examples/recipes (the transfer benchmark's re-rated case30 source) stay valid."""
+    paths = sorted((ROOT / "examples" / "recipes").glob("*.toml"))
+    assert [p.stem for p in paths] == ["case30_rerated"]
+    r = load_recipe(paths[0])
+    assert r.case == "case30" and r.limits.rating_factor == 1.3 and r.limits.min_rating_mva == 5.0
+    assert r.cache_key() != recipe_for("case30").cache_key()
