@@ -32,7 +32,7 @@ def test_ema_update_by_hand():
         t.weight.fill_(1.0)
         s.weight.fill_(3.0)
     ema_update(t, s, 0.75)
-    assert float(t.weight) == pytest.approx(0.75 * 1 + 0.25 * 3)
+    assert float(t.weight.detach()) == pytest.approx(0.75 * 1 + 0.25 * 3)
 
 
 def moons(n, seed, noise=0.1):
