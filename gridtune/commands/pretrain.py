@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-unknown", action="store_true",
                    help="feasibility: count `unknown` scenarios (AC failed, uncertified) as infeasible")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
+    p.add_argument("--split", default="0.7,0.15,0.15",
+                   help="train,val,test fractions, stratified by status (default: 0.7,0.15,0.15)")
     p.set_defaults(func=_run)
 
 
@@ -32,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     from gridtune.errors import GridtuneError
     from gridtune.nn.encoders import resolve_conv
     from gridtune.nn.heads import check_task
-    from gridtune.nn.pretrain import pretrain
+    from gridtune.nn.pretrain import parse_split, pretrain
     from gridtune.parallel import check_backend, check_workers
 
     # check names before building any data: a typo must not cost an hour of OPF solves
@@ -40,13 +42,14 @@ def _run(args: argparse.Namespace) -> int:
     resolve_conv(args.model)
     check_backend(args.backend)
     check_workers(args.workers)
+    split = parse_split(args.split)
     if args.samples is not None and args.samples < 1:
         raise GridtuneError(f"--samples must be at least 1, got `{args.samples}`")
     m = pretrain(args.data, task=args.task, out_dir=args.out, model=args.model, epochs=args.epochs,
                  seed=args.seed, samples=args.samples, hidden=args.hidden, layers=args.layers,
                  lr=args.lr, batch_size=args.batch_size, patience=args.patience,
                  workers=args.workers, backend=args.backend, progress=True, threads=args.threads,
-                 include_unknown=args.include_unknown)
+                 include_unknown=args.include_unknown, split=split)
     from gridtune.evaluation.evaluate import summary_lines
 
     print(f"checkpoint {args.out}  ({m['trainable_params']} parameters, {m['epochs_run']} epochs, "

@@ -33,6 +33,7 @@ from gridtune.evaluation.metrics import (
     roc_points,
 )
 from gridtune.nn.pretrain import (
+    SPLIT_FRACTIONS,
     DataView,
     check_schema,
     resolve_data,
@@ -202,17 +203,18 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
         view = unknown_as_infeasible(view)  # score what the model was trained to predict
     _check_task_data(meta["task"], view)
     seed = int(meta.get("split_seed", 0))
+    fractions = tuple(meta.get("split_fractions", SPLIT_FRACTIONS))  # the split it was trained on
+    tr, _, te = split_indices(view.statuses, seed, fractions)
     if constraints is not None:
         from gridtune.constraints.api import load_constraint_set
 
         constraint_set = load_constraint_set(constraints, meta["task"])  # fails before any work
     with torch_threads(threads):
-        report = evaluate_model(model, view, seed=seed)
+        report = evaluate_model(model, view, seed=seed, split=(tr, te))
         if constraints is not None:
             from gridtune.constraints.metrics import evaluate_constraints
             from gridtune.finetune.trainer import make_loader
 
-            _, _, te = split_indices(view.statuses, seed)
             test = task_graphs([view.graphs[i] for i in te], meta["task"])
             report["constraints"] = evaluate_constraints(
                 model, make_loader(test, 64, shuffle=False), constraint_set)

@@ -34,8 +34,10 @@ from gridtune.grids.features import BUS_FEATURES as BUS
 MAX_SCALE = 10.0
 LOADABILITY_BUS = ("dc_overload",)          # 10 x (1 / lam - 1) of the bus's graph, on every bus
 LOADABILITY_BRANCH = ("dc_limit_loading",)  # |flow| / rating at the loadability optimum
-_CACHE: dict[bytes, tuple[float, np.ndarray, np.ndarray]] = {}
-_CACHE_MAX = 20_000  # graphs; about 3 kB each on case118, so at most ~60 MB
+# key -> (lam x total pd, loading, d lam / d pd x total pd^2, lam sat at MAX_SCALE): two keys per
+# solved graph, see `_lookup_or_solve`
+_CACHE: dict[bytes, tuple[float, np.ndarray, np.ndarray, bool]] = {}
+_CACHE_MAX = 40_000  # keys, two per graph; about 3 kB a graph on case118, so at most ~60 MB
 _USE_CACHE = [True]
 
 
@@ -103,6 +105,51 @@ def _solve(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> tuple[float, np.nda
     return lam, loading, dlam
 
 
+_LP_BUS = [BUS.index(c) for c in ("max_pg_pu", "n_gen", "is_ref")]
+_LP_BRANCH = [BF.index(c) for c in ("in_service", "is_reverse", "x_pu", "tap_ratio", "shift_rad",
+                                    "rate_a_pu")]
+_SHARE_DECIMALS = 6  # rounding of the load shares (pd / total pd, sum 1) in the share key
+
+
+def _lookup_or_solve(xg: np.ndarray, eig: np.ndarray, eg: np.ndarray
+                     ) -> tuple[float, np.ndarray, np.ndarray]:
+    """`_solve`, answered from the cache for a graph seen before or a load-scaled copy of one.
+
+    Two keys per solved graph. The exact key holds the LP's own inputs (active loads, generator
+    limits, the reference bus, the branches; not the columns the LP ignores): a graph seen again
+    gets exactly the numbers its solve gave. The share key holds the load *shares* (pd / total pd,
+    rounded to `_SHARE_DECIMALS`) instead of the loads: the LP is homogeneous in the load, so a copy
+    with every pd scaled by s has lam / s, the same branch loadings and d lam / d pd divided by s^2,
+    and the scaled copies that a monotonicity constraint makes (`gridtune.constraints.monotonic`)
+    cost a look-up instead of a solve (equal to a fresh solve to about 1e-6 relative: float32
+    inputs round the shares). A copy whose lam would reach MAX_SCALE, or of an entry whose lam sat
+    there (its dispatch then depends on the bound), solves afresh.
+    """
+    if not _USE_CACHE[0]:
+        return _solve(xg, eig, eg)
+    pd_ = xg[:, BUS.index("pd_pu")]
+    total = float(pd_.sum())
+    scale = total if total > 1e-9 else 1.0
+    rest = (np.ascontiguousarray(xg[:, _LP_BUS]).tobytes()
+            + np.ascontiguousarray(eg[:, _LP_BRANCH]).tobytes() + eig.tobytes())
+    exact = hashlib.blake2b(b"exact" + pd_.tobytes() + rest, digest_size=16).digest()
+    shares = hashlib.blake2b(b"share" + np.round(pd_ / scale, _SHARE_DECIMALS).tobytes() + rest,
+                             digest_size=16).digest()
+    hit = _CACHE.get(exact) or _CACHE.get(shares)
+    if hit is not None:
+        lam_scaled, load, dlam_scaled, at_bound = hit
+        lam = lam_scaled / scale
+        if not at_bound and lam < MAX_SCALE - 1e-9:
+            return lam, load, dlam_scaled / scale ** 2
+        if at_bound and exact in _CACHE:
+            return MAX_SCALE, load, dlam_scaled / scale ** 2
+    lam, load, dlam = _solve(xg, eig, eg)
+    if len(_CACHE) < _CACHE_MAX:
+        entry = (lam * scale, load, dlam * scale ** 2, lam >= MAX_SCALE - 1e-9)
+        _CACHE[exact] = _CACHE[shares] = entry
+    return lam, load, dlam
+
+
 def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
                          ) -> tuple[Tensor, Tensor]:
     """`dc_overload` per bus (its graph's) and the branch loading at the loadability optimum.
@@ -133,13 +180,7 @@ def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tenso
             continue
         xg, eg = xr[nodes], ea[edges]
         eig = ei[:, edges] - nodes[0]  # PyG batches keep each graph's buses contiguous
-        key = hashlib.blake2b(xg.tobytes() + eg.tobytes() + eig.tobytes(), digest_size=16).digest()
-        hit = _CACHE.get(key) if _USE_CACHE[0] else None
-        if hit is None:
-            hit = _solve(xg, eig, eg)
-            if _USE_CACHE[0] and len(_CACHE) < _CACHE_MAX:
-                _CACHE[key] = hit
-        lam, load, dlam = hit
+        lam, load, dlam = _lookup_or_solve(xg, eig, eg)
         inv[nodes] = MAX_SCALE if lam <= 1.0 / MAX_SCALE else 1.0 / lam
         if lam > 0.5:  # below, 10 x (1 / lam - 1) is clipped at 10: flat
             grad[nodes] = -10.0 * dlam / lam ** 2

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from gridtune.errors import DataError
+from gridtune.errors import DataError, SpecError
 from gridtune.grids.features import BUS_FEATURES, SCHEMA_VERSION, STATUSES
 
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
@@ -106,6 +106,19 @@ def check_schema(view: DataView, meta_schema: str) -> None:
         raise CheckpointError(f"checkpoint expects feature schema `v{meta_schema}` "
                               f"({len(BUS_FEATURES)} bus features) but data `{view.name}` has schema "
                               f"`v{view.schema_version}` ({width} bus features)")
+
+
+def parse_split(text: str | tuple[float, ...] | list[float]) -> tuple[float, float, float]:
+    """Train / validation / test fractions from `"0.7,0.15,0.15"` (or a sequence): three positive
+    numbers summing to 1; anything else is a `SpecError` naming what is valid."""
+    try:
+        parts = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or min(parts) <= 0 or abs(sum(parts) - 1.0) > 1e-6:
+        raise SpecError(f"split `{text}` is not valid: give three positive fractions train,val,test "
+                        f"summing to 1, e.g. `{','.join(f'{f:g}' for f in SPLIT_FRACTIONS)}`")
+    return (parts[0], parts[1], parts[2])
 
 
 def split_indices(statuses: np.ndarray, seed: int = 0,
@@ -203,7 +216,8 @@ def pretrain(data: Any, *, task: str, out_dir: str | Path, model: str = "gine", 
              lr: float = 1e-3, batch_size: int = 64, patience: int = 20, workers: int | None = None,
              backend: str = "local", progress: bool = False, threads: int | None = 1,
              include_unknown: bool = False, lr_schedule: str | None = None,
-             model_options: dict[str, Any] | None = None) -> dict[str, Any]:
+             model_options: dict[str, Any] | None = None,
+             split: tuple[float, float, float] | str = SPLIT_FRACTIONS) -> dict[str, Any]:
     """Train a model for `task` on `data` and write its checkpoint to `out_dir`.
 
     Args:
@@ -217,6 +231,10 @@ def pretrain(data: Any, *, task: str, out_dir: str | Path, model: str = "gine", 
             (0.21 against 0.24 after 30 epochs) but not a better validation AUROC, and on case30
             it trailed a constant 1e-3 at 40 epochs.
         model_options: further `ModelConfig` settings, e.g. `{"edge_readout": True}`.
+        split: train / validation / test fractions (default 0.7 / 0.15 / 0.15), stratified by
+            status; stored in the checkpoint, so `gridtune evaluate` scores the same test split.
+            A larger test share measures ECE more precisely (a few hundred test graphs put the ECE
+            of a perfectly calibrated model near 0.05 by sampling noise alone).
         samples: use the first `samples` scenarios only.
         hidden, layers: model size.
         workers, backend: dataset build parallelism.
@@ -233,19 +251,20 @@ def pretrain(data: Any, *, task: str, out_dir: str | Path, model: str = "gine", 
     from gridtune.nn.heads import check_task
 
     check_task(task)
+    split = parse_split(split)
     with torch_threads(threads):
         return _pretrain(data, task=task, out_dir=out_dir, model=model, epochs=epochs, seed=seed,
                          samples=samples, hidden=hidden, layers=layers, lr=lr, batch_size=batch_size,
                          patience=patience, workers=workers, backend=backend, progress=progress,
                          include_unknown=include_unknown, lr_schedule=lr_schedule,
-                         model_options=model_options)
+                         model_options=model_options, split=split)
 
 
 def _pretrain(data: Any, *, task: str, out_dir: str | Path, model: str, epochs: int, seed: int,
               samples: int | None, hidden: int, layers: int, lr: float, batch_size: int,
               patience: int, workers: int | None, backend: str, progress: bool,
               include_unknown: bool, lr_schedule: str | None,
-              model_options: dict[str, Any] | None) -> dict[str, Any]:
+              model_options: dict[str, Any] | None, split: tuple[float, float, float]) -> dict[str, Any]:
     from gridtune.evaluation.evaluate import evaluate_model
     from gridtune.finetune.trainer import TrainConfig, fit, make_loader
     from gridtune.nn.checkpoint import save_checkpoint
@@ -260,7 +279,7 @@ def _pretrain(data: Any, *, task: str, out_dir: str | Path, model: str, epochs: 
     view = resolve_data(data, samples=samples, workers=workers, backend=backend, progress=progress)
     if include_unknown and task == "feasibility":
         view = unknown_as_infeasible(view)
-    tr_idx, va_idx, te_idx = split_indices(view.statuses, seed)
+    tr_idx, va_idx, te_idx = split_indices(view.statuses, seed, split)
     pick = lambda idx: [view.graphs[i] for i in idx]  # noqa: E731
     train, val = task_graphs(pick(tr_idx), task), task_graphs(pick(va_idx), task)
     if len(train) < 2 or len(val) < 1:
@@ -288,7 +307,7 @@ def _pretrain(data: Any, *, task: str, out_dir: str | Path, model: str, epochs: 
         "data_hash": view.content_hash,
         "model": dataclasses.asdict(model_config),
         "train": dataclasses.asdict(train_config),
-        "split": {"seed": seed, "train": int(tr_idx.size), "val": int(va_idx.size), "test": int(te_idx.size),
+        "split": {"seed": seed, "fractions": list(split), "train": int(tr_idx.size), "val": int(va_idx.size), "test": int(te_idx.size),
                   "train_used": len(train), "val_used": len(val)},
         "trainable_params": count_parameters(net, trainable_only=True),
         "epochs_run": result.epochs_run,
@@ -303,7 +322,7 @@ def _pretrain(data: Any, *, task: str, out_dir: str | Path, model: str, epochs: 
     }
     out = Path(out_dir)
     save_checkpoint(net, out, {"data_hash": view.content_hash, "data": view.name, "split_seed": seed,
-                               "include_unknown": metrics["include_unknown"], "metrics": metrics})
+                               "split_fractions": list(split), "include_unknown": metrics["include_unknown"], "metrics": metrics})
     (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2) + "\n")
     (out / "history.json").write_text(json.dumps(_clean(result.history), indent=1) + "\n")
     return metrics

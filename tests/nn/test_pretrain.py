@@ -10,7 +10,8 @@ from gridtune.finetune.trainer import make_loader, predict
 from gridtune.nn.checkpoint import load_checkpoint
 from gridtune.nn.model import ModelConfig, build_model
 from gridtune.nn.normalizer import Normalizer
-from gridtune.nn.pretrain import platt_calibrate, pretrain, split_indices
+from gridtune.errors import SpecError
+from gridtune.nn.pretrain import parse_split, platt_calibrate, pretrain, resolve_data, split_indices
 from gridtune.nn.tasks import make_task
 
 
@@ -25,6 +26,26 @@ def test_split_is_seeded_stratified_and_disjoint():
     again = split_indices(statuses, seed=4)
     assert all((a == b).all() for a, b in zip((tr, va, te), again, strict=True))
     assert not (split_indices(statuses, seed=5)[2] == te).all()
+
+
+def test_split_fractions_are_stored_and_evaluation_scores_the_same_test_split(tmp_path, capsys):
+    from gridtune.cli import main
+    from gridtune.evaluation.evaluate import evaluate_checkpoint
+
+    gs = graphs("case14", 60, seed=2)
+    m = pretrain(gs, task="feasibility", out_dir=tmp_path, epochs=1, hidden=8, layers=1,
+                 split="0.4,0.2,0.4")
+    assert m["split"]["fractions"] == [0.4, 0.2, 0.4]
+    _, _, te = split_indices(resolve_data(gs).statuses, 0, (0.4, 0.2, 0.4))
+    assert m["split"]["test"] == te.size and te.size > 60 * 0.15 + 3
+    report = evaluate_checkpoint(tmp_path, gs, plots=False)
+    assert report["n_test_all"] == te.size  # not the default 15% split, which would overlap training
+    for bad in ("0.7,0.3", "0.8,0.15,0.15", "a,b,c", "0.7,0,0.3"):
+        with pytest.raises(SpecError, match="three positive fractions"):
+            parse_split(bad)
+    assert main(["pretrain", "--data", "case9", "--task", "feasibility", "--split", "0.9,0.2,0.1",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "split `0.9,0.2,0.1` is not valid" in capsys.readouterr().err
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path):

@@ -135,6 +135,40 @@ def test_loadability_cache_answers_a_graph_seen_before_unless_told_not_to(monkey
     torch.testing.assert_close(first, fresh)
 
 
+def test_loadability_cache_answers_a_load_scaled_copy_as_a_fresh_solve_would(monkeypatch):
+    """A monotonicity constraint scales every load by 1 + eps: the cache answers that copy from the
+    unscaled graph (lam / s, gradient / s^2), equal to what solving it gives."""
+    import gridtune.nn.loadability as lp
+    from gridtune.constraints.monotonic import direction_columns, perturbed
+
+    g = grid("case9")
+    data = to_graph(g, Scenario(0, 1.3, g.pd_mw * 1.3, g.qd_mvar * 1.3, (1,)))
+    index = torch.zeros(9, dtype=torch.long)
+    monkeypatch.setattr(lp, "_CACHE", {})
+    calls = []
+    solve = lp._solve
+    monkeypatch.setattr(lp, "_solve", lambda *a: calls.append(1) or solve(*a))
+    lp.loadability_features(data.x.double(), data.edge_index, data.edge_attr.double(), index)
+    scaled = perturbed(data, direction_columns("load"), torch.tensor(1.04))
+    x = scaled.x.double().clone().requires_grad_(True)
+    looked_up, loading = lp.loadability_features(x, data.edge_index, data.edge_attr.double(), index)
+    (grad,) = torch.autograd.grad(looked_up[0, 0], x)
+    assert len(calls) == 1  # the scaled copy cost no LP
+    x2 = scaled.x.double().clone().requires_grad_(True)
+    with lp.uncached():
+        fresh, fresh_loading = lp.loadability_features(x2, data.edge_index, data.edge_attr.double(), index)
+    (fresh_grad,) = torch.autograd.grad(fresh[0, 0], x2)
+    assert len(calls) == 2
+    torch.testing.assert_close(looked_up, fresh, rtol=1e-5, atol=1e-6)  # float32 load shares
+    torch.testing.assert_close(loading, fresh_loading, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, fresh_grad, rtol=1e-5, atol=1e-6)
+    other = data.clone()
+    other.x = data.x.clone()
+    other.x[4, BUS_FEATURES.index("pd_pu")] *= 1.5  # a different load pattern: solved
+    lp.loadability_features(other.x.double(), data.edge_index, data.edge_attr.double(), index)
+    assert len(calls) == 3
+
+
 def test_load_driven_inputs_carry_their_gradient_in_the_load():
     """A gradient-based constraint (monotonic `method="gradient"`) differentiates the model in its
     load columns: `dc_overload` (via the LP's duals) and the load-driven stress columns must move
@@ -150,12 +184,14 @@ def test_load_driven_inputs_carry_their_gradient_in_the_load():
     (grad,) = torch.autograd.grad(overload[0, 0], x)
     pd_col = BUS_FEATURES.index("pd_pu")
     assert grad[4, pd_col].item() == pytest.approx(10 / 1.5, rel=1e-5)  # 10 / rating of branch 2
+    with uncached():  # the cache may answer from a load-scaled copy, equal to ~1e-8 only
+        base, _ = loadability_features(data.x.double(), data.edge_index, ea, index)
     for bus in (4, 6):
         bumped = data.x.double().clone()
         bumped[bus, pd_col] += 1e-4
         with uncached():
             moved, _ = loadability_features(bumped, data.edge_index, ea, index)
-        assert grad[bus, pd_col].item() == pytest.approx((moved[0, 0] - overload[0, 0]).item() / 1e-4, abs=1e-4)
+        assert grad[bus, pd_col].item() == pytest.approx((moved[0, 0] - base[0, 0]).item() / 1e-4, abs=1e-4)
     _, flow, _ = _dc_flow(data.x, data.edge_index, data.edge_attr, index)
     bus, _ = stress_features(x, data.edge_index, ea, data.nominal_load_pu, index, flow)
     (grad,) = torch.autograd.grad(bus[4, STRESS_BUS.index("load_ratio")], x)
