@@ -88,6 +88,35 @@ def label_batch_size(n_train: int, batch_size: int) -> int:
     return max(1, min(batch_size, math.ceil(n_train / 4)))
 
 
+OPF_POOL_DRAW_FACTOR = 4  # at most this many unlabelled draws per scenario kept for an OPF head
+
+
+def unlabeled_pool(data: Any, spare: list[Any], n: int, seed: int, task: str) -> list[Any]:
+    """`n` unlabelled target graphs: fresh draws of the dataset's recipe (`GridDataset.unlabeled`)
+    or, for a plain list of graphs, the unused training graphs.
+
+    For an `opf` head only scenarios the DC network can carry are kept (DC loadability
+    `lam >= 1`, `gridtune.nn.loadability.dc_load_scale`; no OPF solve). The head is trained and
+    scored on scenarios that have an OPF solution; a raw case118 draw is 57% infeasible, and its
+    predictions there are extrapolations: a power-balance term fed with them saw violations of
+    1-7 p.u. a batch, its multiplier climbed to 524 and the OPF MAEs grew 0.8-5.5x (seed 0, 200
+    labels, session 4). Draws continue up to `OPF_POOL_DRAW_FACTOR x n`; fewer than `n` may
+    come back.
+    """
+    if task != "opf":
+        return data.unlabeled(n, seed) if hasattr(data, "unlabeled") else spare[:n]
+    from gridtune.nn.loadability import dc_load_scale
+
+    if not hasattr(data, "unlabeled"):
+        return [g for g in spare if dc_load_scale(g) >= 1.0][:n]
+    drawn = n
+    while True:
+        kept = [g for g in data.unlabeled(drawn, seed) if dc_load_scale(g) >= 1.0]
+        if len(kept) >= n or drawn >= OPF_POOL_DRAW_FACTOR * n:
+            return kept[:n]
+        drawn = min(OPF_POOL_DRAW_FACTOR * n, int(drawn * n / max(len(kept), 1) * 1.1) + 1)
+
+
 def _strategy_options(name: str, model: Any, unlabeled_loader: Any) -> dict[str, Any]:
     if name in DOMAIN_STRATEGIES:
         if unlabeled_loader is None:
@@ -183,7 +212,8 @@ def finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, s
         strategy: a registered strategy name (`gridtune finetune --list-strategies`).
         seed: seeds the split, the label draw, new weights and shuffling.
         unlabeled: unlabelled target scenarios for domain adaptation (`GridDataset.unlabeled`
-            draws fresh ones; for a plain list of graphs, unused training graphs stand in). With
+            draws fresh ones; for a plain list of graphs, unused training graphs stand in; for an
+            `opf` head only DC-feasible ones, see `unlabeled_pool`). With
             `constraints`, the constraint term is evaluated on four fifths of them instead of the
             labelled batches, and checkpoints are selected on the violations of the other fifth.
         out_dir: receives the checkpoint, `finetune.json` and `history.json`.
@@ -258,11 +288,9 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
     unlabeled_loader = None
     pool: list[Any] = []
     if unlabeled > 0:
-        if hasattr(source_data, "unlabeled"):
-            pool = source_data.unlabeled(unlabeled, seed)
-        else:
-            used = set(train_i) | set(val_i)
-            pool = [view.graphs[int(i)] for i in tr_idx if int(i) not in used][:unlabeled]
+        used = set(train_i) | set(val_i)
+        spare = [view.graphs[int(i)] for i in tr_idx if int(i) not in used]
+        pool = unlabeled_pool(source_data, spare, unlabeled, seed, task)
         if len(pool) < 2:
             raise DataError(f"only `{len(pool)}` unlabelled target graphs available; need at least 2")
         unlabeled_loader = make_loader(pool, min(config.batch_size, len(pool)), shuffle=True, seed=seed)
@@ -303,7 +331,7 @@ def _finetune(checkpoint: str | Path, data: Any, *, labels: int, strategy: str, 
         "normalizer": normalizer, "checkpoint": str(checkpoint), "source": meta.get("data"), "target": view.name,
         "target_hash": view.content_hash, "task": task, "strategy": strategy,
         "strategy_config": strat.config(), "labels": labels, "n_train": len(train),
-        "n_val": len(val), "n_test": len(test), "unlabeled": unlabeled, "seed": seed,
+        "n_val": len(val), "n_test": len(test), "unlabeled": unlabeled, "unlabeled_used": len(pool), "seed": seed,
         "pre_adapt": pre_adapt_report,
         "train": dataclasses.asdict(config),
         "metrics": _test_metrics(model, test),

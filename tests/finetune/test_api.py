@@ -147,3 +147,30 @@ def test_constraints_are_trained_and_reported(source, target, tmp_path):
     with pytest.raises(GridtuneError, match="bounds|opf"):  # an OPF-only spec on a feasibility model
         finetune(source, target, labels=20, strategy="full", out_dir=tmp_path, train_config=FAST,
                  constraints=spec.parent / "bounds.toml")
+
+
+def test_opf_unlabelled_draws_keep_only_dc_feasible_scenarios(tmp_path):
+    """An OPF head is scored on scenarios with an OPF solution: its unlabelled draw (no solve)
+    keeps the ones whose load the DC network can carry (lam >= 1); other heads take all."""
+    from gridtune.finetune.api import unlabeled_pool
+    from gridtune.grids.build import build_dataset
+    from gridtune.grids.dataset import open_dataset
+    from gridtune.grids.recipe import load_recipe
+    from gridtune.nn.loadability import dc_load_scale
+    from tests.grids.recipes import recipe_file
+
+    out = tmp_path / "ds"
+    build_dataset(load_recipe(recipe_file(tmp_path, samples=4, scale="[1.0, 4.0]")), out,
+                  workers=1, progress=False)
+    ds = open_dataset(out, progress=False)
+    raw = ds.unlabeled(24, 0)
+    lam = [dc_load_scale(g) for g in raw]
+    assert min(lam) < 1.0 < max(lam)  # the load range straddles the DC limit
+    everything = unlabeled_pool(ds, [], 24, 0, "feasibility")
+    assert all(torch.equal(a.x, b.x) for a, b in zip(everything, raw, strict=True))
+    kept = unlabeled_pool(ds, [], 6, 0, "opf")
+    assert len(kept) == 6 and all(dc_load_scale(g) >= 1.0 for g in kept)
+    first = [g for g, v in zip(raw, lam, strict=True) if v >= 1.0][:6]
+    assert all(torch.equal(a.x, b.x) for a, b in zip(kept, first, strict=True))  # same draw order
+    few = unlabeled_pool(None, raw, 1000, 0, "opf")
+    assert len(few) == sum(v >= 1.0 for v in lam)  # a plain list: filtered, never topped up
