@@ -120,6 +120,15 @@ def test_warmup_fits_the_task_first_then_enforces():
         make_formulation("lagrangian", term.constraint_set, warmup_steps=-1)
 
 
+def test_a_positive_initial_multiplier_keeps_the_term_in_warmup_with_the_dual_frozen():
+    # warm-up at lambda = 1: stationary point of (x-2)^2 + relu(x-1) is x = 1.5
+    x, term = solve("lagrangian", steps=300, dual_lr=0.05, warmup_steps=300, init_multiplier=1.0)
+    assert x == pytest.approx(1.5, abs=1e-3)
+    assert all(r["x_at_most_one/multiplier"] == 1.0 for r in term.history)
+    x, term = solve("lagrangian", steps=1100, dual_lr=0.05, warmup_steps=300, init_multiplier=1.0)
+    assert x == pytest.approx(1.0, abs=0.06) and term.multipliers["x_at_most_one"] >= 2.0
+
+
 def test_penalty_with_a_small_weight_does_not_satisfy_the_constraint():
     # stationary point of (x-2)^2 + 0.5 relu(x-1): x = 2 - 0.25
     x, term = solve("penalty", scale=0.5)
