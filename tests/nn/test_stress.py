@@ -123,6 +123,7 @@ def test_loadability_cache_answers_a_graph_seen_before_unless_told_not_to(monkey
     g = grid("case9")
     data = to_graph(g, Scenario(0, 1.07, g.pd_mw * 1.07, g.qd_mvar * 1.07))
     index = torch.zeros(9, dtype=torch.long)
+    monkeypatch.setattr(lp, "_CACHE", {})  # a load-scaled copy seen by another test would answer
     calls = []
     solve = lp._solve
     monkeypatch.setattr(lp, "_solve", lambda *a: calls.append(1) or solve(*a))
