@@ -122,7 +122,7 @@ def test_l2sp_penalty_pulls_towards_pretrained():
         model, train, val = _setup("cnn")
         w0 = [p.detach().clone() for p in model.encoder.parameters()]
         model, _ = _run(model, "l2sp", train, val, cfg=TrainConfig(epochs=5, lr=1e-2), alpha=alpha)
-        drift[alpha] = sum(float(((p - q) ** 2).sum()) for p, q in zip(model.encoder.parameters(), w0, strict=True))
+        drift[alpha] = sum(float(((p - q) ** 2).sum().detach()) for p, q in zip(model.encoder.parameters(), w0, strict=True))
     assert drift[10.0] < 0.5 * drift[0.0]
 
 
