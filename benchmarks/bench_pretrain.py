@@ -69,8 +69,8 @@ def _model_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def cold_inference(checkpoint_dir: Path, view, task: str, seed: int = 0, batch_size: int = 256,
-                   split: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> float:
+def cold_inference(checkpoint_dir: Path, view, task: str, seed: int, *,
+                   split: tuple[float, float, float], batch_size: int = 256) -> float:
     """Test-split inference throughput (graphs / s) with every DC loadability LP solved afresh.
 
     `evaluate_model` times inference after a warm-up batch, and the LP cache
@@ -95,8 +95,8 @@ def cold_inference(checkpoint_dir: Path, view, task: str, seed: int = 0, batch_s
         return n / max(time.perf_counter() - start, 1e-9)
 
 
-def ece_floor(checkpoint_dir: Path, view, seed: int = 0, draws: int = 1000,
-              split: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> float:
+def ece_floor(checkpoint_dir: Path, view, seed: int, *, split: tuple[float, float, float],
+              draws: int = 1000) -> float:
     """ECE that a perfectly calibrated model with the same test probabilities would show, on
     average, on a test split of this size: labels drawn from Bernoulli(p), 10-bin ECE, mean over
     `draws`. Below a few hundred graphs, sampling noise alone puts ECE well above zero."""

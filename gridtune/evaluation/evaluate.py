@@ -210,7 +210,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
 
         constraint_set = load_constraint_set(constraints, meta["task"])  # fails before any work
     with torch_threads(threads):
-        report = evaluate_model(model, view, seed=seed, split=(tr, te))
+        report = evaluate_model(model, view, split=(tr, te))
         if constraints is not None:
             from gridtune.constraints.metrics import evaluate_constraints
             from gridtune.finetune.trainer import make_loader

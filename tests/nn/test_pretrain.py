@@ -5,12 +5,11 @@ import pytest
 import torch
 from synthetic import graphs, tiny_checkpoint
 
-from gridtune.errors import DataError
+from gridtune.errors import DataError, SpecError
 from gridtune.finetune.trainer import make_loader, predict
 from gridtune.nn.checkpoint import load_checkpoint
 from gridtune.nn.model import ModelConfig, build_model
 from gridtune.nn.normalizer import Normalizer
-from gridtune.errors import SpecError
 from gridtune.nn.pretrain import parse_split, platt_calibrate, pretrain, resolve_data, split_indices
 from gridtune.nn.tasks import make_task
 
