@@ -333,7 +333,9 @@ class AugmentedLagrangian(Formulation):
         penalty_max: cap on rho (default: 100); keep lr * rho * curvature well below 2, or
             the primal step turns unstable.
         growth_every: steps between growths (default: 10).
-        init_multiplier: starting lambda (default: 0).
+        init_multiplier: starting lambda (default: 0). With `warmup_steps`, a positive value
+            keeps the term in the loss during warm-up at this lambda and `penalty_init`, the dual
+            and rho frozen (as `Lagrangian`'s, for the same reason: Adam's statistics).
     """
 
     name = "augmented-lagrangian"
@@ -352,6 +354,7 @@ class AugmentedLagrangian(Formulation):
             raise SpecError(f"formulation setting `growth_every` must be >= 1, got `{growth_every}`")
         self.growth_every = int(growth_every)
         init = _positive("init_multiplier", init_multiplier, allow_zero=True)
+        self._init = init
         self.multipliers = {c: init for c in constraint_set.names}
         self._weight = {c.name: c.weight for c in constraint_set}
         self._calls = 0
@@ -364,6 +367,9 @@ class AugmentedLagrangian(Formulation):
             shifted = torch.relu(lam + rho * self._weight[c] * val)
             total = total + (shifted * shifted - lam * lam) / (2 * rho)
         return total  # type: ignore[return-value]
+
+    def warmup_term_active(self) -> bool:
+        return self._init > 0
 
     def update(self, g: dict[str, float]) -> None:
         for c, val in g.items():

@@ -129,6 +129,18 @@ def test_a_positive_initial_multiplier_keeps_the_term_in_warmup_with_the_dual_fr
     assert x == pytest.approx(1.0, abs=0.06) and term.multipliers["x_at_most_one"] >= 2.0
 
 
+def test_augmented_lagrangian_with_an_initial_multiplier_is_active_in_warmup_too():
+    # warm-up at lambda = 1, rho = 1: term (relu(1 + (x - 1))^2 - 1) / 2 = (x^2 - 1) / 2 for x > 1,
+    # stationary point of (x-2)^2 + (x^2 - 1) / 2 is x = 4/3; the dual and rho stay put
+    x, term = solve("augmented-lagrangian", steps=300, warmup_steps=300, init_multiplier=1.0)
+    assert x == pytest.approx(4 / 3, abs=1e-3)
+    assert term.multipliers["x_at_most_one"] == 1.0 and term.rho == 1.0
+    x, _ = solve("augmented-lagrangian", steps=300, warmup_steps=300)
+    assert x == pytest.approx(2.0, abs=1e-3)  # no initial multiplier: no term in warm-up
+    x, term = solve("augmented-lagrangian", steps=1100, warmup_steps=300, init_multiplier=1.0)
+    assert x == pytest.approx(1.0, abs=0.06) and term.multipliers["x_at_most_one"] > 1.0
+
+
 def test_penalty_with_a_small_weight_does_not_satisfy_the_constraint():
     # stationary point of (x-2)^2 + 0.5 relu(x-1): x = 2 - 0.25
     x, term = solve("penalty", scale=0.5)
