@@ -86,6 +86,7 @@ class Formulation:
     """
 
     name = ""
+    _init_multiplier = 0.0  # set by the formulations whose multipliers are learnt
 
     def __init__(self, constraint_set: ConstraintSet, *, budget: dict[str, float] | None = None,
                  log_every: int = 1, warmup_steps: int = 0,
@@ -148,8 +149,9 @@ class Formulation:
 
     def warmup_term_active(self) -> bool:
         """Whether the term is in the loss during warm-up (at the multipliers it starts with; the
-        dual steps wait for the warm-up to end). Default: no term until then."""
-        return False
+        dual steps wait for the warm-up to end): when a formulation with multipliers starts them
+        above zero (`init_multiplier`). Otherwise no term until then."""
+        return self._init_multiplier > 0
 
     # -- data ----------------------------------------------------------------------------------
     def use_data(self, train: Any, val: Any | None = None) -> None:
@@ -300,16 +302,13 @@ class Lagrangian(Formulation):
             raise SpecError(f"formulation setting `dual_signal` must be one of `mean`, `rate`, "
                             f"got `{dual_signal}`")
         self.dual_signal = dual_signal
-        self._init = init
+        self._init_multiplier = init
         self.multipliers = {c: init for c in constraint_set.names}
         self._step = {c.name: self.dual_lr * c.weight for c in constraint_set}
         self._tol = {c.name: c.tolerance for c in constraint_set}
 
     def term(self, g: dict[str, Tensor]) -> Tensor:
         return sum(self.multipliers[c] * val for c, val in g.items())  # type: ignore[return-value]
-
-    def warmup_term_active(self) -> bool:
-        return self._init > 0
 
     def dual_value(self, name: str, v: Tensor) -> float:
         if self.dual_signal == "rate":
@@ -354,7 +353,7 @@ class AugmentedLagrangian(Formulation):
             raise SpecError(f"formulation setting `growth_every` must be >= 1, got `{growth_every}`")
         self.growth_every = int(growth_every)
         init = _positive("init_multiplier", init_multiplier, allow_zero=True)
-        self._init = init
+        self._init_multiplier = init
         self.multipliers = {c: init for c in constraint_set.names}
         self._weight = {c.name: c.weight for c in constraint_set}
         self._calls = 0
@@ -367,9 +366,6 @@ class AugmentedLagrangian(Formulation):
             shifted = torch.relu(lam + rho * self._weight[c] * val)
             total = total + (shifted * shifted - lam * lam) / (2 * rho)
         return total  # type: ignore[return-value]
-
-    def warmup_term_active(self) -> bool:
-        return self._init > 0
 
     def update(self, g: dict[str, float]) -> None:
         for c, val in g.items():
