@@ -63,7 +63,7 @@ def from_table(cls: type[T], table: dict[str, Any], *, where: str) -> T:
     """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types.
 
     Nested dataclass fields are built recursively from sub-tables. `where` names the file (and
-    table) for messages, e.g. ``"datasets/case14.toml [loads]"``.
+    table) for messages, e.g. ``"case14.toml [loads]"``.
     """
     if not isinstance(table, dict):
         raise SpecError(f"{where}: expected a table, got `{table!r}`")
@@ -139,12 +139,50 @@ def to_table(obj: Any) -> dict[str, Any]:
     return out
 
 
-def shipped_path(folder: str, name: str) -> Path | None:
-    """A data file shipped with gridtune: `<repo>/<folder>/<name>.toml` (source checkout) or
-    `gridtune/resources/<folder>/<name>.toml` (installed package); None when neither exists."""
-    here = Path(__file__).resolve()
-    for root in (here.parents[1] / folder, here.parent / "resources" / folder):
-        p = root / f"{name}.toml"
-        if p.is_file():
-            return p
-    return None
+RESOURCES = Path(__file__).resolve().parent / "resources"
+"""The data files shipped inside the package: `gridtune/resources/<kind>/<name>.toml`."""
+
+SHIPPED_KINDS = ("datasets", "constraints", "studies")
+"""`datasets`: recipes of the default cases (and variants such as `case30_rerated`);
+`constraints`: constraint sets; `studies`: study specs (`quickstart`, ...)."""
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in SHIPPED_KINDS:
+        raise ValueError(f"unknown kind of shipped file `{kind}`; valid: {choices_text(SHIPPED_KINDS)}")
+
+
+def shipped_path(kind: str, name: str) -> Path | None:
+    """The file shipped as `<kind>/<name>.toml` inside the package (e.g. ``shipped_path(
+    "constraints", "monotone_load")``); None when `name` is not a shipped name of that kind.
+
+    Reads only the package's own `resources` directory, so a source checkout and an installed
+    wheel resolve the same names to the same files.
+    """
+    _check_kind(kind)
+    name = str(name)
+    if not name or name != Path(name).name or name.startswith(".") or name.endswith(".toml"):
+        return None
+    path = RESOURCES / kind / f"{name}.toml"
+    return path if path.is_file() else None
+
+
+def shipped_names(kind: str) -> list[str]:
+    """Sorted names of the files shipped under `kind` (the valid choices in error messages)."""
+    _check_kind(kind)
+    root = RESOURCES / kind
+    return sorted(p.stem for p in root.glob("*.toml")) if root.is_dir() else []
+
+
+def resolve_spec_file(kind: str, ref: str | Path, *, base_dir: str | Path | None = None) -> Path:
+    """A spec file named by the user: their own file when it exists (relative to `base_dir`
+    when given), else the shipped `<kind>` file named `ref`, else the user's path unchanged
+    (so that reading it reports the missing file). A user's file always wins over a shipped
+    name."""
+    path = Path(ref)
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir) / path
+    if path.is_file():
+        return path
+    shipped = shipped_path(kind, str(ref))
+    return shipped if shipped is not None else path

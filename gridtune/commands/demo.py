@@ -4,13 +4,18 @@ report is. The README's main-job command; finishes within 10 minutes on 2 cores,
 from __future__ import annotations
 
 import argparse
-from importlib import resources
 from pathlib import Path
 
 
 def quickstart_path() -> Path:
-    """The embedded quickstart study spec (shipped as package data)."""
-    return Path(str(resources.files("gridtune") / "resources" / "quickstart.toml"))
+    """The embedded quickstart study spec (the shipped study `quickstart`)."""
+    from gridtune.specs import shipped_path
+
+    path = shipped_path("studies", "quickstart")
+    if path is None:
+        raise FileNotFoundError("gridtune/resources/studies/quickstart.toml is missing from the "
+                                "installed package")
+    return path
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--out", type=Path, help="directory for metrics.json and plots")
     p.add_argument("--constraints", type=Path,
-                   help="constraint spec (TOML): add violation rate, mean and max violation per constraint")
+                   help="constraint spec (TOML, or a shipped set such as monotone_load): add "
+                   "violation rate, mean and max violation per constraint")
     p.set_defaults(func=_run)
 
 

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, nargs="+", default=[0],
                    help="one or more seeds; several give a transfer verdict (default: 0)")
     p.add_argument("--out", type=Path, help="output directory")
-    p.add_argument("--constraints", type=Path, help="constraint spec (TOML) enforced while training")
+    p.add_argument("--constraints", type=Path, help="constraint spec (TOML, or a shipped set "
+                   "such as monotone_load) enforced while training")
     p.add_argument("--formulation", default="lagrangian",
                    help="penalty, lagrangian or augmented-lagrangian (default: lagrangian)")
     p.add_argument("--normalizer", default="source",

@@ -18,12 +18,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from gridtune.specs import shipped_names
+
     p = sub.add_parser("study", help="run a transfer study: sources x targets x strategies x "
                        "labels x seeds x constraints",
                        description="Expand the study matrix, build or reuse datasets, pre-train "
                        "once per source, run every cell, write results.csv, plots and a report. "
                        "Finished cells are skipped on a rerun; failed cells run again.")
-    p.add_argument("spec", type=Path, help="study .toml (see examples/studies/)")
+    p.add_argument("spec", type=Path, help="study .toml, or the name of a shipped study ("
+                   + ", ".join(shipped_names("studies")) + ")")
     add_run_arguments(p)
     p.set_defaults(func=_run)
 

@@ -32,7 +32,7 @@ from gridtune.constraints.base import Constraint, ConstraintSet
 from gridtune.constraints.formulations import FORMULATIONS
 from gridtune.constraints.registry import resolve_constraint
 from gridtune.errors import SpecError, choices_text
-from gridtune.specs import from_table, read_toml
+from gridtune.specs import from_table, read_toml, resolve_spec_file, shipped_names
 
 TOP_KEYS = ("plugins", "formulation", "constraint")
 
@@ -100,14 +100,18 @@ def load_constraint_set(spec: str | Path, task: str) -> ConstraintSet:
     """Read a constraint spec and check every constraint applies to `task`.
 
     Args:
-        spec: path of the TOML file.
+        spec: path of the TOML file, or the name of a shipped constraint set
+            (``"monotone_load"``; see `shipped_names("constraints")`) when no such file exists.
         task: `feasibility`, `opf` or `cost` (or any task a user constraint declares).
 
     Raises:
         SpecError: unknown kind / output / direction / formulation / key, bad value, or a
             constraint that does not apply to `task` (named, with the tasks it applies to).
     """
-    path = Path(spec)
+    path = resolve_spec_file("constraints", spec)
+    if not path.is_file() and path.suffix != ".toml":
+        raise SpecError(f"constraint spec `{spec}` is neither a file nor a shipped constraint set; "
+                        f"shipped: {choices_text(shipped_names('constraints'))}")
     doc = read_toml(path)
     unknown = set(doc) - set(TOP_KEYS)
     if unknown:

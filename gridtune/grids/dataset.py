@@ -1,8 +1,9 @@
 """Open a dataset (building it when needed) as a PyG dataset of graphs.
 
-`open_dataset("datasets/case14.toml")` builds the recipe's dataset in the cache (or resumes it)
-and returns a `GridDataset`; `open_dataset(DIR)` opens a built dataset directory. Graphs are made
-from `scenarios.parquet` and `grid.json` on load: nothing is unpickled.
+`open_dataset("case14")` (a shipped recipe's name, or a recipe `.toml` path) builds the recipe's
+dataset in the cache (or resumes it) and returns a `GridDataset`; `open_dataset(DIR)` opens a
+built dataset directory. Graphs are made from `scenarios.parquet` and `grid.json` on load:
+nothing is unpickled.
 """
 
 from __future__ import annotations

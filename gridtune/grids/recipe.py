@@ -1,6 +1,6 @@
 """Dataset recipes: TOML files that say which grid, how many scenarios and how to perturb them.
 
-Example (datasets/case14.toml):
+Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
 
     case = "case14"          # default case name, or a path to a pandapower .json / MATPOWER .m
     samples = 1000
@@ -177,17 +177,14 @@ def load_recipe(path: str | Path, *, samples: int | None = None) -> Recipe:
 
 
 def recipe_for(case_or_recipe: str | Path, *, samples: int | None = None) -> Recipe:
-    """A recipe from a recipe file, or the shipped recipe of a default case name."""
+    """A recipe from a recipe file, or the shipped recipe of a name (a default case, or a
+    shipped variant such as `case30_rerated`; see `shipped_names("datasets")`)."""
     p = Path(case_or_recipe)
     if p.suffix == ".toml":
         return load_recipe(p, samples=samples)
-    shipped = shipped_recipe_path(str(case_or_recipe))
+    shipped = shipped_path("datasets", str(case_or_recipe))
     if shipped is not None:
         return load_recipe(shipped, samples=samples)
     recipe = Recipe(case=str(case_or_recipe))
     return dataclasses.replace(recipe, samples=samples) if samples else recipe
 
-
-def shipped_recipe_path(case: str) -> Path | None:
-    """The recipe shipped for a default case (datasets/<case>.toml), if it exists."""
-    return shipped_path("datasets", case)

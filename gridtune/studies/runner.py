@@ -1,6 +1,6 @@
 """Run a study: datasets -> one pre-training per source -> every cell, in parallel -> report.
 
-    outcome = run_study(load_study("examples/studies/quickstart.toml"), Path("runs/quickstart"))
+    outcome = run_study(load_study("quickstart"), Path("runs/quickstart"))
 
 Resumable at every level: datasets come from the cache (keyed by recipe content), a source is
 pre-trained again only when its data or settings changed, and a cell runs only when it has no

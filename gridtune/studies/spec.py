@@ -1,6 +1,6 @@
 """Study specs: a TOML file naming sources, targets, strategies, label budgets, seeds, constraints.
 
-Example (examples/studies/quickstart.toml):
+Example (the shipped study `quickstart`, gridtune/resources/studies/quickstart.toml):
 
     name = "quickstart"
     task = "feasibility"            # feasibility | opf | cost
@@ -39,7 +39,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gridtune.errors import SpecError, choices_text
-from gridtune.specs import from_table, read_toml, to_table
+from gridtune.specs import (
+    from_table,
+    read_toml,
+    resolve_spec_file,
+    shipped_names,
+    shipped_path,
+    to_table,
+)
 
 TASKS = ("feasibility", "opf", "cost")
 PAIRS = ("cross", "all")
@@ -225,13 +232,9 @@ class StudySpec:
         return ref
 
     def constraint_path(self, ref: str) -> Path:
-        """A constraint spec path (relative to the spec's directory), or a shipped constraint
-        set named without `.toml` (``"monotone_load"`` -> constraints/monotone_load.toml)."""
-        if not ref.endswith(".toml"):
-            shipped = shipped_constraint_path(ref)
-            if shipped is not None:
-                return shipped
-        return (Path(self.base_dir) / ref).resolve()
+        """A constraint spec path (relative to the spec's directory), or, when no such file
+        exists, a shipped constraint set named without `.toml` (``"monotone_load"``)."""
+        return resolve_spec_file("constraints", ref, base_dir=self.base_dir).resolve()
 
     def grid_refs(self) -> dict[str, str]:
         """Grid label -> resolved recipe reference, sources first, in spec order."""
@@ -242,13 +245,6 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         return to_table(self)
-
-
-def shipped_constraint_path(name: str) -> Path | None:
-    """The constraint set shipped under `name` (constraints/<name>.toml), if any."""
-    from gridtune.specs import shipped_path
-
-    return shipped_path("constraints", name)
 
 
 def dataset_manifest(ref: str) -> dict[str, Any] | None:
@@ -279,11 +275,15 @@ def load_study(path: str | Path, **overrides: Any) -> StudySpec:
     formulation names exist, every constraint set applies to the task (`check_study`).
 
     Args:
-        path: the study .toml.
+        path: the study .toml, or the name of a shipped study (``"quickstart"``; see
+            `shipped_names("studies")`) when no such file exists.
         overrides: keys replacing the file's values, dotted for sub-tables (e.g.
             ``{"seeds": (0,), "data.samples": 100}``); validated like the file.
     """
-    path = Path(path)
+    path = resolve_spec_file("studies", path)
+    if not path.is_file() and path.suffix != ".toml":
+        raise SpecError(f"study `{path}` is neither a file nor a shipped study; shipped: "
+                        f"{choices_text(shipped_names('studies'))}")
     table = read_toml(path)
     where = str(path)
     if "base_dir" in table:
@@ -306,7 +306,7 @@ def load_study(path: str | Path, **overrides: Any) -> StudySpec:
 
 def check_files(spec: StudySpec, where: str) -> None:
     """Recipe / constraint paths exist, case names are known, overrides make valid recipes."""
-    from gridtune.grids.recipe import Recipe, recipe_for, shipped_recipe_path
+    from gridtune.grids.recipe import Recipe, recipe_for
 
     for key in ("sources", "targets"):
         for ref in getattr(spec, key):
@@ -316,7 +316,7 @@ def check_files(spec: StudySpec, where: str) -> None:
                 if not Path(spec.resolve(ref)).is_file():
                     raise SpecError(f"{where}: key `{key}` names recipe `{ref}`, which does not "
                                     f"exist (looked in `{spec.base_dir}`)")
-            elif shipped_recipe_path(ref) is None and not _known_case(ref):
+            elif shipped_path("datasets", ref) is None and not _known_case(ref):
                 raise SpecError(f"{where}: key `{key}` names unknown case `{ref}`; use a default "
                                 f"case name{_case_choices()} or a recipe .toml path")
     for ref in spec.constraints:
@@ -336,8 +336,7 @@ def check_files(spec: StudySpec, where: str) -> None:
 
 
 def _constraint_choices() -> str:
-    root = Path(__file__).resolve().parents[2] / "constraints"
-    names = sorted(p.stem for p in root.glob("*.toml")) if root.is_dir() else []
+    names = shipped_names("constraints")
     return f" ({choices_text(names)})" if names else ""
 
 
@@ -353,12 +352,9 @@ def _case_choices() -> str:
     try:
         from gridtune.grids.cases import CASES  # type: ignore[attr-defined]
     except ImportError:
-        from gridtune.grids.recipe import shipped_recipe_path
-
-        root = shipped_recipe_path("case14")
-        names = sorted(p.stem for p in root.parent.glob("*.toml")) if root else []
-        return f" ({choices_text(names)})" if names else ""
-    return f" ({choices_text(list(CASES))})"
+        CASES = ()
+    names = list(CASES) + [n for n in shipped_names("datasets") if n not in CASES]
+    return f" ({choices_text(names)})" if names else ""
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,9 @@ from gridtune.constraints import constraint_report, training_term
 from gridtune.finetune.trainer import make_loader
 from gridtune.nn.model import ModelConfig, build_model
 from gridtune.nn.normalizer import Normalizer
+from gridtune.specs import RESOURCES
 
-SPECS = Path(__file__).resolve().parents[2] / "constraints"
+SPECS = RESOURCES / "constraints"
 
 
 @pytest.fixture(scope="module")

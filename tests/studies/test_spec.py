@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from gridtune.errors import SpecError
+from gridtune.specs import shipped_path
 from gridtune.studies.matrix import expand
 from gridtune.studies.spec import load_study, recipe_table
 
-REPO = Path(__file__).resolve().parents[2]
-MONOTONE = REPO / "constraints" / "monotone_load.toml"
+MONOTONE = shipped_path("constraints", "monotone_load")
 
 BASE = """
 name = "tiny"
@@ -156,7 +156,7 @@ def test_command_line_overrides_are_validated(tmp_path):
 
 @pytest.mark.parametrize("name", ["quickstart", "ieee_transfer", "constraints"])
 def test_shipped_studies_load(name):
-    spec = load_study(REPO / "examples" / "studies" / f"{name}.toml")
+    spec = load_study(name)
     assert spec.name == name
     assert len(expand(spec)) > 0
 
@@ -164,7 +164,7 @@ def test_shipped_studies_load(name):
 def test_demo_runs_the_shipped_quickstart():
     from gridtune.commands.demo import quickstart_path
 
-    assert quickstart_path().read_text() == (REPO / "examples/studies/quickstart.toml").read_text()
+    assert quickstart_path() == shipped_path("studies", "quickstart")
     spec = load_study(quickstart_path())
     assert spec.sources == ("case14",) and spec.targets == ("case30",)
     assert len(spec.strategies) in (2, 3) and len(spec.constraints) == 1
