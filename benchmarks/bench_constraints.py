@@ -1,10 +1,10 @@
 """Constraint benchmark: case30 -> case118 fine-tuning with and without physical constraints.
 
 Target (issue 5), on held-out target scenarios with 200 target labels:
-    feasibility head + constraints/monotone_load.toml: Lagrangian fine-tuning brings the
+    feasibility head + the shipped `monotone_load` constraint set: Lagrangian fine-tuning brings the
         monotonicity violation rate to <= 1% of perturbation pairs, with AUROC within 0.01 of
         unconstrained fine-tuning;
-    OPF head + constraints/power_balance.toml: Lagrangian fine-tuning cuts the system
+    OPF head + the shipped `power_balance` constraint set: Lagrangian fine-tuning cuts the system
         power-balance residual (mean violation of the loss band, MW) at least 10x against
         unconstrained fine-tuning, with every OPF MAE within 5% of it.
 Baseline: unconstrained fine-tuning (same checkpoint, labels, seed, strategy), measured in the
@@ -16,7 +16,7 @@ The OPF model's balance layer (`ModelConfig.balance_pg`) closes the system balan
 construction, which leaves a power-balance constraint nothing to do. By default (`--balance-layer
 off`) the OPF checkpoint is re-fitted on the source without the layer and every variant fine-tunes
 that; the layer keeps one row of its own (the architectural alternative), and one row trains on
-constraints/nodal_balance.toml. Every OPF row reports both the system and the nodal balance.
+the shipped `nodal_balance` set. Every OPF row reports both the system and the nodal balance.
 
 Constrained rows (any formulation) evaluate their constraint term on `--unlabeled` fresh target
 scenarios (constraints need no labels; 4/5 train the term, 1/5 selects the checkpoint: the best
@@ -30,8 +30,8 @@ Rows go to `<out>/rows.jsonl` as they finish; a rerun with the same `--out` skip
 It never builds the large datasets: pass built dataset directories (or recipes whose cache holds
 the data). Pre-trained source checkpoints are trained here when not given.
 
-    python benchmarks/bench_constraints.py --source datasets/case30.toml \
-        --target datasets/case118.toml --out runs/bench-constraints --seeds 0 1 2 \
+    python benchmarks/bench_constraints.py --source case30 \
+        --target case118 --out runs/bench-constraints --seeds 0 1 2 \
         [--checkpoint-feasibility runs/case30-feas --checkpoint-opf runs/case30-opf]
 
     python benchmarks/bench_constraints.py --synthetic --out /tmp/bench-constraints  # self-check
@@ -51,8 +51,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SPECS = {"feasibility": ROOT / "constraints" / "monotone_load.toml",
-         "opf": ROOT / "constraints" / "power_balance.toml"}
+from gridtune.specs import RESOURCES  # noqa: E402  (after the path insert)
+
+SPECS = {"feasibility": RESOURCES / "constraints" / "monotone_load.toml",
+         "opf": RESOURCES / "constraints" / "power_balance.toml"}
 PENALTY_WEIGHTS = (0.1, 1.0, 10.0)
 BASE_MVA = 100.0  # system base of the per-unit features (MATPOWER cases)
 LAYER_ROW = "balance layer (no constraint)"
@@ -365,14 +367,14 @@ def table(agg: dict[tuple[str, str], dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", default="datasets/case30.toml")
-    ap.add_argument("--target", default="datasets/case118.toml")
+    ap.add_argument("--source", default="case30")
+    ap.add_argument("--target", default="case118")
     ap.add_argument("--checkpoint-feasibility", type=Path)
     ap.add_argument("--checkpoint-opf", type=Path)
     ap.add_argument("--tasks", nargs="+", default=["feasibility", "opf"], choices=list(SPECS))
     ap.add_argument("--feasibility-spec", type=Path, default=SPECS["feasibility"])
     ap.add_argument("--opf-spec", type=Path, default=SPECS["opf"])
-    ap.add_argument("--nodal-spec", type=Path, default=ROOT / "constraints" / "nodal_balance.toml",
+    ap.add_argument("--nodal-spec", type=Path, default=RESOURCES / "constraints" / "nodal_balance.toml",
                     help="OPF: reported on every row, and trained on in one extra row")
     ap.add_argument("--balance-layer", choices=("off", "on"), default="off",
                     help="OPF model's balance layer (`balance_pg`) while fine-tuning; `on` closes "

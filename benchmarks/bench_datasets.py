@@ -1,6 +1,6 @@
 """How hard and how clean are the shipped recipes' datasets?
 
-For each shipped recipe (datasets/*.toml), builds (or reuses) its dataset at `--samples` and prints
+For each shipped recipe (gridtune/resources/datasets/*.toml), builds (or reuses) its dataset at `--samples` and prints
 the share of each status, the unknown share (target < 5%), and the AUROC of the baseline every
 model must beat — logistic regression on system totals, 5-fold CV — against the naive-sampling
 reference (same grid, stock ratings, fixed load range 0.6-1.6, no calibration), built side by side

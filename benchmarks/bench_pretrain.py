@@ -1,6 +1,6 @@
 """Pre-training quality and speed on one dataset (issue 3's quality target), against named baselines.
 
-    python benchmarks/bench_pretrain.py                       # datasets/case118.toml, must be built
+    python benchmarks/bench_pretrain.py                       # the case118 recipe, must be built
     python benchmarks/bench_pretrain.py --data DIR --epochs 20 --tasks feasibility
     python benchmarks/bench_pretrain.py --samples 6000 --split 0.35,0.15,0.5   # ECE on 3000 test graphs
 
@@ -125,7 +125,7 @@ def _fmt(v, digits: int = 4) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="datasets/case118.toml", help="recipe, case name or dataset directory")
+    p.add_argument("--data", default="case118", help="recipe, case name or dataset directory")
     p.add_argument("--samples", type=int)
     p.add_argument("--tasks", default="feasibility,opf")
     p.add_argument("--model", default="gine")

@@ -12,17 +12,17 @@ target scenarios first (two-stage). Every cell (labels, seed, strategy) is one `
 target split and label draw for that seed; results are appended to `OUT/results.jsonl` as they
 finish, so an interrupted run resumes where it stopped.
 
-Source: `examples/recipes/case30_rerated.toml` by default, case30 with its branches re-rated the way
+Source: the shipped recipe `case30_rerated` by default, case30 with its branches re-rated the way
 the case118 recipe re-rates case118, so that both grids meet their feasibility boundary through the
 same mechanism (thermal limits; see the recipe's header for the measured DC-loadability shares).
-With stock case30 (`--source datasets/case30.toml`) the source learns an AC threshold that does
+With stock case30 (`--source case30`) the source learns an AC threshold that does
 not hold on case118 and every strategy transfers negatively (README, "Measured").
 
 It never builds the large datasets: pass built dataset directories (or recipes whose cache
 directory already holds the data); a missing dataset is an error telling how to build it.
 
-    gridtune data build examples/recipes/case30_rerated.toml --workers 2      # once
-    python benchmarks/bench_transfer.py --target datasets/case118.toml \
+    gridtune data build case30_rerated --workers 2      # once
+    python benchmarks/bench_transfer.py --target case118 \
         --checkpoint runs/case30-rerated-feas --out runs/bench-transfer --seeds 0 1 2 --workers 2
 
     python benchmarks/bench_transfer.py --synthetic --out /tmp/bench-check   # tiny self-check
@@ -185,9 +185,9 @@ def print_summary(summary: dict[str, Any], labels: list[int], strategies: list[s
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", default="examples/recipes/case30_rerated.toml",
+    ap.add_argument("--source", default="case30_rerated",
                     help="source recipe or dataset directory (default: case30 re-rated like case118)")
-    ap.add_argument("--target", default="datasets/case118.toml", help="target recipe or dataset directory")
+    ap.add_argument("--target", default="case118", help="target recipe or dataset directory")
     ap.add_argument("--checkpoint", type=Path, help="pre-trained source checkpoint (trained here if missing)")
     ap.add_argument("--out", type=Path, required=True, help="results directory (resumable)")
     ap.add_argument("--labels", type=int, nargs="+", default=list(LABELS))
