@@ -2,14 +2,23 @@
 
 `run_tasks(fn, items, workers=..., backend=...)` yields `(index, result)` as tasks finish (in
 completion order), so callers can persist each result at once and resume after an interruption.
-`fn` must be a module-level function (picklable). Exceptions inside a task are the task's
-business: callers that must survive a crashing task catch inside `fn` and return the reason.
+`fn` must be a module-level function of an importable module (picklable). Exceptions inside a
+task are the task's business: callers that must survive a crashing task catch inside `fn` and
+return the reason.
+
+Worker processes never import the caller's `__main__` (a script, `python -` on stdin, a
+notebook): a script that calls gridtune at top level, without an `if __name__ == "__main__":`
+guard, must not run again in every worker (it would start its own pool, or wait forever on a
+dataset lock its parent holds). See `_WorkerContext`.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.context
+import multiprocessing.spawn
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Literal
@@ -49,7 +58,8 @@ def run_tasks(
     """Run `fn(item)` for every item; yield `(index, result)` as each finishes.
 
     Args:
-        fn: picklable function of one argument.
+        fn: picklable function of one argument, defined in an importable module (not in the
+            `__main__` script: local workers never import it).
         items: the task inputs.
         workers: number of processes (default: all cores). `1` runs in this process, in order.
         backend: `"local"` (process pool) or `"ray"` (a Ray cluster; a local one is started
@@ -68,10 +78,11 @@ def run_tasks(
         for i, item in enumerate(items):
             yield i, fn(item)
         return
-    # forkserver, not fork: forking a parent that already runs threads (torch, Ray, a previous
-    # pool) can copy a held lock into the child, which then sleeps forever (seen in studies).
-    context = multiprocessing.get_context("forkserver")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    if getattr(fn, "__module__", None) == "__main__":
+        raise GridtuneError(f"run_tasks: `{getattr(fn, '__qualname__', fn)}` is defined in the "
+                            "`__main__` script, which worker processes never import; move it "
+                            "into a module")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=worker_context())
     finished = False
     try:
         futures = {pool.submit(_run_chunk, fn, [items[i] for i in c]): c for c in chunks}
@@ -84,6 +95,73 @@ def run_tasks(
             pool.shutdown(wait=True)
         else:  # interrupted, failed or abandoned: stop the workers now, not after their tasks
             _terminate(pool)
+
+
+# Modules the fork server imports once, so that every worker forked from it starts with them
+# (the task functions live there). Never `__main__`: see `_WorkerContext`.
+FORKSERVER_PRELOAD = ("gridtune.parallel", "gridtune.grids.build", "gridtune.grids.calibration")
+
+_launching = threading.local()
+_context: multiprocessing.context.ForkServerContext | None = None
+_context_lock = threading.Lock()
+
+
+class _WorkerProcess(multiprocessing.context.ForkServerProcess):
+    """A forkserver process started without the parent's `__main__`.
+
+    multiprocessing hands every new process "preparation data" naming the parent's main module
+    (`init_main_from_path`: a script's path, or `<stdin>` for `python -`; `init_main_from_name`
+    for `python -m`), and the child runs that module again as `__mp_main__` before it unpickles
+    its task. A script without a `__main__` guard then re-runs its top level in every worker (and
+    `<stdin>` cannot be re-read at all). While this class launches a process, the preparation data
+    leave the main module out; the task functions are module-level gridtune functions, imported
+    by name when they are unpickled.
+    """
+
+    @staticmethod
+    def _Popen(process_obj):  # noqa: N802  (multiprocessing's name)
+        _launching.active = True
+        try:
+            return multiprocessing.context.ForkServerProcess._Popen(process_obj)
+        finally:
+            _launching.active = False
+
+
+class _WorkerContext(multiprocessing.context.ForkServerContext):
+    """The forkserver start method with `_WorkerProcess` as its process class.
+
+    forkserver, not fork: forking a parent that already runs threads (torch, Ray, a previous
+    pool) can copy a held lock into the child, which then sleeps forever (seen in studies).
+    """
+
+    Process = _WorkerProcess
+
+
+def _preparation_data(name: str, _original=multiprocessing.spawn.get_preparation_data) -> dict:
+    data = _original(name)
+    if getattr(_launching, "active", False):
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+    return data
+
+
+def worker_context() -> multiprocessing.context.ForkServerContext:
+    """The multiprocessing context of gridtune's local pools (created once).
+
+    The fork server preloads `FORKSERVER_PRELOAD` instead of the default `__main__` (which a
+    fork server started before this call keeps; the preparation data still leave `__main__`
+    out of every worker).
+    """
+    global _context
+    with _context_lock:
+        if _context is None:
+            if multiprocessing.spawn.get_preparation_data is not _preparation_data:
+                # the wrapper changes nothing unless `_WorkerProcess` is launching
+                multiprocessing.spawn.get_preparation_data = _preparation_data
+            context = _WorkerContext()
+            context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+            _context = context
+        return _context
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:

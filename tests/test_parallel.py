@@ -106,9 +106,75 @@ def test_sigterm_stops_a_cli_run_and_its_worker_processes(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline().strip() == "first 0.1"
     proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=60)
+    code = proc.wait(timeout=240)
     assert code == 130 and "interrupted; finished work is kept" in proc.stderr.read()
     deadline = time.time() + 15
     while _processes_with(marker) and time.time() < deadline:
         time.sleep(0.2)
     assert _processes_with(marker) == []
+
+
+# A user's script that calls gridtune at top level, without an `if __name__ == "__main__":`
+# guard: local workers must not run it again (they would wait forever on the dataset build lock
+# the script holds, and `python -` cannot even be re-read: BrokenProcessPool).
+UNGUARDED_SCRIPT = """\
+import os
+with open(os.environ["GRIDTUNE_TEST_RUNS"], "a") as fh:
+    fh.write(f"{os.getpid()}\\n")
+from gridtune.grids.dataset import open_dataset
+ds = open_dataset("case9", samples=8, workers=2, progress=False)
+print("scenarios", len(ds))
+"""
+
+
+def _run_unguarded(tmp_path, *, stdin: bool):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_script.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    runs = tmp_path / "runs.log"
+    env = {**os.environ, "GRIDTUNE_CACHE": str(tmp_path / "cache"), "GRIDTUNE_TEST_RUNS": str(runs)}
+    if stdin:  # like a notebook or `python -`: an interactive `__main__` without a file
+        with script.open() as fh:
+            proc = subprocess.run([sys.executable, "-"], stdin=fh, cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=240)
+    else:
+        proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "scenarios 8"
+    assert len(runs.read_text().split()) == 1  # the script body ran once: in the caller only
+
+
+@pytest.mark.slow
+def test_workers_do_not_rerun_an_unguarded_script(tmp_path):
+    _run_unguarded(tmp_path, stdin=False)
+
+
+@pytest.mark.slow
+def test_workers_do_not_rerun_a_script_read_from_stdin(tmp_path):
+    _run_unguarded(tmp_path, stdin=True)
+
+
+def test_task_function_from_main_is_refused_before_any_worker_starts():
+    def local(x):
+        return x
+
+    local.__module__ = "__main__"
+    with pytest.raises(GridtuneError, match=r"`__main__` script, which worker processes never "
+                                            r"import"):
+        list(run_tasks(local, [1, 2], workers=2))
+
+
+def test_only_gridtune_workers_leave_main_out_of_their_preparation_data():
+    import multiprocessing.spawn
+
+    from gridtune.parallel import FORKSERVER_PRELOAD, worker_context
+
+    worker_context()
+    assert "__main__" not in FORKSERVER_PRELOAD
+    data = multiprocessing.spawn.get_preparation_data("other")
+    # any other process still gets the caller's main module (pytest's, here) as before
+    assert {"init_main_from_name", "init_main_from_path"} & set(data)
