@@ -42,14 +42,15 @@ def cache_root() -> Path:
 def dataset_key(recipe: Recipe) -> str:
     """Identity of a dataset: the recipe (without `samples`) and the grid's content.
 
-    The grid's hash is taken after the case repairs, so a change in the stored case data or in
-    the repairs gives a new dataset rather than silently mixing labels of two grids.
+    The grid's hash is taken after the case repairs and the recipe's `[changes]`, so a change in
+    the stored case data, the repairs or the changes gives a new dataset rather than silently
+    mixing labels of two grids.
     """
     import hashlib
 
-    from gridtune.grids.cases import load_grid
+    from gridtune.grids.changes import recipe_grid
 
-    blob = f"{recipe.cache_key()}:{grid_hash(load_grid(recipe.case))}:{SCHEMA_VERSION}"
+    blob = f"{recipe.cache_key()}:{grid_hash(recipe_grid(recipe))}:{SCHEMA_VERSION}"
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -98,6 +99,10 @@ def prepare_grid(recipe: Recipe, directory: Path) -> tuple[GridModel, dict[str, 
     if recipe.limits.rating_factor is not None:
         grid, info = rerate(grid, recipe.limits.rating_factor, recipe.limits.min_rating_mva)
         rating = {"rerated": True, **info}
+    if recipe.changes:  # changed after the re-rating: the changes meet the base grid's ratings
+        from gridtune.grids.changes import recipe_grid
+
+        grid = recipe_grid(recipe, ratings=grid)
     storage.write_json(path, {"grid": grid_to_dict(grid), "rating": rating, "grid_hash": grid_hash(grid)})
     return grid, rating
 

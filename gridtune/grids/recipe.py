@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from gridtune.errors import SpecError
+from gridtune.grids.changes import ChangesSpec
 from gridtune.specs import from_table, read_toml, shipped_path, to_table
 
 
@@ -127,6 +128,7 @@ class Recipe:
     costs: CostSpec = CostSpec()
     limits: LimitSpec = LimitSpec()
     labels: LabelSpec = LabelSpec()
+    changes: ChangesSpec = ChangesSpec()  # a changed grid derived from `case` (grids/changes.py)
     source: str | None = None
 
     def __post_init__(self) -> None:
@@ -136,6 +138,9 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = to_table(self)
         d.pop("source", None)
+        d.pop("changes", None)
+        if self.changes:  # without changes a recipe reads (and hashes) as before the table existed
+            d["changes"] = self.changes.to_table()
         return d
 
     def cache_key(self) -> str:
