@@ -6,7 +6,7 @@ solution of every feasible scenario) and `solutions=False` (labels only), one wo
 `solutions=True` on all workers through `gridtune.parallel.run_tasks`.
 
 Scenarios (the SAME for every method): uniform load scale spread +-10% around the critical
-uniform scale of the base topology (found by bisection inside the bracket DESIGN.md gives,
+uniform scale of the base topology (found by bisection inside the bracket docs/data.md gives,
 case14: 1.5-2.0, case118: 2.0-2.5, untimed), 5% per-load noise, a random connectivity-safe N-1
 branch outage on half. `--scale lo,hi` draws from a fixed range instead.
 

@@ -103,7 +103,7 @@ def ece_floor(checkpoint_dir: Path, view, seed: int, *, split: tuple[float, floa
     import numpy as np
 
     from gridtune.evaluation.metrics import expected_calibration_error
-    from gridtune.finetune.trainer import make_loader, predict
+    from gridtune.core.trainer import make_loader, predict
     from gridtune.nn.checkpoint import load_checkpoint
     from gridtune.nn.pretrain import split_indices, task_graphs, torch_threads
     from gridtune.nn.tasks import make_task
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         results[task] = m
         t = m["test"]
         print(f"\n== {task}: {m['split']['train_used']} training graphs, {m['epochs_run']} epochs "
-              f"(best {m['best_epoch']}), {m['trainable_params']} parameters")
+              f"(best {m['best_epoch']}), {m['trainable_parameters']} parameters")
         print(f"training   {m['train_graphs_per_s']:.0f} graphs/s, {m['train_wall_time_s']:.1f} s wall "
               f"({m['wall_time_s']:.1f} s with data and evaluation)")
         t["inference_cold_graphs_per_s"] = cold_inference(args.out / task, view, task, args.seed, split=split)

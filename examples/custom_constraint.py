@@ -6,7 +6,7 @@ from typing import ClassVar
 import torch
 
 from gridtune.constraints import Constraint, register_constraint
-from gridtune.constraints.conservation import branch_flows
+from gridtune.grids.physics import branch_flows
 from gridtune.constraints.graph import graph_reduce
 from gridtune.grids.features import BRANCH_FEATURES
 

@@ -20,32 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _task(item: tuple[str, bool]) -> dict[str, Any] | str:
-    from gridtune.errors import GridtuneError
-    from gridtune.grids.cases import case_info
-
-    ref, refresh = item
-    try:
-        return case_info(ref, refresh=refresh)
-    except GridtuneError as exc:  # reported by the parent as one line
-        return str(exc)
-
-
 def _run(args: argparse.Namespace) -> int:
-    from gridtune.errors import CaseError
-    from gridtune.grids.cases import CASE_NAMES, resolve
-    from gridtune.parallel import check_workers, run_tasks
+    from gridtune.grids.cases import case_table
 
-    refs = list(args.grids) or list(CASE_NAMES)
-    for ref in refs:
-        resolve(ref)  # bad names / missing files fail here, before any solve
-    workers = min(check_workers(args.workers), len(refs))
-    rows: list[Any] = [None] * len(refs)
-    for i, row in run_tasks(_task, [(r, args.refresh) for r in refs], workers=workers):
-        rows[i] = row
-    for row in rows:
-        if isinstance(row, str):
-            raise CaseError(row)
+    rows = case_table(list(args.grids) or None, refresh=args.refresh, workers=args.workers)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

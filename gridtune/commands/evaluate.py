@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import json
 
-    from gridtune.evaluation.evaluate import evaluate_checkpoint, summary_lines, to_json
+    from gridtune.evaluation.evaluate import summary_lines, to_json
     from gridtune.nn.checkpoint import read_config
+    from gridtune.workflows.evaluate import evaluate_checkpoint
 
     read_config(args.checkpoint)  # a bad checkpoint fails before any data is built
     report = evaluate_checkpoint(args.checkpoint, args.data, out_dir=args.out, samples=args.samples,

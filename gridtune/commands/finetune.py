@@ -38,16 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     p.add_argument("--batch-size", type=int, default=64, help="graphs per batch (default: 64)")
     p.add_argument("--patience", type=int, default=20, help="early-stopping patience (default: 20)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate over epochs: constant, or a half cosine to 0 (default: constant)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
     p.add_argument("--list-strategies", action="store_true", help="print every strategy and exit")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    import json
-
+    from gridtune.core.registry import strategies_text
     from gridtune.errors import GridtuneError
-    from gridtune.finetune.registry import strategies_text, strategy_class
+    from gridtune.files import write_json
 
     if args.list_strategies:
         print(strategies_text())
@@ -58,39 +60,38 @@ def _run(args: argparse.Namespace) -> int:
     if missing:
         raise GridtuneError(f"missing {', '.join(f'`{m}`' for m in missing)}; usage: gridtune finetune "
                             "--from CHECKPOINT --data TARGET --labels N --strategy NAME --out DIR")
-    strategy_class(args.strategy)  # fail on a typo before loading anything
-    from gridtune.finetune.api import finetune, primary_metric
-    from gridtune.finetune.trainer import TrainConfig
+    from gridtune.core.trainer import TrainConfig
+    from gridtune.nn.tasks import primary_metric
+    from gridtune.workflows.configs import TransferConfig
+    from gridtune.workflows.transfer import finetune, verdict
 
-    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         patience=args.patience)
+    train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                        patience=args.patience, weight_decay=args.weight_decay,
+                        lr_schedule=None if args.lr_schedule == "constant" else args.lr_schedule)
     seeds = list(dict.fromkeys(args.seed))
+    # every setting is checked (strategy name, budgets, pairings) before anything is loaded
+    configs = [TransferConfig(labels=args.labels, strategy=args.strategy, seed=seed,
+                              unlabeled=args.unlabeled, constraints=args.constraints,
+                              formulation=args.formulation, with_scratch=not args.no_scratch,
+                              pre_adapt_epochs=args.pre_adapt, normalizer=args.normalizer,
+                              train=train) for seed in seeds]
     results = []
-    for seed in seeds:
-        out = args.out if len(seeds) == 1 else args.out / f"seed_{seed}"
-        r = finetune(args.checkpoint, args.data, labels=args.labels, strategy=args.strategy,
-                     seed=seed, unlabeled=args.unlabeled, out_dir=out, constraints=args.constraints,
-                     formulation=args.formulation, with_scratch=not args.no_scratch,
-                     train_config=config, threads=args.threads, pre_adapt_epochs=args.pre_adapt,
-                     normalizer=args.normalizer)
+    for config in configs:
+        out = args.out if len(seeds) == 1 else args.out / f"seed_{config.seed}"
+        r = finetune(args.checkpoint, args.data, out, config, threads=args.threads)
         results.append(r)
-        key = primary_metric(r["task"])
-        line = (f"seed {seed}: {args.strategy} {key} {_fmt(r['metrics'].get(key))}  "
-                f"({r['trainable_params']} trainable, {r['wall_time_s']:.1f} s)")
-        if "scratch" in r:
-            line += f"  scratch {_fmt(r['scratch']['metrics'].get(key))}"
+        key = primary_metric(r.task)
+        line = (f"seed {config.seed}: {args.strategy} {key} {_fmt(r.metrics.get(key))}  "
+                f"({r.trainable_parameters} trainable, {r.wall_time_s:.1f} s)")
+        if r.scratch:
+            line += f"  scratch {_fmt(r.scratch['metrics'].get(key))}"
         print(line)
     if len(seeds) > 1 and not args.no_scratch:
-        from gridtune.finetune.verdict import transfer_verdict
-
-        key = primary_metric(results[0]["task"])
-        v = transfer_verdict([r["metrics"][key] for r in results],
-                             [r["scratch"]["metrics"][key] for r in results],
-                             metric=key, higher_is_better=key == "auroc")
+        v = verdict(results)
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "verdict.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
+        write_json(args.out / "verdict.json", v.to_dict())
         print(f"transfer gain {v.gain_mean:+.4f} [{v.ci_low:+.4f}, {v.ci_high:+.4f}] over "
-              f"{v.n_seeds} seeds; negative_transfer: {str(v.negative_transfer).lower()}")
+              f"{v.n_seeds} seeds: {v.label}")
     print(f"results in {args.out}")
     return 0
 

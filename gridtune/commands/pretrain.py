@@ -1,4 +1,4 @@
-"""`gridtune pretrain --data RECIPE_OR_DIR --task feasibility|opf|cost --out DIR`."""
+"""`gridtune pretrain --data DATA [DATA ...] --task feasibility|opf|cost --out DIR [--leave-one-out]`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="train a grid GNN (feasibility, OPF or cost) and write a checkpoint")
-    p.add_argument("--data", required=True, help="recipe .toml, dataset directory or default case name")
+    p.add_argument("--data", required=True, nargs="+", metavar="DATA",
+                   help="recipe .toml, dataset directory or case name; several pre-train one model "
+                        "across grids (each split by its own statuses)")
+    p.add_argument("--leave-one-out", action="store_true",
+                   help="with several --data: for each grid, pre-train on the others and score "
+                        "zero-shot on the held-out grid (OUT/without-<grid>, OUT/leave_one_out.json)")
     p.add_argument("--task", required=True, help="feasibility, opf or cost")
     p.add_argument("--out", required=True, type=Path, help="checkpoint directory")
     p.add_argument("--samples", type=int, help="use (and if needed build) the first N scenarios")
@@ -27,33 +32,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
     p.add_argument("--split", default="0.7,0.15,0.15",
                    help="train,val,test fractions, stratified by status (default: 0.7,0.15,0.15)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate over epochs: constant, or a half cosine to 0 (default: constant)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
+    p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                   help="any other ModelConfig setting, e.g. `edge_readout=false` or "
+                        "`dc_loadability=false`; repeatable (see docs/design.md, models)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gridtune.core.trainer import TrainConfig
     from gridtune.errors import GridtuneError
-    from gridtune.nn.encoders import resolve_conv
-    from gridtune.nn.heads import check_task
-    from gridtune.nn.pretrain import parse_split, pretrain
+    from gridtune.evaluation.evaluate import summary_lines
+    from gridtune.nn.model import ModelConfig
     from gridtune.parallel import check_backend, check_workers
+    from gridtune.workflows.configs import PretrainConfig, parse_model_options
+    from gridtune.workflows.pretrain import pretrain
 
-    # check names before building any data: a typo must not cost an hour of OPF solves
-    check_task(args.task)
-    resolve_conv(args.model)
+    # every setting is checked before any data is built: a typo must not cost an hour of OPF solves
     check_backend(args.backend)
     check_workers(args.workers)
-    split = parse_split(args.split)
     if args.samples is not None and args.samples < 1:
         raise GridtuneError(f"--samples must be at least 1, got `{args.samples}`")
-    m = pretrain(args.data, task=args.task, out_dir=args.out, model=args.model, epochs=args.epochs,
-                 seed=args.seed, samples=args.samples, hidden=args.hidden, layers=args.layers,
-                 lr=args.lr, batch_size=args.batch_size, patience=args.patience,
-                 workers=args.workers, backend=args.backend, progress=True, threads=args.threads,
-                 include_unknown=args.include_unknown, split=split)
-    from gridtune.evaluation.evaluate import summary_lines
+    model = ModelConfig(**{"conv": args.model, "hidden": args.hidden, "layers": args.layers,
+                           **parse_model_options(args.model_option)})
+    train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                        patience=args.patience, seed=args.seed, weight_decay=args.weight_decay,
+                        lr_schedule=None if args.lr_schedule == "constant" else args.lr_schedule)
+    config = PretrainConfig(task=args.task, model=model, train=train, split=args.split,
+                            samples=args.samples, include_unknown=args.include_unknown)
+    data = args.data[0] if len(args.data) == 1 else list(args.data)
+    if args.leave_one_out:
+        from gridtune.workflows.pretrain import leave_one_out
 
-    print(f"checkpoint {args.out}  ({m['trainable_params']} parameters, {m['epochs_run']} epochs, "
-          f"best {m['best_epoch']}, {m['train_wall_time_s']:.1f} s, "
-          f"{m['train_graphs_per_s']:.0f} graphs/s)")
-    print("\n".join(summary_lines(m["test"])))
+        summary = leave_one_out(list(args.data), args.out, config, workers=args.workers,
+                                backend=args.backend, progress=True, threads=args.threads)
+        for grid, row in summary.items():
+            auroc = (row["zero_shot"] or {}).get("auroc")
+            print(f"held out {grid}: zero-shot {config.task} "
+                  + (f"AUROC {auroc:.4f}" if auroc is not None else "(see leave_one_out.json)")
+                  + f" on {row['n_test']} test graphs, trained on {', '.join(row['trained_on'])}")
+        print(f"written    {args.out / 'leave_one_out.json'}")
+        return 0
+    m = pretrain(data, args.out, config, workers=args.workers, backend=args.backend,
+                 progress=True, threads=args.threads)
+    print(f"checkpoint {args.out}  ({m.trainable_parameters} parameters, {m.epochs_run} epochs, "
+          f"best {m.best_epoch}, {m.train_wall_time_s:.1f} s, {m.train_graphs_per_s:.0f} graphs/s)")
+    print("\n".join(summary_lines(m.test)))
+    for grid, report in (m.per_source or {}).items():
+        print(f"-- {grid}")
+        print("\n".join(summary_lines(report)[1:]))
     return 0

@@ -1,4 +1,4 @@
-"""Physical constraints: declare once, enforce in fine-tuning, verify after (DESIGN.md).
+"""Physical constraints: declare once, enforce in fine-tuning, verify after (docs/constraints.md).
 
 Public API:
     load_constraint_set(spec, task) -> ConstraintSet

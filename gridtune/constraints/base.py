@@ -1,6 +1,6 @@
 """`Constraint`: a law a model's outputs must respect, as a per-sample violation (zero when met).
 
-One declaration serves three uses (DESIGN.md, "Constraints"): a training term under any
+One declaration serves three uses (docs/constraints.md): a training term under any
 formulation (`gridtune.constraints.formulations`), an evaluation metric (violation rate, mean and
 max violation beyond `tolerance`, `gridtune.constraints.metrics`) and a line in reports.
 

@@ -1,7 +1,7 @@
 """Formulations: how a `ConstraintSet` becomes a term of the training loss.
 
-A formulation is the `extra_loss(model, batch, step) -> Tensor` hook of `gridtune.finetune.trainer.fit`
-(contract 2): each call computes every constraint's per-sample violation on the batch, forms the
+A formulation is the `extra_loss(model, batch, step) -> Tensor` hook of `gridtune.core.trainer.fit`
+(an extra loss term): each call computes every constraint's per-sample violation on the batch, forms the
 batch constraint value g_c = mean(v_c) - budget_c, returns its loss term, updates its multipliers
 and appends one row to `history`.
 
@@ -30,8 +30,8 @@ a probability, case30 -> case118) the multiplier grew to 0.19 in 160 steps and t
 nothing: the benchmark measured more violations than unconstrained fine-tuning (10.4% against
 9.0%, one seed). Specs therefore give every formulation its own settings in the violation's units.
 
-Why not Cooper (cooper-optim 1.0.1, tried here): its constrained optimizers own the primal step
-(`roll()` zeroes grads, back-propagates and steps the primal optimizer), while contract 2 keeps
+Why not Cooper (cooper-optim 1.0.1): its constrained optimizers own the primal step
+(`roll()` zeroes grads, back-propagates and steps the primal optimizer), while gridtune keeps
 the optimizer, gradient clipping and early stopping in `fit`; using only Cooper's multipliers would
 take more code than the dual ascent below.
 """
@@ -82,7 +82,7 @@ class Formulation:
     labels, so `use_data(train, val)` can hand the formulation its own (unlabelled) batches: the
     term then draws its batch from `train` (cycled) and checkpoint selection checks `val`. With
     200 labels, satisfaction learnt on the 160 training graphs did not carry over to held-out
-    ones (issue 5: 3.2% of held-out pairs violating).
+    ones (monotonicity benchmark: 3.2% of held-out pairs violating).
     """
 
     name = ""

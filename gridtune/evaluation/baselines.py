@@ -2,7 +2,7 @@
 
 Feasibility: logistic regression (scikit-learn) on four system aggregates per scenario, total load
 P and Q, total in-service generation capacity, number of branches in service; fitted on the
-training split, scored on the test split. DESIGN.md measured it at AUROC 0.85 on boundary-sampled
+training split, scored on the test split. docs/results.md measures it at AUROC 0.85 on boundary-sampled
 case30 data.
 
 OPF: the DC-OPF solution stored in each graph (`dc_opf`: va, pg per bus), scored like a model: it
@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from torch_geometric.data import Data
 
-from gridtune.evaluation.metrics import Report, classification_metrics, opf_metrics
+from gridtune.core.metrics import Report, classification_metrics
+from gridtune.evaluation.metrics import opf_metrics
 from gridtune.grids.features import BRANCH_FEATURES, BUS_FEATURES, OPF_TARGETS
 
 AGGREGATES = ("total_pd_pu", "total_qd_pu", "total_max_pg_pu", "branches_in_service")

@@ -1,4 +1,4 @@
-"""Evaluate a model (or a checkpoint) on a dataset's test split, beside its baseline.
+"""Evaluate a model on a dataset's test split, beside its baseline.
 
 The dataset is split exactly as pre-training splits it (seeded, stratified by status). The model
 is scored on the test split; the baseline is fitted on the training split (feasibility) or read
@@ -18,30 +18,17 @@ import dataclasses
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from gridtune.errors import CheckpointError
+from gridtune.core.metrics import classification_metrics, reliability_table, roc_points
 from gridtune.evaluation.baselines import aggregate_logistic_baseline, dc_opf_baseline
-from gridtune.evaluation.metrics import (
-    classification_metrics,
-    opf_metrics,
-    reliability_table,
-    roc_points,
-)
-from gridtune.nn.pretrain import (
-    SPLIT_FRACTIONS,
-    DataView,
-    check_schema,
-    resolve_data,
-    split_indices,
-    task_graphs,
-    torch_threads,
-    unknown_as_infeasible,
-)
+from gridtune.evaluation.metrics import opf_metrics
+from gridtune.files import jsonable
+from gridtune.grids.split import split_indices
+from gridtune.grids.view import DataView, resolve_data, task_graphs
 
 INFERENCE_BATCH = 256
 
@@ -167,83 +154,10 @@ def _cost_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
             "mape_cost": float(np.mean(np.abs(err) / np.maximum(np.abs(y), 1.0)))}
 
 
-def _check_task_data(task: str, view: DataView) -> None:
-    if task_graphs(view.graphs, task):
-        return
-    needs = {"feasibility": "feasible / certified-infeasible labels",
-             "opf": "AC-OPF solutions (recipe `[labels] solutions = true`)",
-             "cost": "AC-OPF objectives"}[task]
-    counts = {s: int((view.statuses == s).sum()) for s in sorted(set(view.statuses.tolist()))}
-    raise CheckpointError(f"checkpoint task `{task}` needs {needs}, but data `{view.name}` has none "
-                          f"(statuses: {counts})")
-
-
-def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Path | None = None,
-                        samples: int | None = None, plots: bool = True, threads: int | None = 1,
-                        constraints: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint on `data` (recipe, dataset directory, GridDataset or graphs).
-
-    Writes `metrics.json` and plots (ROC curve and reliability diagram for feasibility, predicted
-    against true scatter plots for OPF) to `out_dir` when given. With `constraints` (a constraint
-    spec file), the report gains `constraints`: per constraint `violation_rate`,
-    `mean_violation`, `max_violation` on the same test split. Returns the report.
-    """
-    from gridtune.nn.checkpoint import load_checkpoint, read_config
-
-    if read_config(checkpoint).get("finetune"):
-        # fine-tuned checkpoints may carry adapter modules; their owner knows how to rebuild them
-        from gridtune.finetune.api import load_finetuned
-
-        model, meta = load_finetuned(checkpoint)
-    else:
-        model, meta = load_checkpoint(checkpoint)
-    view = resolve_data(data, samples=samples)
-    check_schema(view, str(meta["schema_version"]))
-    if meta.get("include_unknown"):
-        view = unknown_as_infeasible(view)  # score what the model was trained to predict
-    _check_task_data(meta["task"], view)
-    seed = int(meta.get("split_seed", 0))
-    fractions = tuple(meta.get("split_fractions", SPLIT_FRACTIONS))  # the split it was trained on
-    tr, _, te = split_indices(view.statuses, seed, fractions)
-    if constraints is not None:
-        from gridtune.constraints.api import load_constraint_set
-
-        constraint_set = load_constraint_set(constraints, meta["task"])  # fails before any work
-    with torch_threads(threads):
-        report = evaluate_model(model, view, split=(tr, te))
-        if constraints is not None:
-            from gridtune.constraints.metrics import evaluate_constraints
-            from gridtune.finetune.trainer import make_loader
-
-            test = task_graphs([view.graphs[i] for i in te], meta["task"])
-            report["constraints"] = evaluate_constraints(
-                model, make_loader(test, 64, shuffle=False), constraint_set)
-    report.update({
-        "checkpoint": str(checkpoint),
-        "data": view.name,
-        "data_hash": view.content_hash,
-        "trained_on": meta.get("data"),
-        "same_data_as_training": view.content_hash == meta.get("data_hash"),
-        "zero_shot": view.name != meta.get("data"),
-        "unknown_counted_as_infeasible": bool(meta.get("include_unknown")),
-    })
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        if plots:
-            from gridtune.evaluation.plots import write_plots
-
-            report["plots"] = [str(p) for p in write_plots(report, out)]
-        (out / "metrics.json").write_text(json.dumps(to_json(report), indent=2) + "\n")
-    return report
-
-
 def to_json(report: dict[str, Any]) -> dict[str, Any]:
     """The report without bulky plot data, NaN / inf turned into null (JSON has neither)."""
-    from gridtune.nn.checkpoint import _jsonable
-
     slim = {k: v for k, v in report.items() if k not in ("scatter",)}
-    out = _jsonable(slim)
+    out = jsonable(slim)
     return json.loads(json.dumps(out, allow_nan=False, default=_default))
 
 

@@ -1,6 +1,6 @@
 """Feasibility-boundary calibration: the critical uniform load scale of each topology.
 
-Naive sampling makes trivial data (DESIGN.md: case30 with stock ratings and a fixed 0.6-1.6 range
+Naive sampling makes trivial data (docs/design.md: case30 with stock ratings and a fixed 0.6-1.6 range
 gave a from-scratch GNN AUROC 0.998 from 25 labels, because total load alone decided). Every
 outage moves the boundary, so each candidate topology gets its own critical scale by bisection on
 the AC feasibility label, and scenarios are then drawn within +-band of it.

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gridtune.errors import CaseError, choices_text
+from gridtune.errors import CaseError, GridtuneError, choices_text
 
 CASE_NAMES: tuple[str, ...] = ("case9", "case14", "case24_ieee_rts", "case30", "case39", "case57",
                                "case118", "case300")
@@ -334,3 +334,31 @@ def case_info(name_or_path: str | Path, *, refresh: bool = False) -> dict[str, A
                relative_difference=nominal.relative_difference, init=nominal.init,
                solve_time_s=nominal.solve_time_s, message=nominal.message)
     return out
+
+
+def case_table(grids: list[str | Path] | None = None, *, refresh: bool = False,
+               workers: int | None = None) -> list[dict[str, Any]]:
+    """`case_info` of each grid (default: the default cases), solved in parallel where not
+    cached. A bad name or missing file fails before any solve; a grid whose facts cannot be
+    computed raises `CaseError` naming it."""
+    from gridtune.parallel import check_workers, run_tasks
+
+    refs = [str(g) for g in grids] if grids else list(CASE_NAMES)
+    for ref in refs:
+        resolve(ref)
+    rows: list[Any] = [None] * len(refs)
+    for i, row in run_tasks(_case_task, [(r, refresh) for r in refs],
+                            workers=min(check_workers(workers), len(refs))):
+        rows[i] = row
+    for row in rows:
+        if isinstance(row, str):
+            raise CaseError(row)
+    return rows
+
+
+def _case_task(item: tuple[str, bool]) -> dict[str, Any] | str:
+    ref, refresh = item
+    try:
+        return case_info(ref, refresh=refresh)
+    except GridtuneError as exc:  # reported by the parent as one line
+        return str(exc)

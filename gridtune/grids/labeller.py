@@ -1,4 +1,4 @@
-"""Status logic: one honest `Label` per scenario (DESIGN.md, "Labels: honest statuses").
+"""Status logic: one honest `Label` per scenario (docs/design.md, "Labels: honest statuses").
 
 Order of work for one scenario, cheapest certificate first:
 

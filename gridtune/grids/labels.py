@@ -1,4 +1,4 @@
-"""`Label`: the honest outcome of labelling one scenario (DESIGN.md, "Labels").
+"""`Label`: the honest outcome of labelling one scenario (docs/data.md, "Label statuses").
 
 Statuses:
     feasible    AC-OPF converged and its solution re-checks (power-flow mismatch and limit

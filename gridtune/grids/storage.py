@@ -80,10 +80,11 @@ def load_manifest(directory: str | Path) -> dict[str, Any] | None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write: a crash never leaves a half-written file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
-    os.replace(tmp, path)
+    """Atomic JSON write with sorted keys (NaN kept as NaN, as the readers of these files expect):
+    a crash never leaves a half-written file."""
+    from gridtune.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
 
 
 def _json_default(o: Any) -> Any:

@@ -3,7 +3,7 @@
 Hardness is measured by the baseline every model must beat: a logistic regression on system
 totals (total load P and Q, in-service generation capacity, branches in service). On a dataset
 where that baseline reaches AUROC ~1, total load alone decides feasibility and the data say
-nothing about topology or transfer (DESIGN.md). Shipped recipes aim at <= 0.90.
+nothing about topology or transfer (docs/design.md). Shipped recipes aim at <= 0.90.
 """
 
 from __future__ import annotations

@@ -11,32 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from gridtune import __version__
 from gridtune.errors import CheckpointError, GridtuneError, SpecError
+from gridtune.files import jsonable, write_json
 from gridtune.grids.features import SCHEMA_VERSION
 
 FORMAT = "gridtune-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy / torch arrays and scalars
-        return _jsonable(obj.tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def save_checkpoint(model: Any, out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
@@ -60,16 +46,16 @@ def save_checkpoint(model: Any, out_dir: str | Path, meta: dict[str, Any] | None
         "task": model.task,
         "model": dataclasses.asdict(model.config),
         "normalizer": model.normalizer.to_dict(),
-        **_jsonable(dict(meta or {})),
+        **jsonable(dict(meta or {})),
     }
     tmp = out / (WEIGHTS + ".tmp")
     save_file(state, str(tmp), metadata={"format": FORMAT, "task": model.task})
     tmp.replace(out / WEIGHTS)
-    (out / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_json(out / CONFIG, config, sort_keys=True)
     return out
 
 
-def _locate(path: str | Path) -> Path:
+def locate(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file() and p.name in (WEIGHTS, CONFIG):
         p = p.parent
@@ -83,7 +69,7 @@ def _locate(path: str | Path) -> Path:
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """The JSON config of a checkpoint directory (validated, weights not read)."""
-    p = _locate(path)
+    p = locate(path)
     try:
         config = json.loads((p / CONFIG).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -110,8 +96,11 @@ def model_config(config: dict[str, Any], where: str) -> Any:
 
 
 def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """Load `(model, meta)` from a checkpoint directory (or one of its two files).
+    """Load `(model, meta)` from a checkpoint directory (or one of its two files): the one loader
+    for pre-trained and fine-tuned checkpoints alike.
 
+    A fine-tuned checkpoint records its strategy and the strategy's settings under `finetune`;
+    the strategy rebuilds the structure it left (e.g. adapter modules) before the weights load.
     The model is in eval mode. Raises `CheckpointError` when files are missing or corrupt, when
     the checkpoint's feature schema is not this gridtune's, or when weights do not fit the config.
     """
@@ -120,13 +109,18 @@ def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
 
     from gridtune.nn.model import build_model
 
-    p = _locate(path)
+    p = locate(path)
     config = read_config(p)
     if str(config["schema_version"]) != SCHEMA_VERSION:
         raise CheckpointError(f"checkpoint `{p}` uses feature schema `v{config['schema_version']}`, "
                               f"this gridtune's data use `v{SCHEMA_VERSION}`; retrain it on current data")
     try:
         model = build_model(model_config(config, f"{p / CONFIG} [model]"), config["task"])
+        finetuned = config.get("finetune") or {}
+        if finetuned.get("strategy"):
+            from gridtune.core.registry import rebuild_model
+
+            model = rebuild_model(model, finetuned["strategy"], finetuned.get("options") or {})
     except (SpecError, GridtuneError) as exc:
         raise CheckpointError(f"checkpoint `{p}`: {exc}") from None
     try:

@@ -2,7 +2,7 @@
 
 The encoder maps standardised bus and branch features (schema v1) to one vector per bus. It never
 depends on the number of buses, so one set of weights runs on every grid. Layout, as the
-fine-tuning strategies expect (see `gridtune.nn.protocol`):
+fine-tuning strategies expect (see `gridtune.core.protocol`):
 
     encoder.input       bus features -> hidden (MLP of `nn.Linear`)
     encoder.edge_input  branch features -> hidden (one `nn.Linear`)

@@ -28,7 +28,7 @@ with `dc_loadability` the graph's `dc_overload` follows them.
 
 `forward(batch)` returns physical quantities:
     feasibility  (B,) logits of P(infeasible), after a Platt calibration (`logit_scale`,
-                 `logit_bias` buffers, identity until `gridtune.nn.pretrain.platt_calibrate`
+                 `logit_bias` buffers, identity until `gridtune.nn.calibration.platt_calibrate`
                  sets them; Platt 1999)
     opf          (N, 4) per-unit `OPF_TARGETS` (vm_pu, va_rad, pg_pu, qg_pu); generation is zero
                  at buses without an in-service generator, and (with `balance_pg`) shifted so
@@ -47,6 +47,7 @@ from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_poo
 
 from gridtune.errors import GridtuneError
 from gridtune.grids.features import BUS_FEATURES, OPF_TARGETS
+from gridtune.grids.physics import ac_power_balance
 from gridtune.nn.encoders import GridEncoder, in_service_mask, resolve_conv
 from gridtune.nn.heads import TASK_SHAPES, check_task, make_head
 from gridtune.nn.loadability import LOADABILITY_BRANCH, LOADABILITY_BUS, loadability_features
@@ -88,14 +89,8 @@ class ModelConfig:
             graph-level column of `embed` beside `context`, and each branch's loading at that
             limit (default: True).
 
-    Measured (README "Pre-training"): `edge_readout` alone raised case118 feasibility test
-    AUROC 0.912 -> 0.917 and cut ECE 0.071 -> 0.053, case30 unchanged (0.9988 at 40 epochs);
-    adding `outage_feature` gave case118 0.920 but case30 fell to 0.97, so it stays off.
-    Session 3 (case118, same split, cosine lr from 1e-3, train / val / test AUROC): readout only
-    0.93 / 0.93 / 0.917 (60 epochs, constant lr); `stress_features` 0.973 / 0.953 / 0.953 (40
-    epochs); plus `dc_loadability` 0.978 / 0.982 / 0.971 (best epoch 9; split seed 1: test 0.967);
-    `dc_loadability` with 1 / lam fed raw instead of as `dc_overload` (and not to the head): test
-    0.949. case30 with both: 0.9995 (was 0.9988).
+    The defaults are the settings behind the case118 and case30 figures in docs/results.md
+    ("Pre-training"), where the effect of each input is tabulated.
     A config.json that lacks a setting loads with `LEGACY_MODEL_SETTINGS`.
     """
 
@@ -269,7 +264,6 @@ def balance_generation(out: Tensor, batch: Any, index: Tensor) -> Tensor:
 
     Shapes: out (N, 4) per-unit OPF_TARGETS, index (N,) -> (N, 4)
     """
-    from gridtune.evaluation.metrics import ac_power_balance
 
     vm, va, pg = (out[:, OPF_TARGETS.index(n)] for n in ("vm_pu", "va_rad", "pg_pu"))
     nodal, _ = ac_power_balance(batch.x, batch.edge_index, batch.edge_attr, vm, va, pg)

@@ -1,4 +1,4 @@
-"""Grid tasks for `gridtune.finetune.trainer.fit` (the `Task` protocol of contract 2).
+"""Grid tasks for `gridtune.core.trainer.fit` (its `Task` protocol).
 
     feasibility  output (B,) logits of P(infeasible); target `y_infeasible` (NaN for graphs that
                  are neither feasible nor certified infeasible: they are left out of the loss and
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gridtune.core.metrics import classification_metrics
 from gridtune.errors import GridtuneError, choices_text
-from gridtune.evaluation.metrics import classification_metrics
 from gridtune.grids.features import OPF_TARGETS
 
 # Typical spreads of the OPF targets across IEEE cases (vm_pu, va_rad, pg_pu, qg_pu): used to
@@ -166,3 +166,16 @@ def task_for_model(model: Any, **options: Any) -> FeasibilityTask | OpfTask | Co
     if name == "cost" and "cost_scale" not in options:
         options["cost_scale"] = float(model.normalizer.cost_std)
     return make_task(name, **options)
+
+
+PRIMARY_METRICS = {"feasibility": ("auroc", True), "opf": ("std_mse", False), "cost": ("mape_cost", False)}
+
+
+def primary_metric(task: str) -> str:
+    """The metric a verdict compares: AUROC for feasibility, standardised MSE for OPF, MAPE for cost."""
+    return PRIMARY_METRICS[task][0]
+
+
+def higher_is_better(task: str) -> bool:
+    """Whether a larger `primary_metric(task)` is better."""
+    return PRIMARY_METRICS[task][1]

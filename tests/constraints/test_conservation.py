@@ -13,10 +13,11 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from gridtune.constraints import ConstraintSet
-from gridtune.constraints.conservation import NodalBalance, SystemBalance, nodal_mismatch
+from gridtune.constraints.conservation import NodalBalance, SystemBalance
 from gridtune.errors import SpecError
 from gridtune.grids.features import BUS_FEATURES, to_graph
 from gridtune.grids.model import grid_from_net
+from gridtune.grids.physics import nodal_mismatch
 from gridtune.grids.scenarios import Scenario
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gridtune.constraints import constraint_report, training_term
-from gridtune.finetune.trainer import make_loader
+from gridtune.core.trainer import make_loader
 from gridtune.nn.model import ModelConfig, build_model
 from gridtune.nn.normalizer import Normalizer
 from gridtune.specs import RESOURCES

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from gridtune.constraints import constraint_report, evaluate_constraints, training_term
+from gridtune.core.trainer import TrainConfig, fit, make_loader
 from gridtune.errors import SpecError, TrainingError
-from gridtune.finetune.trainer import TrainConfig, fit, make_loader
 
 SPEC = """
 [[constraint]]
@@ -202,7 +202,7 @@ def test_validation_violation_is_rate_excess_and_nan_in_warmup(bump_data, tiny_n
 
 
 def test_finetune_feeds_unlabelled_scenarios_to_the_constraint_term(tmp_path):
-    from gridtune.finetune.api import finetune
+    from gridtune.workflows.transfer import finetune
     from tests.nn.synthetic import graphs, tiny_checkpoint
 
     tiny_checkpoint(tmp_path / "src", name="case9", n=40, epochs=1)
@@ -210,11 +210,11 @@ def test_finetune_feeds_unlabelled_scenarios_to_the_constraint_term(tmp_path):
     spec.write_text(SPEC)
     cfg = TrainConfig(epochs=2, patience=2)
     r = finetune(tmp_path / "src", graphs("case14", 80, seed=1), labels=20, strategy="full",
-                 unlabeled=15, out_dir=tmp_path / "ft", train_config=cfg, constraints=spec,
+                 unlabeled=15, out_dir=tmp_path / "ft", train=cfg, constraints=spec,
                  with_scratch=False, save=False)
     hist = json.loads((tmp_path / "ft" / "history.json").read_text())
     # constrained checkpoint selection ran on the held-back fifth of the unlabelled draw (3 graphs)
     assert all(0.0 <= h["val_violation"] <= 1.0 for h in hist)
     assert {h["val_violation"] * 3 for h in hist} <= {0.0, 1.0, 2.0, 3.0}
     steps = json.loads((tmp_path / "ft" / "constraint_history.json").read_text())["history"]
-    assert len(steps) == r["epochs_run"] * 4  # one row a step (16 labels, batches of 4)
+    assert len(steps) == r.epochs_run * 4  # one row a step (16 labels, batches of 4)

@@ -9,7 +9,7 @@ from gridtune.evaluation.baselines import (
     dc_opf_predictions,
     system_aggregates,
 )
-from gridtune.evaluation.metrics import ac_power_balance
+from gridtune.grids.physics import ac_power_balance
 
 
 def test_system_aggregates_by_hand():

@@ -5,13 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from gridtune.evaluation.metrics import (
-    ac_power_balance,
-    classification_metrics,
-    dispatch_cost,
-    expected_calibration_error,
-    opf_metrics,
-)
+from gridtune.core.metrics import classification_metrics, expected_calibration_error
+from gridtune.evaluation.metrics import dispatch_cost, opf_metrics
+from gridtune.grids.physics import ac_power_balance
 
 
 def test_classification_metrics_match_hand_computed_values():

@@ -31,7 +31,7 @@ def case14_labeller(case14_grid):
 @pytest.mark.parametrize("name, objective", [("case9", 5311.91), ("case14", 8081.53)])
 def test_nominal_is_feasible_with_its_objective(name, objective, request):
     """case14: MATPOWER's published 8081.53; case9: pandapower's 5311.9 (MATPOWER's 5296.69 is
-    for its own case9 data, see DESIGN.md)."""
+    for its own case9 data, see docs/data.md)."""
     grid = request.getfixturevalue(f"{name}_grid")
     label = Labeller(grid).label(uniform_scenario(grid, 1.0))
     assert (label.status, label.certificate) == ("feasible", "ac-opf")

@@ -99,10 +99,22 @@ def graphs(name: str = "case14", n: int = 40, seed: int = 0, unknown_share: floa
             for sc, label in scenarios_and_labels(name, n, seed, unknown_share, scale)]
 
 
+def pretrain(data, *, task: str, out_dir, epochs: int = 200, hidden: int = 64, layers: int = 4,
+             seed: int = 0, batch_size: int = 64, patience: int = 20, lr_schedule=None,
+             **fields) -> dict:
+    """`gridtune.pretrain` with the model and training settings spelt out, returning the JSON dict
+    it writes (`metrics.json`)."""
+    import gridtune
+
+    return gridtune.pretrain(
+        data, out_dir, task=task, model=gridtune.ModelConfig(hidden=hidden, layers=layers),
+        train=gridtune.TrainConfig(epochs=epochs, seed=seed, batch_size=batch_size,
+                                   patience=patience, lr_schedule=lr_schedule),
+        **fields).to_dict()
+
+
 def tiny_checkpoint(out_dir, task: str = "feasibility", name: str = "case14", n: int = 60,
                     epochs: int = 3, seed: int = 0):
     """Train a tiny model on synthetic data and write its checkpoint; returns the metrics."""
-    from gridtune.nn.pretrain import pretrain
-
     return pretrain(graphs(name, n, seed=seed), task=task, out_dir=out_dir, epochs=epochs,
                     hidden=16, layers=2, seed=seed, batch_size=16)

@@ -8,10 +8,10 @@ from torch_geometric.loader import DataLoader
 
 from gridtune.errors import CheckpointError
 from gridtune.grids.features import SCHEMA_VERSION
+from gridtune.grids.view import check_schema, resolve_data
 from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint
 from gridtune.nn.model import ModelConfig, build_model
 from gridtune.nn.normalizer import Normalizer
-from gridtune.nn.pretrain import check_schema, resolve_data
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +131,8 @@ def test_a_missing_model_setting_is_read_as_its_legacy_value_not_the_current_def
         load_checkpoint(tmp_path)
 
 
-def test_a_session_2_checkpoint_without_the_stress_settings_loads_without_them(tmp_path):
-    """The branch-readout model of session 2 wrote no `stress_features` / `dc_loadability`: it
+def test_a_checkpoint_without_the_stress_settings_loads_without_them(tmp_path):
+    """A branch-readout checkpoint written before the stress inputs existed has no `stress_features` / `dc_loadability`: it
     must load with both off (its weights have no columns for them) and predict as it did."""
     torch.manual_seed(0)
     gs = graphs("case14", 5)

@@ -6,12 +6,12 @@ from synthetic import graphs
 from torch import nn
 from torch_geometric.loader import DataLoader
 
+from gridtune.core.protocol import TransferModel, encoder_blocks
 from gridtune.errors import GridtuneError
-from gridtune.evaluation.metrics import ac_power_balance
 from gridtune.grids.features import BRANCH_FEATURES, BUS_FEATURES
+from gridtune.grids.physics import ac_power_balance
 from gridtune.nn.model import ModelConfig, build_model
 from gridtune.nn.normalizer import Normalizer
-from gridtune.nn.protocol import TransferModel, encoder_blocks
 
 
 @pytest.fixture(scope="module")
