@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--normalizer", default="source",
                    help="input statistics: the checkpoint's (source, default) or refitted on the "
                         "target's labelled + unlabelled graphs (target)")
+    p.add_argument("--split", default="0.7,0.15,0.15",
+                   help="train,val,test fractions of the target data; labels come from the train "
+                        "part, so a large test share costs no labels (default: 0.7,0.15,0.15)")
     p.add_argument("--no-scratch", action="store_true", help="skip the scratch baseline")
     p.add_argument("--epochs", type=int, default=200, help="maximum epochs (default: 200)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
@@ -74,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
                               unlabeled=args.unlabeled, constraints=args.constraints,
                               formulation=args.formulation, with_scratch=not args.no_scratch,
                               pre_adapt_epochs=args.pre_adapt, normalizer=args.normalizer,
-                              train=train) for seed in seeds]
+                              split=args.split, train=train) for seed in seeds]
     results = []
     for config in configs:
         out = args.out if len(seeds) == 1 else args.out / f"seed_{config.seed}"

@@ -85,6 +85,7 @@ class FinetuneResult:
     unlabeled: int
     unlabeled_used: int
     normalizer: str
+    split: list[float]
     pre_adapt: dict[str, Any] | None
     train: dict[str, Any]
     metrics: dict[str, Any]

@@ -3,8 +3,8 @@
     result = finetune("runs/case30", "case118", "runs/c30-c118", labels=100, strategy="adapter")
 
 Protocol (the same for the strategy and for scratch, so the comparison is fair):
-- the target data are split by `gridtune.grids.split.split_indices(statuses, seed)`; the test
-  split is never seen during fine-tuning;
+- the target data are split by `gridtune.grids.split.split_indices(statuses, seed, split)`; the
+  test split is never seen during fine-tuning;
 - `labels` graphs with a target for the task are drawn (seeded, stratified by class for
   feasibility) from the training split; they are ALL the labels used: a fifth (at least 2) of
   them is held back for early stopping, the rest trains;
@@ -230,7 +230,7 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
     view = resolve_data(data)
     check_schema(view, meta["schema_version"])
     config = cfg.train
-    tr_idx, _, te_idx = split_indices(view.statuses, seed)
+    tr_idx, _, te_idx = split_indices(view.statuses, seed, cfg.split)
     train_i, val_i = sample_labels(view.graphs, tr_idx, cfg.labels, task, seed)
     train = [view.graphs[i] for i in train_i]
     val = [view.graphs[i] for i in val_i]
@@ -286,7 +286,8 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
         target_hash=view.content_hash, task=task, strategy=strategy,
         strategy_config=strat.config(), labels=cfg.labels, seed=seed, n_train=len(train),
         n_val=len(val), n_test=len(test), unlabeled=cfg.unlabeled, unlabeled_used=len(pool),
-        normalizer=cfg.normalizer, pre_adapt=pre_adapt_report, train=dataclasses.asdict(config),
+        normalizer=cfg.normalizer, split=list(cfg.split), pre_adapt=pre_adapt_report,
+        train=dataclasses.asdict(config),
         metrics=_test_metrics(model, test),
         trainable_parameters=fit_result.trainable_parameters,
         auxiliary_parameters=fit_result.auxiliary_parameters,

@@ -196,3 +196,13 @@ def test_opf_unlabelled_draws_keep_only_dc_feasible_scenarios(tmp_path):
     assert all(torch.equal(a.x, b.x) for a, b in zip(kept, first, strict=True))  # same draw order
     few = unlabeled_pool(None, raw, 1000, 0, "opf")
     assert len(few) == sum(v >= 1.0 for v in lam)  # a plain list: filtered, never topped up
+
+
+def test_a_larger_test_share_scores_more_graphs_with_the_same_labels(source, target, tmp_path):
+    r = finetune(source, target, tmp_path, labels=12, strategy="linear-probe", train=FAST,
+                 split="0.3,0.1,0.6", with_scratch=False, save=False)
+    statuses = __import__("numpy").array(["feasible" if float(g.y_infeasible) == 0 else "infeasible"
+                                          for g in target])
+    _, _, te = split_indices(statuses, 0, (0.3, 0.1, 0.6))
+    assert r["n_test"] == te.size > 0.5 * len(target) and r["split"] == [0.3, 0.1, 0.6]
+    assert r["n_train"] + r["n_val"] == 12
