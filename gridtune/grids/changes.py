@@ -390,7 +390,7 @@ def apply_to_net(net: Any, changes: ChangesSpec, *, where: str = "[changes]") ->
 
     lost = base_connected - _slack_connected(net)
     if lost:
-        raise SpecError(_islanding_message(net, changes, sorted(lost), where))
+        raise SpecError(_islanding_message(net, changes, sorted(int(b) for b in lost), where))
     return {"added_lines": added}
 
 
