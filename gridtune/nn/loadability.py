@@ -14,8 +14,14 @@ AC-infeasible (917 of 961). The optimum also says which branches bind, the bottl
 otherwise has to find by itself. Inputs derived from the schema's own columns, dimensionless,
 so they mean the same on every grid.
 
-Cost: one HiGHS solve per graph (a few milliseconds on case118), cached by graph content, so a
-graph seen again (every epoch) costs a dictionary look-up.
+Cost: the scenarios of one topology (branches, ratings, generator limits, reference bus) share
+everything but the load, so a batch is grouped by topology and solved by `gridtune.nn.basis_lp`:
+the LP divided through by `lam` has the load in its right-hand side only, is built once per
+topology, and each scenario changes the balance rows' bounds and re-runs the dual simplex from
+the previous optimal basis (still dual feasible). On case118 that is 5 to 7 times faster than a
+fresh solve of the LP above, with the same `lam` to 1e-12; `reference_lp()` runs that original
+LP (`_solve`, one scipy / HiGHS solve per graph) instead. Results are also cached by graph
+content, so a graph seen again (every epoch) costs a dictionary look-up.
 """
 
 from __future__ import annotations
@@ -40,12 +46,17 @@ LOADABILITY_BRANCH = ("dc_limit_loading",)  # |flow| / rating at the loadability
 _CACHE: dict[bytes, tuple[float, np.ndarray, np.ndarray, bool]] = {}
 _CACHE_MAX = 40_000  # keys, two per graph; about 3 kB a graph on case118, so at most ~60 MB
 _USE_CACHE = [True]
+_REFERENCE = [False]
 
 
 @contextlib.contextmanager
 def uncached() -> Iterator[None]:
     """Solve every LP afresh inside the block: what inference on unseen scenarios costs (a timing
-    over graphs already seen would otherwise measure dictionary look-ups)."""
+    over graphs already seen would otherwise measure dictionary look-ups).
+
+    Per-graph results are neither read nor stored; every graph is solved. The per-topology LPs of
+    `gridtune.nn.basis_lp` (built once, warm-started from the last solve) stay in use;
+    `gridtune.nn.basis_lp.clear()` drops them too, for a timing that pays each topology's set-up."""
     before = _USE_CACHE[0]
     _USE_CACHE[0] = False
     try:
@@ -54,8 +65,21 @@ def uncached() -> Iterator[None]:
         _USE_CACHE[0] = before
 
 
+@contextlib.contextmanager
+def reference_lp() -> Iterator[None]:
+    """Solve every graph with the original LP (`_solve`, one scipy / HiGHS solve per graph) inside
+    the block instead of the per-topology basis reuse: the reference for exactness and timing."""
+    before = _REFERENCE[0]
+    _REFERENCE[0] = True
+    try:
+        yield
+    finally:
+        _REFERENCE[0] = before
+
+
 def _solve(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """(lam, loading per branch row, d lam / d pd per bus) of one graph (local bus numbering).
+    """(lam, loading per branch row, d lam / d pd per bus) of one graph (local bus numbering): the
+    reference LP, one solve.
 
     The sensitivity comes from the LP's duals: pd_i is the coefficient of lam in bus i's balance
     row, and an optimal value's derivative in a constraint coefficient is -(dual of the row) x
@@ -110,11 +134,76 @@ _LP_BUS = [BUS.index(c) for c in ("max_pg_pu", "n_gen", "is_ref")]
 _LP_BRANCH = [BF.index(c) for c in ("in_service", "is_reverse", "x_pu", "tap_ratio", "shift_rad",
                                     "rate_a_pu")]
 _SHARE_DECIMALS = 6  # rounding of the load shares (pd / total pd, sum 1) in the share key
+_PD = BUS.index("pd_pu")
+Result = tuple[float, np.ndarray, np.ndarray]  # lam, loading per branch row, d lam / d pd per bus
 
 
-def _lookup_or_solve(xg: np.ndarray, eig: np.ndarray, eg: np.ndarray
-                     ) -> tuple[float, np.ndarray, np.ndarray]:
-    """`_solve`, answered from the cache for a graph seen before or a load-scaled copy of one.
+def _topology_bytes(xg: np.ndarray, eig: np.ndarray, eg: np.ndarray) -> bytes:
+    """The LP's inputs other than the load (generator limits, reference bus, branches)."""
+    return (np.ascontiguousarray(xg[:, _LP_BUS], dtype=float).tobytes()
+            + np.ascontiguousarray(eg[:, _LP_BRANCH], dtype=float).tobytes()
+            + np.ascontiguousarray(eig, dtype=np.int64).tobytes())
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _solve_graphs(pd: np.ndarray, topo_key: bytes, xg: np.ndarray, eig: np.ndarray, eg: np.ndarray
+                  ) -> list[Result]:
+    """Solve the scenarios of one topology: loads `pd` (k, n), the topology from one graph's arrays
+    (`xg`'s load column is not read). Every cache miss goes through here."""
+    if _REFERENCE[0]:
+        out = []
+        for row in pd:
+            x = xg.copy()
+            x[:, _PD] = row
+            out.append(_solve(x, eig, eg))
+        return out
+    from gridtune.nn import basis_lp
+
+    topo = basis_lp.topology(topo_key, xg, eig, eg)
+    answers = basis_lp.solve_group(topo, np.ascontiguousarray(pd.T))
+    for j, ans in enumerate(answers):
+        if ans is None:  # no positive load scale is feasible: the reference LP says what is
+            x = xg.copy()
+            x[:, _PD] = pd[j]
+            answers[j] = _solve(x, eig, eg)
+    return answers  # type: ignore[return-value]
+
+
+def _cache_keys(pd_: np.ndarray, topo_key: bytes) -> tuple[bytes, bytes, float]:
+    total = float(pd_.sum())
+    scale = total if total > 1e-9 else 1.0
+    exact = _digest(b"exact" + pd_.tobytes() + topo_key)
+    shares = _digest(b"share" + np.round(pd_ / scale, _SHARE_DECIMALS).tobytes() + topo_key)
+    return exact, shares, scale
+
+
+def _cache_get(exact: bytes, shares: bytes, scale: float) -> Result | None:
+    hit = _CACHE.get(exact)
+    if hit is not None:  # the graph itself (every epoch after the first): its own numbers
+        lam_scaled, load, dlam_scaled, _ = hit
+        return lam_scaled / scale, load, dlam_scaled / scale ** 2
+    hit = _CACHE.get(shares)
+    if hit is not None:
+        lam_scaled, load, dlam_scaled, at_bound = hit
+        lam = lam_scaled / scale
+        if not at_bound and lam < MAX_SCALE - 1e-9:
+            return lam, load, dlam_scaled / scale ** 2
+    return None
+
+
+def _cache_put(exact: bytes, shares: bytes, scale: float, result: Result) -> None:
+    lam, load, dlam = result
+    if len(_CACHE) < _CACHE_MAX:
+        entry = (lam * scale, load, dlam * scale ** 2, lam >= MAX_SCALE - 1e-9)
+        _CACHE[exact] = _CACHE[shares] = entry
+
+
+def _solve_cached(pd: np.ndarray, topo_key: bytes, xg: np.ndarray, eig: np.ndarray, eg: np.ndarray
+                  ) -> list[Result]:
+    """`_solve_graphs`, answered from the cache for a graph seen before or a load-scaled copy of one.
 
     Two keys per solved graph. The exact key holds the LP's own inputs (active loads, generator
     limits, the reference bus, the branches; not the columns the LP ignores): a graph seen again
@@ -127,30 +216,56 @@ def _lookup_or_solve(xg: np.ndarray, eig: np.ndarray, eg: np.ndarray
     there (its dispatch then depends on the bound), solves afresh.
     """
     if not _USE_CACHE[0]:
-        return _solve(xg, eig, eg)
-    pd_ = xg[:, BUS.index("pd_pu")]
-    total = float(pd_.sum())
-    scale = total if total > 1e-9 else 1.0
-    rest = (np.ascontiguousarray(xg[:, _LP_BUS]).tobytes()
-            + np.ascontiguousarray(eg[:, _LP_BRANCH]).tobytes() + eig.tobytes())
-    exact = hashlib.blake2b(b"exact" + pd_.tobytes() + rest, digest_size=16).digest()
-    hit = _CACHE.get(exact)
-    if hit is not None:  # the graph itself (every epoch after the first): its own numbers
-        lam_scaled, load, dlam_scaled, _ = hit
-        return lam_scaled / scale, load, dlam_scaled / scale ** 2
-    shares = hashlib.blake2b(b"share" + np.round(pd_ / scale, _SHARE_DECIMALS).tobytes() + rest,
-                             digest_size=16).digest()
-    hit = _CACHE.get(shares)
-    if hit is not None:
-        lam_scaled, load, dlam_scaled, at_bound = hit
-        lam = lam_scaled / scale
-        if not at_bound and lam < MAX_SCALE - 1e-9:
-            return lam, load, dlam_scaled / scale ** 2
-    lam, load, dlam = _solve(xg, eig, eg)
-    if len(_CACHE) < _CACHE_MAX:
-        entry = (lam * scale, load, dlam * scale ** 2, lam >= MAX_SCALE - 1e-9)
-        _CACHE[exact] = _CACHE[shares] = entry
-    return lam, load, dlam
+        return _solve_graphs(pd, topo_key, xg, eig, eg)
+    out: list[Result | None] = []
+    keys, miss = [], []
+    for j, row in enumerate(pd):
+        k = _cache_keys(row, topo_key)
+        keys.append(k)
+        out.append(_cache_get(*k))
+        if out[-1] is None:
+            miss.append(j)
+    if miss:
+        for j, result in zip(miss, _solve_graphs(pd[miss], topo_key, xg, eig, eg)):
+            _cache_put(*keys[j], result)
+            out[j] = result
+    return out  # type: ignore[return-value]
+
+
+def _lookup_or_solve(xg: np.ndarray, eig: np.ndarray, eg: np.ndarray) -> Result:
+    """One graph through `_solve_cached`."""
+    topo_key = _digest(_topology_bytes(xg, eig, eg))
+    return _solve_cached(xg[None, :, _PD].copy(), topo_key, xg, eig, eg)[0]
+
+
+def _topology_groups(xr: np.ndarray, ei: np.ndarray, ea: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+                     e_order: np.ndarray, e_starts: np.ndarray, e_counts: np.ndarray):
+    """Graphs of a batch grouped by topology: yields (graph ids, node ids (k, n), branch-row ids
+    (k, 2E), topology key). Graphs of one size are compared through their stacked LP inputs (a
+    random projection proposes groups, an exact comparison confirms them)."""
+    sizes: dict[tuple[int, int], list[int]] = {}
+    for g in np.flatnonzero(counts > 0):
+        sizes.setdefault((int(counts[g]), int(e_counts[g])), []).append(int(g))
+    rng = np.random.default_rng(0)
+    for (n, e), members in sizes.items():
+        gid = np.asarray(members)
+        nodes = starts[gid][:, None] + np.arange(n)
+        edges = e_order[e_starts[gid][:, None] + np.arange(e)]
+        stacked = np.concatenate([xr[:, _LP_BUS][nodes].reshape(gid.size, -1),
+                                  ea[:, _LP_BRANCH][edges].reshape(gid.size, -1),
+                                  (ei[:, edges] - starts[gid][None, :, None]).transpose(1, 0, 2)
+                                  .reshape(gid.size, -1).astype(float)], axis=1)
+        proj = stacked @ rng.standard_normal((stacked.shape[1], 2))
+        _, inverse = np.unique(proj, axis=0, return_inverse=True)
+        for label in np.unique(inverse):
+            rows = np.flatnonzero(inverse.reshape(-1) == label)
+            while rows.size:
+                same = np.all(stacked[rows] == stacked[rows[0]], axis=1)
+                grp = rows[same]
+                key = _digest(_topology_bytes(xr[nodes[grp[0]]], ei[:, edges[grp[0]]] - starts[gid[grp[0]]],
+                                              ea[edges[grp[0]]]))
+                yield gid[grp], nodes[grp], edges[grp], key
+                rows = rows[~same]
 
 
 def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
@@ -176,18 +291,23 @@ def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tenso
     grad = np.zeros(idx.size)  # d overload of the bus's graph / d pd of this bus
     loading = np.zeros(ea.shape[0])
     edge_graph = idx[ei[0]] if ei.size else np.zeros(0, dtype=np.int64)
-    for g in range(n_graphs):
-        nodes = np.flatnonzero(idx == g)
-        edges = np.flatnonzero(edge_graph == g)
-        if nodes.size == 0:
-            continue
-        xg, eg = xr[nodes], ea[edges]
-        eig = ei[:, edges] - nodes[0]  # PyG batches keep each graph's buses contiguous
-        lam, load, dlam = _lookup_or_solve(xg, eig, eg)
-        inv[nodes] = MAX_SCALE if lam <= 1.0 / MAX_SCALE else 1.0 / lam
-        if lam > 0.5:  # below, 10 x (1 / lam - 1) is clipped at 10: flat
-            grad[nodes] = -10.0 * dlam / lam ** 2
-        loading[edges] = load
+    counts = np.bincount(idx, minlength=n_graphs)
+    starts = np.r_[0, np.cumsum(counts)[:-1]] if n_graphs else np.zeros(0, dtype=np.int64)
+    if np.any(idx[1:] < idx[:-1]):  # PyG batches keep each graph's buses contiguous and in order
+        raise ValueError("loadability_features needs each graph's buses contiguous and in graph order")
+    e_counts = np.bincount(edge_graph, minlength=n_graphs)
+    e_starts = np.r_[0, np.cumsum(e_counts)[:-1]] if n_graphs else np.zeros(0, dtype=np.int64)
+    e_order = (np.arange(edge_graph.size) if np.all(edge_graph[1:] >= edge_graph[:-1])
+               else np.argsort(edge_graph, kind="stable"))
+    for _, nodes, edges, key in _topology_groups(xr, ei, ea, starts, counts, e_order, e_starts, e_counts):
+        first = nodes[0]
+        results = _solve_cached(xr[nodes, _PD], key, xr[first], ei[:, edges[0]] - first[0], ea[edges[0]])
+        lam = np.array([r[0] for r in results])
+        inv[nodes] = np.where(lam <= 1.0 / MAX_SCALE, MAX_SCALE, 1.0 / np.maximum(lam, 1e-300))[:, None]
+        dlam = np.stack([r[2] for r in results])
+        # below lam 0.5, 10 x (1 / lam - 1) is clipped at 10: flat
+        grad[nodes] = np.where((lam > 0.5)[:, None], -10.0 * dlam / np.maximum(lam, 1e-300)[:, None] ** 2, 0.0)
+        loading[edges] = np.stack([r[1] for r in results])
     dtype, device = x_raw.dtype, x_raw.device
     overload = torch.as_tensor(np.clip(10.0 * (inv - 1.0), -10.0, 10.0), dtype=dtype, device=device)
     pd_ = x_raw[:, BUS.index("pd_pu")]
@@ -205,7 +325,7 @@ def dc_load_scale(graph: Any) -> float:
 
     An OPF head is trained and scored on scenarios that have an OPF solution; unlabelled draws
     (no solve) are screened with `lam >= 1` before they stand in for that population
-    (`gridtune.finetune.api`): on case118, 95.5% of DC-infeasible scenarios are certified
+    (`gridtune.workflows.transfer`): on case118, 95.5% of DC-infeasible scenarios are certified
     AC-infeasible.
     """
     x = graph.x.detach().double().cpu().numpy()

@@ -125,8 +125,8 @@ def test_loadability_cache_answers_a_graph_seen_before_unless_told_not_to(monkey
     index = torch.zeros(9, dtype=torch.long)
     monkeypatch.setattr(lp, "_CACHE", {})  # a load-scaled copy seen by another test would answer
     calls = []
-    solve = lp._solve
-    monkeypatch.setattr(lp, "_solve", lambda *a: calls.append(1) or solve(*a))
+    solve = lp._solve_graphs  # every cache miss, one row of `pd` per graph
+    monkeypatch.setattr(lp, "_solve_graphs", lambda pd, *a: calls.extend([1] * len(pd)) or solve(pd, *a))
     first, _ = lp.loadability_features(data.x, data.edge_index, data.edge_attr, index)
     again, _ = lp.loadability_features(data.x, data.edge_index, data.edge_attr, index)
     with lp.uncached():
@@ -147,8 +147,8 @@ def test_loadability_cache_answers_a_load_scaled_copy_as_a_fresh_solve_would(mon
     index = torch.zeros(9, dtype=torch.long)
     monkeypatch.setattr(lp, "_CACHE", {})
     calls = []
-    solve = lp._solve
-    monkeypatch.setattr(lp, "_solve", lambda *a: calls.append(1) or solve(*a))
+    solve = lp._solve_graphs  # every cache miss, one row of `pd` per graph
+    monkeypatch.setattr(lp, "_solve_graphs", lambda pd, *a: calls.extend([1] * len(pd)) or solve(pd, *a))
     lp.loadability_features(data.x.double(), data.edge_index, data.edge_attr.double(), index)
     scaled = perturbed(data, direction_columns("load"), torch.tensor(1.04))
     x = scaled.x.double().clone().requires_grad_(True)
