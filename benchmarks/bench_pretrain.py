@@ -4,7 +4,7 @@
     python benchmarks/bench_pretrain.py --data DIR --epochs 20 --tasks feasibility
     python benchmarks/bench_pretrain.py --samples 6000 --split 0.35,0.15,0.5   # ECE on 3000 test graphs
 
-Trains the feasibility and OPF models with `gridtune.nn.pretrain.pretrain` (seeded split, 70/15/15 unless `--split`,
+Trains the feasibility and OPF models with `gridtune.pretrain` (seeded split, 70/15/15 unless `--split`,
 early stopping) and prints, each measured in the same run:
     feasibility  AUROC / ECE of the GNN on the test split against the logistic regression on
                  system aggregates (fitted on the same training split)
@@ -79,9 +79,11 @@ def cold_inference(checkpoint_dir: Path, view, task: str, seed: int, *,
     """
     from torch_geometric.loader import DataLoader
 
+    from gridtune.core.trainer import torch_threads
+    from gridtune.grids.split import split_indices
+    from gridtune.grids.view import task_graphs
     from gridtune.nn.checkpoint import load_checkpoint
     from gridtune.nn.loadability import uncached
-    from gridtune.nn.pretrain import split_indices, task_graphs, torch_threads
 
     net, _ = load_checkpoint(checkpoint_dir)
     _, _, te = split_indices(view.statuses, seed, split)
@@ -102,10 +104,11 @@ def ece_floor(checkpoint_dir: Path, view, seed: int, *, split: tuple[float, floa
     `draws`. Below a few hundred graphs, sampling noise alone puts ECE well above zero."""
     import numpy as np
 
-    from gridtune.evaluation.metrics import expected_calibration_error
-    from gridtune.core.trainer import make_loader, predict
+    from gridtune.core.metrics import expected_calibration_error
+    from gridtune.core.trainer import make_loader, predict, torch_threads
+    from gridtune.grids.split import split_indices
+    from gridtune.grids.view import task_graphs
     from gridtune.nn.checkpoint import load_checkpoint
-    from gridtune.nn.pretrain import split_indices, task_graphs, torch_threads
     from gridtune.nn.tasks import make_task
 
     net, _ = load_checkpoint(checkpoint_dir)
@@ -153,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench-pretrain-out"))
     args = p.parse_args(argv)
 
-    from gridtune.nn.pretrain import parse_split, pretrain, resolve_data
+    import gridtune
+    from gridtune.grids.split import parse_split
+    from gridtune.grids.view import resolve_data
 
     split = parse_split(args.split)
     t0 = time.perf_counter()
@@ -166,11 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"data": view.name, "counts": counts, "args": {k: str(v) for k, v in vars(args).items()}}
     checks: list[tuple[str, bool | None]] = []
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
-        m = pretrain(view, task=task, out_dir=args.out / task, model=args.model, epochs=args.epochs,
-                     seed=args.seed, hidden=args.hidden, layers=args.layers, lr=args.lr,
-                     batch_size=args.batch_size, patience=args.patience, progress=True,
-                     threads=args.threads, lr_schedule=None if args.lr_schedule == "none" else "cosine",
-                     model_options=_model_options(args), split=split)
+        model = gridtune.ModelConfig(conv=args.model, hidden=args.hidden, layers=args.layers,
+                                     **_model_options(args))
+        train = gridtune.TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr,
+                                     batch_size=args.batch_size, patience=args.patience,
+                                     lr_schedule=None if args.lr_schedule == "none" else "cosine")
+        m = gridtune.pretrain(view, args.out / task, task=task, model=model, train=train,
+                              split=split, progress=True, threads=args.threads).to_dict()
         results[task] = m
         t = m["test"]
         print(f"\n== {task}: {m['split']['train_used']} training graphs, {m['epochs_run']} epochs "

@@ -6,9 +6,9 @@ from typing import ClassVar
 import torch
 
 from gridtune.constraints import Constraint, register_constraint
-from gridtune.grids.physics import branch_flows
 from gridtune.constraints.graph import graph_reduce
 from gridtune.grids.features import BRANCH_FEATURES
+from gridtune.grids.physics import branch_flows
 
 
 @register_constraint("line_loading")
