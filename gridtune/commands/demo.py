@@ -30,9 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gridtune.commands.study import overrides, run_and_print
+    from gridtune.commands.study import load_plan, run_and_print
     from gridtune.parallel import check_backend, check_workers
-    from gridtune.studies.spec import load_study
 
     path = quickstart_path()
     if args.show_spec:
@@ -40,6 +39,6 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     check_backend(args.backend)
     check_workers(args.workers)
-    spec = load_study(path, **overrides(args))
-    print(f"gridtune demo: study `{spec.name}` from {path}")
-    return run_and_print(spec, args.out or Path("runs") / "demo", args)
+    plan = load_plan(path, args)
+    print(f"gridtune demo: study `{plan.name}` from {path}")
+    return run_and_print(plan, args.out or Path("runs") / "demo", args)

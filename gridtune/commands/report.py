@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -18,8 +17,9 @@ def _run(args: argparse.Namespace) -> int:
     from gridtune.studies.store import ResultsStore
 
     md, page = write_report(args.directory)
-    study = json.loads((args.directory / "study.json").read_text())
-    print(summary_text(ResultsStore(args.directory).read_csv(), tuple(study["headline"])))
+    store = ResultsStore(args.directory)
+    headline = store.read_study()["headline"]
+    print(summary_text(store.read_csv(), (headline[0], bool(headline[1]))))
     print()
     print(f"report   {page}")
     print(f"         {md}")

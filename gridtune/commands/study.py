@@ -1,9 +1,19 @@
-"""`gridtune study SPEC`: run a scripted transfer study (resumable) and write its report."""
+"""`gridtune study run SPEC` / `gridtune study plan SPEC`: run a scripted transfer study
+(resumable) and write its report, or print the cells it would run without running anything.
+`gridtune study SPEC` is `gridtune study run SPEC`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+ACTIONS = ("run", "plan")
+
+
+def add_set_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key, dotted for tables, VALUE in TOML syntax "
+                   "(e.g. --set data.samples=100 --set 'seeds=[0]'); repeatable")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -12,9 +22,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
     p.add_argument("--backend", default="local", help="local (process pool) or ray")
     p.add_argument("--no-report", action="store_true", help="skip plots and report (results.csv only)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key, dotted for tables, VALUE in TOML syntax "
-                   "(e.g. --set data.samples=100 --set 'seeds=[0]'); repeatable")
+    add_set_argument(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,37 +30,59 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("study", help="run a transfer study: sources x targets x strategies x "
                        "labels x seeds x constraints",
-                       description="Expand the study matrix, build or reuse datasets, pre-train "
-                       "once per source, run every cell, write results.csv, plots and a report. "
-                       "Finished cells are skipped on a rerun; failed cells run again.")
-    p.add_argument("spec", type=Path, help="study .toml, or the name of a shipped study ("
-                   + ", ".join(shipped_names("studies")) + ")")
+                       usage="gridtune study [run | plan] SPEC [options]",
+                       description="run (the default): expand the study matrix, build or reuse "
+                       "datasets, pre-train once per source, run every cell, write results.csv, "
+                       "plots and a report; finished cells are skipped on a rerun, failed cells "
+                       "run again. plan: validate the spec, resolve it and print the datasets, "
+                       "pre-training and cells (with fingerprints) without running anything.")
+    p.add_argument("action", metavar="[run | plan]", help=argparse.SUPPRESS)
+    p.add_argument("spec", nargs="?", type=Path, help="study .toml, or the name of a shipped "
+                   "study (" + ", ".join(shipped_names("studies")) + ")")
     add_run_arguments(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gridtune.errors import SpecError
     from gridtune.parallel import check_backend, check_workers
-    from gridtune.studies.spec import load_study
 
+    if args.spec is None:  # `gridtune study SPEC`
+        action, spec_ref = "run", Path(args.action)
+    elif args.action in ACTIONS:
+        action, spec_ref = args.action, args.spec
+    else:
+        raise SpecError(f"gridtune study: unknown action `{args.action}`; valid: run, plan "
+                        "(`gridtune study [run | plan] SPEC`)")
+    plan = load_plan(spec_ref, args)
+    if action == "plan":
+        print(plan.describe())
+        return 0
     check_backend(args.backend)
     check_workers(args.workers)
-    spec = load_study(args.spec, **overrides(args))
-    return run_and_print(spec, args.out or Path("runs") / spec.name, args)
+    return run_and_print(plan, args.out or Path("runs") / plan.name, args)
 
 
 def overrides(args: argparse.Namespace) -> dict:
-    from gridtune.studies.spec import parse_assignment
+    from gridtune.studies.overrides import parse_assignment
 
     return dict(parse_assignment(a) for a in args.set)
 
 
-def run_and_print(spec, out: Path, args: argparse.Namespace) -> int:
-    """Run a loaded study and print the summary table and where the report is."""
-    from gridtune.studies.runner import run_study
+def load_plan(spec_ref: Path | str, args: argparse.Namespace):
+    """Validate the spec (with `--set` overrides) and resolve it into a plan, before any work."""
+    from gridtune.studies.plan import make_plan
+    from gridtune.studies.spec import load_study
 
-    outcome = run_study(spec, out, workers=args.workers, backend=args.backend,
-                        report=not args.no_report)
+    return make_plan(load_study(spec_ref, **overrides(args)))
+
+
+def run_and_print(plan, out: Path, args: argparse.Namespace) -> int:
+    """Run a resolved study and print the summary table and where the report is."""
+    from gridtune.studies.runner import run_plan
+
+    outcome = run_plan(plan, out, workers=args.workers, backend=args.backend,
+                       report=not args.no_report)
     print()
     print(outcome.summary)
     print()

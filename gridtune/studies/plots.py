@@ -139,7 +139,8 @@ def transfer_matrix(frame: pd.DataFrame, headline: tuple[str, bool], out_dir: Pa
                             color="white" if dark else "black")
     fig.colorbar(image, ax=list(axes.flat), shrink=0.9,
                  label=f"gain in {headline[0]} over scratch")
-    fig.suptitle("Transfer matrix (blue: transfer helps, red: negative transfer)", fontsize=11)
+    fig.suptitle("Transfer matrix: mean gain over scratch (blue: above, red: below; the "
+                 "report's verdicts say which differences are beyond seed noise)", fontsize=11)
     return _save(fig, out_dir / "transfer_matrix.png")
 
 
@@ -199,7 +200,8 @@ def _pool(tables: list[list[dict[str, Any]]]) -> tuple[np.ndarray, np.ndarray]:
 
 def violations_before_after(records: list[dict[str, Any]], out_dir: Path) -> Path | None:
     """Violation rate of each constraint: unconstrained cells ("before") against each
-    formulation ("after"), averaged over cells. Unconstrained cells carry `violations_by_set`."""
+    formulation ("after"), averaged over cells. Every cell carries `violations_by_set` (its test
+    violations of each constraint set of the study); "before" reads the unconstrained ones."""
     after: dict[tuple[str, str, str], list[float]] = {}
     before: dict[tuple[str, str], list[float]] = {}
     for r in records:
@@ -210,7 +212,8 @@ def violations_before_after(records: list[dict[str, Any]], out_dir: Path) -> Pat
             for name, v in (r.get("violations") or {}).items():
                 after.setdefault((cell["constraint"], name, cell["formulation"]), []).append(
                     v["violation_rate"])
-        for cset, viol in (r.get("violations_by_set") or {}).items():
+        by_set = (r.get("violations_by_set") or {}) if cell["constraint"] == "none" else {}
+        for cset, viol in by_set.items():
             for name, v in viol.items():
                 before.setdefault((cset, name), []).append(v["violation_rate"])
     if not after and not before:

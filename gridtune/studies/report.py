@@ -1,8 +1,14 @@
 """Study report: report.md and a self-contained report.html (plots embedded as base64), and the
 short summary table printed at the end of a run.
 
-Both documents are rendered from one list of blocks, so they always say the same thing. The
-report names every negative transfer (mean gain over seeds below zero) and every failed cell.
+The report reads only the study directory (`gridtune.studies.store.ResultsStore`). Both
+documents are rendered from one list of blocks, so they always say the same thing.
+
+Transfer verdicts come from `gridtune.core.verdict.transfer_verdict`, per group of cells that
+differ only in their seed, paired by seed: the mean gain over scratch with its bootstrap
+interval, and `positive transfer` / `negative transfer` only when the whole interval lies on one
+side of zero. Otherwise, and with a single seed, the group is `inconclusive`: neither document
+calls it negative.
 """
 
 from __future__ import annotations
@@ -10,44 +16,94 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from gridtune.errors import DataError
+from gridtune.core.verdict import transfer_verdict
+from gridtune.files import atomic_write_text
 from gridtune.studies import plots
-from gridtune.studies.store import ResultsStore, atomic_write_text
+from gridtune.studies.store import ResultsStore
 
 GROUP = ["source", "target", "constraint", "formulation", "strategy", "labels"]
+NEGATIVE, POSITIVE, INCONCLUSIVE = "negative transfer", "positive transfer", "inconclusive"
+NO_BASELINE = "no scratch baseline"
+ONE_SEED = "one seed: no confidence interval; run several seeds"
 
 Block = tuple[Any, ...]
 
 
-def summary_table(frame: pd.DataFrame, headline: tuple[str, bool]) -> pd.DataFrame:
-    """Mean and std over seeds of the headline metric, scratch and gain, per cell group."""
-    metric = headline[0]
-    ok = frame[frame["status"] == "ok"]
-    if ok.empty:
-        return pd.DataFrame(columns=GROUP + ["seeds", metric, f"{metric}_std", "scratch",
-                                             "gain", "gain_std", "wall_time_s"])
+def group_verdict(rows: pd.DataFrame, metric: str, higher: bool) -> dict[str, Any]:
+    """The transfer verdict of one group's cells (one per seed), paired by seed with the scratch
+    baseline of the same seed: gain, interval, label, note."""
     scratch_col = f"scratch_{metric}"
-    agg = ok.groupby(GROUP, sort=False).agg(
-        seeds=("seed", "nunique"),
-        value=(metric, "mean"), value_std=(metric, "std"),
-        scratch=(scratch_col, "mean") if scratch_col in ok else ("seed", lambda s: np.nan),
-        gain=("transfer_gain", "mean"), gain_std=("transfer_gain", "std"),
-        wall_time_s=("wall_time_s", "mean"),
-    ).reset_index()
-    return agg.rename(columns={"value": metric, "value_std": f"{metric}_std"})
+    if scratch_col not in rows:
+        pairs = rows.iloc[0:0]
+    else:
+        pairs = rows[["seed", metric, scratch_col]].apply(pd.to_numeric, errors="coerce").dropna()
+    if pairs.empty:
+        return {"gain": np.nan, "ci_low": np.nan, "ci_high": np.nan, "verdict": NO_BASELINE,
+                "verdict_note": "no seed has both the metric and a scratch baseline"}
+    pairs = pairs.sort_values("seed")
+    v = transfer_verdict(pairs[metric].to_list(), pairs[scratch_col].to_list(), metric=metric,
+                         higher_is_better=higher)
+    note = ONE_SEED if v.n_seeds < 2 else v.note
+    dropped = len(rows) - len(pairs)
+    if dropped:
+        note = (note + "; " if note else "") + f"{dropped} seed(s) without a defined `{metric}` left out"
+    return {"gain": v.gain_mean, "ci_low": v.ci_low, "ci_high": v.ci_high, "verdict": v.label,
+            "verdict_note": note}
+
+
+def summary_table(frame: pd.DataFrame, headline: tuple[str, bool]) -> pd.DataFrame:
+    """Per cell group (all keys but the seed): mean and std over seeds of the headline metric,
+    scratch's mean, the transfer verdict (gain, bootstrap interval, label, note), the test-split
+    size, the AC-OPF solver time of the labels and the wall time per cell."""
+    metric, higher = headline
+    columns = GROUP + ["seeds", metric, f"{metric}_std", "scratch", "gain", "ci_low", "ci_high",
+                       "verdict", "verdict_note", "n_test", "label_solver_time_s", "wall_time_s"]
+    ok = frame[frame["status"] == "ok"]
+    if ok.empty or metric not in ok:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for key, sub in ok.groupby(GROUP, sort=False):
+        values = pd.to_numeric(sub[metric], errors="coerce")
+        scratch = pd.to_numeric(sub.get(f"scratch_{metric}", pd.Series(dtype=float)),
+                                errors="coerce")
+        rows.append({**dict(zip(GROUP, key, strict=True)), "seeds": int(sub["seed"].nunique()),
+                     metric: values.mean(), f"{metric}_std": values.std(),
+                     "scratch": scratch.mean() if len(scratch) else np.nan,
+                     **group_verdict(sub, metric, higher),
+                     "n_test": _n_test(sub.get("n_test")),
+                     "label_solver_time_s": _mean(sub.get("label_solver_time_s")),
+                     "wall_time_s": _mean(sub.get("wall_time_s"))})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _mean(col: pd.Series | None) -> float:
+    if col is None:
+        return np.nan
+    values = pd.to_numeric(col, errors="coerce").dropna()
+    return float(values.mean()) if len(values) else np.nan
+
+
+def _n_test(col: pd.Series | None) -> str:
+    """Test-split size of a group: one number, or the range over seeds."""
+    if col is None:
+        return "-"
+    values = sorted({int(v) for v in pd.to_numeric(col, errors="coerce").dropna()})
+    if not values:
+        return "-"
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
 def negative_transfer(summary: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the summary whose mean transfer gain is below zero."""
-    gain = pd.to_numeric(summary["gain"], errors="coerce")
-    return summary[gain < 0]
+    """Groups whose verdict is negative transfer: the whole bootstrap interval of the gain lies
+    below zero (never a group whose mean gain is merely negative)."""
+    return summary[summary["verdict"] == NEGATIVE]
 
 
 def failed_cells(frame: pd.DataFrame) -> pd.DataFrame:
@@ -62,9 +118,41 @@ def _fmt(v: Any, signed: bool = False) -> str:
     return str(v)
 
 
+def _gain_text(row: dict[str, Any]) -> str:
+    """`+0.050 [+0.040, +0.060]`, or the gain alone when there is no interval."""
+    gain = _fmt(row["gain"], signed=True)
+    if isinstance(row["ci_low"], float) and np.isfinite(row["ci_low"]):
+        return f"{gain} [{_fmt(row['ci_low'], signed=True)}, {_fmt(row['ci_high'], signed=True)}]"
+    return gain
+
+
+def _verdict_text(row: dict[str, Any]) -> str:
+    """The verdict label, with `(one seed)` when there is no interval to judge by."""
+    if row["verdict"] == INCONCLUSIVE and row["verdict_note"].startswith("one seed"):
+        return f"{INCONCLUSIVE} (one seed)"
+    return str(row["verdict"])
+
+
+def _seconds(v: Any) -> str:
+    if v is None or not np.isfinite(v):
+        return ""
+    return f"{v:.0f} s" if v >= 10 else f"{v:.1f} s"
+
+
+def label_cost(summary: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """{target: {labels: mean AC-OPF solver seconds of the labels}} where the datasets recorded
+    their solve times."""
+    out: dict[str, dict[int, float]] = {}
+    for (target, labels), sub in summary.groupby(["target", "labels"], sort=False):
+        t = _mean(sub["label_solver_time_s"])
+        if np.isfinite(t):
+            out.setdefault(str(target), {})[int(labels)] = t
+    return out
+
+
 def summary_text(frame: pd.DataFrame, headline: tuple[str, bool]) -> str:
     """Compact terminal table: one row per (pair, constraint, strategy), one column per budget,
-    each entry `metric (gain)`."""
+    each entry `metric (gain)`; then the verdict counts and the label cost."""
     metric = headline[0]
     summ = summary_table(frame, headline)
     lines = []
@@ -89,53 +177,231 @@ def summary_text(frame: pd.DataFrame, headline: tuple[str, bool]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    neg = negative_transfer(summ)
-    if len(neg):
-        lines.append(f"negative transfer in {len(neg)} group(s): see the report")
+    lines.append(verdict_counts(summ))
+    cost = label_cost(summ)
+    if cost:
+        lines.append("label cost (AC-OPF solver time): " + "; ".join(
+            f"{t}: " + ", ".join(f"{n} labels = {_seconds(s)}" for n, s in sorted(by.items()))
+            for t, by in cost.items()))
     return "\n".join(lines)
+
+
+def verdict_counts(summ: pd.DataFrame) -> str:
+    """One line: how many groups got each verdict (bootstrap interval over seeds)."""
+    counts = summ["verdict"].value_counts()
+    one_seed = int(summ["verdict_note"].str.startswith("one seed").sum())
+    parts = [f"{int(counts.get(label, 0))} {label}" for label in (POSITIVE, NEGATIVE)]
+    inconclusive = int(counts.get(INCONCLUSIVE, 0))
+    parts.append(f"{inconclusive} {INCONCLUSIVE}"
+                 + (f" ({one_seed} with one seed only)" if one_seed else ""))
+    if counts.get(NO_BASELINE, 0):
+        parts.append(f"{int(counts[NO_BASELINE])} without a scratch baseline")
+    return "transfer verdicts (95% bootstrap interval over seeds): " + ", ".join(parts)
 
 
 # ---- documents ---------------------------------------------------------------------------------
 
 def _display(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
-    out = pd.DataFrame({
+    records = summary.to_dict("records")
+    return pd.DataFrame({
         "source": summary["source"], "target": summary["target"],
         "constraint": [("-" if c == "none" else f"{c} / {f}")
                        for c, f in zip(summary["constraint"], summary["formulation"], strict=False)],
-        "strategy": summary["strategy"], "labels": summary["labels"], "seeds": summary["seeds"],
+        "strategy": summary["strategy"],
+        "labels (AC-OPF time)": [f"{r['labels']} ({_seconds(r['label_solver_time_s'])})"
+                                 if _seconds(r["label_solver_time_s"]) else str(r["labels"])
+                                 for r in records],
+        "seeds": summary["seeds"],
         metric: [f"{_fmt(m)} ± {_fmt(s)}" if np.isfinite(s) else _fmt(m)
                  for m, s in zip(summary[metric], summary[f"{metric}_std"].astype(float), strict=False)],
         "scratch": [_fmt(v) for v in summary["scratch"]],
-        "gain": [_fmt(v, signed=True) for v in summary["gain"]],
+        "gain [95% CI]": [_gain_text(r) for r in records],
+        "verdict": [_verdict_text(r) for r in records],
+        "n_test": summary["n_test"],
         "time (s)": [f"{v:.0f}" if pd.notna(v) else "-" for v in summary["wall_time_s"]],
     })
-    return out
 
 
-def _pretrain_table(root: Path, metric: str) -> pd.DataFrame | None:
+def _pretrain_table(store: ResultsStore, metric: str) -> pd.DataFrame | None:
     """One row per source: pre-training status, test-split metric on the source, wall time."""
     rows = []
-    for path in sorted((root / "pretrain").glob("*/pretrain.json")):
-        done = json.loads(path.read_text())
+    for source, done in store.pretrain_records().items():
         test = done.get("test") or {}
-        rows.append({"source": path.parent.name,
+        rows.append({"source": source,
                      "status": "ok" if done.get("ok") else f"failed: {done.get('error')}",
                      f"{metric} (source test split)": _fmt(test.get(metric)),
                      "time (s)": f"{done.get('wall_time_s') or 0:.0f}"})
     return pd.DataFrame(rows) if rows else None
 
 
-def build_blocks(study: dict[str, Any], frame: pd.DataFrame, datasets: dict[str, Any],
-                 plot_paths: dict[str, Path], root: Path) -> list[Block]:
+def _verdict_blocks(summ: pd.DataFrame) -> list[Block]:
+    blocks: list[Block] = [("h2", "Transfer verdicts")]
+    if summ.empty:
+        return blocks + [("p", "No finished cells.")]
+    blocks.append(("p", "Per group of cells that differ only in their seed: the gain over "
+                        "scratch, paired by seed, with a 95% percentile bootstrap interval of its "
+                        "mean. `negative transfer` / `positive transfer` only when the whole "
+                        "interval lies below / above zero; `inconclusive` when it spans zero or "
+                        "when there is only one seed (no interval). With fewer than 5 seeds the "
+                        "interval is optimistic (too narrow). " + verdict_counts(summ) + "."))
+    for label, title in ((NEGATIVE, "Negative transfer (interval below zero)"),
+                         (POSITIVE, "Positive transfer (interval above zero)")):
+        rows = summ[summ["verdict"] == label]
+        if len(rows):
+            blocks.append(("p", f"{title}:"))
+            blocks.append(("ul", [_group_name(r) + f": gain {_gain_text(r)}, n_test {r['n_test']}"
+                                  for r in rows.to_dict("records")]))
+    if not (summ["verdict"] == NEGATIVE).any():
+        blocks.append(("p", "No group shows negative transfer"
+                            + ("" if summ["gain"].notna().any()
+                               else " (no gain could be computed: no scratch baseline)") + "."))
+    one = summ[summ["verdict_note"].str.startswith("one seed")]
+    if len(one):
+        blocks.append(("p", f"{len(one)} group(s) ran one seed only: their verdict is "
+                            "inconclusive whatever the sign of the gain; run several seeds "
+                            "(`--set 'seeds=[0, 1, 2, 3, 4]'`)."))
+    return blocks
+
+
+def _group_name(r: dict[str, Any]) -> str:
+    return (f"{r['source']} -> {r['target']}, `{r['strategy']}`, {r['labels']} labels"
+            + ("" if r["constraint"] == "none" else f", {r['constraint']} / {r['formulation']}"))
+
+
+def label_efficiency(summ: pd.DataFrame, metric: str, higher: bool) -> pd.DataFrame | None:
+    """Per strategy and budget: the largest label budget at which scratch's mean does no better
+    than the strategy's mean ("100 labels of `full` are worth 1000 of scratch"). Needs at least
+    two budgets."""
+    if summ.empty or summ["labels"].nunique() < 2:
+        return None
+    rows = []
+    keys = ["source", "target", "constraint", "formulation"]
+    for key, sub in summ.groupby(keys, sort=False):
+        scratch = sub.groupby("labels")["scratch"].mean().dropna()
+        if scratch.empty:
+            continue
+        for strategy, ss in sub.groupby("strategy", sort=False):
+            row = {"source -> target": f"{key[0]} -> {key[1]}",
+                   "constraint": "-" if key[2] == "none" else f"{key[2]} / {key[3]}",
+                   "strategy": strategy}
+            for r in ss.sort_values("labels").to_dict("records"):
+                value = r[metric]
+                if not np.isfinite(value):
+                    continue
+                reached = [int(b) for b, s in scratch.items()
+                           if (value >= s if higher else value <= s)]
+                row[f"{r['labels']} labels"] = (f"{max(reached)}" if reached
+                                                else f"< {int(scratch.index.min())}")
+            rows.append(row)
+    return pd.DataFrame(rows).fillna("-") if rows else None
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if not arr.size:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def _pm(s: tuple[float, float], fmt: str = ".3g", scale: float = 1.0) -> str:
+    if not np.isfinite(s[0]):
+        return "-"
+    return f"{s[0] * scale:{fmt}} ± {s[1] * scale:{fmt}}"
+
+
+def _ratio(base: float, value: float) -> str:
+    if not (np.isfinite(base) and np.isfinite(value)):
+        return "-"
+    if value == 0:
+        return "∞ (none left)" if base > 0 else "-"
+    return f"{base / value:.3g}x"
+
+
+def _viol(recs: list[dict[str, Any]], cset: str, name: str, key: str) -> tuple[float, float]:
+    return _stats([r["violations_by_set"][cset].get(name, {}).get(key) for r in recs])
+
+
+def _metric_mean(recs: list[dict[str, Any]], metric: str) -> float:
+    return _stats([r["metrics"].get(metric) for r in recs])[0]
+
+
+def constraint_tables(records: list[dict[str, Any]], headline: tuple[str, bool]
+                      ) -> list[tuple[str, pd.DataFrame]]:
+    """Per constraint set of the study: unconstrained fine-tuning against each formulation that
+    trained on it (and cells trained on other sets), on the set's test-split violations.
+
+    Per row, mean ± std over seeds: share of violating checks (%), mean violation, the cut
+    against unconstrained (its mean violation over this row's), the headline metric and its
+    change against unconstrained (for an error headline, the relative change of every metric),
+    training seconds per epoch. Cuts and changes compare the seeds both rows have. Reads
+    `violations_by_set`, which every cell records."""
+    metric, higher = headline
+    ok = [r for r in records if r.get("status") == "ok" and r.get("violations_by_set")]
+    sets = list(dict.fromkeys(s for r in ok for s in r["violations_by_set"]))
+    out = []
+    for cset in sets:
+        rows = []
+        keys = list(dict.fromkeys((r["cell"]["source"], r["cell"]["target"], r["cell"]["strategy"],
+                                   r["cell"]["labels"]) for r in ok))
+        for key in keys:
+            mine = [r for r in ok if (r["cell"]["source"], r["cell"]["target"],
+                                      r["cell"]["strategy"], r["cell"]["labels"]) == key
+                    and cset in r["violations_by_set"]]
+            variants: dict[str, list[dict[str, Any]]] = {}
+            for r in mine:
+                c = r["cell"]
+                name = ("unconstrained" if c["constraint"] == "none" else c["formulation"]
+                        if c["constraint"] == cset else f"{c['constraint']} / {c['formulation']}")
+                variants.setdefault(name, []).append(r)
+            unconstrained = {r["cell"]["seed"]: r for r in variants.get("unconstrained", [])}
+            names = list(dict.fromkeys(n for r in mine for n in r["violations_by_set"][cset]))
+            for variant, rs in variants.items():
+                # ratios and changes against unconstrained fine-tuning on the same seeds
+                paired = [r for r in rs if r["cell"]["seed"] in unconstrained]
+                base = [unconstrained[r["cell"]["seed"]] for r in paired]
+                row: dict[str, Any] = {"source -> target": f"{key[0]} -> {key[1]}",
+                                       "strategy": key[2], "labels": key[3], "variant": variant,
+                                       "seeds": len(rs)}
+                for n in names:
+                    row[f"{n}: violating (%)"] = _pm(_viol(rs, cset, n, "violation_rate"), ".2f", 100)
+                    row[f"{n}: mean violation"] = _pm(_viol(rs, cset, n, "mean_violation"))
+                    row[f"{n}: cut"] = ("1x" if variant == "unconstrained" else
+                                        _ratio(_viol(base, cset, n, "mean_violation")[0],
+                                               _viol(paired, cset, n, "mean_violation")[0]))
+                row[metric] = _pm(_stats([r["metrics"].get(metric) for r in rs]), ".4f")
+                change = ""
+                if variant != "unconstrained" and paired:
+                    if higher:
+                        change = _fmt(_metric_mean(paired, metric) - _metric_mean(base, metric),
+                                      signed=True)
+                    else:
+                        change = ", ".join(
+                            f"{m} {(_metric_mean(paired, m) / b - 1) * 100:+.1f}%"
+                            for m in rs[0]["metrics"]
+                            if (b := _metric_mean(base, m)) and np.isfinite(b))
+                row[f"Δ {metric}" if higher else "Δ metrics"] = change
+                per_epoch = _stats([(r.get("train_wall_time_s") or math.nan)
+                                    / max(r.get("epochs_run") or 1, 1) for r in rs])
+                row["s / epoch"] = _fmt(per_epoch[0]) if np.isfinite(per_epoch[0]) else "-"
+                rows.append(row)
+        if rows:
+            out.append((cset, pd.DataFrame(rows).fillna("")))
+    return out
+
+
+def build_blocks(study: dict[str, Any], frame: pd.DataFrame, records: list[dict[str, Any]],
+                 datasets: dict[str, Any], plot_paths: dict[str, Path], store: ResultsStore
+                 ) -> list[Block]:
     spec = study.get("spec", {})
     metric, higher = study["headline"]
     summ = summary_table(frame, (metric, higher))
-    blocks: list[Block] = [("h1", f"Study `{spec.get('name', root.name)}`")]
+    blocks: list[Block] = [("h1", f"Study `{spec.get('name', store.root.name)}`")]
     blocks.append(("p", f"Task `{spec.get('task')}`; headline metric `{metric}` "
                         f"({'higher' if higher else 'lower'} is better). Transfer gain = "
                         f"fine-tuned minus scratch at the same target, labels and seed "
                         f"(positive: transfer helped). Generated "
                         f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}."))
+    report_sets = spec.get("constraints", []) + spec.get("report_constraints", [])
     blocks.append(("ul", [
         f"sources: {', '.join(spec.get('sources', []))}",
         f"targets: {', '.join(spec.get('targets', []))}",
@@ -144,7 +410,8 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, datasets: dict[str,
         f"{', '.join(str(x) for x in spec.get('seeds', []))}",
         f"constraints: {', '.join(spec.get('constraints', [])) or 'none'}"
         + (f"; formulations: {', '.join(spec.get('formulations', []))}"
-           if spec.get("constraints") else ""),
+           if spec.get("constraints") else "")
+        + (f"; violations reported for: {', '.join(report_sets)}" if report_sets else ""),
         f"cells: {len(frame)} ({int((frame['status'] == 'ok').sum())} finished, "
         f"{int((frame['status'] == 'failed').sum())} failed)",
     ]))
@@ -157,25 +424,21 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, datasets: dict[str,
                          "unknown": counts.get("unknown"),
                          "content hash": f"`{d.get('content_hash')}`"})
         blocks += [("h2", "Datasets"), ("table", pd.DataFrame(rows))]
-    pre = _pretrain_table(root, metric)
+    pre = _pretrain_table(store, metric)
     if pre is not None:
         blocks += [("h2", "Pre-training (once per source)"), ("table", pre)]
-    blocks += [("h2", "Results"), ("table", _display(summ, metric))]
-    neg = negative_transfer(summ)
-    blocks.append(("h2", "Negative transfer"))
-    if len(neg):
-        blocks.append(("p", "Fine-tuning did worse than training from scratch (mean gain over "
-                            "seeds below zero) in these groups:"))
-        blocks.append(("ul", [f"{r['source']} -> {r['target']}, `{r['strategy']}`, "
-                              f"{r['labels']} labels"
-                              + ("" if r["constraint"] == "none"
-                                 else f", {r['constraint']} / {r['formulation']}")
-                              + f": gain {_fmt(r['gain'], signed=True)}"
-                              for r in neg.to_dict("records")]))
-    else:
-        blocks.append(("p", "None: no group has a negative mean gain"
-                            + ("" if summ["gain"].notna().any()
-                               else " (no gain could be computed: no scratch baseline)") + "."))
+    blocks += [("h2", "Results"),
+               ("p", "Mean ± std over seeds; `n_test`: target test-split graphs per cell; "
+                     "labels with the AC-OPF solver time they cost (mean over seeds)."),
+               ("table", _display(summ, metric))]
+    blocks += _verdict_blocks(summ)
+    eff = label_efficiency(summ, metric, higher)
+    if eff is not None:
+        blocks += [("h2", "Label efficiency"),
+                   ("p", "The largest label budget at which training from scratch does no better "
+                         f"(mean `{metric}`) than each strategy at its own budget; `< N`: below "
+                         "scratch at every budget."),
+                   ("table", eff)]
     failed = failed_cells(frame)
     blocks.append(("h2", "Failed cells"))
     if len(failed):
@@ -185,7 +448,14 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, datasets: dict[str,
                               for r in failed.to_dict("records")]))
     else:
         blocks.append(("p", "None."))
-    if "violation_rate" in frame and frame["violation_rate"].notna().any():
+    tables = constraint_tables(records, (metric, higher))
+    if tables:
+        for cset, table in tables:
+            blocks += [("h2", f"Constraint `{cset}` (test split)"),
+                       ("p", "Mean ± std over seeds; cut: unconstrained mean violation over the "
+                             "row's; changes against unconstrained fine-tuning."),
+                       ("table", table)]
+    elif "violation_rate" in frame and frame["violation_rate"].notna().any():
         viol = frame[(frame["status"] == "ok") & frame["violation_rate"].notna()]
         table = viol.groupby(["target", "constraint", "formulation", "strategy"], sort=False).agg(
             violation_rate=("violation_rate", "mean"), max_violation=("max_violation", "max"),
@@ -264,26 +534,19 @@ def render_html(blocks: list[Block]) -> str:
 def write_report(root: str | Path) -> tuple[Path, Path]:
     """(Re)generate results.csv (from the cell records), the plots, report.md and report.html.
 
-    Works from the records in `results/` when present, otherwise from results.csv alone (then
-    only the plots that need no per-cell detail are drawn).
+    Reads the study directory only (`ResultsStore`): the records in `results/` when present,
+    otherwise results.csv alone (then only the plots and tables that need no per-cell detail).
     """
-    root = Path(root)
-    study_path = root / "study.json"
-    if not study_path.is_file():
-        raise DataError(f"`{root}` is not a study directory (no study.json); run "
-                        f"`gridtune study SPEC --out {root}` first")
-    study = json.loads(study_path.read_text())
-    headline = (study["headline"][0], bool(study["headline"][1]))
     store = ResultsStore(root)
+    study = store.read_study()
+    headline = (study["headline"][0], bool(study["headline"][1]))
     records = store.records(study.get("cells"))
     if records:
         store.write_csv(headline, study.get("cells"))
     frame = store.read_csv()
-    datasets_path = root / "datasets.json"
-    datasets = json.loads(datasets_path.read_text()) if datasets_path.is_file() else {}
-    plot_paths = plots.all_plots(frame, records, headline, root / "plots")
-    blocks = build_blocks(study, frame, datasets, plot_paths, root)
-    md, page = root / "report.md", root / "report.html"
-    atomic_write_text(md, render_markdown(blocks, root))
+    plot_paths = plots.all_plots(frame, records, headline, store.root / "plots")
+    blocks = build_blocks(study, frame, records, store.read_datasets(), plot_paths, store)
+    md, page = store.root / "report.md", store.root / "report.html"
+    atomic_write_text(md, render_markdown(blocks, store.root))
     atomic_write_text(page, render_html(blocks))
     return md, page

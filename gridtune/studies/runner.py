@@ -1,19 +1,20 @@
-"""Run a study: datasets -> one pre-training per source -> every cell, in parallel -> report.
+"""Run a study plan: datasets -> one pre-training per source -> every cell, in parallel -> report.
 
     outcome = run_study(load_study("quickstart"), Path("runs/quickstart"))
+    outcome = run_plan(make_plan(spec), Path("runs/quickstart"))      # the same, plan made first
 
-Resumable at every level: datasets come from the cache (keyed by recipe content), a source is
-pre-trained again only when its data or settings changed, and a cell runs only when it has no
-`ok` record with the current fingerprint (`matrix.fingerprint`). A cell that raises is recorded
-as failed with its error and traceback; the other cells go on. Workers return records and the
-parent process writes them, one at a time.
+The runner executes a `StudyPlan` (`gridtune.studies.plan`) and nothing else: it never reads the
+spec. Resumable at every level: datasets come from the cache (keyed by recipe content), a source
+is pre-trained again only when its data or settings changed, and a cell runs only when it has no
+`ok` record with the current fingerprint (the plan's, bound to the datasets' content hashes). A
+cell that raises is recorded as failed with its error and traceback; the other cells go on.
+Workers return records and the parent process writes them to the store, one at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import time
 import traceback
@@ -22,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from gridtune import __version__
-from gridtune.studies.matrix import Cell, expand, fingerprint
-from gridtune.studies.spec import StudySpec, recipe_table
-from gridtune.studies.store import ResultsStore, write_json
+from gridtune.studies.plan import Cell, DatasetPlan, PretrainPlan, StudyPlan, bind
+from gridtune.studies.store import ResultsStore
 
 Log = Callable[[str], None]
+STATUSES = ("feasible", "infeasible", "unknown", "error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,15 +47,13 @@ class CellJob:
 
     cell: Cell
     fingerprint: str
-    task: str
-    unlabeled: int
+    config: Any  # TransferConfig
     checkpoint: str | None
     source_error: str | None
     target: DatasetRef
     out_dir: str
-    constraint_sets: tuple[tuple[str, str], ...]  # (label, path) of every set in the study
-    threads: int
-    train: dict[str, Any] = dataclasses.field(default_factory=dict)  # TrainConfig fields
+    report_sets: tuple[tuple[str, str], ...] = ()  # (label, path) of every constraint set
+    threads: int = 1
 
 
 @dataclasses.dataclass
@@ -74,40 +73,31 @@ class StudyOutcome:
 
 # ---- datasets ----------------------------------------------------------------------------------
 
-def prepare_datasets(spec: StudySpec, *, workers: int | None, backend: str, log: Log,
-                     progress: bool = True) -> dict[str, DatasetRef]:
-    """Build (or reuse from the cache) every source and target dataset of the study."""
-    from gridtune.grids.build import build_dataset, default_directory
+def prepare_datasets(datasets: tuple[DatasetPlan, ...], *, workers: int | None, backend: str,
+                     log: Log, progress: bool = True) -> dict[str, DatasetRef]:
+    """Build (or reuse from the cache) every source and target dataset of the plan."""
     from gridtune.grids.dataset import open_dataset, read_manifest
-    from gridtune.grids.recipe import Recipe
-    from gridtune.specs import from_table
-    from gridtune.studies.spec import dataset_manifest
 
     refs: dict[str, DatasetRef] = {}
-    for label, ref in spec.grid_refs().items():
-        if dataset_manifest(ref) is not None:  # a built dataset directory, reused as it is
-            ds = open_dataset(ref, samples=recipe_table(spec, label)["samples"])
-            log(f"dataset {label}: using {ref} ({len(ds)} scenarios)")
-            counts = {s: int((ds.statuses == s).sum()) for s in ("feasible", "infeasible", "unknown", "error")}
-            refs[label] = DatasetRef(label, str(ref), len(ds), str(ds.content_hash), counts)
-            continue
-        table = recipe_table(spec, label)
-        recipe = from_table(Recipe, table, where=f"study `{spec.name}` recipe of `{label}`")
-        directory = default_directory(recipe)
-        have = read_manifest(directory)["samples"] if (directory / "manifest.json").is_file() else 0
-        if have < recipe.samples or (directory / "parts").is_dir():
-            log(f"dataset {label}: building {recipe.samples} scenarios in {directory}")
-            start = time.perf_counter()
-            if backend == "local":
-                _build_in_fresh_process(table, directory, workers, progress)
-            else:
-                build_dataset(recipe, directory, workers=workers, backend=backend, progress=progress)
-            log(f"dataset {label}: built in {time.perf_counter() - start:.0f} s")
+    for d in datasets:
+        directory = Path(d.directory)
+        if d.prebuilt:
+            log(f"dataset {d.label}: using {directory} ({d.samples} scenarios)")
         else:
-            log(f"dataset {label}: cached ({have} scenarios) in {directory}")
-        ds = open_dataset(directory, samples=recipe.samples)
-        counts = {s: int((ds.statuses == s).sum()) for s in ("feasible", "infeasible", "unknown", "error")}
-        refs[label] = DatasetRef(label, str(directory), recipe.samples, str(ds.content_hash), counts)
+            have = read_manifest(directory)["samples"] if (directory / "manifest.json").is_file() else 0
+            if have < d.samples or (directory / "parts").is_dir():
+                log(f"dataset {d.label}: building {d.samples} scenarios in {directory}")
+                start = time.perf_counter()
+                if backend == "local":
+                    _build_in_fresh_process(d.recipe, directory, workers, progress)
+                else:
+                    _build_job(d.recipe, str(directory), workers, progress, backend)
+                log(f"dataset {d.label}: built in {time.perf_counter() - start:.0f} s")
+            else:
+                log(f"dataset {d.label}: cached ({have} scenarios) in {directory}")
+        ds = open_dataset(directory, samples=d.samples)
+        counts = {s: int((ds.statuses == s).sum()) for s in STATUSES}
+        refs[d.label] = DatasetRef(d.label, str(directory), len(ds), str(ds.content_hash), counts)
     return refs
 
 
@@ -128,13 +118,14 @@ def _build_in_fresh_process(table: dict[str, Any], directory: Path, workers: int
         pool.submit(_build_job, table, str(directory), workers, progress).result()
 
 
-def _build_job(table: dict[str, Any], directory: str, workers: int | None, progress: bool) -> None:
+def _build_job(table: dict[str, Any], directory: str, workers: int | None, progress: bool,
+               backend: str = "local") -> None:
     from gridtune.grids.build import build_dataset
     from gridtune.grids.recipe import Recipe
     from gridtune.specs import from_table
 
     recipe = from_table(Recipe, table, where="study recipe")
-    build_dataset(recipe, Path(directory), workers=workers, backend="local", progress=progress)
+    build_dataset(recipe, Path(directory), workers=workers, backend=backend, progress=progress)
 
 
 _DATA_CACHE: dict[tuple[str, int], Any] = {}
@@ -156,38 +147,30 @@ def _open(ref: DatasetRef) -> Any:
 @dataclasses.dataclass(frozen=True)
 class PretrainJob:
     source: DatasetRef
-    task: str
+    config: Any  # PretrainConfig
     out_dir: str
-    settings: dict[str, Any]  # PretrainSpec fields
     fingerprint: str
     threads: int
 
 
-def pretrain_fingerprint(spec: StudySpec, source: DatasetRef) -> str:
-    blob = json.dumps({"task": spec.task, "pretrain": dataclasses.asdict(spec.pretrain),
-                       "data": source.content_hash}, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def _pretrain_job(job: PretrainJob) -> dict[str, Any]:
-    """Worker: pre-train one source; returns {"ok": bool, "error", "metrics"} (never raises)."""
+    """Worker: pre-train one source; returns {"ok": bool, "error", "test"} (never raises)."""
     start = time.perf_counter()
     try:
-        from gridtune.nn.pretrain import pretrain
+        from gridtune.workflows.pretrain import pretrain
 
-        metrics = pretrain(_open(job.source), task=job.task, out_dir=job.out_dir,
-                           threads=job.threads, **job.settings)
-        done = {"ok": True, "fingerprint": job.fingerprint, "wall_time_s": time.perf_counter() - start,
-                "test": metrics.get("test", {}).get("model")}
+        result = pretrain(_open(job.source), job.out_dir, job.config, threads=job.threads)
+        return {"ok": True, "fingerprint": job.fingerprint,
+                "wall_time_s": time.perf_counter() - start, "test": result.test.get("model"),
+                "epochs_run": result.epochs_run}
     except Exception as exc:  # recorded; the source's cells fail with this reason
-        done = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(), "wall_time_s": time.perf_counter() - start}
-    write_json(Path(job.out_dir) / "pretrain.json", done)
-    return done
 
 
-def pretrain_sources(spec: StudySpec, datasets: dict[str, DatasetRef], out_dir: Path, sources: list[str],
-                     *, workers: int, backend: str, log: Log) -> dict[str, tuple[str | None, str | None]]:
+def pretrain_sources(plans: list[PretrainPlan], datasets: dict[str, DatasetRef],
+                     store: ResultsStore, *, workers: int, backend: str, log: Log
+                     ) -> dict[str, tuple[str | None, str | None]]:
     """Pre-train each source once (reused when its data and settings are unchanged).
 
     Returns {source: (checkpoint directory or None, error or None)}.
@@ -196,24 +179,22 @@ def pretrain_sources(spec: StudySpec, datasets: dict[str, DatasetRef], out_dir: 
 
     result: dict[str, tuple[str | None, str | None]] = {}
     jobs = []
-    for source in sources:
-        ref = datasets[source]
-        directory = out_dir / "pretrain" / source
-        fp = pretrain_fingerprint(spec, ref)
-        done_path = directory / "pretrain.json"
-        if done_path.is_file():
-            done = json.loads(done_path.read_text())
-            if done.get("ok") and done.get("fingerprint") == fp:
-                log(f"pretrain {source}: reusing {directory}")
-                result[source] = (str(directory), None)
-                continue
-        jobs.append(PretrainJob(ref, spec.task, str(directory), dataclasses.asdict(spec.pretrain),
-                                fp, threads=_threads(workers, len(sources))))
+    for p in plans:
+        ref = datasets[p.source]
+        directory = store.pretrain_dir(p.source)
+        fp = bind(p.fingerprint, ref.content_hash)
+        done = store.pretrain_record(p.source)
+        if done and done.get("ok") and done.get("fingerprint") == fp:
+            log(f"pretrain {p.source}: reusing {directory}")
+            result[p.source] = (str(directory), None)
+            continue
+        jobs.append(PretrainJob(ref, p.config, str(directory), fp, threads=_threads()))
     if jobs:
         log(f"pretrain: {len(jobs)} source(s) ({', '.join(j.source.label for j in jobs)})")
     for i, done in run_tasks(_pretrain_job, jobs, workers=min(workers, max(1, len(jobs))),
                              backend=backend):
         source = jobs[i].source.label
+        store.save_pretrain(source, done)
         if done["ok"]:
             log(f"pretrain {source}: done in {done['wall_time_s']:.0f} s")
             result[source] = (jobs[i].out_dir, None)
@@ -223,11 +204,10 @@ def pretrain_sources(spec: StudySpec, datasets: dict[str, DatasetRef], out_dir: 
     return result
 
 
-def _threads(workers: int, parallel_tasks: int) -> int:
+def _threads() -> int:
     """Torch threads per task: one. Measured here (2 cores shared with other jobs, load ~10):
     4 pre-training epochs on 240 case14 graphs took 3.1-6.6 s with one intra-op thread and
     34.8 s with two (threads wait on contended cores); parallel tasks already use the cores."""
-    del workers, parallel_tasks
     return 1
 
 
@@ -235,8 +215,6 @@ def _threads(workers: int, parallel_tasks: int) -> int:
 
 def run_cell(job: CellJob) -> dict[str, Any]:
     """Worker: fine-tune one cell; returns its record (status `ok` or `failed`; never raises)."""
-    from gridtune.nn.pretrain import torch_threads
-
     cell = job.cell
     record: dict[str, Any] = {"cell_id": cell.cell_id, "cell": cell.to_dict(),
                               "fingerprint": job.fingerprint}
@@ -244,8 +222,7 @@ def run_cell(job: CellJob) -> dict[str, Any]:
     try:
         if job.checkpoint is None:
             raise RuntimeError(f"pre-training on source `{cell.source}` failed: {job.source_error}")
-        with torch_threads(job.threads):
-            record.update(_fine_tune(job))
+        record.update(_fine_tune(job))
         record["status"] = "ok"
     except Exception as exc:  # one failing cell must not stop the study
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
@@ -256,89 +233,59 @@ def run_cell(job: CellJob) -> dict[str, Any]:
 
 
 def _fine_tune(job: CellJob) -> dict[str, Any]:
-    """Call the fine-tuning entry point and keep what the results table and plots need."""
-    from gridtune.finetune.api import finetune
-    from gridtune.finetune.trainer import TrainConfig
+    """Run the cell's `TransferConfig` and keep what the store, report and plots need."""
+    from gridtune.workflows.transfer import finetune
 
-    cell = job.cell
-    data = _open(job.target)
-    config = TrainConfig(seed=cell.seed, **job.train)
-    raw = finetune(Path(job.checkpoint), data, labels=cell.labels, strategy=cell.strategy,
-                   seed=cell.seed, unlabeled=job.unlabeled, out_dir=Path(job.out_dir),
-                   constraints=Path(cell.constraint_path) if cell.constraint_path else None,
-                   formulation=cell.formulation if cell.constraint_path else "lagrangian",
-                   with_scratch=cell.with_scratch, train_config=config, threads=job.threads)
-    record = normalise_result(raw)
-    record.update(_diagnostics(job, data))
+    result = finetune(Path(job.checkpoint), _open(job.target), Path(job.out_dir), job.config,
+                      threads=job.threads)
+    record = normalise_result(result.to_dict(), dict((p, label) for label, p in job.report_sets))
+    record.update(multipliers(Path(job.out_dir)))
     return record
 
 
-def normalise_result(raw: dict[str, Any]) -> dict[str, Any]:
-    """The fine-tuning result (`gridtune.finetune.api.finetune`) -> the record fields the store
-    and plots read: scalar test metrics, scratch metrics, constraint violations (test split)."""
+def normalise_result(raw: dict[str, Any], set_labels: dict[str, str] | None = None
+                     ) -> dict[str, Any]:
+    """A `FinetuneResult` (as a dict) -> the record fields the store, report and plots read:
+    scalar test metrics and scratch metrics, test-split size, label cost, the reliability table
+    (feasibility), the violations of the trained constraint set (`violations`) and of every
+    reported set by label (`violations_by_set`; `set_labels` maps spec path -> label)."""
     out: dict[str, Any] = {
         "metrics": _scalars(raw.get("metrics") or {}),
-        "trainable_params": raw.get("trainable_params"),
+        "trainable_parameters": raw.get("trainable_parameters"),
         "wall_time_s": raw.get("wall_time_s"),
         "epochs_run": raw.get("epochs_run"),
+        "train_wall_time_s": raw.get("train_wall_time_s"),
+        "n_test": raw.get("n_test"),
+        "label_solver_time_s": raw.get("label_solver_time_s"),
+        "unlabeled_used": raw.get("unlabeled_used"),
     }
     scratch = raw.get("scratch")
     if scratch:
         out["scratch"] = _scalars(scratch.get("metrics") or {})
+    if raw.get("reliability"):
+        out["reliability"] = raw["reliability"]
     constraints = raw.get("constraints")
     if constraints:
         out["violations"] = {name: _scalars(v) for name, v in (constraints.get("test") or {}).items()}
-    return out
-
-
-def _diagnostics(job: CellJob, data: Any) -> dict[str, Any]:
-    """What the report needs beyond the metrics, from the fine-tuned checkpoint on the target
-    test split (the split `finetune` used): a reliability table (feasibility), the violations
-    of every constraint set of the study for unconstrained cells ("before" in the violation
-    plot), and the multiplier trajectories a constrained fit logged."""
-    out: dict[str, Any] = {}
-    cell = job.cell
-    history = Path(job.out_dir) / "constraint_history.json"
-    if history.is_file():
-        rows = json.loads(history.read_text()).get("history") or []
-        names = sorted({k.split("/")[0] for r in rows for k in r if k.endswith("/multiplier")})
-        if names:
-            out["multiplier_steps"] = [r.get("step") for r in rows]
-            out["multipliers"] = {n: [r.get(f"{n}/multiplier") for r in rows] for n in names}
-    needs_reliability = job.task == "feasibility"
-    needs_before = cell.constraint == "none" and bool(job.constraint_sets)
-    if not (needs_reliability or needs_before):
-        return out
-    from gridtune.finetune.api import load_finetuned
-    from gridtune.finetune.trainer import make_loader
-    from gridtune.nn.pretrain import resolve_data, split_indices, task_graphs
-
-    model, _ = load_finetuned(job.out_dir)
-    view = resolve_data(data)
-    _, _, te_idx = split_indices(view.statuses, cell.seed)
-    test = task_graphs([view.graphs[i] for i in te_idx], job.task)
-    if needs_reliability:
-        from gridtune.evaluation.metrics import reliability_table
-        from gridtune.finetune.trainer import predict
-        from gridtune.nn.tasks import make_task
-
-        task = make_task("feasibility")
-        logits, y = predict(model, make_loader(test, 256, shuffle=False), task)
-        out["reliability"] = reliability_table(torch_sigmoid(logits), y.double().numpy())
-    if needs_before:
-        from gridtune.constraints.api import constraint_report
-
+    labels = set_labels or {}
+    if raw.get("violations"):
         out["violations_by_set"] = {
-            label: {n: _scalars(v) for n, v in constraint_report(
-                model, make_loader(test, 256, shuffle=False), path, job.task).items()}
-            for label, path in job.constraint_sets}
+            labels.get(path, Path(path).stem): {n: _scalars(v) for n, v in report.items()}
+            for path, report in raw["violations"].items()}
     return out
 
 
-def torch_sigmoid(logits: Any) -> Any:
-    import torch
-
-    return torch.sigmoid(logits.double()).numpy()
+def multipliers(cell_dir: Path) -> dict[str, Any]:
+    """The multiplier trajectories a constrained fit logged (`constraint_history.json`)."""
+    history = cell_dir / "constraint_history.json"
+    if not history.is_file():
+        return {}
+    rows = json.loads(history.read_text()).get("history") or []
+    names = sorted({k.split("/")[0] for r in rows for k in r if k.endswith("/multiplier")})
+    if not names:
+        return {}
+    return {"multiplier_steps": [r.get("step") for r in rows],
+            "multipliers": {n: [r.get(f"{n}/multiplier") for r in rows] for n in names}}
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -349,13 +296,31 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 # ---- the study ---------------------------------------------------------------------------------
 
-def run_study(spec: StudySpec, out_dir: str | Path, *, workers: int | None = None,
+def run_study(spec: Any, out_dir: str | Path, *, workers: int | None = None,
               backend: str = "local", log: Log = print, progress: bool = True,
               report: bool = True) -> StudyOutcome:
-    """Run every cell of `spec` not already finished in `out_dir`, then write the report.
+    """Resolve `spec` into a plan once (`make_plan`) and run it (`run_plan`).
 
     Args:
-        spec: a validated study (`load_study`).
+        spec: a `StudyPlan`, a validated study (`load_study`), or a spec file / shipped name.
+        other arguments: see `run_plan`.
+    """
+    from gridtune.studies.plan import make_plan
+    from gridtune.studies.spec import StudySpec, load_study
+
+    if not isinstance(spec, StudyPlan):
+        spec = make_plan(spec if isinstance(spec, StudySpec) else load_study(spec))
+    return run_plan(spec, out_dir, workers=workers, backend=backend, log=log, progress=progress,
+                    report=report)
+
+
+def run_plan(plan: StudyPlan, out_dir: str | Path, *, workers: int | None = None,
+             backend: str = "local", log: Log = print, progress: bool = True,
+             report: bool = True) -> StudyOutcome:
+    """Run every cell of `plan` not already finished in `out_dir`, then write the report.
+
+    Args:
+        plan: the resolved study (`gridtune.studies.plan.make_plan`).
         out_dir: the study directory (created; reused on resume).
         workers: parallel processes for labelling, pre-training and cells (default: all cores).
         backend: `"local"` or `"ray"` (see `gridtune.parallel`).
@@ -371,46 +336,41 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, workers: int | None = Non
     workers = check_workers(workers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cells = expand(spec)
     store = ResultsStore(out)
-    write_json(out / "study.json", {
-        "spec": spec.to_dict(), "headline": list(spec.headline), "gridtune_version": __version__,
-        "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cells": [c.cell_id for c in cells],
-        "recipes": {label: recipe_table(spec, label) for label in spec.grid_refs()},
-    })
-    log(f"study {spec.name}: {len(cells)} cells -> {out}")
-    datasets = prepare_datasets(spec, workers=workers, backend=backend, log=log, progress=progress)
-    write_json(out / "datasets.json", {k: dataclasses.asdict(v) for k, v in datasets.items()})
-    hashes = {k: v.content_hash for k, v in datasets.items()}
-    prints = {c.cell_id: fingerprint(spec, c, hashes) for c in cells}
-    todo = [c for c in cells if not store.is_finished(c.cell_id, prints[c.cell_id])]
-    skipped = len(cells) - len(todo)
+    store.write_study({**plan.to_dict(), "gridtune_version": __version__,
+                       "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    log(f"study {plan.name}: {len(plan.cells)} cells -> {out}")
+    datasets = prepare_datasets(plan.datasets, workers=workers, backend=backend, log=log,
+                                progress=progress)
+    store.write_datasets({k: dataclasses.asdict(v) for k, v in datasets.items()})
+    prints = {c.cell_id: bind(c.fingerprint, datasets[c.cell.source].content_hash,
+                              datasets[c.cell.target].content_hash) for c in plan.cells}
+    todo = [c for c in plan.cells if not store.is_finished(c.cell_id, prints[c.cell_id])]
+    skipped = len(plan.cells) - len(todo)
     if skipped:
         log(f"resume: {skipped} finished cell(s) skipped, {len(todo)} to run")
-    sources = list(dict.fromkeys(c.source for c in todo))
-    checkpoints = pretrain_sources(spec, datasets, out, sources, workers=workers, backend=backend,
-                                   log=log)
-    csets = tuple((Path(r).stem, str(spec.constraint_path(r))) for r in spec.constraints)
-    threads = _threads(workers, len(todo))
-    jobs = [CellJob(c, prints[c.cell_id], spec.task, spec.unlabeled, checkpoints[c.source][0],
-                    checkpoints[c.source][1], datasets[c.target], str(store.cell_dir(c.cell_id)),
-                    csets, threads, dataclasses.asdict(spec.finetune)) for c in todo]
+    sources = list(dict.fromkeys(c.cell.source for c in todo))
+    checkpoints = pretrain_sources([plan.pretrain_for(s) for s in sources], datasets, store,
+                                   workers=workers, backend=backend, log=log)
+    jobs = [CellJob(c.cell, prints[c.cell_id], c.config, *checkpoints[c.cell.source],
+                    datasets[c.cell.target], str(store.cell_dir(c.cell_id)), plan.report_sets,
+                    _threads()) for c in todo]
+    metric = plan.headline[0]
     failed = 0
     for n, (_, record) in enumerate(run_tasks(run_cell, jobs, workers=min(workers, max(1, len(jobs))),
                                               backend=backend), start=1):
         store.save(record)
-        store.write_csv(spec.headline, [c.cell_id for c in cells])
+        store.write_csv(plan.headline, plan.cell_ids)
         status = record["status"]
         failed += status == "failed"
-        detail = (f"{spec.headline[0]}={record['metrics'].get(spec.headline[0])}"
+        detail = (f"{metric}={record['metrics'].get(metric)}"
                   if status == "ok" else record["error"].splitlines()[0])
         log(f"[{n}/{len(jobs)}] {record['cell_id']}: {status} ({detail}, "
             f"{record.get('wall_time_s') or 0:.0f} s)")
-    store.write_csv(spec.headline, [c.cell_id for c in cells])
+    store.write_csv(plan.headline, plan.cell_ids)
     md = page = None
     if report:
         md, page = write_report(out)
-    summary = summary_text(store.read_csv(), spec.headline)
-    return StudyOutcome(out, len(cells), len(jobs), skipped, failed, md, page, summary,
+    summary = summary_text(store.read_csv(), plan.headline)
+    return StudyOutcome(out, len(plan.cells), len(jobs), skipped, failed, md, page, summary,
                         time.perf_counter() - start)

@@ -10,10 +10,13 @@ Example (the shipped study `quickstart`, gridtune/resources/studies/quickstart.t
     strategies = ["full", "linear-probe"]
     labels = [25, 100]              # target label budgets
     seeds = [0]
-    unlabeled = 0                   # unlabelled target scenarios for domain adaptation
+    unlabeled = 0                   # unlabelled target scenarios, drawn for the cells that use
+                                    # them (domain adaptation, pre-adaptation, target normaliser,
+                                    # constraint terms)
     constraints = []                # constraint spec .toml paths, or shipped set names
                                     # ("monotone_load"); each adds constrained cells
     formulations = ["lagrangian"]   # used by every constrained cell
+    report_constraints = []         # further sets whose test violations every cell reports
     pairs = "cross"                 # cross: skip source == target; all: keep them
 
     [data]
@@ -21,15 +24,28 @@ Example (the shipped study `quickstart`, gridtune/resources/studies/quickstart.t
     [data.overrides]                # applied to every recipe, validated like a recipe
     topology = { candidates = 8 }
 
-    [pretrain]
-    epochs = 40
-    model = "gine"
+    [model]                         # any `gridtune.nn.model.ModelConfig` field (pre-training)
+    hidden = 64
+    balance_pg = false
 
-    [finetune]                      # every cell and its scratch baseline
+    [pretrain]                      # once per source; `gridtune.workflows.configs.PretrainConfig`
+    epochs = 40
+    lr_schedule = "cosine"
+    split = [0.7, 0.15, 0.15]
+    include_unknown = false
+
+    [finetune]                      # every cell and its scratch baseline; `TransferConfig`
     epochs = 200
     patience = 20
+    normalizer = "source"           # source | target
+    pre_adapt_epochs = 0
+    split = [0.3, 0.1, 0.6]         # target train / validation / test fractions
+    with_scratch = true             # train the scratch baseline (transfer gain and verdicts)
 
-Everything is validated by `load_study` before any work starts; errors name the file and the key.
+This module holds the typed tables and their validation only. `load_study` reads and validates a
+file (unknown keys and bad values name the file and the key, before any work); the study is then
+resolved once into a plan (`gridtune.studies.plan.make_plan`: recipes, configs, cells,
+fingerprints), which the runner executes.
 """
 
 from __future__ import annotations
@@ -47,9 +63,13 @@ from gridtune.specs import (
     shipped_path,
     to_table,
 )
+from gridtune.studies.overrides import apply_overrides
 
 TASKS = ("feasibility", "opf", "cost")
 PAIRS = ("cross", "all")
+MODELS = ("gine", "gatv2", "transformer")
+LR_SCHEDULES = ("cosine",)
+MIN_LABELS = 4  # `TransferConfig.labels`: training + early-stopping split
 # Headline metric per task and whether higher is better; a spec may name another metric.
 # Test-split metrics each task reports (gridtune.nn.tasks, gridtune.evaluation.metrics).
 TASK_METRICS: dict[str, tuple[str, ...]] = {
@@ -65,6 +85,25 @@ HEADLINE: dict[str, tuple[str, bool]] = {
 }
 # A metric is an error (lower is better) when a word of its name is one of these.
 ERROR_WORDS = {"loss", "mae", "mse", "rmse", "mape", "ece", "brier", "nll", "gap", "balance"}
+
+
+def _at_least_one(obj: Any, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if getattr(obj, key) < 1:
+            raise SpecError(f"key `{key}` = `{getattr(obj, key)}` must be at least 1")
+
+
+def _optimisation(obj: Any) -> None:
+    """Checks shared by [pretrain] and [finetune]: lr, weight decay, schedule, clipping."""
+    if not 0 < obj.lr < 1:
+        raise SpecError(f"key `lr` = `{obj.lr}` must lie in (0, 1)")
+    if obj.weight_decay < 0:
+        raise SpecError(f"key `weight_decay` = `{obj.weight_decay}` must be >= 0")
+    if obj.lr_schedule is not None and obj.lr_schedule not in LR_SCHEDULES:
+        raise SpecError(f"key `lr_schedule` = `{obj.lr_schedule}`; valid: "
+                        f"{choices_text(LR_SCHEDULES)} (leave it out for a constant rate)")
+    if obj.grad_clip_norm is not None and obj.grad_clip_norm <= 0:
+        raise SpecError(f"key `grad_clip_norm` = `{obj.grad_clip_norm}` must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,43 +130,57 @@ class DataSpec:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainSpec:
-    """Pre-training on each source (once per source, shared by all its cells).
+    """Pre-training on each source (once per source, shared by all its cells); maps onto
+    `gridtune.workflows.configs.PretrainConfig` (`gridtune.studies.plan.pretrain_config`).
 
     Args:
         epochs: training epochs (default: 60).
-        model: encoder architecture (default: ``"gine"``).
-        seed: pre-training seed (default: 0).
+        seed: pre-training seed; also seeds the source split (default: 0).
         samples: source scenarios used (default: all of the source dataset).
-        hidden, layers: model width and depth (default: 64, 4).
-        lr, patience, batch_size: optimisation (default: 1e-3, 20, 64).
+        lr, weight_decay, patience, batch_size: optimisation (default: 1e-3, 0, 20, 64).
+        lr_schedule: `"cosine"`, or left out for a constant rate.
+        grad_clip_norm: gradient-norm clipping (default: `TrainConfig`'s).
+        split: train / validation / test fractions of the source (default: 0.7 / 0.15 / 0.15).
+        include_unknown: feasibility: count `unknown` scenarios as infeasible (default: false).
+        model, hidden, layers: shorthands for `[model] conv`, `hidden`, `layers`.
     """
 
     epochs: int = 60
-    model: str = "gine"
     seed: int = 0
     samples: int | None = None
-    hidden: int = 64
-    layers: int = 4
     lr: float = 1e-3
+    weight_decay: float = 0.0
     patience: int = 20
     batch_size: int = 64
+    lr_schedule: str | None = None
+    grad_clip_norm: float | None = None
+    split: tuple[float, float, float] | None = None
+    include_unknown: bool = False
+    model: str | None = None
+    hidden: int | None = None
+    layers: int | None = None
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "hidden", "layers", "patience", "batch_size"):
-            if getattr(self, key) < 1:
+        _at_least_one(self, ("epochs", "patience", "batch_size"))
+        for key in ("hidden", "layers"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise SpecError(f"key `{key}` = `{getattr(self, key)}` must be at least 1")
-        if not 0 < self.lr < 1:
-            raise SpecError(f"key `lr` = `{self.lr}` must lie in (0, 1)")
-        models = ("gine", "gatv2", "transformer")
-        if self.model not in models:
-            raise SpecError(f"key `model` = `{self.model}`; valid: {choices_text(models)}")
+        _optimisation(self)
+        if self.model is not None and self.model not in MODELS:
+            raise SpecError(f"key `model` = `{self.model}`; valid: {choices_text(MODELS)}")
         if self.samples is not None and self.samples < 2:
             raise SpecError(f"key `samples` = `{self.samples}` must be at least 2")
+
+    def model_fields(self) -> dict[str, Any]:
+        """The shorthands as `ModelConfig` fields (only those given)."""
+        named = {"conv": self.model, "hidden": self.hidden, "layers": self.layers}
+        return {k: v for k, v in named.items() if v is not None}
 
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneSpec:
-    """Optimisation of every cell (and of its scratch baseline); `gridtune.finetune.trainer.TrainConfig`.
+    """Every cell (and its scratch baseline); maps onto `TransferConfig` and its `TrainConfig`
+    (`gridtune.studies.plan.transfer_config`).
 
     Args:
         epochs: maximum epochs (default: 200).
@@ -135,6 +188,17 @@ class FinetuneSpec:
         lr: learning rate (default: 1e-3).
         weight_decay: AdamW weight decay (default: 0).
         batch_size: graphs per batch (default: 64).
+        lr_schedule: `"cosine"`, or left out for a constant rate.
+        grad_clip_norm: gradient-norm clipping (default: `TrainConfig`'s).
+        normalizer: input statistics of the adapted model: `source` (the checkpoint's) or
+            `target` (refitted on the target's labelled and unlabelled graphs) (default: source).
+        pre_adapt_epochs: masked-feature reconstruction epochs on the unlabelled target
+            scenarios before the strategy (default: 0; needs `unlabeled`).
+        split: train / validation / test fractions of the target data (default: 0.7 / 0.15 /
+            0.15); labels are drawn from the training part, so a large test share costs none.
+        with_scratch: train the scratch baseline, once per group of cells that share target,
+            labels, seed and constraint (default: true); without it there is no transfer gain
+            or verdict (e.g. a study that compares constraint formulations).
     """
 
     epochs: int = 200
@@ -142,15 +206,18 @@ class FinetuneSpec:
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 64
+    lr_schedule: str | None = None
+    grad_clip_norm: float | None = None
+    normalizer: Literal["source", "target"] = "source"
+    pre_adapt_epochs: int = 0
+    split: tuple[float, float, float] | None = None
+    with_scratch: bool = True
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "patience", "batch_size"):
-            if getattr(self, key) < 1:
-                raise SpecError(f"key `{key}` = `{getattr(self, key)}` must be at least 1")
-        if not 0 < self.lr < 1:
-            raise SpecError(f"key `lr` = `{self.lr}` must lie in (0, 1)")
-        if self.weight_decay < 0:
-            raise SpecError(f"key `weight_decay` = `{self.weight_decay}` must be >= 0")
+        _at_least_one(self, ("epochs", "patience", "batch_size"))
+        _optimisation(self)
+        if self.pre_adapt_epochs < 0:
+            raise SpecError(f"key `pre_adapt_epochs` = `{self.pre_adapt_epochs}` must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,9 +239,11 @@ class StudySpec:
     constraints: tuple[str, ...] = ()
     formulations: tuple[str, ...] = ("lagrangian",)
     unconstrained: bool = True
+    report_constraints: tuple[str, ...] = ()
     pairs: Literal["cross", "all"] = "cross"
     metric: str | None = None
     data: DataSpec = DataSpec()
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
     pretrain: PretrainSpec = PretrainSpec()
     finetune: FinetuneSpec = FinetuneSpec()
     base_dir: str = "."
@@ -189,9 +258,10 @@ class StudySpec:
             if len(set(values)) != len(values):
                 dup = next(v for v in values if list(values).count(v) > 1)
                 raise SpecError(f"key `{key}` lists `{dup}` twice")
-        bad = [n for n in self.labels if n < 2]
+        bad = [n for n in self.labels if n < MIN_LABELS]
         if bad:
-            raise SpecError(f"key `labels` has budget `{bad[0]}`; every budget must be at least 2")
+            raise SpecError(f"key `labels` has budget `{bad[0]}`; every budget must be at least "
+                            f"{MIN_LABELS} (training + early-stopping labels)")
         if self.unlabeled < 0:
             raise SpecError(f"key `unlabeled` = `{self.unlabeled}` must be >= 0")
         if self.constraints and not self.formulations:
@@ -201,19 +271,22 @@ class StudySpec:
         if self.data.samples is not None and max(self.labels) >= self.data.samples:
             raise SpecError(f"key `labels` budget `{max(self.labels)}` must be below "
                             f"`data.samples` = `{self.data.samples}` (test scenarios are held out)")
-        names = [grid_label(s) for s in self.sources + self.targets]
-        for ref in set(self.sources + self.targets):
-            clash = [r for r in set(self.sources + self.targets)
-                     if r != ref and grid_label(r) == grid_label(ref)]
-            if clash:
-                raise SpecError(f"grids `{ref}` and `{clash[0]}` share the name "
-                                f"`{grid_label(ref)}`; rename one recipe file")
         if self.metric is not None and self.metric not in TASK_METRICS[self.task]:
             raise SpecError(f"key `metric` = `{self.metric}` is not a `{self.task}` metric; valid: "
                             f"{choices_text(TASK_METRICS[self.task])}")
         if self.pairs == "cross" and all(s == t for s in self.sources for t in self.targets):
-            raise SpecError(f"with `pairs = \"cross\"` the only pair `{names[0]}` -> `{names[0]}` "
-                            "is skipped; add another target or set `pairs = \"all\"`")
+            raise SpecError(f"with `pairs = \"cross\"` the only pair `{self.sources[0]}` -> "
+                            f"`{self.sources[0]}` is skipped; add another target or set "
+                            "`pairs = \"all\"`")
+        if self.model:
+            from gridtune.nn.model import ModelConfig
+
+            from_table(ModelConfig, self.model, where="[model]")  # keys and types of ModelConfig
+            for key, value in self.pretrain.model_fields().items():
+                if key in self.model and self.model[key] != value:
+                    short = "model" if key == "conv" else key
+                    raise SpecError(f"key `pretrain.{short}` = `{value}` contradicts "
+                                    f"`model.{key}` = `{self.model[key]}`; set one of them")
 
     # ---- derived --------------------------------------------------------------------------
 
@@ -227,7 +300,7 @@ class StudySpec:
     def resolve(self, ref: str) -> str:
         """A recipe path or dataset directory (resolved against the spec's directory), or a case
         name, unchanged."""
-        if ref.endswith(".toml") or (Path(self.base_dir) / ref / "manifest.json").is_file():
+        if ref.endswith(".toml") or is_dataset_directory(Path(self.base_dir) / ref):
             return str((Path(self.base_dir) / ref).resolve())
         return ref
 
@@ -236,49 +309,29 @@ class StudySpec:
         exists, a shipped constraint set named without `.toml` (``"monotone_load"``)."""
         return resolve_spec_file("constraints", ref, base_dir=self.base_dir).resolve()
 
-    def grid_refs(self) -> dict[str, str]:
-        """Grid label -> resolved recipe reference, sources first, in spec order."""
-        out: dict[str, str] = {}
-        for ref in self.sources + self.targets:
-            out.setdefault(grid_label(ref), self.resolve(ref))
-        return out
-
     def to_dict(self) -> dict[str, Any]:
         return to_table(self)
 
 
-def dataset_manifest(ref: str) -> dict[str, Any] | None:
-    """The manifest when `ref` is a built dataset directory (reused as is), else None."""
-    from gridtune.grids.storage import load_manifest
-
-    return load_manifest(ref)
-
-
-def grid_label(ref: str) -> str:
-    """Short name of a source / target: the case name, the recipe file's stem, or the grid name
-    of a built dataset directory."""
-    manifest = dataset_manifest(ref)
-    if manifest is not None:
-        return str(manifest["grid"]["name"])
-    return Path(ref).stem if ref.endswith(".toml") else ref
-
-
-def constraint_label(ref: str) -> str:
-    return Path(ref).stem
+def is_dataset_directory(path: str | Path) -> bool:
+    """A built dataset directory (it holds a manifest), used as it is."""
+    return (Path(path) / "manifest.json").is_file()
 
 
 def load_study(path: str | Path, **overrides: Any) -> StudySpec:
-    """Read and fully validate a study spec; nothing is built or trained here.
+    """Read and validate a study spec; nothing is built, resolved or trained here.
 
     Checks, in order: TOML syntax and keys / types (naming file and key), recipe and constraint
-    files exist, case names are known, data overrides form a valid recipe, strategy and
-    formulation names exist, every constraint set applies to the task (`check_study`).
+    files exist, case names are known, strategy and formulation names exist, every constraint
+    set applies to the task. Resolving recipes and configs (`gridtune.studies.plan.make_plan`)
+    checks the rest, still before any work.
 
     Args:
         path: the study .toml, or the name of a shipped study (``"quickstart"``; see
             `shipped_names("studies")`) when no such file exists.
         overrides: keys replacing the file's values, dotted for sub-tables (e.g.
-            ``{"seeds": (0,), "data.samples": 100}``); validated like the file.
+            ``{"seeds": (0,), "data.samples": 100}``; `gridtune.studies.overrides`); validated
+            like the file.
     """
     path = resolve_spec_file("studies", path)
     if not path.is_file() and path.suffix != ".toml":
@@ -288,15 +341,7 @@ def load_study(path: str | Path, **overrides: Any) -> StudySpec:
     where = str(path)
     if "base_dir" in table:
         raise SpecError(f"{where}: unknown key `base_dir`")
-    for key, value in overrides.items():
-        value = list(value) if isinstance(value, tuple) else value
-        *parents, leaf = key.split(".")
-        node = table
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise SpecError(f"override `{key}`: `{part}` is not a table")
-        node[leaf] = value
+    apply_overrides(table, overrides)
     table["base_dir"] = str(path.resolve().parent)
     spec = from_table(StudySpec, table, where=where)
     check_files(spec, where)
@@ -305,12 +350,10 @@ def load_study(path: str | Path, **overrides: Any) -> StudySpec:
 
 
 def check_files(spec: StudySpec, where: str) -> None:
-    """Recipe / constraint paths exist, case names are known, overrides make valid recipes."""
-    from gridtune.grids.recipe import Recipe, recipe_for
-
+    """Recipe / constraint paths exist and case names are known."""
     for key in ("sources", "targets"):
         for ref in getattr(spec, key):
-            if dataset_manifest(spec.resolve(ref)) is not None:
+            if is_dataset_directory(spec.resolve(ref)):
                 continue
             if ref.endswith(".toml"):
                 if not Path(spec.resolve(ref)).is_file():
@@ -319,20 +362,12 @@ def check_files(spec: StudySpec, where: str) -> None:
             elif shipped_path("datasets", ref) is None and not _known_case(ref):
                 raise SpecError(f"{where}: key `{key}` names unknown case `{ref}`; use a default "
                                 f"case name{_case_choices()} or a recipe .toml path")
-    for ref in spec.constraints:
-        if not spec.constraint_path(ref).is_file():
-            raise SpecError(f"{where}: key `constraints` names `{ref}`, which does not exist "
-                            f"(looked in `{spec.base_dir}`); name a .toml file or a shipped "
-                            f"constraint set{_constraint_choices()}")
-    if spec.data.overrides:
-        for label, ref in spec.grid_refs().items():
-            if dataset_manifest(ref) is not None:
-                continue
-            base = recipe_for(ref).to_dict()
-            merged = _merge(base, spec.data.overrides)
-            from_table(Recipe, merged, where=f"{where} [data.overrides] on `{label}`")
-    if spec.task not in TASKS:  # Literal already checked; kept for programmatic construction
-        raise SpecError(f"{where}: key `task` = `{spec.task}`; valid: {choices_text(TASKS)}")
+    for key in ("constraints", "report_constraints"):
+        for ref in getattr(spec, key):
+            if not spec.constraint_path(ref).is_file():
+                raise SpecError(f"{where}: key `{key}` names `{ref}`, which does not exist "
+                                f"(looked in `{spec.base_dir}`); name a .toml file or a shipped "
+                                f"constraint set{_constraint_choices()}")
 
 
 def _constraint_choices() -> str:
@@ -357,66 +392,29 @@ def _case_choices() -> str:
     return f" ({choices_text(names)})" if names else ""
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def recipe_table(spec: StudySpec, label: str) -> dict[str, Any]:
-    """The full recipe (as a table) used for grid `label` in this study: overrides applied."""
-    from gridtune.grids.recipe import recipe_for
-
-    ref = spec.grid_refs()[label]
-    manifest = dataset_manifest(ref)
-    if manifest is not None:  # a built dataset is used as it is: no overrides
-        table = dict(manifest["recipe"])
-        if spec.data.samples is not None:
-            table["samples"] = min(spec.data.samples, int(manifest["samples"]))
-        return table
-    recipe = recipe_for(ref, samples=spec.data.samples)
-    return _merge(recipe.to_dict(), spec.data.overrides)
-
-
 def check_study(spec: StudySpec, where: str = "study") -> None:
     """Checks that need the strategy / constraint registries: strategy and formulation names
     exist, every constraint set applies to the study's task. Runs before any work."""
-    from gridtune.finetune.registry import strategy_names
+    from gridtune.core.registry import strategy_names
 
     valid = strategy_names()
     for name in spec.strategies:
         if name not in valid:
             raise SpecError(f"{where}: key `strategies` names unknown strategy `{name}`; valid: "
                             f"{choices_text(valid)}")
-    if not spec.constraints:
+    if not spec.constraints and not spec.report_constraints:
         return
     from gridtune.constraints.formulations import FORMULATIONS
     from gridtune.constraints.spec import load_constraint_set
 
-    for name in spec.formulations:
-        if name not in FORMULATIONS:
-            raise SpecError(f"{where}: key `formulations` names unknown formulation `{name}`; "
-                            f"valid: {choices_text(FORMULATIONS)}")
-    for ref in spec.constraints:
-        try:
-            load_constraint_set(spec.constraint_path(ref), spec.task)
-        except SpecError as exc:
-            raise SpecError(f"{where}: key `constraints`: {exc}") from None
-
-
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """`KEY=VALUE` from the command line (`--set data.samples=100`); VALUE is a TOML value."""
-    import tomllib
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise SpecError(f"--set `{text}`: expected KEY=VALUE, e.g. `seeds=[0, 1]`")
-    try:
-        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = value.strip()  # a bare word is a string: --set task=opf
-    return key.strip(), parsed
+    if spec.constraints:
+        for name in spec.formulations:
+            if name not in FORMULATIONS:
+                raise SpecError(f"{where}: key `formulations` names unknown formulation `{name}`; "
+                                f"valid: {choices_text(FORMULATIONS)}")
+    for key in ("constraints", "report_constraints"):
+        for ref in getattr(spec, key):
+            try:
+                load_constraint_set(spec.constraint_path(ref), spec.task)
+            except SpecError as exc:
+                raise SpecError(f"{where}: key `{key}`: {exc}") from None

@@ -2,65 +2,32 @@
 
 Layout of a study directory:
 
-    study.json          the fully resolved spec, the gridtune version, the cells
+    study.json          the spec, the resolved plan (recipes, configs, cells), the gridtune version
     datasets.json       per grid: dataset directory, content hash, counts
-    pretrain/<source>/  the source checkpoint and its metrics
+    pretrain/<source>/  the source checkpoint, its metrics, and pretrain.json (status, fingerprint)
     cells/<cell_id>/    what fine-tuning wrote for a cell
     results/<cell_id>.json  one record per cell (status ok / failed, metrics, error)
     results.csv         one row per cell, rebuilt from the records after every cell
     plots/*.png, report.md, report.html
 
-Only the parent process writes here (workers return records), and every write is atomic
-(temporary file + rename), so an interrupted study never leaves a half-written record.
+The runner writes here and the report reads only from here. Only the parent process writes the
+records (workers return them), and every write is atomic (temporary file + rename), so an
+interrupted study never leaves a half-written record.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from gridtune.errors import DataError
+from gridtune.files import atomic_write_text, write_json
 
 KEY_COLUMNS = ("source", "target", "strategy", "labels", "seed", "constraint", "formulation")
 STATUSES = ("ok", "failed")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so readers see the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
-
-
-def _jsonable(obj: Any) -> Any:
-    """NaN / inf become null (strict JSON); numpy scalars and arrays become Python values."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 class ResultsStore:
@@ -73,6 +40,50 @@ class ResultsStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.results_dir = self.root / "results"
+
+    # ---- the study, its datasets and pre-training ----------------------------------------
+
+    def write_study(self, study: dict[str, Any]) -> Path:
+        return _write(self.root / "study.json", study)
+
+    def read_study(self) -> dict[str, Any]:
+        path = self.root / "study.json"
+        if not path.is_file():
+            raise DataError(f"`{self.root}` is not a study directory (no study.json); run "
+                            f"`gridtune study run SPEC --out {self.root}` first")
+        return json.loads(path.read_text())
+
+    def write_datasets(self, datasets: dict[str, Any]) -> Path:
+        return _write(self.root / "datasets.json", datasets)
+
+    def read_datasets(self) -> dict[str, Any]:
+        path = self.root / "datasets.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def pretrain_dir(self, source: str) -> Path:
+        return self.root / "pretrain" / source
+
+    def save_pretrain(self, source: str, done: dict[str, Any]) -> Path:
+        """The outcome of pre-training on `source` (`ok`, `fingerprint`, `error`, `test`)."""
+        return _write(self.pretrain_dir(source) / "pretrain.json", done)
+
+    def pretrain_record(self, source: str) -> dict[str, Any] | None:
+        path = self.pretrain_dir(source) / "pretrain.json"
+        try:
+            return json.loads(path.read_text()) if path.is_file() else None
+        except json.JSONDecodeError:
+            return None
+
+    def pretrain_records(self) -> dict[str, dict[str, Any]]:
+        """{source: pre-training outcome} of every source pre-trained in this directory."""
+        out = {}
+        for path in sorted((self.root / "pretrain").glob("*/pretrain.json")):
+            rec = self.pretrain_record(path.parent.name)
+            if rec is not None:
+                out[path.parent.name] = rec
+        return out
+
+    # ---- cells ---------------------------------------------------------------------------
 
     def record_path(self, cell_id: str) -> Path:
         return self.results_dir / f"{cell_id}.json"
@@ -123,13 +134,14 @@ class ResultsStore:
     def read_csv(self) -> pd.DataFrame:
         path = self.root / "results.csv"
         if not path.is_file():
-            raise DataError(f"`{self.root}` holds no results.csv; run `gridtune study SPEC --out "
-                            f"{self.root}` first")
+            raise DataError(f"`{self.root}` holds no results.csv; run `gridtune study run SPEC "
+                            f"--out {self.root}` first")
         return pd.read_csv(path)
 
 
 def results_frame(records: list[dict[str, Any]], headline: tuple[str, bool]) -> pd.DataFrame:
-    """One row per cell: keys, status, every metric, scratch metrics, transfer gain, wall time.
+    """One row per cell: keys, status, every metric, scratch metrics, transfer gain, test-split
+    size, AC-OPF solver time of the labels, wall time.
 
     `transfer_gain` is the headline metric minus scratch's (sign flipped for lower-is-better
     metrics, so a positive gain always means transfer helped). A cell without its own scratch
@@ -162,20 +174,31 @@ def results_frame(records: list[dict[str, Any]], headline: tuple[str, bool]) -> 
         if viol:
             row["violation_rate"] = max(v.get("violation_rate", float("nan")) for v in viol.values())
             row["max_violation"] = max(v.get("max_violation", float("nan")) for v in viol.values())
-        row["trainable_params"] = rec.get("trainable_params")
+        row["n_test"] = rec.get("n_test")
+        row["label_solver_time_s"] = rec.get("label_solver_time_s")
+        row["trainable_parameters"] = rec.get("trainable_parameters")
+        row["epochs_run"] = rec.get("epochs_run")
+        row["train_wall_time_s"] = rec.get("train_wall_time_s")
         row["wall_time_s"] = rec.get("wall_time_s")
         row["error"] = rec.get("error")
         rows.append(row)
     ordered = [metric] + [m for m in metric_names if m != metric]
     columns = (["cell_id", *KEY_COLUMNS, "status"] + ordered + [f"scratch_{m}" for m in ordered]
-               + ["transfer_gain", "violation_rate", "max_violation", "trainable_params",
-                  "wall_time_s", "error"])
+               + ["transfer_gain", "violation_rate", "max_violation", "n_test",
+                  "label_solver_time_s", "trainable_parameters", "epochs_run", "train_wall_time_s",
+                  "wall_time_s",
+                  "error"])
     frame = pd.DataFrame(rows)
     for c in columns:
         if c not in frame.columns:
             frame[c] = None
     extra = [c for c in frame.columns if c not in columns]  # scratch metrics without a cell metric
     return frame[columns + extra]
+
+
+def _write(path: Path, obj: Any) -> Path:
+    write_json(path, obj)
+    return path
 
 
 def _group(cell: dict[str, Any]) -> tuple:

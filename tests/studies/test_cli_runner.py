@@ -7,14 +7,16 @@ import json
 import pytest
 
 from gridtune.cli import main
-from gridtune.studies.matrix import Cell
+from gridtune.studies.plan import Cell
 from gridtune.studies.runner import CellJob, DatasetRef, normalise_result, run_cell
+from gridtune.workflows.configs import TransferConfig
 
 
 def job(tmp_path, *, checkpoint, source_error=None, directory=None) -> CellJob:
     ref = DatasetRef("case14", str(directory or tmp_path / "no-dataset"), 30, "h", {})
-    return CellJob(Cell("case9", "case14", "full", 10, 0), "fp", "feasibility", 0, checkpoint,
-                   source_error, ref, str(tmp_path / "cell"), (), 1)
+    return CellJob(Cell("case9", "case14", "full", 10, 0), "fp",
+                   TransferConfig(labels=10, strategy="full"), checkpoint, source_error, ref,
+                   str(tmp_path / "cell"))
 
 
 def test_a_cell_whose_source_failed_is_recorded_with_the_reason(tmp_path):
@@ -34,7 +36,7 @@ def test_a_cell_that_raises_is_recorded_not_propagated(tmp_path):
 
 def test_normalise_result_keeps_scalars_scratch_and_violations():
     raw = {"metrics": {"auroc": 0.9, "n": 12, "undefined": {"f1": "why"}, "f1": None},
-           "scratch": {"metrics": {"auroc": 0.8}}, "trainable_params": 10, "wall_time_s": 2.0,
+           "scratch": {"metrics": {"auroc": 0.8}}, "trainable_parameters": 10, "wall_time_s": 2.0,
            "constraints": {"test": {"monotone_load": {"violation_rate": 0.1, "max_violation": 0.2,
                                                       "tolerance": 1e-4}}}}
     rec = normalise_result(raw)
@@ -64,7 +66,8 @@ def test_report_command_needs_a_study_directory(tmp_path, capsys):
 
 
 def test_report_command_regenerates(tmp_path, capsys):
-    from gridtune.studies.store import ResultsStore, write_json
+    from gridtune.files import write_json
+    from gridtune.studies.store import ResultsStore
 
     cell = Cell("case9", "case14", "full", 10, 0, with_scratch=True)
     ResultsStore(tmp_path).save({"cell_id": cell.cell_id, "cell": cell.to_dict(), "status": "ok",
@@ -90,7 +93,7 @@ def test_demo_rejects_bad_options_before_work(argv, capsys):
 
 
 def test_record_json_is_strict(tmp_path):
-    from gridtune.studies.store import write_json
+    from gridtune.files import write_json
 
     write_json(tmp_path / "r.json", {"a": float("nan"), "b": [float("inf"), 1.0]})
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": None, "b": [None, 1.0]}

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from gridtune.errors import DataError
-from gridtune.studies.matrix import Cell
+from gridtune.files import write_json
+from gridtune.studies.plan import Cell
 from gridtune.studies.report import summary_table, summary_text, write_report
-from gridtune.studies.store import ResultsStore, results_frame, write_json
+from gridtune.studies.store import ResultsStore, results_frame
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -38,7 +39,7 @@ def make_records() -> list[dict]:
                     cell = Cell("case9", "case14", strategy, labels, seed, constraint, form,
                                 with_scratch=strategy == "full")
                     rec = {"cell_id": cell.cell_id, "cell": cell.to_dict(), "fingerprint": "f",
-                           "status": "ok", "wall_time_s": 1.5, "trainable_params": 1000,
+                           "status": "ok", "wall_time_s": 1.5, "trainable_parameters": 1000,
                            "metrics": {"auroc": scratch + delta, "ece": 0.05},
                            "reliability": reliability(0.05)}
                     if cell.with_scratch:
@@ -50,6 +51,7 @@ def make_records() -> list[dict]:
                     else:
                         rec["violations"] = {"load_monotone": {
                             "violation_rate": 0.05, "mean_violation": 0.01, "max_violation": 0.1}}
+                        rec["violations_by_set"] = {"mono": rec["violations"]}
                         rec["multipliers"] = {"load_monotone": [0.0, 0.2, 0.3, 0.31]}
                     if (strategy, labels, seed, constraint) == ("linear_probe", 40, 1, "none"):
                         rec = {"cell_id": cell.cell_id, "cell": cell.to_dict(), "fingerprint": "f",
@@ -111,8 +113,11 @@ def test_report_names_strategies_negative_transfer_and_failures(study_dir):
     text = md.read_text()
     for strategy in ("full", "linear_probe"):
         assert strategy in text
-    neg = text.split("## Negative transfer")[1].split("##")[0]
-    assert "`linear_probe`" in neg and "`full`" not in neg
+    verdicts = text.split("## Transfer verdicts")[1].split("##")[0]
+    neg = verdicts.split("Negative transfer (interval below zero):")[1].split("Positive")[0]
+    assert "`linear_probe`, 10 labels" in neg and "`full`" not in neg
+    assert "`linear_probe`, 40 labels:" not in neg  # one seed left (the other failed)
+    assert "1 group(s) ran one seed only" in verdicts
     pre = text.split("## Pre-training (once per source)")[1].split("##")[0]
     assert "| case9 | ok | 0.910 | 12 |" in pre
     failed = text.split("## Failed cells")[1].split("##")[0]
@@ -171,3 +176,57 @@ def test_reliability_pooling_weights_bins_by_count():
     x, y = _pool([a, b])
     np.testing.assert_allclose(x, [(3 * 0.1 + 0.3) / 4, 0.7])
     np.testing.assert_allclose(y, [0.25, 1.0])
+
+
+def two_seed_records(gains: list[float], *, n_test: int = 45, solve: float = 20.0) -> list[dict]:
+    """One group (case9 -> case14, `full`, 100 labels) with the given gain per seed."""
+    recs = []
+    for seed, gain in enumerate(gains):
+        cell = Cell("case9", "case14", "full", 100, seed, with_scratch=True)
+        recs.append({"cell_id": cell.cell_id, "cell": cell.to_dict(), "fingerprint": "f",
+                     "status": "ok", "metrics": {"auroc": 0.8 + gain}, "scratch": {"auroc": 0.8},
+                     "n_test": n_test, "label_solver_time_s": solve + seed, "wall_time_s": 2.0})
+    return recs
+
+
+def test_a_negative_mean_gain_whose_interval_spans_zero_is_inconclusive(tmp_path):
+    recs = two_seed_records([-0.03, 0.01])  # mean gain -0.01; paired interval [-0.03, +0.01]
+    frame = results_frame(recs, ("auroc", True))
+    summ = summary_table(frame, ("auroc", True))
+    row = summ.iloc[0]
+    assert row["verdict"] == "inconclusive" and row["gain"] == pytest.approx(-0.01)
+    assert row["ci_low"] == pytest.approx(-0.03) and row["ci_high"] == pytest.approx(0.01)
+    assert row["n_test"] == "45" and row["label_solver_time_s"] == pytest.approx(20.5)
+    text = summary_text(frame, ("auroc", True))
+    assert "0 negative transfer" in text and "1 inconclusive" in text
+    assert "100 labels = 20 s" in text  # the AC-OPF solver time of the labels
+    store = ResultsStore(tmp_path)
+    for r in recs:
+        store.save(r)
+    write_json(tmp_path / "study.json", {"spec": {"name": "t", "task": "feasibility"},
+                                         "headline": ["auroc", True],
+                                         "cells": [r["cell_id"] for r in recs]})
+    md, page = write_report(tmp_path)
+    text = md.read_text()
+    results = text.split("## Results")[1].split("##")[0]
+    assert "| 100 (20 s) | 2 |" in results
+    assert "| -0.010 [-0.030, +0.010] | inconclusive | 45 |" in results
+    verdicts = text.split("## Transfer verdicts")[1].split("##")[0]
+    assert "Negative transfer (interval below zero)" not in verdicts
+    assert "No group shows negative transfer" in verdicts
+    assert "negative transfer</td>" not in page.read_text()
+
+
+def test_one_seed_is_inconclusive_and_says_so():
+    frame = results_frame(two_seed_records([-0.05]), ("auroc", True))
+    row = summary_table(frame, ("auroc", True)).iloc[0]
+    assert row["verdict"] == "inconclusive" and row["verdict_note"].startswith("one seed")
+    text = summary_text(frame, ("auroc", True))
+    assert "1 inconclusive (1 with one seed only)" in text and "0 negative transfer" in text
+
+
+def test_a_whole_interval_below_zero_is_negative_transfer():
+    frame = results_frame(two_seed_records([-0.03, -0.02, -0.025]), ("auroc", True))
+    row = summary_table(frame, ("auroc", True)).iloc[0]
+    assert row["verdict"] == "negative transfer" and row["ci_high"] < 0
+    assert "1 negative transfer" in summary_text(frame, ("auroc", True))

@@ -8,8 +8,8 @@ import pytest
 
 from gridtune.errors import SpecError
 from gridtune.specs import shipped_path
-from gridtune.studies.matrix import expand
-from gridtune.studies.spec import load_study, recipe_table
+from gridtune.studies.plan import expand, make_plan
+from gridtune.studies.spec import load_study
 
 MONOTONE = shipped_path("constraints", "monotone_load")
 
@@ -89,16 +89,16 @@ def test_syntax_error_names_line(tmp_path):
 
 def test_data_overrides_are_validated_as_recipes(tmp_path):
     good = BASE + "[data]\nsamples = 40\n[data.overrides]\ntopology = { candidates = 4 }\n"
-    spec = load_study(write(tmp_path, good))
-    table = recipe_table(spec, "case14")
+    plan = make_plan(load_study(write(tmp_path, good)))
+    table = plan.dataset("case14").recipe
     assert table["topology"]["candidates"] == 4 and table["samples"] == 40
-    assert table["case"] == "case14"
+    assert table["case"] == "case14" and plan.dataset("case14").samples == 40
     bad = BASE + "[data.overrides]\ntopology = { candidates = 0 }\n"
     with pytest.raises(SpecError, match=r"\[data.overrides\] on `case9` \[topology\]: .*`candidates` = `0`"):
-        load_study(write(tmp_path, bad))
+        make_plan(load_study(write(tmp_path, bad)))
     bad = BASE + "[data.overrides]\ntopology = { cand = 4 }\n"
     with pytest.raises(SpecError, match=r"unknown key `cand`"):
-        load_study(write(tmp_path, bad))
+        make_plan(load_study(write(tmp_path, bad)))
 
 
 def test_recipe_paths_are_relative_to_the_spec(tmp_path):
@@ -107,7 +107,7 @@ def test_recipe_paths_are_relative_to_the_spec(tmp_path):
     spec = load_study(write(tmp_path, BASE.replace('"case9"', '"grids/small9.toml"')))
     cells = expand(spec)
     assert {c.source for c in cells} == {"small9"}
-    assert spec.grid_refs()["small9"] == str((tmp_path / "grids" / "small9.toml").resolve())
+    assert make_plan(spec).dataset("small9").ref == str((tmp_path / "grids" / "small9.toml").resolve())
 
 
 def test_matrix_expands_every_combination_once(tmp_path):
@@ -142,7 +142,7 @@ def test_registry_checks_run_before_work(tmp_path):
 
 
 def test_command_line_overrides_are_validated(tmp_path):
-    from gridtune.studies.spec import parse_assignment
+    from gridtune.studies.overrides import parse_assignment
 
     path = write(tmp_path, BASE)
     spec = load_study(path, **dict([parse_assignment("data.samples=50"),
@@ -171,14 +171,14 @@ def test_demo_runs_the_shipped_quickstart():
 
 
 def test_finetune_settings_are_validated_and_change_the_fingerprint(tmp_path):
-    from gridtune.studies.matrix import fingerprint
+    from gridtune.studies.plan import bind
 
     spec = load_study(write(tmp_path, BASE + "[finetune]\nepochs = 30\n"))
     assert spec.finetune.epochs == 30 and spec.finetune.patience == 20
     other = load_study(write(tmp_path, BASE + "[finetune]\nepochs = 31\n"))
-    cell = expand(spec)[0]
-    assert fingerprint(spec, cell, {}) != fingerprint(other, cell, {})
-    assert fingerprint(spec, cell, {"case9": "a"}) != fingerprint(spec, cell, {"case9": "b"})
+    one, two = make_plan(spec).cells[0], make_plan(other).cells[0]
+    assert one.cell_id == two.cell_id and one.fingerprint != two.fingerprint
+    assert bind(one.fingerprint, "a") != bind(one.fingerprint, "b")
     with pytest.raises(SpecError, match=r"\[finetune\]: key `lr` = `2.0` must lie in \(0, 1\)"):
         load_study(write(tmp_path, BASE + "[finetune]\nlr = 2.0\n"))
 

@@ -1,6 +1,6 @@
 """A tiny study end to end on real data: case9 -> case14, a few dozen AC-OPF-labelled scenarios,
 two strategies, one seed. Needs the data engine (pandapower, cvxpy), pre-training and the
-fine-tuning entry point (`gridtune.finetune.api.finetune`)."""
+fine-tuning entry point (`gridtune.core.api.finetune`)."""
 
 from __future__ import annotations
 
@@ -135,8 +135,7 @@ def test_cells_run_on_ray(study):
 
 
 def test_a_built_dataset_directory_can_be_a_target(study, tmp_path):
-    from gridtune.studies.matrix import expand
-    from gridtune.studies.spec import recipe_table
+    from gridtune.studies.plan import expand, make_plan
 
     _, out, _, _ = study
     directory = json.loads((out / "datasets.json").read_text())["case14"]["directory"]
@@ -144,4 +143,86 @@ def test_a_built_dataset_directory_can_be_a_target(study, tmp_path):
     path.write_text(SPEC.replace('targets = ["case14"]', f'targets = ["{directory}"]'))
     spec = load_study(path)
     assert {c.target for c in expand(spec)} == {"case14"}
-    assert recipe_table(spec, "case14")["samples"] == 36
+    assert make_plan(spec).dataset("case14").samples == 36
+
+
+def test_records_carry_what_the_report_reads(study):
+    _, out, _, _ = study
+    rec = json.loads(next((out / "results").glob("*__full__*.json")).read_text())
+    assert rec["status"] == "ok" and rec["n_test"] > 0
+    assert rec["reliability"] and {"lower", "count", "mean_prob", "frac_positive"} <= set(
+        rec["reliability"][0])
+    text = (out / "report.md").read_text()
+    assert "## Transfer verdicts" in text and "inconclusive (one seed)" in text
+    assert "negative transfer" not in text.split("## Results")[1].split("## Transfer")[0]
+
+
+def test_execution_never_consults_the_spec(study, monkeypatch):
+    """The plan is resolved once; running it touches neither the spec module nor resolution."""
+    import gridtune.studies.plan as plan_mod
+    import gridtune.studies.spec as spec_mod
+    from gridtune.studies.plan import make_plan
+    from gridtune.studies.runner import run_plan
+
+    spec, out, _, _ = study
+    plan = make_plan(spec)
+    victim = sorted((out / "results").glob("*.json"))[-1]
+    victim.unlink()
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the spec was consulted while the plan ran")
+
+    for name in ("load_study", "check_files", "check_study", "is_dataset_directory"):
+        monkeypatch.setattr(spec_mod, name, forbidden)
+    for name in ("resolve", "constraint_path", "to_dict", "headline"):
+        monkeypatch.setattr(spec_mod.StudySpec, name, property(forbidden) if name == "headline"
+                            else forbidden)
+    for name in ("make_plan", "expand", "grid_refs", "grid_label", "recipe_table",
+                 "pretrain_config", "transfer_config"):
+        monkeypatch.setattr(plan_mod, name, forbidden)
+    outcome = run_plan(plan, out, workers=1, log=lambda s: None, progress=False)
+    assert (outcome.ran, outcome.skipped, outcome.failed) == (1, 3, 0)
+    assert json.loads(victim.read_text())["status"] == "ok"
+    assert outcome.report_md.is_file()
+
+
+# the e2e data (same recipes, hence the same cached datasets) and tiny schedules
+REDUCED = ["--set", 'sources=["case9"]', "--set", 'targets=["case14"]',
+           "--set", "data.samples=36",
+           "--set", "data.overrides={loads={scale=[0.8, 1.5]}, topology={candidates=3}, "
+                    "labels={dc=false}}",
+           "--set", "seeds=[0]", "--set", "unlabeled=8", "--set", "pretrain.epochs=3",
+           "--set", "finetune.epochs=3", "--set", "finetune.patience=2", "--workers", "1"]
+
+
+@pytest.mark.parametrize("name, labels, cells", [
+    ("transfer_curve", 10, 4),
+    ("constraints_monotone", 10, 4),
+    ("constraints_power_balance", 6, 4),
+])
+def test_reduced_benchmark_specs_run(study, tmp_path, capsys, name, labels, cells):
+    from pathlib import Path
+
+    from gridtune.cli import main
+
+    spec = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.toml"
+    out = tmp_path / name
+    code = main(["study", "run", str(spec), "--out", str(out), "--set", f"labels=[{labels}]",
+                 *REDUCED])
+    printed = capsys.readouterr().out
+    frame = pd.read_csv(out / "results.csv")
+    assert code == 0, frame[["cell_id", "error"]].to_string()
+    assert len(frame) == cells and (frame["status"] == "ok").all()
+    assert "transfer verdicts" in printed
+    text = (out / "report.md").read_text()
+    if name == "transfer_curve":
+        assert frame["transfer_gain"].notna().all()
+        assert "## Label efficiency" not in text  # one budget: nothing to compare
+    else:
+        cset = "monotone_load" if name == "constraints_monotone" else "power_balance"
+        table = text.split(f"## Constraint `{cset}` (test split)")[1].split("##")[0]
+        for variant in ("unconstrained", "penalty", "lagrangian", "augmented-lagrangian"):
+            assert f"| {variant} |" in table
+        if name == "constraints_power_balance":
+            assert "## Constraint `nodal_balance` (test split)" in text
+            assert "Δ metrics" in table

@@ -1,0 +1,426 @@
+"""A validated study spec, resolved once into what the runner executes: a `StudyPlan`.
+
+    plan = make_plan(load_study("quickstart"))
+    print(plan.describe())                # `gridtune study plan quickstart`
+    outcome = run_plan(plan, "runs/quickstart")
+
+The plan holds
+- the datasets to build or reuse, each with its fully resolved recipe table (data overrides and
+  `data.samples` applied) and its cache directory;
+- one pre-training job per source: its `PretrainConfig` and fingerprint;
+- every cell (source, target, strategy, labels, seed, constraint, formulation): its
+  `TransferConfig` and fingerprint.
+
+The spec is mapped onto the workflow configs here and nowhere else (`pretrain_config`,
+`transfer_config`). Fingerprints hash everything the spec decides about a result (config,
+constraint file contents, recipe tables, the source's pre-training fingerprint); the runner binds
+them to the content hashes of the datasets it built (`bind`), so a rebuilt dataset with other
+content makes its cells stale too.
+
+Transfer gain compares a cell with training from scratch at the same target, labels, seed,
+constraint and formulation. Scratch does not depend on the source or the strategy, so only one
+cell per such group (the first in spec order, `with_scratch=True`) also trains the scratch
+baseline; the others borrow it when the results table is made (`store.results_frame`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from gridtune.errors import GridtuneError, SpecError
+from gridtune.specs import from_table
+from gridtune.studies.spec import StudySpec, is_dataset_directory
+
+NONE = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One fine-tuning run of a study.
+
+    Attributes:
+        source, target: grid labels (case name, recipe stem or built dataset's grid name).
+        strategy: fine-tuning strategy name.
+        labels: number of labelled target scenarios.
+        seed: fine-tuning seed (split, label draw, initialisation, shuffling).
+        constraint: constraint set label, or ``"none"``.
+        formulation: constraint formulation, or ``"none"``.
+        constraint_path: path of the constraint spec (None when unconstrained).
+        with_scratch: whether this cell also trains the scratch baseline of its group.
+    """
+
+    source: str
+    target: str
+    strategy: str
+    labels: int
+    seed: int
+    constraint: str = NONE
+    formulation: str = NONE
+    constraint_path: str | None = None
+    with_scratch: bool = False
+
+    @property
+    def cell_id(self) -> str:
+        """A readable, filesystem-safe, unique id."""
+        parts = [self.source, self.target, self.strategy, f"n{self.labels}", f"s{self.seed}",
+                 self.constraint, self.formulation]
+        return "__".join(_safe(p) for p in parts)
+
+    @property
+    def scratch_group(self) -> tuple[str, int, int, str, str]:
+        return (self.target, self.labels, self.seed, self.constraint, self.formulation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", text)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetPlan:
+    """A source or target dataset: built from `recipe` into `directory`, or (`prebuilt`) a built
+    dataset directory used as it is, first `samples` scenarios."""
+
+    label: str
+    ref: str
+    recipe: dict[str, Any]
+    directory: str
+    samples: int
+    prebuilt: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainPlan:
+    """Pre-training on one source, into `<study>/pretrain/<source>`."""
+
+    source: str
+    config: Any  # gridtune.workflows.configs.PretrainConfig
+    fingerprint: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CellPlan:
+    """One cell with the `TransferConfig` it runs and its fingerprint."""
+
+    cell: Cell
+    config: Any  # gridtune.workflows.configs.TransferConfig
+    fingerprint: str
+
+    @property
+    def cell_id(self) -> str:
+        return self.cell.cell_id
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyPlan:
+    """Everything the runner needs; nothing in it refers back to the spec module.
+
+    `report_sets` are the (label, path) of every constraint set of the study (trained on or
+    only reported): each cell reports its test-split violations of all of them.
+    """
+
+    name: str
+    task: str
+    headline: tuple[str, bool]
+    spec: dict[str, Any]
+    datasets: tuple[DatasetPlan, ...]
+    pretrain: tuple[PretrainPlan, ...]
+    cells: tuple[CellPlan, ...]
+    report_sets: tuple[tuple[str, str], ...] = ()
+
+    def dataset(self, label: str) -> DatasetPlan:
+        return next(d for d in self.datasets if d.label == label)
+
+    def pretrain_for(self, source: str) -> PretrainPlan:
+        return next(p for p in self.pretrain if p.source == source)
+
+    @property
+    def cell_ids(self) -> list[str]:
+        return [c.cell_id for c in self.cells]
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `study.json` records: the spec, the resolved recipes and configs, the cells."""
+        return {
+            "spec": self.spec, "task": self.task, "headline": list(self.headline),
+            "recipes": {d.label: d.recipe for d in self.datasets},
+            "pretrain": {p.source: {"config": dataclasses.asdict(p.config),
+                                    "fingerprint": p.fingerprint} for p in self.pretrain},
+            "report_constraints": {label: path for label, path in self.report_sets},
+            "cells": self.cell_ids,
+            "cell_configs": {c.cell_id: _config_dict(c.config) for c in self.cells},
+        }
+
+    def describe(self) -> str:
+        """The plan as text (`gridtune study plan`): datasets, pre-training, cells."""
+        metric, higher = self.headline
+        lines = [f"study `{self.name}`: task {self.task}, headline {metric} "
+                 f"({'higher' if higher else 'lower'} is better)", "",
+                 f"datasets ({len(self.datasets)}):"]
+        for d in self.datasets:
+            state = ("built dataset, used as it is" if d.prebuilt else
+                     "cached" if is_dataset_directory(d.directory) else "to build")
+            lines.append(f"  {d.label:<16} {d.samples} scenarios, {state}: {d.directory}")
+        lines += ["", f"pre-training, once per source ({len(self.pretrain)}):"]
+        for p in self.pretrain:
+            t, m = p.config.train, p.config.model
+            lines.append(f"  {p.source:<16} {t.epochs} epochs, lr {t.lr:g}"
+                         f"{', ' + t.lr_schedule if t.lr_schedule else ''}, {m.conv} "
+                         f"{m.hidden}x{m.layers}, seed {t.seed}  [{p.fingerprint}]")
+        scratch = sum(c.cell.with_scratch for c in self.cells)
+        lines += ["", f"cells ({len(self.cells)}; {scratch} also train the scratch baseline of "
+                  "their group):"]
+        for c in self.cells:
+            cfg = c.config
+            extra = [f"unlabeled {cfg.unlabeled}"] if cfg.unlabeled else []
+            if c.cell.with_scratch:
+                extra.append("+ scratch")
+            lines.append(f"  {c.cell_id}  [{c.fingerprint}]"
+                         + (f"  ({', '.join(extra)})" if extra else ""))
+        if self.cells:
+            t = self.cells[0].config.train
+            lines += ["", f"fine-tuning: at most {t.epochs} epochs, patience {t.patience}, lr "
+                      f"{t.lr:g}{', ' + t.lr_schedule if t.lr_schedule else ''}, normalizer "
+                      f"{self.cells[0].config.normalizer}"]
+        if self.report_sets:
+            lines.append("violations reported on every cell: "
+                         + ", ".join(label for label, _ in self.report_sets))
+        return "\n".join(lines)
+
+
+# ---- resolution --------------------------------------------------------------------------------
+
+def make_plan(spec: StudySpec) -> StudyPlan:
+    """Resolve a validated spec (`load_study`) once: recipes, configs, cells, fingerprints.
+
+    Raises `SpecError` (naming the key) for what only resolution can tell: a data override that
+    makes an invalid recipe, two grids with one name, a setting the workflow configs refuse.
+    """
+    where = f"study `{spec.name}`"
+    refs = grid_refs(spec)
+    datasets = tuple(_dataset_plan(spec, label, ref, where) for label, ref in refs.items())
+    by_label = {d.label: d for d in datasets}
+    report_sets = _report_sets(spec, where)
+    cells = expand(spec)
+    sources = list(dict.fromkeys(c.source for c in cells))
+    pconfig = pretrain_config(spec)
+    pretrain = {s: PretrainPlan(s, pconfig, _hash({
+        "task": spec.task, "config": dataclasses.asdict(pconfig),
+        "source_recipe": by_label[s].recipe})) for s in sources}
+    cell_plans = []
+    for cell in cells:
+        try:
+            config = transfer_config(spec, cell, report_sets)
+        except (GridtuneError, ValueError) as exc:
+            raise SpecError(f"{where} [finetune], cell `{cell.cell_id}`: {exc}") from None
+        cell_plans.append(CellPlan(cell, config, _hash({
+            "cell": {k: v for k, v in cell.to_dict().items() if k != "constraint_path"},
+            "task": spec.task, "config": _config_dict(config, hashed=True),
+            "pretrain": pretrain[cell.source].fingerprint,
+            "target_recipe": by_label[cell.target].recipe})))
+    return StudyPlan(spec.name, spec.task, spec.headline, spec.to_dict(), datasets,
+                     tuple(pretrain.values()), tuple(cell_plans), report_sets)
+
+
+def pretrain_config(spec: StudySpec) -> Any:
+    """The spec's `[pretrain]` and `[model]` tables as a `PretrainConfig`."""
+    from gridtune.nn.model import ModelConfig
+    from gridtune.workflows.configs import PretrainConfig
+
+    p = spec.pretrain
+    model = from_table(ModelConfig, {**p.model_fields(), **spec.model}, where="[model]")
+    fields: dict[str, Any] = {"task": spec.task, "model": model,
+                              "train": _train_config(p, seed=p.seed, where="[pretrain]"),
+                              "samples": p.samples, "include_unknown": p.include_unknown}
+    if p.split is not None:
+        fields["split"] = p.split
+    try:
+        return PretrainConfig(**fields)
+    except (GridtuneError, ValueError) as exc:
+        raise SpecError(f"[pretrain]: {exc}") from None
+
+
+def transfer_config(spec: StudySpec, cell: Cell, report_sets: tuple[tuple[str, str], ...] = ()
+                    ) -> Any:
+    """The spec's `[finetune]` table and `unlabeled` for one cell, as a `TransferConfig`.
+
+    Unlabelled target scenarios are drawn only for cells that use them (a strategy that needs
+    them, pre-adaptation, the target normaliser, a constraint term); other cells would draw and
+    ignore them, with the same result.
+    """
+    from gridtune.core.registry import strategy_class
+    from gridtune.workflows.configs import TransferConfig
+
+    f = spec.finetune
+    constrained = cell.constraint_path is not None
+    uses_unlabeled = (strategy_class(cell.strategy).needs_unlabeled or f.pre_adapt_epochs > 0
+                      or f.normalizer == "target" or constrained)
+    extra = {} if f.split is None else {"split": f.split}
+    return TransferConfig(
+        **extra, labels=cell.labels, strategy=cell.strategy, seed=cell.seed,
+        unlabeled=spec.unlabeled if uses_unlabeled else 0,
+        constraints=cell.constraint_path,
+        formulation=cell.formulation if constrained else "lagrangian",
+        with_scratch=cell.with_scratch, pre_adapt_epochs=f.pre_adapt_epochs,
+        normalizer=f.normalizer, train=_train_config(f, seed=cell.seed, where="[finetune]"),
+        report_constraints=tuple(path for _, path in report_sets))
+
+
+def _train_config(table: Any, *, seed: int, where: str) -> Any:
+    from gridtune.core.trainer import TrainConfig
+
+    fields = {k: getattr(table, k) for k in ("epochs", "lr", "weight_decay", "batch_size",
+                                             "patience", "lr_schedule")}
+    if table.grad_clip_norm is not None:
+        fields["grad_clip_norm"] = table.grad_clip_norm
+    try:
+        return TrainConfig(seed=seed, **fields)
+    except (GridtuneError, ValueError) as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def _config_dict(config: Any, hashed: bool = False) -> dict[str, Any]:
+    """A TransferConfig as a dict; `hashed` replaces constraint paths by their contents' hash
+    (a moved file is the same constraint, an edited one is not)."""
+    out = dataclasses.asdict(config)
+    if hashed:
+        if out.get("constraints"):
+            out["constraints"] = _file_hash(out["constraints"])
+        out["report_constraints"] = [_file_hash(p) for p in out.get("report_constraints") or ()]
+    else:
+        out["report_constraints"] = list(out.get("report_constraints") or ())
+    return out
+
+
+def _file_hash(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _hash(payload: Any) -> str:
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def bind(fingerprint: str, *content_hashes: str) -> str:
+    """A plan fingerprint bound to the content of the datasets it ran on."""
+    return _hash([fingerprint, *content_hashes])
+
+
+def _report_sets(spec: StudySpec, where: str) -> tuple[tuple[str, str], ...]:
+    out: dict[str, str] = {}
+    for ref in spec.constraints + spec.report_constraints:
+        path, label = str(spec.constraint_path(ref)), constraint_label(ref)
+        if out.get(label, path) != path:
+            raise SpecError(f"{where}: constraint sets `{out[label]}` and `{path}` share the name "
+                            f"`{label}`; rename one file")
+        out[label] = path
+    return tuple(out.items())
+
+
+# ---- grids and recipes -------------------------------------------------------------------------
+
+def grid_label(ref: str) -> str:
+    """Short name of a resolved source / target: the case name, the recipe file's stem, or the
+    grid name of a built dataset directory."""
+    if is_dataset_directory(ref):
+        from gridtune.grids.storage import load_manifest
+
+        return str(load_manifest(ref)["grid"]["name"])
+    return Path(ref).stem if ref.endswith(".toml") else ref
+
+
+def constraint_label(ref: str) -> str:
+    return Path(ref).stem
+
+
+def grid_refs(spec: StudySpec) -> dict[str, str]:
+    """Grid label -> resolved recipe reference, sources first, in spec order; two references
+    with one label are an error."""
+    out: dict[str, str] = {}
+    for ref in spec.sources + spec.targets:
+        resolved = spec.resolve(ref)
+        label = grid_label(resolved)
+        if out.setdefault(label, resolved) != resolved:
+            raise SpecError(f"study `{spec.name}`: grids `{out[label]}` and `{resolved}` share "
+                            f"the name `{label}`; rename one recipe file")
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def recipe_table(spec: StudySpec, ref: str) -> dict[str, Any]:
+    """The full recipe (as a table) of resolved reference `ref` in this study: data overrides
+    and `data.samples` applied; a built dataset's own recipe (samples capped by `data.samples`)."""
+    from gridtune.grids.recipe import recipe_for
+
+    if is_dataset_directory(ref):  # a built dataset is used as it is: no overrides
+        from gridtune.grids.storage import load_manifest
+
+        manifest = load_manifest(ref)
+        table = dict(manifest["recipe"])
+        table["samples"] = int(manifest["samples"])
+        if spec.data.samples is not None:
+            table["samples"] = min(spec.data.samples, int(manifest["samples"]))
+        return table
+    recipe = recipe_for(ref, samples=spec.data.samples)
+    return _merge(recipe.to_dict(), spec.data.overrides)
+
+
+def _dataset_plan(spec: StudySpec, label: str, ref: str, where: str) -> DatasetPlan:
+    table = recipe_table(spec, ref)
+    if is_dataset_directory(ref):
+        return DatasetPlan(label, ref, table, ref, int(table["samples"]), prebuilt=True)
+    from gridtune.grids.build import default_directory
+    from gridtune.grids.recipe import Recipe
+
+    what = "[data.overrides]" if spec.data.overrides else "recipe"
+    recipe = from_table(Recipe, table, where=f"{where} {what} on `{label}`")
+    return DatasetPlan(label, ref, table, str(default_directory(recipe)), recipe.samples,
+                       prebuilt=False)
+
+
+# ---- cells -------------------------------------------------------------------------------------
+
+def expand(spec: StudySpec) -> list[Cell]:
+    """Every cell of a study, in a stable order (source, target, constraint, labels, seed,
+    strategy); the first strategy of each scratch group carries its scratch baseline (none with
+    `[finetune] with_scratch = false`)."""
+    constraint_options: list[tuple[str, str, str | None]] = []
+    if spec.unconstrained:
+        constraint_options.append((NONE, NONE, None))
+    for ref in spec.constraints:
+        for form in spec.formulations:
+            constraint_options.append((constraint_label(ref), form, str(spec.constraint_path(ref))))
+    labels = {ref: grid_label(spec.resolve(ref)) for ref in spec.sources + spec.targets}
+    cells: list[Cell] = []
+    seen_groups: set[tuple[str, int, int, str, str]] = set()
+    for source_ref in spec.sources:
+        source = labels[source_ref]
+        for target_ref in spec.targets:
+            target = labels[target_ref]
+            if spec.pairs == "cross" and source == target:
+                continue
+            for constraint, form, cpath in constraint_options:
+                for n in spec.labels:
+                    for seed in spec.seeds:
+                        for strategy in spec.strategies:
+                            group = (target, n, seed, constraint, form)
+                            carrier = spec.finetune.with_scratch and group not in seen_groups
+                            seen_groups.add(group)
+                            cells.append(Cell(source, target, strategy, n, seed, constraint,
+                                              form, cpath, with_scratch=carrier))
+    return cells

@@ -1,0 +1,197 @@
+"""Study plans: a spec resolves once into datasets, configs and cells; every spec key reaches
+the workflow configs; the shipped benchmark specs validate. No training here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gridtune.cli import main
+from gridtune.errors import SpecError
+from gridtune.studies.plan import make_plan
+from gridtune.studies.spec import load_study
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+BASE = """
+name = "tiny"
+sources = ["case9"]
+targets = ["case14"]
+strategies = ["full", "dann"]
+labels = [10, 20]
+seeds = [0, 1]
+unlabeled = 20
+"""
+
+EVERY_KEY = BASE + """
+report_constraints = ["monotone_load"]
+
+[model]
+hidden = 16
+layers = 2
+balance_pg = false
+outage_feature = true
+
+[pretrain]
+epochs = 7
+seed = 3
+lr = 0.002
+weight_decay = 0.01
+patience = 4
+batch_size = 16
+lr_schedule = "cosine"
+grad_clip_norm = 1.5
+split = [0.6, 0.2, 0.2]
+include_unknown = true
+
+[finetune]
+epochs = 9
+patience = 5
+lr = 0.003
+weight_decay = 0.02
+batch_size = 8
+lr_schedule = "cosine"
+grad_clip_norm = 2.5
+normalizer = "target"
+pre_adapt_epochs = 2
+split = [0.3, 0.1, 0.6]
+with_scratch = false
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_every_spec_key_reaches_the_workflow_configs(tmp_path):
+    plan = make_plan(load_study(write(tmp_path, EVERY_KEY)))
+    (pre,) = plan.pretrain
+    cfg = pre.config
+    assert (cfg.task, cfg.samples, cfg.include_unknown, cfg.split) == (
+        "feasibility", None, True, (0.6, 0.2, 0.2))
+    assert (cfg.model.hidden, cfg.model.layers, cfg.model.balance_pg, cfg.model.outage_feature,
+            cfg.model.conv) == (16, 2, False, True, "gine")
+    t = cfg.train
+    assert (t.epochs, t.seed, t.lr, t.weight_decay, t.patience, t.batch_size, t.lr_schedule,
+            t.grad_clip_norm) == (7, 3, 0.002, 0.01, 4, 16, "cosine", 1.5)
+    assert len(plan.cells) == 8
+    for c in plan.cells:
+        tc = c.config
+        assert (tc.labels, tc.strategy, tc.seed) == (c.cell.labels, c.cell.strategy, c.cell.seed)
+        assert (tc.normalizer, tc.pre_adapt_epochs, tc.split, tc.with_scratch) == (
+            "target", 2, (0.3, 0.1, 0.6), False)
+        assert tc.unlabeled == 20  # pre-adaptation and the target normaliser use it
+        assert tc.report_constraints and tc.report_constraints[0].endswith("monotone_load.toml")
+        t = tc.train
+        assert (t.epochs, t.seed, t.lr, t.weight_decay, t.patience, t.batch_size, t.lr_schedule,
+                t.grad_clip_norm) == (9, c.cell.seed, 0.003, 0.02, 5, 8, "cosine", 2.5)
+        assert not c.cell.with_scratch
+    assert plan.report_sets == (("monotone_load", plan.cells[0].config.report_constraints[0]),)
+    json.dumps(plan.to_dict())  # study.json records the resolved plan
+
+
+def test_defaults_map_onto_the_config_defaults(tmp_path):
+    from gridtune.core.trainer import TrainConfig
+    from gridtune.nn.model import ModelConfig
+    from gridtune.workflows.configs import PretrainConfig
+
+    plan = make_plan(load_study(write(tmp_path, BASE)))
+    cfg = plan.pretrain[0].config
+    assert cfg.model == ModelConfig() and cfg.split == PretrainConfig().split
+    assert cfg.train == TrainConfig(epochs=60)
+    carriers = [c for c in plan.cells if c.cell.with_scratch]
+    assert len(carriers) == 4 and all(c.config.with_scratch for c in carriers)
+    # unlabelled scenarios are drawn only where they are used: `dann`, not `full`
+    assert {c.cell.strategy: c.config.unlabeled for c in plan.cells} == {"full": 0, "dann": 20}
+
+
+def test_pretrain_shorthands_and_model_table(tmp_path):
+    spec = load_study(write(tmp_path, BASE + '[pretrain]\nmodel = "gatv2"\nhidden = 32\n'
+                                             "[model]\nheads = 2\n"))
+    model = make_plan(spec).pretrain[0].config.model
+    assert (model.conv, model.hidden, model.heads) == ("gatv2", 32, 2)
+    with pytest.raises(SpecError, match=r"`pretrain.hidden` = `32` contradicts `model.hidden` = `16`"):
+        load_study(write(tmp_path, BASE + "[pretrain]\nhidden = 32\n[model]\nhidden = 16\n"))
+
+
+@pytest.mark.parametrize("extra, match", [
+    ("[model]\nhiden = 3", r"\[model\]: unknown key `hiden`; valid keys: .*`hidden`"),
+    ("[model]\nhidden = \"wide\"", r"\[model\]: key `hidden` has bad value"),
+    ("[pretrain]\nlr_schedule = \"step\"", r"\[pretrain\]: key `lr_schedule` = `step`; valid: `cosine`"),
+    ("[finetune]\nnormalizer = \"both\"", r"\[finetune\]: key `normalizer` has bad value"),
+    ("[finetune]\npre_adapt_epochs = -1", r"key `pre_adapt_epochs` = `-1` must be >= 0"),
+    ("[finetune]\nsplit = [0.5, 0.5]", r"\[finetune\]: key `split` has bad value"),
+    ("report_constraints = [\"nowhere\"]", r"key `report_constraints` names `nowhere`, which does not exist"),
+])
+def test_bad_new_keys_are_rejected_before_work(tmp_path, extra, match):
+    with pytest.raises(SpecError, match=match):
+        load_study(write(tmp_path, BASE + extra + "\n"))
+
+
+def test_settings_the_configs_refuse_are_errors_of_the_plan(tmp_path):
+    text = BASE.replace("unlabeled = 20", "unlabeled = 0").replace('"dann"', '"adapter"')
+    with pytest.raises(SpecError, match=r"\[finetune\], cell `case9__case14__full__n10.*--pre-adapt"):
+        make_plan(load_study(write(tmp_path, text + "[finetune]\npre_adapt_epochs = 3\n")))
+    with pytest.raises(SpecError, match=r"\[pretrain\]: .*split"):
+        make_plan(load_study(write(tmp_path, BASE + "[pretrain]\nsplit = [0.9, 0.2, 0.2]\n")))
+
+
+def test_fingerprints_follow_what_changes_a_result(tmp_path):
+    base = make_plan(load_study(write(tmp_path, BASE)))
+    wider = make_plan(load_study(write(tmp_path, BASE + "[model]\nhidden = 32\n")))
+    cosine = make_plan(load_study(write(tmp_path, BASE + '[finetune]\nlr_schedule = "cosine"\n')))
+    assert base.pretrain[0].fingerprint != wider.pretrain[0].fingerprint
+    assert base.pretrain[0].fingerprint == cosine.pretrain[0].fingerprint
+    for other in (wider, cosine):  # a new source model or fine-tuning setting: every cell stale
+        assert all(a.fingerprint != b.fingerprint for a, b in zip(base.cells, other.cells))
+    again = make_plan(load_study(write(tmp_path, BASE)))
+    assert [c.fingerprint for c in again.cells] == [c.fingerprint for c in base.cells]
+
+
+def test_study_plan_command_prints_cells_and_runs_nothing(tmp_path, capsys, monkeypatch):
+    import gridtune.studies.runner as runner
+
+    monkeypatch.setattr(runner, "run_plan", lambda *a, **k: pytest.fail("plan must not run"))
+    path = write(tmp_path, BASE)
+    assert main(["study", "plan", str(path), "--set", "seeds=[0]"]) == 0
+    out = capsys.readouterr().out
+    assert "cells (4; 2 also train the scratch baseline" in out
+    assert "case9__case14__dann__n20__s0__none__none" in out and "__s1__" not in out
+    assert not (tmp_path / "runs").exists()
+    assert main(["study", "explain", str(path)]) == 2
+    assert "unknown action `explain`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, cells, task", [
+    ("transfer_curve", 72, "feasibility"),
+    ("constraints_monotone", 12, "feasibility"),
+    ("constraints_power_balance", 12, "opf"),
+])
+def test_benchmark_specs_validate(name, cells, task):
+    path = BENCHMARKS / f"{name}.toml"
+    header = path.read_text().split("\nname = ")[0]
+    assert f"gridtune study run benchmarks/{name}.toml --out runs/{name}" in header
+    assert "2 CPU cores" in header
+    plan = make_plan(load_study(path))
+    assert plan.name == name and plan.task == task and len(plan.cells) == cells
+    assert {d.label for d in plan.datasets} >= {"case118"}
+    if name == "transfer_curve":
+        assert plan.datasets[0].label == "case30_rerated"
+        assert sorted({c.cell.labels for c in plan.cells}) == [25, 50, 100, 250, 500, 1000]
+        assert {c.cell.strategy: c.config.unlabeled for c in plan.cells} == {
+            "full": 0, "linear-probe": 0, "adapter": 0, "dann": 1000}
+        assert plan.cells[0].config.train.epochs == 150 and plan.pretrain[0].config.train.epochs == 200
+    else:
+        assert {c.cell.formulation for c in plan.cells} == {
+            "none", "penalty", "lagrangian", "augmented-lagrangian"}
+        assert not any(c.config.with_scratch for c in plan.cells)
+        assert all(c.config.unlabeled == (0 if c.cell.constraint == "none" else 1000)
+                   for c in plan.cells)
+    if task == "opf":
+        assert plan.pretrain[0].config.model.balance_pg is False
+        assert [label for label, _ in plan.report_sets] == ["power_balance", "nodal_balance"]
+        assert plan.cells[0].config.train.lr_schedule == "cosine"
