@@ -30,16 +30,16 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true",
                    help="reduced sizes and 2 seeds (a smoke run, as the tests do)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 3; 2 with --quick)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 3 or more, see the example; 2 with --quick)")
     p.add_argument("--out", type=Path, default=Path("."),
                    help="directory for the plot and the JSON results (default: current directory)")
     return p
 
 
-def setup(args: argparse.Namespace) -> list[int]:
+def setup(args: argparse.Namespace, default_seeds: int = 3) -> list[int]:
     torch.set_num_threads(1)  # small models on shared cores: one thread (docs/design.md)
     args.out.mkdir(parents=True, exist_ok=True)
-    n = args.seeds if args.seeds is not None else (2 if args.quick else 3)
+    n = args.seeds if args.seeds is not None else (2 if args.quick else default_seeds)
     return list(range(n))
 
 

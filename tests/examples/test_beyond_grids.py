@@ -35,3 +35,12 @@ def test_sensor_shift(tmp_path):
         assert set(summary) >= {"scratch", "linear-probe", "full", "dann", "coral"}
         assert verdict_labels(summary) <= {"positive transfer", "negative transfer", "inconclusive"}
         assert all(0 <= v <= 1 for v in summary["scratch"]["values"])
+
+
+def test_survival(tmp_path):
+    stdout = run_example("survival", tmp_path)
+    assert "C-index" in stdout
+    payload = json.loads((tmp_path / "survival.json").read_text())
+    for summary in payload["sizes"].values():
+        assert set(summary) >= {"scratch", "linear-probe", "full", "l2sp", "linear_cox"}
+        assert all(0 <= v <= 1 for v in summary["full"]["values"])
