@@ -1,0 +1,201 @@
+"""Inference speed of a feasibility model on unseen scenarios against the AC-OPF solve it replaces.
+
+    python benchmarks/bench_inference.py                          # case118, untrained default model
+    python benchmarks/bench_inference.py --checkpoint runs/feas   # a trained model (same speed)
+    python benchmarks/bench_inference.py --sizes 64x4,32x2,16x2   # the GNN alone at other sizes
+
+Held-out scenarios: the test split of the dataset (seeded, stratified, as `gridtune evaluate`
+splits it), batches of `--batch-size` (256, as `evaluate` does), one torch thread, every DC
+loadability LP solved afresh (`gridtune.nn.loadability.uncached`), one warm-up batch, best of
+`--repeats` passes. Printed side by side, each in graphs / s and as a speed-up over the solver's
+recorded mean time per test scenario (`solve_time_s`):
+
+    old path      every graph's LP solved from scratch by the reference LP (`reference_lp`)
+    new path      per-topology LPs re-solved warm (`gridtune.nn.basis_lp`), the topologies set up
+                  on the training split first, as a deployed model's would be (its test loads
+                  are still solved, not looked up)
+    new, cold     the same with every topology forgotten before each pass: each pays its set-up
+                  and its first, cold solve inside the timing
+    LP answered   the LPs answered from the result cache: the model and its other inputs alone,
+                  what any LP method could at most reach
+and, for the model's own inputs: the LP features alone (old, new), the DC power flow and stress
+columns, and the GNN (encoder, pools, head) as the rest. With `--sizes`, untrained models of those
+`hidden x layers` (head width = hidden) are timed the same way with the LP answered from the
+cache: the GNN's own cost at each size.
+
+Timings on a shared machine move with its load; the ratio new / old is taken within one run, and
+`--clock cpu` times the process's own CPU seconds (single-threaded work: the wall time it would
+take on an idle core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _data_api():
+    try:  # current layout
+        from gridtune.grids.split import split_indices
+        from gridtune.grids.view import resolve_data, task_graphs
+    except ImportError:  # earlier layout
+        from gridtune.nn.pretrain import resolve_data, split_indices, task_graphs
+    return resolve_data, split_indices, task_graphs
+
+
+CLOCK = [time.perf_counter]
+
+
+def _best(fn, batches, repeats: int, before=None) -> float:
+    """Best graphs / s over `repeats` passes of fn over all batches (after one warm-up batch)."""
+    n = sum(int(b.num_graphs) for b in batches)
+    best = 0.0
+    for _ in range(repeats):
+        if before is not None:
+            before()
+        fn(batches[0])
+        if before is not None:
+            before()
+        start = CLOCK[0]()
+        for b in batches:
+            fn(b)
+        best = max(best, n / max(CLOCK[0]() - start, 1e-9))
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="case118", help="case name, recipe or dataset directory (must be built)")
+    p.add_argument("--checkpoint", type=Path, help="feasibility checkpoint (default: an untrained default model)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0, help="split seed (as `gridtune evaluate --seed`)")
+    p.add_argument("--sizes", default="", help="extra untrained model sizes, e.g. 64x4,32x2,16x2")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time (as `gridtune evaluate` times), or this process's CPU time: on a machine "
+                        "that other jobs load, what the same work takes on a core of its own (default: wall)")
+    args = p.parse_args(argv)
+    CLOCK[0] = time.perf_counter if args.clock == "wall" else time.process_time
+
+    from torch_geometric.loader import DataLoader
+
+    from gridtune.nn import basis_lp
+    from gridtune.nn.loadability import loadability_features, reference_lp, uncached
+    from gridtune.nn.model import ModelConfig, _batch_vector, _dc_flow, build_model
+    from gridtune.nn.normalizer import Normalizer
+    from gridtune.nn.stress import stress_features
+
+    resolve_data, split_indices, task_graphs = _data_api()
+    torch.set_num_threads(1)
+    view = resolve_data(args.data)
+    tr, _, te = split_indices(view.statuses, args.seed)
+    train = task_graphs([view.graphs[i] for i in tr], "feasibility")
+    test = task_graphs([view.graphs[i] for i in te], "feasibility")
+    batches = list(DataLoader(test, batch_size=args.batch_size))
+    solver_s = None
+    if view.solve_time_s is not None:
+        times = view.solve_time_s[te]
+        times = times[np.isfinite(times) & (times > 0)]
+        solver_s = float(times.mean()) if times.size else None
+    if args.checkpoint is not None:
+        from gridtune.nn.checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint(args.checkpoint)
+    else:
+        torch.manual_seed(args.seed)
+        model = build_model(ModelConfig(), "feasibility", Normalizer().fit(train))
+    model.eval()
+    cfg = model.config
+    print(f"data       {view.name}: {len(test)} test scenarios in {len(batches)} batches of <= {args.batch_size}; "
+          f"1 torch thread, best of {args.repeats}, {args.clock} clock")
+    print(f"model      {args.checkpoint or 'untrained'}: {cfg.conv}, hidden {cfg.hidden}, layers {cfg.layers}, "
+          f"dc_loadability {cfg.dc_loadability}, stress_features {cfg.stress_features}")
+    print(f"solver     {'unknown' if solver_s is None else f'{solver_s:.4f} s / scenario'} "
+          "(recorded AC-OPF wall time, mean over the test split)")
+
+    def speedup(rate: float) -> str:
+        return "" if solver_s is None else f"{solver_s * rate:9.0f}x"
+
+    def row(name: str, rate: float, note: str = "") -> None:
+        print(f"  {name:<28} {rate:9.0f} graphs/s {speedup(rate)}  {note}")
+
+    results: dict[str, float] = {}
+    with torch.no_grad():
+        # deployed state: every topology of the training split set up (its loads are not reused)
+        with uncached():
+            for b in DataLoader(train, batch_size=args.batch_size):
+                loadability_features(b.x, b.edge_index, b.edge_attr, _batch_vector(b))
+        print(f"topologies {basis_lp.stats()['topologies']} set up on the training split")
+
+        def lp_old(b):
+            with uncached(), reference_lp():
+                return loadability_features(b.x, b.edge_index, b.edge_attr, _batch_vector(b))
+
+        def lp_new(b):
+            with uncached():
+                return loadability_features(b.x, b.edge_index, b.edge_attr, _batch_vector(b))
+
+        def full_old(b):
+            with uncached(), reference_lp():
+                return model(b)
+
+        def full_new(b):
+            with uncached():
+                return model(b)
+
+        def inputs(b):
+            index = _batch_vector(b)
+            _, flow, _ = _dc_flow(b.x, b.edge_index, b.edge_attr, index)
+            return stress_features(b.x, b.edge_index, b.edge_attr, b.nominal_load_pu, index, flow)
+
+        results["old"] = _best(full_old, batches, args.repeats)
+        results["new"] = _best(full_new, batches, args.repeats)
+        results["new_cold"] = _best(full_new, batches, args.repeats, before=basis_lp.clear)
+        for b in batches:  # fill the result cache: the LP is then a look-up
+            model(b)
+        results["lp_cached"] = _best(model, batches, args.repeats)
+        results["lp_old"] = _best(lp_old, batches, args.repeats)
+        results["lp_new"] = _best(lp_new, batches, args.repeats)
+        results["inputs"] = _best(inputs, batches, args.repeats)
+
+    print("\nfull model on unseen scenarios (LP solved)")
+    row("old path (reference LP)", results["old"])
+    row("new path (warm topologies)", results["new"], f"ratio new / old {results['new'] / results['old']:.2f}")
+    row("new path, cold topologies", results["new_cold"],
+        f"ratio new / old {results['new_cold'] / results['old']:.2f}")
+    row("LP answered from cache", results["lp_cached"], "(the bound for any LP method)")
+    print("\nparts (per pass over the test split; graphs/s of that part alone)")
+    row("LP features, old", results["lp_old"])
+    row("LP features, new", results["lp_new"], f"ratio {results['lp_new'] / results['lp_old']:.2f}")
+    row("DC flow + stress inputs", results["inputs"])
+    per = 1.0 / results["lp_cached"] - 1.0 / results["inputs"]
+    if per > 0:
+        row("GNN + normalise + look-ups", 1.0 / per, "(LP-answered model minus the inputs above)")
+    if solver_s is not None:
+        need = 1000.0 / solver_s
+        print(f"\n1000x the solver needs {need:.0f} graphs/s: {1e3 * args.batch_size / need:.1f} ms per batch of "
+              f"{args.batch_size}; this model with cached LP answers takes "
+              f"{1e3 * args.batch_size / results['lp_cached']:.1f} ms")
+
+    sizes = [s for s in args.sizes.split(",") if s.strip()]
+    if sizes:
+        print("\nuntrained models by size, LP answered from cache (GNN cost), same inputs")
+        for s in sizes:
+            hidden, layers = (int(v) for v in s.lower().split("x"))
+            m = build_model(ModelConfig(hidden=hidden, layers=layers, head_hidden=hidden), "feasibility",
+                            model.normalizer).eval()
+            with torch.no_grad():
+                rate = _best(m, batches, args.repeats)
+            row(f"hidden {hidden}, layers {layers}", rate)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
