@@ -32,6 +32,7 @@ _API = {
     "verdict": ("gridtune.workflows.transfer", "verdict"),
     "evaluate": ("gridtune.workflows.evaluate", "evaluate_checkpoint"),
     "load_model": ("gridtune.nn.checkpoint", "load_checkpoint"),
+    "calibrate": ("gridtune.workflows.trust", "calibrate"), "predict": ("gridtune.workflows.trust", "predict"),
     "run_study": ("gridtune.studies.runner", "run_study"),
     "load_study": ("gridtune.studies.spec", "load_study"),
     "ModelConfig": ("gridtune.nn.model", "ModelConfig"),

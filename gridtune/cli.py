@@ -15,7 +15,7 @@ import sys
 from gridtune import __version__
 from gridtune.errors import GridtuneError
 
-COMMANDS = ("cases", "data", "pretrain", "finetune", "evaluate", "study", "report", "demo")
+COMMANDS = ("cases", "data", "pretrain", "finetune", "evaluate", "calibrate", "predict", "study", "report", "demo")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -64,6 +64,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
         constraint_set = load_constraint_set(constraints, meta["task"])  # fails before any work
     with torch_threads(threads):
         report = evaluate_model(model, view, split=(tr, te))
+        if meta["task"] == "feasibility":  # conformal coverage and the solver fallback, if calibrated
+            from gridtune.workflows.trust import trust_section
+
+            report.update(trust_section(model, checkpoint, view, te, out_dir if plots else None))
         if constraints is not None:
             from gridtune.constraints.metrics import evaluate_constraints
 
