@@ -270,12 +270,13 @@ def _index_text(index: Any) -> str:
     return f"{len(values)} indices in {values[0]}..{values[-1]}"
 
 
-def _check_ref(net: Any, table: str, index: int, where: str, key: str) -> None:
-    if index not in net[table].index:
+def _check_ref(net: Any, table: str, index: int, where: str, key: str, valid: Any = None) -> None:
+    valid = net[table].index if valid is None else valid
+    if index not in valid:
         kind = {"bus": "bus", "gen": "generator", "line": "line", "trafo": "transformer",
                 "impedance": "impedance branch"}[table]
         raise SpecError(f"{where}: key `{key}` = `{index}` is not a {kind} of the base grid; "
-                        f"valid `{table}` indices: {_index_text(net[table].index)}")
+                        f"valid `{table}` indices: {_index_text(valid)}")
 
 
 def _check_bus(net: Any, bus: int, where: str, key: str) -> None:
@@ -309,6 +310,7 @@ def apply_to_net(net: Any, changes: ChangesSpec, *, where: str = "[changes]") ->
     import pandapower as pp
 
     base_connected = _slack_connected(net)
+    base_lines = net.line.index.copy()  # `like` names a line of the base grid, not a new one
 
     for i, op in enumerate(changes.remove_branches):
         table, idx = _one_branch(op)
@@ -334,7 +336,7 @@ def apply_to_net(net: Any, changes: ChangesSpec, *, where: str = "[changes]") ->
         params: dict[str, Any] = {"c_nf_per_km": 0.0, "length_km": 1.0, "g_us_per_km": 0.0,
                                   "df": 1.0, "max_loading_percent": 100.0}
         if op.like is not None:
-            _check_ref(net, "line", op.like, w, "like")
+            _check_ref(net, "line", op.like, w, "like", base_lines)
             row = net.line.loc[op.like]
             for k in ("r_ohm_per_km", "x_ohm_per_km", "c_nf_per_km", "g_us_per_km", "length_km",
                       "df", "max_loading_percent"):
