@@ -7,7 +7,9 @@ Calibration (`calibrate`) uses labelled scenarios the checkpoint never trained o
 validation split of the data under the checkpoint's own split rule (`split_indices` with its
 seed and fractions; on the training data these graphs only chose the early-stopping epoch and
 the Platt scaling), or with `calibration_share` a seeded share of the validation and test splits
-together. It stores, beside the checkpoint:
+together. On other data than the checkpoint's (a few labels of a changed grid, to re-calibrate
+after the grid changed) the sets are re-calibrated and an existing familiarity reference is kept,
+so "familiar" still means "like the training data". It stores, beside the checkpoint:
 
     conformal.json            the sorted nonconformity scores per class (so any alpha can be
                               asked later), the default alpha and variant, the familiarity
@@ -167,12 +169,15 @@ def calibrate(checkpoint: str | Path, data: Any, *, alpha: float = 0.05, mondria
     _check_feasibility(meta, where)
     view = _view(data, meta, samples)
     tr, cal, how = calibration_indices(view, meta, calibration_share, seed)
+    own_data = view.content_hash == meta.get("data_hash")
+    keep_familiarity = not own_data and has_calibration(where)
     with torch_threads(threads):
         cal_graphs = [view.graphs[i] for i in cal]
         p_cal, emb_cal = model_outputs(model, cal_graphs)
-        rng = np.random.default_rng(seed)
-        ref_idx = tr if tr.size <= MAX_REFERENCE else np.sort(rng.choice(tr, MAX_REFERENCE, replace=False))
-        _, emb_ref = model_outputs(model, [view.graphs[i] for i in ref_idx])
+        if not keep_familiarity:
+            rng = np.random.default_rng(seed)
+            ref_idx = tr if tr.size <= MAX_REFERENCE else np.sort(rng.choice(tr, MAX_REFERENCE, replace=False))
+            _, emb_ref = model_outputs(model, [view.graphs[i] for i in ref_idx])
     y = _labels(cal_graphs)
     labelled = np.isfinite(y)
     if not labelled.any():
@@ -180,20 +185,27 @@ def calibrate(checkpoint: str | Path, data: Any, *, alpha: float = 0.05, mondria
                         f"{how} ({cal.size} scenarios) to calibrate on")
     conformal = ConformalClassifier.fit(p_cal[labelled], y[labelled].astype(int), CLASSES,
                                         alpha=alpha, mondrian=mondrian)
-    if emb_ref.shape[0] < 2:
-        raise DataError(f"data `{view.name}` has {emb_ref.shape[0]} training-split scenarios; the "
-                        "familiarity reference needs at least 2")
-    fam = Familiarity.fit(emb_ref, method=familiarity, k=min(k, emb_ref.shape[0] - 1))
-    fam.calibrate(emb_cal, false_alarm_rate=false_alarm_rate)
-    fam_meta, fam_arrays = fam.state()
-    from safetensors.numpy import save_file
+    if keep_familiarity:
+        # other data than the checkpoint's (e.g. a few labels of a changed grid): the sets are
+        # re-calibrated, "familiar" stays anchored to the training data it was calibrated on
+        _, fam, previous = load_calibration(where)
+        fam_meta = {**previous["familiarity"], "kept_from": previous.get("data")}
+    else:
+        if emb_ref.shape[0] < 2:
+            raise DataError(f"data `{view.name}` has {emb_ref.shape[0]} training-split scenarios; the "
+                            "familiarity reference needs at least 2")
+        fam = Familiarity.fit(emb_ref, method=familiarity, k=min(k, emb_ref.shape[0] - 1))
+        fam.calibrate(emb_cal, false_alarm_rate=false_alarm_rate)
+        fam_meta, fam_arrays = fam.state()
+        from safetensors.numpy import save_file
 
-    save_file({k_: np.ascontiguousarray(v) for k_, v in fam_arrays.items()}, str(where / FAMILIARITY_FILE))
+        save_file({k_: np.ascontiguousarray(v) for k_, v in fam_arrays.items()},
+                  str(where / FAMILIARITY_FILE))
     record = {
         "conformal": conformal.to_dict(),
         "familiarity": fam_meta,
         "data": view.name, "data_hash": view.content_hash,
-        "same_data_as_training": view.content_hash == meta.get("data_hash"),
+        "same_data_as_training": own_data,
         "calibration_set": how, "n_calibration": int(cal.size), "n_labelled": int(labelled.sum()),
         "weights_digest": _weights_digest(where), "seed": seed,
     }

@@ -185,3 +185,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(real, capsys, argv, message):
     assert main([a.format(**fill) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message.format(**fill) in err and len(err.strip().splitlines()) == 1
+
+
+def test_recalibrating_on_other_data_keeps_the_familiarity_reference(synthetic):
+    ck, data = synthetic
+    first = calibrate(ck, data, alpha=0.1)
+    other = graphs("case14", 300, seed=11, scale=(0.8, 1.8))  # the grid after a change of regime
+    again = calibrate(ck, other, alpha=0.1, calibration_share=1.0)
+    assert again["familiarity"]["threshold"] == first["familiarity"]["threshold"]
+    assert again["familiarity"]["kept_from"] == "case14"
+    _, _, record = load_calibration(ck)
+    assert not record["same_data_as_training"] and record["n_labelled"] == again["n_calibration"]

@@ -1,0 +1,257 @@
+"""Trust benchmark: conformal coverage, the solver fallback and the unfamiliar-grid score.
+
+Targets (feasibility, shipped case118 recipe, >= 1000 test scenarios, 5 calibration/test splits):
+- empirical marginal coverage within 1 percentage point of 1 - alpha at alpha = 0.05 and 0.01;
+- at alpha = 0.01 the fallback (model answers only single-class sets on familiar scenarios)
+  answers >= 80% of scenarios with an error rate <= 1% among them;
+- the familiarity score detects scenarios of the changed grid with AUROC >= 0.9;
+- calibration and prediction of 10,000 scenarios under a minute on one core once graphs exist.
+
+Protocol: one checkpoint trained on the training split of `--data` (`--split`, seeded; trained
+here unless `--checkpoint` exists). The model's outputs (P(infeasible) and graph embedding) are
+computed once per scenario; the validation and test splits (never trained on) are pooled and cut
+`--splits` times at random into a calibration part (the size of the validation split) and a test
+part, and every figure is computed per cut (mean and std printed). The familiarity reference is
+the training split's embeddings; its threshold is calibrated on each cut's calibration part at
+`--false-alarm`. The changed grid (`--changed`) is scored against the in-distribution test parts
+(AUROC), and its coverage is shown with the original calibration and after re-calibrating on
+`--recalibrate` labels of the changed grid (the rest of it as test).
+
+Timing: a fresh process loads the graphs (not timed), then runs `gridtune.workflows.trust`
+`calibrate` on `--data` and `predict` on 10,000 distinct scenarios (the data, then the changed
+grid, cycled only if fewer exist) with every DC-loadability LP solved afresh, on one thread.
+
+    gridtune data build case118 --samples 5000 --workers 2
+    gridtune data build case118_changed --workers 2
+    python benchmarks/bench_trust.py --data case118 --samples 5000 --changed case118_changed \
+        --out runs/bench-trust
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ALPHAS = (0.05, 0.01)
+
+
+def outputs(model: Any, graphs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    from gridtune.workflows.trust import model_outputs
+
+    return model_outputs(model, graphs)
+
+
+def train(args: argparse.Namespace, ck: Path) -> None:
+    import gridtune
+    from gridtune.grids.split import parse_split
+
+    t = time.perf_counter()
+    r = gridtune.pretrain(args.data, ck, task="feasibility", samples=args.samples,
+                          split=parse_split(args.split),
+                          train=gridtune.TrainConfig(epochs=args.epochs, patience=args.patience,
+                                                     lr_schedule="cosine", seed=args.seed))
+    print(f"trained {ck}: test AUROC {r.test['model'].get('auroc'):.4f} "
+          f"({r.epochs_run} epochs, {time.perf_counter() - t:.0f} s)", flush=True)
+
+
+def stats(values: list[float]) -> str:
+    v = np.array([np.nan if x is None else x for x in values], dtype=float)
+    return f"{np.nanmean(v):.4f} ± {np.nanstd(v):.4f}"
+
+
+def one_cut(p: np.ndarray, emb: np.ndarray, y: np.ndarray, times: np.ndarray | None, cal: np.ndarray,
+            test: np.ndarray, fam_ref: Any, false_alarm: float) -> dict[str, Any]:
+    from gridtune.core.conformal import ConformalClassifier, class_coverage, coverage
+    from gridtune.workflows.trust import CLASSES, fallback, risk_coverage
+
+    fam = fam_ref.calibrate(emb[cal], false_alarm_rate=false_alarm)
+    familiar = ~fam.flag(emb[test])
+    known_cal = np.isfinite(y[cal])
+    known = np.isfinite(y[test])
+    yt = y[test][known].astype(int)
+    out: dict[str, Any] = {"false_alarm": float(1 - familiar.mean()), "n_cal": int(known_cal.sum()),
+                           "n_test": int(known.sum())}
+    for mondrian in (False, True):
+        cp = ConformalClassifier.fit(p[cal][known_cal], y[cal][known_cal].astype(int), CLASSES,
+                                     alpha=0.5, mondrian=mondrian)
+        name = "mondrian" if mondrian else "marginal"
+        for alpha in ALPHAS:
+            sets = cp.sets(p[test], alpha)
+            single = sets.sum(axis=1) == 1
+            answer = np.where(single, sets.argmax(axis=1), -1)
+            fb = fallback(single & familiar, answer, y[test], None if times is None else times[test])
+            out[f"{name}@{alpha}"] = {
+                "coverage": coverage(sets[known], yt),
+                "class_coverage": class_coverage(sets[known], yt, CLASSES),
+                "single": float(single.mean()), "empty": float((sets.sum(axis=1) == 0).mean()),
+                **fb}
+        if not mondrian:
+            out["curve"] = risk_coverage(cp, p[test], familiar, y[test])
+    return out
+
+
+def timing(args: argparse.Namespace, ck: Path) -> dict[str, Any]:
+    """Calibrate on `--data` and predict 10,000 distinct scenarios in a fresh process, one thread."""
+    code = f"""
+import json, time, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+import torch
+torch.set_num_threads(1)
+from gridtune.grids.view import resolve_data
+from gridtune.nn.loadability import uncached
+from gridtune.workflows.trust import calibrate, predict
+view = resolve_data({args.data!r}, samples={args.samples!r})
+pool = list(view.graphs)
+if {args.changed!r}:
+    pool += resolve_data({args.changed!r}).graphs
+n_distinct = min(len(pool), 10000)
+graphs = [pool[i % len(pool)] for i in range(10000)]
+with uncached():
+    t0 = time.perf_counter()
+    calibrate({str(ck)!r}, view, alpha=0.01, threads=1)
+    t1 = time.perf_counter()
+    predict({str(ck)!r}, graphs, out={str(Path(args.out) / 'timing_predictions.parquet')!r}, threads=1)
+    t2 = time.perf_counter()
+print(json.dumps({{"calibrate_s": t1 - t0, "predict_10000_s": t2 - t1, "n_calibrate_pass": len(view.graphs),
+                  "n_distinct": n_distinct}}))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="case118", help="recipe, case name or dataset directory (built)")
+    ap.add_argument("--samples", type=int, help="first N scenarios of --data")
+    ap.add_argument("--changed", help="changed-grid data (recipe or directory, built)")
+    ap.add_argument("--checkpoint", type=Path, help="checkpoint (default: OUT/checkpoint, trained if missing)")
+    ap.add_argument("--split", default="0.4,0.15,0.45", help="train,val,test fractions of --data")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--patience", type=int, default=15)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--splits", type=int, default=5, help="calibration/test cuts")
+    ap.add_argument("--false-alarm", type=float, default=0.01)
+    ap.add_argument("--recalibrate", type=int, default=200, help="changed-grid labels to re-calibrate on")
+    ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from sklearn.metrics import roc_auc_score
+
+    from gridtune.core.conformal import ConformalClassifier, class_coverage, coverage
+    from gridtune.core.familiarity import Familiarity
+    from gridtune.grids.split import split_indices
+    from gridtune.grids.view import resolve_data
+    from gridtune.nn.checkpoint import load_checkpoint
+    from gridtune.workflows.trust import CLASSES, _labels, plot_risk_coverage
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    ck = args.checkpoint or args.out / "checkpoint"
+    if not (ck / "model.safetensors").is_file():
+        train(args, ck)
+    model, meta = load_checkpoint(ck)
+    view = resolve_data(args.data, samples=args.samples)
+    tr, va, te = split_indices(view.statuses, meta["split_seed"], tuple(meta["split_fractions"]))
+    t = time.perf_counter()
+    p, emb = outputs(model, view.graphs)
+    print(f"outputs of {len(view.graphs)} scenarios: {time.perf_counter() - t:.1f} s", flush=True)
+    y = _labels(view.graphs)
+    times = None if view.solve_time_s is None else np.asarray(view.solve_time_s, dtype=float)
+    fam_ref = Familiarity.fit(emb[tr])
+    pool = np.concatenate([va, te])
+    rng = np.random.default_rng(args.seed)
+    cuts = []
+    for _ in range(args.splits):
+        perm = pool[rng.permutation(pool.size)]
+        cal, test = np.sort(perm[:va.size]), np.sort(perm[va.size:])
+        cuts.append(one_cut(p, emb, y, times, cal, test, fam_ref, args.false_alarm))
+    result: dict[str, Any] = {"data": view.name, "n": len(view.graphs), "checkpoint": str(ck),
+                              "split": meta["split_fractions"], "n_train": int(tr.size),
+                              "test_auroc": float(roc_auc_score(y[te][np.isfinite(y[te])],
+                                                                p[te][np.isfinite(y[te])])),
+                              "cuts": cuts}
+    print(f"data {view.name}: {len(view.graphs)} scenarios, train {tr.size}; per cut calibration "
+          f"{cuts[0]['n_cal']} and test {cuts[0]['n_test']} labelled; model test AUROC "
+          f"{result['test_auroc']:.4f}")
+    print(f"familiarity false alarms on test (target {args.false_alarm:g}): "
+          f"{stats([c['false_alarm'] for c in cuts])}")
+    for name in ("marginal", "mondrian"):
+        for alpha in ALPHAS:
+            rows = [c[f"{name}@{alpha}"] for c in cuts]
+            print(f"{name:<9} alpha {alpha:<5g} coverage {stats([r['coverage'] for r in rows])} "
+                  f"(target {1 - alpha:.2f}; feasible {stats([r['class_coverage']['feasible'] for r in rows])}, "
+                  f"infeasible {stats([r['class_coverage']['infeasible'] for r in rows])}); "
+                  f"answered {stats([r['answered_share'] for r in rows])}, error among answered "
+                  f"{stats([r['error_among_answered'] for r in rows])}"
+                  + (f", solver time saved {stats([r.get('solver_time_saved_share') for r in rows])}"
+                     if times is not None else ""))
+    chosen = cuts[0]["marginal@0.01"]
+    plot_risk_coverage(cuts[0]["curve"], args.out / "risk_coverage.png",
+                       {**chosen, "alpha": 0.01}, title=f"{view.name}: fallback policy (cut 0)")
+
+    if args.changed:
+        changed = resolve_data(args.changed)
+        pc, ec = outputs(model, changed.graphs)
+        yc = _labels(changed.graphs)
+        fam = Familiarity.fit(emb[tr]).calibrate(emb[va], false_alarm_rate=args.false_alarm)
+        s_in, s_out = fam.score(emb[te]), fam.score(ec)
+        lab = np.r_[np.zeros(s_in.size), np.ones(s_out.size)]
+        auroc = float(roc_auc_score(lab, np.r_[s_in, s_out]))
+        kc = np.isfinite(yc)
+        result["changed"] = {"data": changed.name, "n": len(changed.graphs), "familiarity_auroc": auroc,
+                             "detection_rate": float(np.mean(s_out > fam.threshold)),
+                             "model_auroc": float(roc_auc_score(yc[kc], pc[kc]))}
+        print(f"changed grid {args.changed}: {len(changed.graphs)} scenarios; familiarity AUROC "
+              f"{auroc:.4f} against {s_in.size} test scenarios of {view.name}; flagged "
+              f"{result['changed']['detection_rate']:.3f} at the calibrated threshold; model AUROC there "
+              f"{result['changed']['model_auroc']:.4f}")
+        known_va = np.isfinite(y[va])
+        before = ConformalClassifier.fit(p[va][known_va], y[va][known_va].astype(int), CLASSES, alpha=0.5)
+        idx = np.flatnonzero(kc)
+        rng = np.random.default_rng(args.seed)
+        idx = idx[rng.permutation(idx.size)]
+        re_cal, re_test = idx[:args.recalibrate], idx[args.recalibrate:]
+        after = ConformalClassifier.fit(pc[re_cal], yc[re_cal].astype(int), CLASSES, alpha=0.5)
+        rows = {}
+        for alpha in ALPHAS:
+            r = {}
+            for label, cp in (("before", before), ("after", after)):
+                try:
+                    sets = cp.sets(pc[re_test], alpha)
+                except Exception as exc:  # too few re-calibration labels for this alpha
+                    r[label] = {"skipped": str(exc)}
+                    continue
+                r[label] = {"coverage": coverage(sets, yc[re_test].astype(int)),
+                            "class_coverage": class_coverage(sets, yc[re_test].astype(int), CLASSES),
+                            "single": float((sets.sum(axis=1) == 1).mean())}
+            rows[str(alpha)] = r
+            text = ", ".join(f"{k} {v['coverage']:.4f} (single {v['single']:.3f})" if "coverage" in v
+                             else f"{k}: {v['skipped']}" for k, v in r.items())
+            print(f"changed grid coverage at alpha {alpha:g} (target {1 - alpha:.2f}), calibrated on "
+                  f"{view.name} vs re-calibrated on {re_cal.size} changed-grid labels: {text}")
+        result["changed"]["recalibration"] = rows
+
+    if not args.no_timing:
+        result["timing"] = timing(args, ck)
+        print(f"timing (one thread, LPs solved afresh): {json.dumps(result['timing'])}")
+    (args.out / "bench_trust.json").write_text(json.dumps(result, indent=1, default=float))
+    print(f"written {args.out / 'bench_trust.json'}, {args.out / 'risk_coverage.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
