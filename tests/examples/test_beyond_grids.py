@@ -44,3 +44,15 @@ def test_survival(tmp_path):
     for summary in payload["sizes"].values():
         assert set(summary) >= {"scratch", "linear-probe", "full", "l2sp", "linear_cox"}
         assert all(0 <= v <= 1 for v in summary["full"]["values"])
+
+
+def test_medical_images(tmp_path):
+    stdout = run_example("medical_images", tmp_path)
+    assert "head swap" in stdout and "segmentation decoder" in stdout
+    payload = json.loads((tmp_path / "medical_images.json").read_text())
+    assert set(payload["head_swap"]) == {"scratch", "head-swap", "head-swap frozen"}
+    for loss in ("ce", "dice", "dice+ce"):
+        row = payload["segmentation"][loss]
+        assert len(row["scratch"]) == len(row["pre-trained"]) >= 2
+        assert all(0 <= v <= 1 for v in row["pre-trained"] + row["iou"])
+    assert 0 < payload["lesion_pixel_share"] < 0.05  # rare, small structures
