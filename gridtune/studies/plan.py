@@ -34,7 +34,12 @@ from typing import Any
 
 from gridtune.errors import GridtuneError, SpecError
 from gridtune.specs import from_table
-from gridtune.studies.spec import StudySpec, is_dataset_directory
+from gridtune.studies.spec import (
+    StudySpec,
+    formulation_of,
+    formulation_overrides,
+    is_dataset_directory,
+)
 
 NONE = "none"
 
@@ -266,7 +271,7 @@ def transfer_config(spec: StudySpec, cell: Cell, report_sets: tuple[tuple[str, s
         **extra, labels=cell.labels, strategy=cell.strategy, seed=cell.seed,
         unlabeled=spec.unlabeled if uses_unlabeled else 0,
         constraints=cell.constraint_path,
-        formulation=cell.formulation if constrained else "lagrangian",
+        formulation=formulation_of(spec, cell.formulation) if constrained else "lagrangian",
         with_scratch=cell.with_scratch, pre_adapt_epochs=f.pre_adapt_epochs,
         normalizer=f.normalizer, train=_train_config(f, seed=cell.seed, where="[finetune]"),
         report_constraints=tuple(path for _, path in report_sets))
@@ -321,6 +326,79 @@ def _report_sets(spec: StudySpec, where: str) -> tuple[tuple[str, str], ...]:
                             f"`{label}`; rename one file")
         out[label] = path
     return tuple(out.items())
+
+
+# ---- constraint sets with formulation settings ------------------------------------------------
+
+def constraint_variant(spec: StudySpec, ref: str, name: str) -> str:
+    """The constraint spec a cell with `formulations` entry `name` trains on: the set itself, or,
+    for a `[formulation_settings]` variant, a copy whose `[formulation.<f>]` table carries the
+    variant's settings (written once into the cache, named by its content)."""
+    path = spec.constraint_path(ref)
+    settings = formulation_overrides(spec, name)
+    if not settings:
+        return str(path)
+    from gridtune.constraints.api import training_term
+    from gridtune.files import atomic_write_text
+    from gridtune.grids.build import cache_root
+
+    formulation = formulation_of(spec, name)
+    text = _with_formulation_settings(path, formulation, settings, name)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    out = cache_root() / "studies" / "constraints" / f"{path.stem}-{_safe(name)}-{digest}.toml"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, text)
+    try:
+        training_term(out, spec.task, formulation)  # settings the formulation does not take
+    except SpecError as exc:
+        raise SpecError(f"key `formulation_settings.{name}`: {exc}") from None
+    return str(out)
+
+
+def _with_formulation_settings(path: Path, formulation: str, settings: dict[str, Any],
+                               name: str) -> str:
+    import tomllib
+
+    from gridtune.specs import read_toml
+
+    if read_toml(path).get("plugins"):
+        raise SpecError(f"key `formulation_settings.{name}`: constraint set `{path}` loads "
+                        "plugins by relative path; set the formulation settings in a copy of it")
+    lines = path.read_text().splitlines()
+    header = re.compile(rf'^\s*\[\s*formulation\s*\.\s*"?{re.escape(formulation)}"?\s*\]\s*(#.*)?$')
+    at = next((i for i, line in enumerate(lines) if header.match(line)), None)
+    added = [f"{k} = {_toml_value(v)}" for k, v in settings.items()]
+    if at is None:
+        lines += ["", f'[formulation."{formulation}"]', *added]
+    else:
+        end = next((j for j in range(at + 1, len(lines)) if lines[j].lstrip().startswith("[")),
+                   len(lines))
+        kept = [line for line in lines[at + 1:end] if line.split("=")[0].strip() not in settings]
+        lines[at + 1:end] = added + kept
+    text = "\n".join(lines) + "\n"
+    try:
+        table = tomllib.loads(text).get("formulation", {}).get(formulation, {})
+    except tomllib.TOMLDecodeError:
+        table = {}
+    if any(table.get(k) != v for k, v in settings.items()):
+        raise SpecError(f"key `formulation_settings.{name}`: cannot set {sorted(settings)} in "
+                        f"`[formulation.{formulation}]` of `{path}`; set them in a copy of it")
+    return text
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise SpecError(f"formulation setting value `{v!r}` is not a TOML value")
 
 
 # ---- grids and recipes -------------------------------------------------------------------------
@@ -404,7 +482,8 @@ def expand(spec: StudySpec) -> list[Cell]:
         constraint_options.append((NONE, NONE, None))
     for ref in spec.constraints:
         for form in spec.formulations:
-            constraint_options.append((constraint_label(ref), form, str(spec.constraint_path(ref))))
+            constraint_options.append((constraint_label(ref), form,
+                                       constraint_variant(spec, ref, form)))
     labels = {ref: grid_label(spec.resolve(ref)) for ref in spec.sources + spec.targets}
     cells: list[Cell] = []
     seen_groups: set[tuple[str, int, int, str, str]] = set()

@@ -15,9 +15,14 @@ Example (the shipped study `quickstart`, gridtune/resources/studies/quickstart.t
                                     # constraint terms)
     constraints = []                # constraint spec .toml paths, or shipped set names
                                     # ("monotone_load"); each adds constrained cells
-    formulations = ["lagrangian"]   # used by every constrained cell
+    formulations = ["lagrangian"]   # used by every constrained cell; a name of
+                                    # [formulation_settings] is a formulation with its own settings
     report_constraints = []         # further sets whose test violations every cell reports
     pairs = "cross"                 # cross: skip source == target; all: keep them
+
+    [formulation_settings.penalty_x10]   # a variant: formulation + settings for every set
+    formulation = "penalty"
+    scale = 10.0
 
     [data]
     samples = 200                   # scenarios per dataset (overrides each recipe)
@@ -51,6 +56,7 @@ fingerprints), which the runner executes.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -238,6 +244,7 @@ class StudySpec:
     unlabeled: int = 0
     constraints: tuple[str, ...] = ()
     formulations: tuple[str, ...] = ("lagrangian",)
+    formulation_settings: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     unconstrained: bool = True
     report_constraints: tuple[str, ...] = ()
     pairs: Literal["cross", "all"] = "cross"
@@ -271,6 +278,13 @@ class StudySpec:
         if self.data.samples is not None and max(self.labels) >= self.data.samples:
             raise SpecError(f"key `labels` budget `{max(self.labels)}` must be below "
                             f"`data.samples` = `{self.data.samples}` (test scenarios are held out)")
+        for name, table in self.formulation_settings.items():
+            if name not in self.formulations:
+                raise SpecError(f"key `formulation_settings.{name}` names no formulation listed "
+                                "in `formulations`; list it there or remove it")
+            if not isinstance(table, dict) or not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
+                raise SpecError(f"key `formulation_settings.{name}` must be a table named with "
+                                "letters, digits and . _ + - only")
         if self.metric is not None and self.metric not in TASK_METRICS[self.task]:
             raise SpecError(f"key `metric` = `{self.metric}` is not a `{self.task}` metric; valid: "
                             f"{choices_text(TASK_METRICS[self.task])}")
@@ -392,6 +406,17 @@ def _case_choices() -> str:
     return f" ({choices_text(names)})" if names else ""
 
 
+def formulation_of(spec: StudySpec, name: str) -> str:
+    """The formulation a `formulations` entry runs: its own name, or the `formulation` key of
+    its `[formulation_settings.<name>]` variant."""
+    return str(spec.formulation_settings.get(name, {}).get("formulation", name))
+
+
+def formulation_overrides(spec: StudySpec, name: str) -> dict[str, Any]:
+    """The settings a `formulations` entry adds to each constraint set's `[formulation.<f>]`."""
+    return {k: v for k, v in spec.formulation_settings.get(name, {}).items() if k != "formulation"}
+
+
 def check_study(spec: StudySpec, where: str = "study") -> None:
     """Checks that need the strategy / constraint registries: strategy and formulation names
     exist, every constraint set applies to the study's task. Runs before any work."""
@@ -409,9 +434,14 @@ def check_study(spec: StudySpec, where: str = "study") -> None:
 
     if spec.constraints:
         for name in spec.formulations:
-            if name not in FORMULATIONS:
+            if name not in FORMULATIONS and name not in spec.formulation_settings:
                 raise SpecError(f"{where}: key `formulations` names unknown formulation `{name}`; "
-                                f"valid: {choices_text(FORMULATIONS)}")
+                                f"valid: {choices_text(FORMULATIONS)}, or a variant defined in "
+                                "[formulation_settings]")
+            base = formulation_of(spec, name)
+            if base not in FORMULATIONS:
+                raise SpecError(f"{where}: key `formulation_settings.{name}.formulation` = "
+                                f"`{base}`; valid: {choices_text(FORMULATIONS)}")
     for key in ("constraints", "report_constraints"):
         for ref in getattr(spec, key):
             try:

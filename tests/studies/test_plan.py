@@ -10,6 +10,7 @@ import pytest
 
 from gridtune.cli import main
 from gridtune.errors import SpecError
+from gridtune.specs import read_toml
 from gridtune.studies.plan import make_plan
 from gridtune.studies.spec import load_study
 
@@ -59,6 +60,13 @@ pre_adapt_epochs = 2
 split = [0.3, 0.1, 0.6]
 with_scratch = false
 """
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """Formulation variants are written into the cache: a fresh one per test."""
+    monkeypatch.setenv("GRIDTUNE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
@@ -168,8 +176,8 @@ def test_study_plan_command_prints_cells_and_runs_nothing(tmp_path, capsys, monk
 
 @pytest.mark.parametrize("name, cells, task", [
     ("transfer_curve", 72, "feasibility"),
-    ("constraints_monotone", 12, "feasibility"),
-    ("constraints_power_balance", 12, "opf"),
+    ("constraints_monotone", 18, "feasibility"),
+    ("constraints_power_balance", 18, "opf"),
 ])
 def test_benchmark_specs_validate(name, cells, task):
     path = BENCHMARKS / f"{name}.toml"
@@ -187,7 +195,10 @@ def test_benchmark_specs_validate(name, cells, task):
         assert plan.cells[0].config.train.epochs == 150 and plan.pretrain[0].config.train.epochs == 200
     else:
         assert {c.cell.formulation for c in plan.cells} == {
-            "none", "penalty", "lagrangian", "augmented-lagrangian"}
+            "none", "penalty_w0.1", "penalty", "penalty_w10", "lagrangian", "augmented-lagrangian"}
+        scales = {c.cell.formulation: read_toml(c.config.constraints)["formulation"]
+                  .get("penalty", {}).get("scale") for c in plan.cells if c.config.constraints}
+        assert (scales["penalty_w0.1"], scales["penalty"], scales["penalty_w10"]) == (0.1, None, 10.0)
         assert not any(c.config.with_scratch for c in plan.cells)
         assert all(c.config.unlabeled == (0 if c.cell.constraint == "none" else 1000)
                    for c in plan.cells)
@@ -195,3 +206,52 @@ def test_benchmark_specs_validate(name, cells, task):
         assert plan.pretrain[0].config.model.balance_pg is False
         assert [label for label, _ in plan.report_sets] == ["power_balance", "nodal_balance"]
         assert plan.cells[0].config.train.lr_schedule == "cosine"
+
+
+VARIANTS = BASE.replace('"dann"', '"adapter"') + """
+constraints = ["monotone_load"]
+formulations = ["lagrangian", "strict", "penalty_w10"]
+
+[formulation_settings.strict]
+formulation = "lagrangian"
+dual_lr = 5.0
+target_rate = {monotone_load = 0.0}
+
+[formulation_settings.penalty_w10]
+formulation = "penalty"
+scale = 10.0
+"""
+
+
+def test_formulation_variants_train_on_a_copy_with_their_settings(tmp_path, cache):
+    from gridtune.constraints.spec import load_constraint_set
+    from gridtune.specs import shipped_path
+
+    plan = make_plan(load_study(write(tmp_path, VARIANTS)))
+    by_form = {c.cell.formulation: c for c in plan.cells if c.cell.constraint == "monotone_load"}
+    assert set(by_form) == {"lagrangian", "strict", "penalty_w10"}
+    shipped = str(shipped_path("constraints", "monotone_load"))
+    assert by_form["lagrangian"].config.constraints == shipped
+    strict, heavy = by_form["strict"].config, by_form["penalty_w10"].config
+    assert (strict.formulation, heavy.formulation) == ("lagrangian", "penalty")
+    assert Path(strict.constraints).is_relative_to(cache)
+    settings = load_constraint_set(strict.constraints, "feasibility").formulation
+    assert settings["lagrangian"]["dual_lr"] == 5.0
+    assert settings["lagrangian"]["target_rate"] == {"monotone_load": 0.0}
+    assert settings["lagrangian"]["dual_signal"] == "rate"  # the set's other settings stay
+    assert load_constraint_set(heavy.constraints, "feasibility").formulation["penalty"]["scale"] == 10.0
+    # every cell reports the set itself, whichever copy it trained on
+    assert plan.report_sets == (("monotone_load", shipped),)
+    assert len({c.fingerprint for c in plan.cells}) == len(plan.cells)
+
+
+@pytest.mark.parametrize("change, match", [
+    (('"strict", ', ""), r"`formulation_settings.strict` names no formulation listed"),
+    (('formulation = "penalty"', 'formulation = "fixed"'),
+     r"`formulation_settings.penalty_w10.formulation` = `fixed`; valid: .*`penalty`"),
+    (("scale = 10.0", "weight = 10.0"),
+     r"`formulation_settings.penalty_w10`: formulation `penalty` got an unknown setting"),
+])
+def test_bad_formulation_variants(tmp_path, change, match):
+    with pytest.raises(SpecError, match=match):
+        make_plan(load_study(write(tmp_path, VARIANTS.replace(*change))))

@@ -197,8 +197,8 @@ REDUCED = ["--set", 'sources=["case9"]', "--set", 'targets=["case14"]',
 
 @pytest.mark.parametrize("name, labels, cells", [
     ("transfer_curve", 10, 4),
-    ("constraints_monotone", 10, 4),
-    ("constraints_power_balance", 6, 4),
+    ("constraints_monotone", 10, 6),
+    ("constraints_power_balance", 6, 6),
 ])
 def test_reduced_benchmark_specs_run(study, tmp_path, capsys, name, labels, cells):
     from pathlib import Path
@@ -221,7 +221,8 @@ def test_reduced_benchmark_specs_run(study, tmp_path, capsys, name, labels, cell
     else:
         cset = "monotone_load" if name == "constraints_monotone" else "power_balance"
         table = text.split(f"## Constraint `{cset}` (test split)")[1].split("##")[0]
-        for variant in ("unconstrained", "penalty", "lagrangian", "augmented-lagrangian"):
+        for variant in ("unconstrained", "penalty_w0.1", "penalty", "penalty_w10", "lagrangian",
+                        "augmented-lagrangian"):
             assert f"| {variant} |" in table
         if name == "constraints_power_balance":
             assert "## Constraint `nodal_balance` (test split)" in text
