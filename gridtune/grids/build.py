@@ -151,16 +151,16 @@ def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, work
 
 # ---- labelling tasks (run in worker processes) -------------------------------------------------
 
-_LABELLER_CACHE: dict[tuple[str, bool, bool, bool], Any] = {}
+_LABELLER_CACHE: dict[tuple[str, bool, bool, bool, str], Any] = {}
 
 
-def _labeller(grid: GridModel, solutions: bool, dc: bool, sdp: bool) -> Any:
+def _labeller(grid: GridModel, solutions: bool, dc: bool, sdp: bool, solver: str = "pips") -> Any:
     from gridtune.grids.labeller import Labeller
 
-    key = (grid_hash(grid), solutions, dc, sdp)
+    key = (grid_hash(grid), solutions, dc, sdp, solver)
     if key not in _LABELLER_CACHE:
         _LABELLER_CACHE.clear()
-        _LABELLER_CACHE[key] = Labeller(grid, solutions=solutions, dc=dc, sdp=sdp)
+        _LABELLER_CACHE[key] = Labeller(grid, solutions=solutions, dc=dc, sdp=sdp, solver=solver)
     return _LABELLER_CACHE[key]
 
 
@@ -188,7 +188,7 @@ def _label_chunk(chunk: _Chunk) -> list[dict[str, Any]]:
     # solver chatter ("solution may be inaccurate") is handled by the labeller's status logic
     warnings.simplefilter("ignore")
     labels = chunk.recipe.labels
-    labeller = _labeller(chunk.grid, labels.solutions, labels.dc, labels.sdp)
+    labeller = _labeller(chunk.grid, labels.solutions, labels.dc, labels.sdp, labels.solver)
     rows = []
     for sid in chunk.ids:
         scenario = draw(chunk.recipe, chunk.grid, chunk.topologies, sid)

@@ -9,11 +9,17 @@ Order of work for one scenario, cheapest certificate first:
    `feasible` (`soc-recovered`): a feasible point exists, its optimum is not computed. Else the
    same from an AC-OPF stopped early (loose optimality tolerances) => `feasible`
    (`ac-recovered`).
-3. AC-OPF (PIPS, as `pandapower.runopp`). Converged and re-checks => `feasible` (`ac-opf`) with
-   the solution as the regression target.
-4. AC failed: a recovered SOC point still certifies feasibility (`soc-recovered`); else the
+3. AC-OPF with the recipe's solver (`solver`: PIPS as `pandapower.runopp`, or Ipopt,
+   `ipopt_opf.py`, warm-started). Converged and re-checks => `feasible` (`ac-opf`) with the
+   solution as the regression target.
+4. Second-solver rule: the other solver, from another starting point (PIPS: the middle of the
+   bounds; Ipopt: a warm start), gets its chance; converged and re-checks => `feasible` (`ac-opf`).
+5. Both failed: a recovered SOC point still certifies feasibility (`soc-recovered`); else the
    chordal SDP relaxation (tighter than SOC; built on first use). Infeasible => `infeasible`
-   (`sdp-infeasible`). Else `unknown` (`ac-failed`), with the solver's message.
+   (`sdp-infeasible`). Else `unknown` (`ac-failed`), with both solvers' messages.
+
+With `solver = "ipopt"` the label-only mode skips the early-stopped PIPS of step 2: a full
+warm-started Ipopt solve costs less, and its solution is kept.
 
 Anything that raises inside is caught: status `error` (`crash`) with the exception as reason.
 
@@ -58,6 +64,7 @@ LOOSE_OPTIMALITY_TOL = 1e-2
 # almost never on others (case118: the relaxation's reactive dispatch is far from realisable).
 # After this many attempts, a Labeller keeps trying only while at least a fifth succeed.
 RECOVERY_PROBATION, RECOVERY_MIN_RATE = 5, 0.2
+SOLVERS = ("ipopt", "pips")  # AC-OPF solvers a recipe can name (`[labels] solver`)
 
 
 def uniform_scenario(grid: GridModel, scale: float, branch_out: tuple[int, ...] = (),
@@ -77,14 +84,26 @@ class Labeller:
         tolerances: re-check tolerances (default: `Tolerances()`).
         dc: also solve the DC-OPF (baseline labels; default: True).
         sdp: run the chordal SDP where SOC is feasible but the AC-OPF failed (default: True).
+        solver: the AC-OPF solver tried first, `"pips"` (default) or `"ipopt"`; the other one is
+            the second solver.
+
+    Attributes:
+        solved_by: how many scenarios each solver settled as `ac-opf` (`"pips"`, `"ipopt"`),
+            and how many of them needed the second solver (`"second"`).
 
     Picklable: pickling keeps only the arguments; the cvxpy problems are rebuilt on unpickling.
     """
 
     def __init__(self, grid: GridModel, *, solutions: bool = True,
-                 tolerances: Tolerances = DEFAULT_TOLERANCES, dc: bool = True, sdp: bool = True):
+                 tolerances: Tolerances = DEFAULT_TOLERANCES, dc: bool = True, sdp: bool = True,
+                 solver: str = "pips"):
+        if solver not in SOLVERS:
+            raise ValueError(f"solver `{solver}` is not known; valid: "
+                             + ", ".join(f"`{s}`" for s in SOLVERS))
         self.grid, self.solutions, self.tolerances = grid, solutions, tolerances
-        self.use_dc, self.use_sdp = dc, sdp
+        self.use_dc, self.use_sdp, self.solver = dc, sdp, solver
+        self._ipopt: Any = None
+        self.solved_by = {"pips": 0, "ipopt": 0, "second": 0}
         self.soc = SocRelaxation(grid)
         self.dc = DcOpf(grid) if dc else None
         self._sdp: SdpRelaxation | None = None
@@ -92,7 +111,7 @@ class Labeller:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"grid": self.grid, "solutions": self.solutions, "tolerances": self.tolerances,
-                "dc": self.use_dc, "sdp": self.use_sdp}
+                "dc": self.use_dc, "sdp": self.use_sdp, "solver": self.solver}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         grid = state.pop("grid")
@@ -103,6 +122,21 @@ class Labeller:
         if self._sdp is None:
             self._sdp = SdpRelaxation(self.grid)
         return self._sdp
+
+    @property
+    def ipopt(self) -> Any:
+        if self._ipopt is None:
+            from gridtune.grids.ipopt_opf import IpoptOpf
+
+            self._ipopt = IpoptOpf(self.grid)
+        return self._ipopt
+
+    def solve_ac(self, scenario: Scenario, solver: str) -> AcOpfResult:
+        """The AC-OPF of `scenario` with `solver` (`"pips"` from the middle of the bounds, as
+        `runopp`; `"ipopt"` warm-started, `ipopt_opf.py`)."""
+        if solver == "ipopt":
+            return self.ipopt.solve(scenario)
+        return solve_ac_opf(self.grid, scenario)
 
     def label(self, scenario: Scenario) -> Label:
         """Label one scenario. Never raises for solver or data trouble: see status `error`."""
@@ -134,25 +168,32 @@ class Labeller:
                 return Label(status="feasible", certificate="soc-recovered",
                              relaxation_objective=bound, **dc_fields)
 
-        if not self.solutions:
+        if not self.solutions and self.solver == "pips":
             loose = solve_ac_opf(self.grid, scenario, optimality_tol=LOOSE_OPTIMALITY_TOL)
             if loose.converged and recover_feasible_point(self.grid, scenario, loose,
                                                           self.tolerances) is not None:
                 return Label(status="feasible", certificate="ac-recovered",
                              relaxation_objective=bound, **dc_fields)
-        ac = solve_ac_opf(self.grid, scenario)
-        if ac.converged:
-            bad = recheck(self.grid, scenario, ac, self.tolerances)
-            if not bad:
-                return Label(status="feasible", certificate="ac-opf", objective=ac.objective,
-                             pg_mw=ac.pg_mw, qg_mvar=ac.qg_mvar, vm_pu=ac.vm_pu,
-                             va_degree=ac.va_degree, loading_percent=ac.loading_percent,
-                             branch_flow_mva=ac.branch_flow_mva, relaxation_objective=bound,
-                             **dc_fields)
-            reason = "AC-OPF converged but fails the re-check: " + ", ".join(
-                f"{k} off by `{v:.3g}`" for k, v in bad.items())
-        else:
-            reason = f"AC-OPF did not converge ({ac.iterations} iterations): {ac.message}"
+        reasons = []
+        second = "ipopt" if self.solver == "pips" else "pips"
+        for rank, solver in enumerate((self.solver, second)):
+            ac = self.solve_ac(scenario, solver)
+            if ac.converged:
+                bad = recheck(self.grid, scenario, ac, self.tolerances)
+                if not bad:
+                    self.solved_by[solver] += 1
+                    self.solved_by["second"] += rank
+                    return Label(status="feasible", certificate="ac-opf", objective=ac.objective,
+                                 pg_mw=ac.pg_mw, qg_mvar=ac.qg_mvar, vm_pu=ac.vm_pu,
+                                 va_degree=ac.va_degree, loading_percent=ac.loading_percent,
+                                 branch_flow_mva=ac.branch_flow_mva, relaxation_objective=bound,
+                                 **dc_fields)
+                reasons.append(f"AC-OPF ({_NAMES[solver]}) converged but fails the re-check: "
+                               + ", ".join(f"{k} off by `{v:.3g}`" for k, v in bad.items()))
+            else:
+                reasons.append(f"AC-OPF did not converge ({_NAMES[solver]}, {ac.iterations} "
+                               f"iterations): {ac.message}")
+        reason = "; ".join(reasons)
 
         if soc.status == "optimal" and not recovered_tried:
             if self._recover(scenario, soc):
@@ -201,6 +242,9 @@ class Labeller:
             if recover_feasible_point(self.grid, scenario, restricted, self.tolerances) is not None:
                 return True
         return False
+
+
+_NAMES = {"pips": "PIPS", "ipopt": "Ipopt"}
 
 
 def check_scenario(grid: GridModel, scenario: Scenario) -> None:

@@ -29,6 +29,8 @@ Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
     dc = true                # also solve the DC-OPF (baseline for OPF predictions)
     sdp = true               # run the chordal SDP where SOC is feasible but AC failed (certifies
                              # more infeasibles; on case118 it took ~10 s and ended inaccurate)
+    solver = "pips"          # AC-OPF solver tried first, "pips" or "ipopt"; the other one is the
+                             # second solver (docs/data.md, "AC-OPF solvers")
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gridtune.errors import SpecError
 from gridtune.grids.changes import ChangesSpec
@@ -108,6 +110,7 @@ class LabelSpec:
     solutions: bool = True
     dc: bool = True
     sdp: bool = True
+    solver: Literal["ipopt", "pips"] = "pips"
 
 
 # Keys added after datasets were first cached, with the value that reproduces the behaviour from
