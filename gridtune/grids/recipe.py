@@ -116,7 +116,7 @@ class LabelSpec:
 # Keys added after datasets were first cached, with the value that reproduces the behaviour from
 # before they existed. At that value they stay out of `Recipe.cache_key`, so datasets built before
 # the key was added keep their cache entry instead of being labelled again.
-KEYS_ADDED_LATER: dict[tuple[str, str], Any] = {("labels", "sdp"): True}
+KEYS_ADDED_LATER: dict[tuple[str, str], Any] = {("labels", "sdp"): True, ("labels", "solver"): "pips"}
 
 
 @dataclasses.dataclass(frozen=True)
