@@ -44,10 +44,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ALPHAS = (0.05, 0.01)
 
 
-def outputs(model: Any, graphs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+def outputs(model: Any, graphs: list[Any], cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """P(infeasible) and embeddings; kept in `cache` (.npz) so a re-run skips the forward pass."""
     from gridtune.workflows.trust import model_outputs
 
-    return model_outputs(model, graphs)
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            if z["p"].shape[0] == len(graphs):
+                return z["p"], z["emb"]
+    p, emb = model_outputs(model, graphs)
+    if cache is not None:
+        np.savez(cache, p=p, emb=emb)
+    return p, emb
+
+
+def meta_digest(ck: Path) -> str:
+    from gridtune.workflows.trust import _weights_digest
+
+    return _weights_digest(ck)
 
 
 def train(args: argparse.Namespace, ck: Path) -> None:
@@ -71,6 +85,7 @@ def stats(values: list[float]) -> str:
 def one_cut(p: np.ndarray, emb: np.ndarray, y: np.ndarray, times: np.ndarray | None, cal: np.ndarray,
             test: np.ndarray, fam_ref: Any, false_alarm: float) -> dict[str, Any]:
     from gridtune.core.conformal import ConformalClassifier, class_coverage, coverage
+    from gridtune.errors import DataError
     from gridtune.workflows.trust import CLASSES, fallback, risk_coverage
 
     fam = fam_ref.calibrate(emb[cal], false_alarm_rate=false_alarm)
@@ -85,7 +100,11 @@ def one_cut(p: np.ndarray, emb: np.ndarray, y: np.ndarray, times: np.ndarray | N
                                      alpha=0.5, mondrian=mondrian)
         name = "mondrian" if mondrian else "marginal"
         for alpha in ALPHAS:
-            sets = cp.sets(p[test], alpha)
+            try:
+                sets = cp.sets(p[test], alpha)
+            except DataError as exc:  # too few calibration scenarios (of a class) for alpha
+                out[f"{name}@{alpha}"] = {"skipped": str(exc)}
+                continue
             single = sets.sum(axis=1) == 1
             answer = np.where(single, sets.argmax(axis=1), -1)
             fb = fallback(single & familiar, answer, y[test], None if times is None else times[test])
@@ -167,7 +186,7 @@ def main() -> int:
     view = resolve_data(args.data, samples=args.samples)
     tr, va, te = split_indices(view.statuses, meta["split_seed"], tuple(meta["split_fractions"]))
     t = time.perf_counter()
-    p, emb = outputs(model, view.graphs)
+    p, emb = outputs(model, view.graphs, args.out / f"outputs-{meta_digest(ck)}-data.npz")
     print(f"outputs of {len(view.graphs)} scenarios: {time.perf_counter() - t:.1f} s", flush=True)
     y = _labels(view.graphs)
     times = None if view.solve_time_s is None else np.asarray(view.solve_time_s, dtype=float)
@@ -191,7 +210,10 @@ def main() -> int:
           f"{stats([c['false_alarm'] for c in cuts])}")
     for name in ("marginal", "mondrian"):
         for alpha in ALPHAS:
-            rows = [c[f"{name}@{alpha}"] for c in cuts]
+            rows = [c[f"{name}@{alpha}"] for c in cuts if "coverage" in c[f"{name}@{alpha}"]]
+            if not rows:
+                print(f"{name:<9} alpha {alpha:<5g} skipped: {cuts[0][f'{name}@{alpha}']['skipped']}")
+                continue
             print(f"{name:<9} alpha {alpha:<5g} coverage {stats([r['coverage'] for r in rows])} "
                   f"(target {1 - alpha:.2f}; feasible {stats([r['class_coverage']['feasible'] for r in rows])}, "
                   f"infeasible {stats([r['class_coverage']['infeasible'] for r in rows])}); "
@@ -199,13 +221,14 @@ def main() -> int:
                   f"{stats([r['error_among_answered'] for r in rows])}"
                   + (f", solver time saved {stats([r.get('solver_time_saved_share') for r in rows])}"
                      if times is not None else ""))
-    chosen = cuts[0]["marginal@0.01"]
+    chosen = {**cuts[0]["marginal@0.01"], "alpha": 0.01}
     plot_risk_coverage(cuts[0]["curve"], args.out / "risk_coverage.png",
-                       {**chosen, "alpha": 0.01}, title=f"{view.name}: fallback policy (cut 0)")
+                       chosen if "coverage" in chosen else None,
+                       title=f"{view.name}: fallback policy (cut 0)")
 
     if args.changed:
         changed = resolve_data(args.changed)
-        pc, ec = outputs(model, changed.graphs)
+        pc, ec = outputs(model, changed.graphs, args.out / f"outputs-{meta_digest(ck)}-changed.npz")
         yc = _labels(changed.graphs)
         fam = Familiarity.fit(emb[tr]).calibrate(emb[va], false_alarm_rate=args.false_alarm)
         s_in, s_out = fam.score(emb[te]), fam.score(ec)
