@@ -56,3 +56,48 @@ def test_medical_images(tmp_path):
         assert len(row["scratch"]) == len(row["pre-trained"]) >= 2
         assert all(0 <= v <= 1 for v in row["pre-trained"] + row["iou"])
     assert 0 < payload["lesion_pixel_share"] < 0.05  # rare, small structures
+
+
+def _dcurves_net_benefit(probs, labels, thresholds):
+    pd = pytest.importorskip("pandas")
+    dcurves = pytest.importorskip("dcurves")
+    df = dcurves.dca(data=pd.DataFrame({"y": labels, "model": probs}), outcome="y",
+                     modelnames=["model"], thresholds=list(thresholds))
+    return {name: df[df["model"] == name].sort_values("threshold")["net_benefit"].to_numpy()
+            for name in ("model", "all", "none")}
+
+
+def _assert_matches_dcurves(probs, labels):
+    import numpy as np
+
+    from gridtune.core.decision import net_benefit
+
+    thresholds = np.arange(1, 100) / 100
+    ours = net_benefit(probs, labels, thresholds)
+    ref = _dcurves_net_benefit(probs, labels, thresholds)
+    np.testing.assert_allclose(ours["model"], ref["model"], atol=1e-12)
+    np.testing.assert_allclose(ours["treat_all"], ref["all"], atol=1e-12)
+    np.testing.assert_allclose(ours["treat_none"], ref["none"], atol=1e-12)
+
+
+def test_ultrasound_two_stage_and_its_decision_curve_against_dcurves(tmp_path):
+    import numpy as np
+
+    stdout = run_example("ultrasound_two_stage", tmp_path)
+    assert "ssl + full" in stdout and "ECE" in stdout
+    payload = json.loads((tmp_path / "ultrasound_two_stage.json").read_text())
+    assert verdict_labels(payload["results"]) <= {"positive transfer", "negative transfer", "inconclusive"}
+    assert payload["ssl_history"][-1] < payload["ssl_history"][0]  # stage one learnt something
+    assert all(t > 0 for t in payload["calibration"]["ssl + full"]["temperature"])
+    # the decision curve the example draws, on its own test predictions, is dcurves' curve
+    saved = np.load(tmp_path / "ultrasound_two_stage_predictions.npz")
+    _assert_matches_dcurves(saved["probs"], saved["labels"])
+
+
+def test_decision_curve_matches_dcurves_with_ties_at_thresholds():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = (rng.uniform(size=400) < 0.3).astype(int)
+    probs = np.round(np.clip(0.3 * labels + rng.uniform(0, 0.7, 400), 0.01, 0.99), 2)
+    _assert_matches_dcurves(probs, labels)  # probabilities equal to thresholds: ">=" on both
