@@ -268,6 +268,46 @@ def _group_name(r: dict[str, Any]) -> str:
             + ("" if r["constraint"] == "none" else f", {r['constraint']} / {r['formulation']}"))
 
 
+def learning_curves(frame: pd.DataFrame, summ: pd.DataFrame, metric: str
+                    ) -> list[tuple[str, pd.DataFrame]]:
+    """Per (source -> target, constraint): one row per strategy and one for scratch, one column
+    per label budget headed with the AC-OPF solver time those labels cost ("100 labels
+    (20 s AC-OPF)"); entries are mean ± std over seeds (number of seeds)."""
+    ok = frame[frame["status"] == "ok"]
+    if summ.empty or metric not in ok:
+        return []
+    cost = label_cost(summ)
+    scratch_col = f"scratch_{metric}"
+    out = []
+    keys = ["source", "target", "constraint", "formulation"]
+    for key, sub in ok.groupby(keys, sort=False):
+        budgets = sorted(sub["labels"].unique())
+        head = {b: f"{b} labels" + (f" ({_seconds(cost[key[1]][b])} AC-OPF)"
+                                    if b in cost.get(str(key[1]), {}) else "") for b in budgets}
+        rows = []
+        if scratch_col in sub and sub[scratch_col].notna().any():
+            row = {"strategy": "scratch"}
+            for b in budgets:
+                per_seed = sub[sub["labels"] == b].groupby("seed")[scratch_col].first()
+                row[head[b]] = _curve_cell(per_seed)
+            rows.append(row)
+        for strategy, ss in sub.groupby("strategy", sort=False):
+            rows.append({"strategy": strategy, **{head[b]: _curve_cell(ss[ss["labels"] == b][metric])
+                                                   for b in budgets}})
+        title = f"{key[0]} -> {key[1]}" + ("" if key[2] == "none" else f", {key[2]} / {key[3]}")
+        out.append((title, pd.DataFrame(rows)))
+    return out
+
+
+def _curve_cell(values: pd.Series) -> str:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty:
+        return "-"
+    if len(v) == 1:
+        return f"{v.iloc[0]:.3f} (1)"
+    return f"{v.mean():.3f} ± {v.std():.3f} ({len(v)})"
+
+
 def label_efficiency(summ: pd.DataFrame, metric: str, higher: bool) -> pd.DataFrame | None:
     """Per strategy and budget: the largest label budget at which scratch's mean does no better
     than the strategy's mean ("100 labels of `full` are worth 1000 of scratch"). Needs at least
@@ -431,6 +471,14 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, records: list[dict[
                ("p", "Mean ± std over seeds; `n_test`: target test-split graphs per cell; "
                      "labels with the AC-OPF solver time they cost (mean over seeds)."),
                ("table", _display(summ, metric))]
+    curves = learning_curves(frame, summ, metric)
+    if curves and summ["labels"].nunique() > 1:
+        blocks += [("h2", "Learning curves"),
+                   ("p", f"Test `{metric}`, mean ± std over seeds (number of seeds), per label "
+                         "budget; each budget is headed with the AC-OPF solver time its labels "
+                         "cost (mean over seeds), where the dataset recorded it.")]
+        for title, table in curves:
+            blocks += [("p", f"{title}:"), ("table", table)]
     blocks += _verdict_blocks(summ)
     eff = label_efficiency(summ, metric, higher)
     if eff is not None:

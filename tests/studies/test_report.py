@@ -118,6 +118,8 @@ def test_report_names_strategies_negative_transfer_and_failures(study_dir):
     assert "`linear_probe`, 10 labels" in neg and "`full`" not in neg
     assert "`linear_probe`, 40 labels:" not in neg  # one seed left (the other failed)
     assert "1 group(s) ran one seed only" in verdicts
+    curves = text.split("## Learning curves")[1].split("##")[0]
+    assert "| scratch | 0.715 ± 0.007 (2) | 0.745 ± 0.007 (2) |" in curves
     pre = text.split("## Pre-training (once per source)")[1].split("##")[0]
     assert "| case9 | ok | 0.910 | 12 |" in pre
     failed = text.split("## Failed cells")[1].split("##")[0]
@@ -230,3 +232,20 @@ def test_a_whole_interval_below_zero_is_negative_transfer():
     row = summary_table(frame, ("auroc", True)).iloc[0]
     assert row["verdict"] == "negative transfer" and row["ci_high"] < 0
     assert "1 negative transfer" in summary_text(frame, ("auroc", True))
+
+
+def test_learning_curve_tables_head_each_budget_with_its_label_cost():
+    from gridtune.studies.report import learning_curves
+
+    recs = make_records()
+    for r in recs:
+        if r["status"] == "ok":
+            r["label_solver_time_s"] = 2.0 * r["cell"]["labels"]  # 2 s of AC-OPF a label
+    frame = results_frame(recs, ("auroc", True))
+    (title, table), (ctitle, _) = learning_curves(frame, summary_table(frame, ("auroc", True)),
+                                                  "auroc")
+    assert (title, ctitle) == ("case9 -> case14", "case9 -> case14, mono / lagrangian")
+    assert list(table.columns) == ["strategy", "10 labels (20 s AC-OPF)", "40 labels (80 s AC-OPF)"]
+    rows = table.set_index("strategy")
+    assert rows.loc["scratch", "10 labels (20 s AC-OPF)"] == "0.715 ± 0.007 (2)"
+    assert rows.loc["linear_probe", "40 labels (80 s AC-OPF)"] == "0.720 (1)"  # one seed failed
