@@ -1,6 +1,7 @@
 """Study specs: a TOML file naming sources, targets, strategies, label budgets, seeds, constraints.
 
-Example (the shipped study `quickstart`, gridtune/resources/studies/quickstart.toml):
+An example (the dataclasses below list every key and its default; the shipped study
+`quickstart`, gridtune/resources/studies/quickstart.toml, sets a few of them):
 
     name = "quickstart"
     task = "feasibility"            # feasibility | opf | cost
@@ -13,9 +14,9 @@ Example (the shipped study `quickstart`, gridtune/resources/studies/quickstart.t
     unlabeled = 0                   # unlabelled target scenarios, drawn for the cells that use
                                     # them (domain adaptation, pre-adaptation, target normaliser,
                                     # constraint terms)
-    constraints = []                # constraint spec .toml paths, or shipped set names
-                                    # ("monotone_load"); each adds constrained cells
-    formulations = ["lagrangian"]   # used by every constrained cell; a name of
+    constraints = ["monotone_load"] # constraint spec .toml paths, or shipped set names; each
+                                    # adds constrained cells
+    formulations = ["lagrangian", "penalty_x10"]  # each constrained cell runs one; a name of
                                     # [formulation_settings] is a formulation with its own settings
     report_constraints = []         # further sets whose test violations every cell reports
     pairs = "cross"                 # cross: skip source == target; all: keep them
