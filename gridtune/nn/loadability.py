@@ -37,6 +37,7 @@ from torch import Tensor
 
 from gridtune.grids.features import BRANCH_FEATURES as BF
 from gridtune.grids.features import BUS_FEATURES as BUS
+from gridtune.nn.topology import graph_groups, layout
 
 MAX_SCALE = 10.0
 LOADABILITY_BUS = ("dc_overload",)          # 10 x (1 / lam - 1) of the bus's graph, on every bus
@@ -238,36 +239,6 @@ def _lookup_or_solve(xg: np.ndarray, eig: np.ndarray, eg: np.ndarray) -> Result:
     return _solve_cached(xg[None, :, _PD].copy(), topo_key, xg, eig, eg)[0]
 
 
-def _topology_groups(xr: np.ndarray, ei: np.ndarray, ea: np.ndarray, starts: np.ndarray, counts: np.ndarray,
-                     e_order: np.ndarray, e_starts: np.ndarray, e_counts: np.ndarray):
-    """Graphs of a batch grouped by topology: yields (graph ids, node ids (k, n), branch-row ids
-    (k, 2E), topology key). Graphs of one size are compared through their stacked LP inputs (a
-    random projection proposes groups, an exact comparison confirms them)."""
-    sizes: dict[tuple[int, int], list[int]] = {}
-    for g in np.flatnonzero(counts > 0):
-        sizes.setdefault((int(counts[g]), int(e_counts[g])), []).append(int(g))
-    rng = np.random.default_rng(0)
-    for (n, e), members in sizes.items():
-        gid = np.asarray(members)
-        nodes = starts[gid][:, None] + np.arange(n)
-        edges = e_order[e_starts[gid][:, None] + np.arange(e)]
-        stacked = np.concatenate([xr[:, _LP_BUS][nodes].reshape(gid.size, -1),
-                                  ea[:, _LP_BRANCH][edges].reshape(gid.size, -1),
-                                  (ei[:, edges] - starts[gid][None, :, None]).transpose(1, 0, 2)
-                                  .reshape(gid.size, -1).astype(float)], axis=1)
-        proj = stacked @ rng.standard_normal((stacked.shape[1], 2))
-        _, inverse = np.unique(proj, axis=0, return_inverse=True)
-        for label in np.unique(inverse):
-            rows = np.flatnonzero(inverse.reshape(-1) == label)
-            while rows.size:
-                same = np.all(stacked[rows] == stacked[rows[0]], axis=1)
-                grp = rows[same]
-                key = _digest(_topology_bytes(xr[nodes[grp[0]]], ei[:, edges[grp[0]]] - starts[gid[grp[0]]],
-                                              ea[edges[grp[0]]]))
-                yield gid[grp], nodes[grp], edges[grp], key
-                rows = rows[~same]
-
-
 def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
                          ) -> tuple[Tensor, Tensor]:
     """`dc_overload` per bus (its graph's) and the branch loading at the loadability optimum.
@@ -290,16 +261,9 @@ def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tenso
     inv = np.zeros(idx.size)
     grad = np.zeros(idx.size)  # d overload of the bus's graph / d pd of this bus
     loading = np.zeros(ea.shape[0])
-    edge_graph = idx[ei[0]] if ei.size else np.zeros(0, dtype=np.int64)
-    counts = np.bincount(idx, minlength=n_graphs)
-    starts = np.r_[0, np.cumsum(counts)[:-1]] if n_graphs else np.zeros(0, dtype=np.int64)
-    if np.any(idx[1:] < idx[:-1]):  # PyG batches keep each graph's buses contiguous and in order
-        raise ValueError("loadability_features needs each graph's buses contiguous and in graph order")
-    e_counts = np.bincount(edge_graph, minlength=n_graphs)
-    e_starts = np.r_[0, np.cumsum(e_counts)[:-1]] if n_graphs else np.zeros(0, dtype=np.int64)
-    e_order = (np.arange(edge_graph.size) if np.all(edge_graph[1:] >= edge_graph[:-1])
-               else np.argsort(edge_graph, kind="stable"))
-    for _, nodes, edges, key in _topology_groups(xr, ei, ea, starts, counts, e_order, e_starts, e_counts):
+    lay = layout(idx, ei, n_graphs)
+    for _, nodes, edges, _ in graph_groups(lay, ei, xr[:, _LP_BUS], ea[:, _LP_BRANCH]):
+        key = _digest(_topology_bytes(xr[nodes[0]], ei[:, edges[0]] - nodes[0, 0], ea[edges[0]]))
         first = nodes[0]
         results = _solve_cached(xr[nodes, _PD], key, xr[first], ei[:, edges[0]] - first[0], ea[edges[0]])
         lam = np.array([r[0] for r in results])

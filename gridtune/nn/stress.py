@@ -22,6 +22,8 @@ branch (2E, len(STRESS_BRANCH)):
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -29,6 +31,7 @@ from torch import Tensor
 from gridtune.errors import DataError
 from gridtune.grids.features import BRANCH_FEATURES as BF
 from gridtune.grids.features import BUS_FEATURES as BUS
+from gridtune.nn.topology import graph_groups, layout
 
 STRESS_BUS = ("load_ratio", "load_deviation", "load_over_feed", "inv_degree")
 STRESS_BRANCH = ("s_loading",)
@@ -37,17 +40,16 @@ MAX_RATIO = 10.0  # caps the ratios: an isolated load or an unrated branch must 
 
 def linear_flows(x_raw: np.ndarray, edge_index: np.ndarray, ea: np.ndarray, idx: np.ndarray,
                  injection: np.ndarray, shift: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Solve the B-theta system of each graph for `injection` (p.u.), one sparse solve per batch.
+    """Solve the B-theta system of each graph for `injection` (p.u.).
 
     Lossless DC model over energised branches, angle 0 at the reference bus (graphs without one:
     their first bus). With `shift`, phase shifters act as fixed injections (MATPOWER Pbusinj).
+    Graphs that share a B-theta matrix (a topology) share one dense inverse, cached across
+    batches, applied to all their injections in one product.
 
     Shapes: x_raw (N, F_bus), edge_index (2, 2E), ea (2E, F_branch), idx (N,), injection (N,)
         -> theta (N,), flow (2E,) from source to destination of each row (0 on outaged rows)
     """
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import spsolve
-
     n = x_raw.shape[0]
     if n == 0:
         return np.zeros(0), np.zeros(ea.shape[0])
@@ -65,16 +67,66 @@ def linear_flows(x_raw: np.ndarray, edge_index: np.ndarray, ea: np.ndarray, idx:
     first = np.r_[True, idx[1:] != idx[:-1]]
     has_ref = np.bincount(idx, ref.astype(float), n_graphs) > 0
     ground = ref | (first & ~has_ref[idx])
-    rows = np.r_[f, t, f, t, np.arange(n)]
-    cols = np.r_[f, t, t, f, np.arange(n)]
-    vals = np.r_[b, b, -b, -b, np.where(ground, 1e6, 1e-9)]
-    theta = np.atleast_1d(spsolve(sp.csc_matrix((vals, (rows, cols)), shape=(n, n)), p))
+    theta = _grouped_solve(edge_index, ea, idx, n_graphs, ground, p)
+    if theta is None:  # buses not in graph order: one sparse solve for the whole batch
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import spsolve
+
+        rows = np.r_[f, t, f, t, np.arange(n)]
+        cols = np.r_[f, t, t, f, np.arange(n)]
+        vals = np.r_[b, b, -b, -b, np.where(ground, GROUND, FLOAT)]
+        theta = np.atleast_1d(spsolve(sp.csc_matrix((vals, (rows, cols)), shape=(n, n)), p))
     src, dst = edge_index[0, on], edge_index[1, on]
     sign = np.where(ea[on, BF.index("is_reverse")] < 0.5, 1.0, -1.0)
     b_on = 1.0 / (ea[on, BF.index("x_pu")] * ea[on, BF.index("tap_ratio")])
     flow = np.zeros(ea.shape[0])
     flow[on] = b_on * (theta[src] - theta[dst] - (sign * ea[on, BF.index("shift_rad")] if shift else 0.0))
     return theta, flow
+
+
+GROUND, FLOAT = 1e6, 1e-9  # diagonal terms: the reference bus held at 0, other buses regularised
+_INV: OrderedDict[bytes, Tensor] = OrderedDict()  # B-theta structure -> its inverse (float64)
+_INV_MAX = 2048  # structures kept (about 0.1 MB each on case118)
+_STRUCTURE = [BF.index(c) for c in ("in_service", "is_reverse", "x_pu", "tap_ratio")]
+
+
+def _grouped_solve(edge_index: np.ndarray, ea: np.ndarray, idx: np.ndarray, n_graphs: int, ground: np.ndarray,
+                   p: np.ndarray) -> np.ndarray | None:
+    """theta of every graph: one dense inverse per distinct B-theta matrix (from its LU, cached
+    across batches) and one matrix product per group of graphs sharing it; None if the batch's
+    buses are not in graph order."""
+    try:
+        lay = layout(idx, edge_index, n_graphs)
+    except ValueError:
+        return None
+    theta = np.zeros(idx.size)
+    for _, nodes, edges, key in graph_groups(lay, edge_index, ground[:, None], ea[:, _STRUCTURE]):
+        inv = _INV.get(key)
+        if inv is None:
+            import scipy.linalg
+
+            m = _b_theta(edge_index[:, edges[0]] - nodes[0, 0], ea[edges[0]], ground[nodes[0]])
+            inv = torch.from_numpy(scipy.linalg.lu_solve(scipy.linalg.lu_factor(m), np.eye(m.shape[0])))
+            _INV[key] = inv
+            while len(_INV) > _INV_MAX:
+                _INV.popitem(last=False)
+        else:
+            _INV.move_to_end(key)
+        # torch, not numpy: one thread when torch has one (a BLAS pool is slow for small products)
+        theta[nodes] = (torch.from_numpy(np.ascontiguousarray(p[nodes])) @ inv.T).numpy()
+    return theta
+
+
+def _b_theta(ei: np.ndarray, ea: np.ndarray, ground: np.ndarray) -> np.ndarray:
+    """The dense B-theta matrix of one graph (local bus numbering), as `linear_flows` states it."""
+    n = ground.size
+    fwd = (ea[:, BF.index("in_service")] > 0.5) & (ea[:, BF.index("is_reverse")] < 0.5)
+    f, t = ei[0, fwd], ei[1, fwd]
+    b = 1.0 / (ea[fwd, BF.index("x_pu")] * ea[fwd, BF.index("tap_ratio")])
+    m = np.zeros((n, n))
+    np.add.at(m, (np.r_[f, t, f, t], np.r_[f, t, t, f]), np.r_[b, b, -b, -b])
+    m[np.arange(n), np.arange(n)] += np.where(ground, GROUND, FLOAT)
+    return m
 
 
 def proportional_injection(x_raw: np.ndarray, idx: np.ndarray, load_col: str, cap_col: str) -> np.ndarray:

@@ -146,3 +146,39 @@ def test_cut_bound_is_exact_for_seen_bottlenecks_and_an_upper_bound_otherwise():
     approx = np.array([r[0] for r in basis_lp.bound_group(topo, fresh)])
     truth = np.array([r[0] for r in basis_lp.solve_group(topo, fresh)])
     assert np.all(approx >= truth * (1 - 1e-9))
+
+
+def test_grouped_dc_flow_equals_one_sparse_solve(monkeypatch):
+    """`linear_flows` solves graphs sharing a B-theta matrix with one cached inverse; the angles
+    and flows equal one sparse solve of the whole batch (a phase shifter and outages included)."""
+    import gridtune.nn.stress as stress
+
+    graphs = _graphs("case118", 12, seed=5, outages=3)
+    e = graphs[0].edge_attr.shape[0] // 2
+    graphs[1].edge_attr = graphs[1].edge_attr.clone()
+    graphs[1].edge_attr[[7, 7 + e], BRANCH_FEATURES.index("shift_rad")] = 0.03
+    batch = next(iter(DataLoader(graphs, batch_size=12)))
+    x, ea, ei, idx = (batch.x.double().numpy(), batch.edge_attr.double().numpy(), batch.edge_index.numpy(),
+                      batch.batch.numpy())
+    p = stress.proportional_injection(x, idx, "pd_pu", "max_pg_pu")
+    theta, flow = stress.linear_flows(x, ei, ea, idx, p)
+    monkeypatch.setattr(stress, "_grouped_solve", lambda *a: None)  # the single sparse solve
+    theta_ref, flow_ref = stress.linear_flows(x, ei, ea, idx, p)
+    np.testing.assert_allclose(theta, theta_ref, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(flow, flow_ref, rtol=0, atol=1e-10)
+
+
+def test_graph_groups_find_equal_structures_only():
+    from gridtune.nn.topology import graph_groups, layout
+
+    graphs = _graphs("case14", 10, seed=6, outages=2)
+    batch = next(iter(DataLoader(graphs, batch_size=10)))
+    ei, ea, idx = batch.edge_index.numpy(), batch.edge_attr.double().numpy(), batch.batch.numpy()
+    groups = list(graph_groups(layout(idx, ei), ei, np.zeros((idx.size, 1)), ea))
+    assert sorted(int(g) for gid, *_ in groups for g in gid) == list(range(10))
+    for gid, nodes, edges, _key in groups:
+        for g in gid:
+            assert torch.equal(graphs[g].edge_attr, graphs[gid[0]].edge_attr)
+        assert nodes.shape == (gid.size, 14) and edges.shape[0] == gid.size
+    outs = {tuple(d.edge_attr[:, BRANCH_FEATURES.index("in_service")].tolist()) for d in graphs}
+    assert len(groups) == len(outs) and len({k for *_, k in groups}) == len(groups)
