@@ -84,7 +84,8 @@ class ModelConfig:
             its nominal value and against the ratings that feed it, radial structure, branch
             apparent-power loading proxy); needs graphs with `nominal_load_pu` (default: True).
         dc_loadability: append the DC loadability of the scenario (`gridtune.nn.loadability`: one
-            small LP per graph, cached by content): how far the load lies beyond the largest load
+            small LP per graph, built once per topology and re-solved warm, results cached by
+            content): how far the load lies beyond the largest load
             scale the lossless DC network can carry (`dc_overload`), on every bus and as one more
             graph-level column of `embed` beside `context`, and each branch's loading at that
             limit (default: True).
