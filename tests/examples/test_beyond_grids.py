@@ -101,3 +101,37 @@ def test_decision_curve_matches_dcurves_with_ties_at_thresholds():
     labels = (rng.uniform(size=400) < 0.3).astype(int)
     probs = np.round(np.clip(0.3 * labels + rng.uniform(0, 0.7, 400), 0.01, 0.99), 2)
     _assert_matches_dcurves(probs, labels)  # probabilities equal to thresholds: ">=" on both
+
+
+def test_clinical_text(tmp_path):
+    stdout = run_example("clinical_text", tmp_path)
+    assert "hospital B" in stdout
+    payload = json.loads((tmp_path / "clinical_text.json").read_text())
+    for summary in payload["budgets"].values():
+        assert set(summary) >= {"scratch", "full", "coral", "dann"}
+        assert verdict_labels(summary) <= {"positive transfer", "negative transfer", "inconclusive"}
+
+
+def test_drug_target(tmp_path):
+    stdout = run_example("drug_target", tmp_path)
+    assert "alignment" in stdout
+    payload = json.loads((tmp_path / "drug_target.json").read_text())
+    for summary in payload["budgets"].values():
+        assert set(summary) >= {"scratch", "full", "adapter", "adapter + alignment"}
+        # RMSE: the verdict's gain is the reduction (higher_is_better=False)
+        row = summary["adapter + alignment"]
+        assert row["verdict"]["gain_mean"] == pytest.approx(
+            summary["scratch"]["mean"] - row["mean"], abs=1e-9)
+
+
+def test_clinical_text_hospitals_share_a_tokenizer_but_not_most_finding_words():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import clinical_text
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    a = {t for x, _ in clinical_text.notes(300, "A", 0) for t in x.tolist() if t}
+    b = {t for x, _ in clinical_text.notes(300, "B", 0) for t in x.tolist() if t}
+    assert a & b and b - a  # shared words, and words only hospital B writes
+    labels = [int(y) for _, y in clinical_text.notes(500, "B", 1)]
+    assert 0.2 < sum(labels) / len(labels) < 0.8
