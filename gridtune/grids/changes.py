@@ -6,34 +6,37 @@ changed grid:
 
     case = "case118"
 
-    [[changes.add_branches]]          # a new line with the electrical data of line 7
-    from_bus = 11
-    to_bus = 116
-    like = 7
+    [[changes.add_branches]]          # a new line with the electrical data of line 41
+    from_bus = 18
+    to_bus = 33
+    like = 41
 
     [[changes.remove_generators]]     # a retired unit
-    gen = 20
+    gen = 10
 
     [[changes.scale_loads]]           # 20% load growth (Q follows P)
     buses = [32, 33, 34]
     factor = 1.2
 
-Conventions. Every reference is a pandapower table index of the base grid: `bus` (for the
-default cases and MATPOWER files the bus's position, i.e. MATPOWER bus number - 1 where the
-case numbers its buses 1..n; `net.bus.name` holds the MATPOWER number), `line`, `trafo`,
-`impedance` and `gen`. Units are pandapower's: ohm, nF and km for lines, kA for a line's
+Conventions. Every reference is a pandapower table index of the base grid (the net of
+`gridtune.grids.cases.load_net(case)`): `bus`, `line`, `trafo`, `impedance` and `gen`. The
+default cases number their buses by position (MATPOWER bus number - 1 where the case numbers
+its buses 1..n; `net.bus.name` holds the MATPOWER number); a MATPOWER file's net keeps the
+file's bus numbers. Units are pandapower's: ohm, nF and km for lines, kA for a line's
 thermal current, MW / Mvar for generators, MVA for branch ratings, $/h for costs.
 
 Order of application (fixed; the order of the entries inside one list is kept):
-    1. remove_branches     branches taken out of service (rows stay, marked out of service)
+    1. remove_branches     branches taken out of service (gone from the grid's arrays)
     2. remove_generators   generators taken out of service (dropped from the OPF)
     3. add_branches        new lines, appended after the existing ones
     4. add_generators      new generators, appended after the existing ones
     5. scale_loads         P and Q of the loads at the selected buses multiplied
     6. connectivity check  no bus may lose its path to a slack (islands are refused)
     7. ratings             existing branches keep the base grid's ratings (re-rated ones when
-                           the recipe sets `[limits] rating_factor`); a line added `like`
-                           another gets that line's rating per circuit times its `parallel`
+                           the recipe sets `[limits] rating_factor`); a new line keeps its own
+                           `max_i_ka`; a line added `like` another without one gets that line's
+                           rating per circuit times its `parallel`, or, in a re-rated recipe,
+                           the re-rating rule applied to it on the changed grid
     8. rerate_branches     ratings scaled or set
 
 The steps 1-5 act on the pandapower net after it is loaded and repaired; 7 and 8 on the
@@ -216,20 +219,21 @@ class ChangesSpec:
     """The `[changes]` table of a recipe: lists of operations (tables), each list optional.
 
     Entries may be given as the operation dataclasses or as tables (as read from TOML); tables
-    are parsed and validated here.
+    are parsed and validated here. A single table (TOML `[changes.scale_loads]`) is one entry.
     """
 
-    remove_branches: tuple[RemoveBranch | Table, ...] = ()
-    remove_generators: tuple[RemoveGenerator | Table, ...] = ()
-    add_branches: tuple[AddBranch | Table, ...] = ()
-    add_generators: tuple[AddGenerator | Table, ...] = ()
-    scale_loads: tuple[ScaleLoads | Table, ...] = ()
-    rerate_branches: tuple[RerateBranch | Table, ...] = ()
+    remove_branches: tuple[RemoveBranch | Table, ...] | Table = ()
+    remove_generators: tuple[RemoveGenerator | Table, ...] | Table = ()
+    add_branches: tuple[AddBranch | Table, ...] | Table = ()
+    add_generators: tuple[AddGenerator | Table, ...] | Table = ()
+    scale_loads: tuple[ScaleLoads | Table, ...] | Table = ()
+    rerate_branches: tuple[RerateBranch | Table, ...] | Table = ()
 
     def __post_init__(self) -> None:
         for key, cls in OPERATIONS.items():
+            given = getattr(self, key)
             ops = []
-            for i, op in enumerate(getattr(self, key)):
+            for i, op in enumerate((given,) if isinstance(given, dict) else given):
                 where = f"{key} entry {i + 1}"
                 if isinstance(op, dict):
                     op = from_table(cls, op, where=where)
@@ -437,12 +441,19 @@ def grid_branches(net: Any, n_branch: int) -> list[tuple[str, int]]:
 
 
 def changed_grid(case: str, changes: ChangesSpec, *, ratings: GridModel | None = None,
-                 name: str | None = None, where: str = "[changes]") -> GridModel:
+                 rerated: tuple[float, float] | None = None, name: str | None = None,
+                 where: str = "[changes]") -> GridModel:
     """The grid of `case` with `changes` applied (steps 1-8 of the module docstring).
 
     Args:
         ratings: the base grid whose branch ratings the changed grid keeps (the re-rated base
             grid when the recipe re-rates); None keeps the case's own ratings.
+        rerated: `(rating_factor, min_rating_mva)` when `ratings` were re-rated by that rule
+            (`gridtune.grids.build.rerate`): a line added `like` another without its own
+            `max_i_ka` is then rated by the same rule on the changed grid, rating_factor x its
+            flow at the changed grid's nominal AC-OPF (case ratings), at least min_rating_mva.
+            Copying the like line's re-rated rating would tie a new line to a flow it never
+            carried (a lightly loaded line's 5 MVA floor can make the whole grid infeasible).
         name: the changed grid's name (default `<case>_changed`).
         where: prefix of error messages (the recipe file and table).
     """
@@ -467,11 +478,20 @@ def changed_grid(case: str, changes: ChangesSpec, *, ratings: GridModel | None =
     for ref, k in row_of.items():
         if ref in base_row:  # an existing branch keeps its (possibly re-rated) base rating
             rate[k] = source.rate_a_mva[base_row[ref]]
-    for new in info["added_lines"]:
-        if new["like"] is not None and not new["rating_given"] and ("line", new["like"]) in base_row:
-            like_rate = source.rate_a_mva[base_row[("line", new["like"])]]
-            per_circuit = like_rate / float(base_net.line.at[new["like"], "parallel"])
-            rate[row_of[("line", new["line"])]] = per_circuit * new["parallel"]
+    copied = [new for new in info["added_lines"] if new["like"] is not None and not new["rating_given"]]
+    if copied and rerated is not None and ratings is not None:
+        from gridtune.grids.build import rerate
+
+        own, _ = rerate(grid, *rerated)  # the changed grid with the case's ratings
+        for new in copied:
+            k = row_of[("line", new["line"])]
+            rate[k] = own.rate_a_mva[k]
+    else:
+        for new in copied:
+            if ("line", new["like"]) in base_row:
+                like_rate = source.rate_a_mva[base_row[("line", new["like"])]]
+                per_circuit = like_rate / float(base_net.line.at[new["like"], "parallel"])
+                rate[row_of[("line", new["line"])]] = per_circuit * new["parallel"]
     for i, op in enumerate(changes.rerate_branches):
         w = f"{where} rerate_branches entry {i + 1}"
         table, idx = _one_branch(op)
@@ -505,4 +525,7 @@ def recipe_grid(recipe: Recipe, *, ratings: GridModel | None = None) -> GridMode
 
     name = Path(recipe.source).stem if recipe.source else f"{grid_name(recipe.case)}_changed"
     where = f"{recipe.source or 'recipe'} [changes]"
-    return changed_grid(recipe.case, recipe.changes, ratings=ratings, name=name, where=where)
+    limits = recipe.limits
+    rerated = None if limits.rating_factor is None else (limits.rating_factor, limits.min_rating_mva)
+    return changed_grid(recipe.case, recipe.changes, ratings=ratings, rerated=rerated, name=name,
+                        where=where)

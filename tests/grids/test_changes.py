@@ -13,7 +13,7 @@ import pytest
 from gridtune.errors import SpecError
 from gridtune.grids.build import build_dataset, dataset_key
 from gridtune.grids.cases import load_grid, load_net
-from gridtune.grids.changes import ChangesSpec, apply_to_net, changed_grid, recipe_grid
+from gridtune.grids.changes import ChangesSpec, ScaleLoads, apply_to_net, changed_grid, recipe_grid
 from gridtune.grids.model import grid_hash
 from gridtune.grids.recipe import Recipe, load_recipe, recipe_for
 from gridtune.specs import from_table
@@ -141,6 +141,21 @@ def test_existing_branches_keep_the_given_base_ratings(case14):
     assert grid.rate_a_mva[16:].tolist() == [16, 17, 18, 19, 20]
 
 
+def test_in_a_rerated_recipe_a_like_line_is_rated_by_the_rerating_rule(case14):
+    """rating_factor x the new line's own flow at the changed grid's nominal AC-OPF, not the
+    copied line's re-rated rating (a flow it never carried)."""
+    from gridtune.grids.build import rerate
+
+    spec = changes(add_branches=[{"from_bus": 5, "to_bus": 13, "like": 7}])
+    rated, _ = rerate(case14, 1.3, 5.0)
+    grid = changed_grid("case14", spec, ratings=rated, rerated=(1.3, 5.0))
+    own, _ = rerate(changed_grid("case14", spec), 1.3, 5.0)
+    assert grid.rate_a_mva[15] == pytest.approx(own.rate_a_mva[15])
+    assert grid.rate_a_mva[15] != pytest.approx(rated.rate_a_mva[7])
+    np.testing.assert_allclose(grid.rate_a_mva[:15], rated.rate_a_mva[:15])  # existing: base's
+    np.testing.assert_allclose(grid.rate_a_mva[16:], rated.rate_a_mva[15:])
+
+
 # ---- the table: keys, types, references -------------------------------------------------------
 
 @pytest.mark.parametrize("table, message", [
@@ -161,7 +176,7 @@ def test_existing_branches_keep_the_given_base_ratings(case14):
      r"must satisfy min_q_mvar <= max_q_mvar"),
     ({"add_generators": [{"bus": 3, "max_p_mw": 50, "min_q_mvar": -10, "max_q_mvar": 10}]},
      r"add_generators entry 1: missing required key `c1`"),
-    ({"scale_loads": {"buses": [1], "factor": 1.2}}, r"key `scale_loads` has bad value"),
+    ({"scale_loads": 1.2}, r"key `scale_loads` has bad value `1.2`"),
 ])
 def test_bad_tables_are_refused_with_the_key(table, message):
     with pytest.raises(SpecError, match=message):
@@ -204,6 +219,13 @@ def test_recipe_file_errors_name_file_and_table(tmp_path):
     text = 'case = "case14"\n[[changes.add_branches]]\nfrom_bus = 1\nto_bus = 4\nlike = 2\nwhat = 1\n'
     with pytest.raises(SpecError, match=r"r.toml \[changes\]: add_branches entry 1: unknown key `what`"):
         load_recipe(write(tmp_path, text))
+
+
+def test_a_single_table_is_one_entry(tmp_path):
+    text = 'case = "case14"\n[changes.scale_loads]\nbuses = [3]\nfactor = 1.2\n'
+    recipe = load_recipe(write(tmp_path, text))
+    assert recipe.changes.scale_loads == (ScaleLoads(factor=1.2, buses=(3,)),)
+    assert recipe.to_dict()["changes"] == {"scale_loads": [{"factor": 1.2, "buses": [3]}]}
 
 
 def test_a_change_that_islands_buses_is_refused_by_name():
