@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "plots and a report; finished cells are skipped on a rerun, failed cells "
                        "run again. plan: validate the spec, resolve it and print the datasets, "
                        "pre-training and cells (with fingerprints) without running anything.")
-    p.add_argument("action", metavar="[run | plan]", help=argparse.SUPPRESS)
+    p.add_argument("action", nargs="?", metavar="[run | plan]", help=argparse.SUPPRESS)
     p.add_argument("spec", nargs="?", type=Path, help="study .toml, or the name of a shipped "
                    "study (" + ", ".join(shipped_names("studies")) + ")")
     add_run_arguments(p)
@@ -47,12 +47,15 @@ def _run(args: argparse.Namespace) -> int:
     from gridtune.errors import SpecError
     from gridtune.parallel import check_backend, check_workers
 
+    if args.action is None or (args.spec is None and args.action in ACTIONS
+                               and not Path(args.action).exists()):
+        raise SpecError("name a study spec: `gridtune study [run | plan] SPEC`")
     if args.spec is None:  # `gridtune study SPEC`
         action, spec_ref = "run", Path(args.action)
     elif args.action in ACTIONS:
         action, spec_ref = args.action, args.spec
     else:
-        raise SpecError(f"gridtune study: unknown action `{args.action}`; valid: run, plan "
+        raise SpecError(f"unknown action `{args.action}`; valid: run, plan "
                         "(`gridtune study [run | plan] SPEC`)")
     plan = load_plan(spec_ref, args)
     if action == "plan":
