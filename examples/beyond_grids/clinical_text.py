@@ -22,8 +22,6 @@ import copy
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
 from _common import (
     Timer,
     batches,
@@ -35,6 +33,8 @@ from _common import (
     setup,
     write_json,
 )
+from torch import Tensor, nn
+
 from gridtune.core.tasks import ClassificationTask, binary_auroc
 from gridtune.core.trainer import TrainConfig, evaluate
 

@@ -26,9 +26,18 @@ import copy
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import (
+    Timer,
+    batches,
+    comparison_lines,
+    parser,
+    pretrain,
+    results_table,
+    setup,
+    write_json,
+)
 from torch import Tensor, nn
 
-from _common import Timer, batches, comparison_lines, parser, pretrain, results_table, setup, write_json
 from gridtune.core.adapt import adapt
 from gridtune.core.alignment import PairedAlignment
 from gridtune.core.registry import make_strategy

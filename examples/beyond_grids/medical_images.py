@@ -25,8 +25,6 @@ import copy
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
 from _common import (
     Timer,
     batches,
@@ -38,6 +36,8 @@ from _common import (
     setup,
     write_json,
 )
+from torch import Tensor, nn
+
 from gridtune.core.adapt import adapt
 from gridtune.core.registry import make_strategy
 from gridtune.core.segmentation import SegmentationTask, dice_score, hard_masks, iou_score

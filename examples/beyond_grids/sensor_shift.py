@@ -20,8 +20,6 @@ import copy
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
 from _common import (
     Timer,
     batches,
@@ -33,6 +31,8 @@ from _common import (
     setup,
     write_json,
 )
+from torch import Tensor, nn
+
 from gridtune.core.tasks import ClassificationTask
 from gridtune.core.trainer import TrainConfig, evaluate
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
 from _common import (
     Timer,
     batches,
@@ -31,6 +29,8 @@ from _common import (
     setup,
     write_json,
 )
+from torch import Tensor, nn
+
 from gridtune.core.survival import CoxTask, concordance_index
 from gridtune.core.trainer import TrainConfig, evaluate, fit, predict
 

@@ -27,8 +27,6 @@ import copy
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
 from _common import (
     Timer,
     comparison_lines,
@@ -39,6 +37,8 @@ from _common import (
     setup,
     write_json,
 )
+from torch import Tensor, nn
+
 from gridtune.core.calibration import calibrate, probabilities
 from gridtune.core.decision import net_benefit, useful_thresholds
 from gridtune.core.ssl import pre_adapt
