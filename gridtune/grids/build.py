@@ -130,7 +130,8 @@ def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, work
         results = calibrate(grid, cands, workers=workers, backend=backend, progress=progress)
         if results[0].topology is None:
             raise DataError(f"grid `{grid.name}`: the base topology cannot be calibrated "
-                            f"({results[0].rejected_reason}); check the grid data")
+                            f"({results[0].rejected_reason}); check the grid data"
+                            + (" and the recipe's [changes]" if recipe.changes else ""))
         topos = []
         for cand, res in zip(cands, results):
             if res.topology is None:
