@@ -40,9 +40,12 @@ def test_keys_added_later_keep_old_cache_entries_at_their_old_behaviour(tmp_path
     explicit = load_recipe(write(tmp_path, base + "[labels]\nsdp = true\n"))
     off = load_recipe(write(tmp_path, base + "[labels]\nsdp = false\n"))
     assert default.cache_key() == explicit.cache_key() != off.cache_key()
+    ipopt = load_recipe(write(tmp_path, base + '[labels]\nsolver = "ipopt"\n'))
+    assert ipopt.cache_key() != default.cache_key()  # another solver may label differently
     before = default.to_dict()
     before.pop("samples")
-    del before["labels"]["sdp"]  # the recipe as hashed before `sdp` existed
+    del before["labels"]["sdp"]  # the recipe as hashed before `sdp` and `solver` existed
+    del before["labels"]["solver"]
     assert default.cache_key() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
 
 
