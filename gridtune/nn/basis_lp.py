@@ -72,6 +72,7 @@ class Topology:
     row_ub: np.ndarray = None
     cuts_w: np.ndarray = None  # (K, n) dual vertices: mu >= w . pd + c
     cuts_c: np.ndarray = None  # (K,)
+    cuts_loading: list = None  # (2E,) branch loadings of the solve that found each cut
     highs: object = None       # dual simplex, warm
     solves: int = 0
 
@@ -157,7 +158,7 @@ def _build(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> Topology:
                     on=on, src=src, dst=dst, sign_shift=sign * ea[on, BF.index("shift_rad")], b_on=b_on,
                     rate_on=np.maximum(ea[on, BF.index("rate_a_pu")], 1e-6), n_rows_edge=ea.shape[0],
                     a=a, a_csc=a.tocsc(), col_lb=col_lb, col_ub=col_ub, row_lb=row_lb, row_ub=row_ub,
-                    cuts_w=np.zeros((0, n)), cuts_c=np.zeros(0))
+                    cuts_w=np.zeros((0, n)), cuts_c=np.zeros(0), cuts_loading=[])
 
 
 def _max_scale() -> float:
@@ -251,12 +252,14 @@ def _bound(topo: Topology, pd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The largest stored dual bound on mu for each load column (k,) and its cut's index."""
     if topo.cuts_w.shape[0] == 0:
         return np.full(pd.shape[1], -np.inf), np.zeros(pd.shape[1], dtype=np.int64)
-    vals = topo.cuts_w @ pd + topo.cuts_c[:, None]
+    import torch  # its thread setting, not a BLAS pool's
+
+    vals = (torch.from_numpy(topo.cuts_w) @ torch.from_numpy(np.ascontiguousarray(pd))).numpy() + topo.cuts_c[:, None]
     best = np.argmax(vals, axis=0)
     return vals[best, np.arange(pd.shape[1])], best
 
 
-def _add_cut(topo: Topology, w: np.ndarray, c: float) -> None:
+def _add_cut(topo: Topology, w: np.ndarray, c: float, loading: np.ndarray) -> None:
     if topo.cuts_w.shape[0]:
         gap = np.abs(topo.cuts_w - w).max(axis=1) + np.abs(topo.cuts_c - c)
         if gap.min() <= 1e-9 * (1.0 + np.abs(w).max()):
@@ -265,6 +268,7 @@ def _add_cut(topo: Topology, w: np.ndarray, c: float) -> None:
             return
     topo.cuts_w = np.vstack([topo.cuts_w, w])
     topo.cuts_c = np.r_[topo.cuts_c, c]
+    topo.cuts_loading.append(loading)
 
 
 def solve_group(topo: Topology, pd: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray] | None]:
@@ -278,15 +282,16 @@ def solve_group(topo: Topology, pd: np.ndarray) -> list[tuple[float, np.ndarray,
         if solved is None:
             continue
         z, w, c = solved
-        _add_cut(topo, w, c)
         out[j] = _answer(topo, z[:, None], w[None, :])[0]
+        _add_cut(topo, w, c, out[j][1])
     return out
 
 
 def bound_group(topo: Topology, pd: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray] | None]:
     """Approximate answers from the stored cuts alone, no solve: lam = 1 / max_k (w_k . pd + c_k),
     exact whenever the scenario's optimal cut is stored, otherwise an over-estimate (a missing
-    bottleneck); d lam / d pd from that cut; no branch loadings (zeros). None without cuts."""
+    bottleneck); d lam / d pd from that cut; the branch loadings of the solve that found the cut
+    (the same bottleneck binds; the rest of the dispatch is another scenario's). None without cuts."""
     if topo.cuts_w.shape[0] == 0:
         return [None] * pd.shape[1]
     mu, best = _bound(topo, pd)
@@ -296,5 +301,5 @@ def bound_group(topo: Topology, pd: np.ndarray) -> list[tuple[float, np.ndarray,
             out.append(None)
             continue
         lam = 1.0 / mu[j]
-        out.append((float(lam), np.zeros(topo.n_rows_edge), -(lam ** 2) * topo.cuts_w[best[j]]))
+        out.append((float(lam), topo.cuts_loading[best[j]], -(lam ** 2) * topo.cuts_w[best[j]]))
     return out

@@ -48,6 +48,7 @@ _CACHE: dict[bytes, tuple[float, np.ndarray, np.ndarray, bool]] = {}
 _CACHE_MAX = 40_000  # keys, two per graph; about 3 kB a graph on case118, so at most ~60 MB
 _USE_CACHE = [True]
 _REFERENCE = [False]
+_APPROXIMATE = [False]
 
 
 @contextlib.contextmanager
@@ -76,6 +77,20 @@ def reference_lp() -> Iterator[None]:
         yield
     finally:
         _REFERENCE[0] = before
+
+
+@contextlib.contextmanager
+def cut_bounds() -> Iterator[None]:
+    """Inside the block, answer from each topology's stored cuts without a solve
+    (`gridtune.nn.basis_lp.bound_group`): an approximation, exact only where the scenario's
+    bottleneck was seen in an earlier solve of its topology (an over-estimate of `lam` otherwise).
+    A topology without cuts is solved. Results are neither read from nor written to the cache."""
+    before = _APPROXIMATE[0]
+    _APPROXIMATE[0] = True
+    try:
+        yield
+    finally:
+        _APPROXIMATE[0] = before
 
 
 def _solve(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -164,7 +179,10 @@ def _solve_graphs(pd: np.ndarray, topo_key: bytes, xg: np.ndarray, eig: np.ndarr
     from gridtune.nn import basis_lp
 
     topo = basis_lp.topology(topo_key, xg, eig, eg)
-    answers = basis_lp.solve_group(topo, np.ascontiguousarray(pd.T))
+    if _APPROXIMATE[0] and len(topo.cuts_w):
+        answers = basis_lp.bound_group(topo, np.ascontiguousarray(pd.T))
+    else:
+        answers = basis_lp.solve_group(topo, np.ascontiguousarray(pd.T))
     for j, ans in enumerate(answers):
         if ans is None:  # no positive load scale is feasible: the reference LP says what is
             x = xg.copy()
@@ -216,7 +234,7 @@ def _solve_cached(pd: np.ndarray, topo_key: bytes, xg: np.ndarray, eig: np.ndarr
     inputs round the shares). A copy whose lam would reach MAX_SCALE, or of an entry whose lam sat
     there (its dispatch then depends on the bound), solves afresh.
     """
-    if not _USE_CACHE[0]:
+    if not _USE_CACHE[0] or _APPROXIMATE[0]:
         return _solve_graphs(pd, topo_key, xg, eig, eg)
     out: list[Result | None] = []
     keys, miss = [], []

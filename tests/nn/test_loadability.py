@@ -182,3 +182,21 @@ def test_graph_groups_find_equal_structures_only():
         assert nodes.shape == (gid.size, 14) and edges.shape[0] == gid.size
     outs = {tuple(d.edge_attr[:, BRANCH_FEATURES.index("in_service")].tolist()) for d in graphs}
     assert len(groups) == len(outs) and len({k for *_, k in groups}) == len(groups)
+
+
+def test_cut_bounds_answer_without_a_solve_and_leave_the_cache_alone(monkeypatch):
+    monkeypatch.setattr(lp, "_CACHE", {})
+    basis_lp.clear()
+    graphs = _graphs("case118", 16, seed=7, outages=1)
+    batch = next(iter(DataLoader(graphs, batch_size=16)))
+    with lp.uncached():
+        exact, exact_loading = _features(batch)
+    solves = basis_lp.stats()["solves"]
+    with lp.cut_bounds():
+        approx, approx_loading = _features(batch)
+        lp.loadability_features(batch.x.double(), batch.edge_index, batch.edge_attr.double(), batch.batch)
+    assert basis_lp.stats()["solves"] == solves and lp._CACHE == {}
+    torch.testing.assert_close(approx, exact, rtol=0, atol=1e-8)  # these very loads made the cuts
+    assert approx_loading.shape == exact_loading.shape
+    binds = approx_loading > 1 - 1e-9
+    assert torch.all(exact_loading[binds] > 1 - 1e-6)  # a cut's bottleneck binds in its scenarios
