@@ -222,6 +222,17 @@ def main() -> int:
                   f"{stats([r['error_among_answered'] for r in rows])}"
                   + (f", solver time saved {stats([r.get('solver_time_saved_share') for r in rows])}"
                      if times is not None else ""))
+    # what any threshold on the model's confidence could reach at 80% answered (chosen in
+    # hindsight on the test part): whether a target is within this model's reach at all
+    conf = np.maximum(p, 1 - p)
+    reach = []
+    for c in range(args.splits):
+        test = np.sort(pool[np.random.default_rng(c).permutation(pool.size)][va.size:])
+        test = test[np.isfinite(y[test])]
+        order = test[np.argsort(-conf[test])][:int(0.8 * test.size)]
+        reach.append(float(np.mean((p[order] >= 0.5) != (y[order] == 1))))
+    result["oracle_error_at_80_percent_answered"] = reach
+    print(f"error among the 80% most confident test scenarios (hindsight, any threshold): {stats(reach)}")
     chosen = {**cuts[0]["marginal@0.01"], "alpha": 0.01}
     plot_risk_coverage(cuts[0]["curve"], args.out / "risk_coverage.png",
                        chosen if "coverage" in chosen else None,

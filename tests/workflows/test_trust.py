@@ -40,6 +40,7 @@ def synthetic(tmp_path_factory):
     return tmp / "ck", data
 
 
+@pytest.mark.slow
 def test_calibrate_predict_and_report_on_the_test_split(synthetic, tmp_path):
     ck, data = synthetic
     r = calibrate(ck, data, alpha=0.1, false_alarm_rate=0.05)
@@ -75,6 +76,7 @@ def test_calibrate_predict_and_report_on_the_test_split(synthetic, tmp_path):
     assert report["trust"]["marginal"]["fallback"]["answered_share"] == rep["marginal"]["fallback"]["answered_share"]
 
 
+@pytest.mark.slow
 def test_mondrian_and_share_and_unfamiliar_data(synthetic):
     ck, data = synthetic
     r = calibrate(ck, data, alpha=0.1, mondrian=True, calibration_share=1.0)
@@ -97,6 +99,7 @@ def test_fallback_counts_answers_errors_and_solver_time():
     assert r["solver_time_saved_s"] == 7.0 and r["solver_time_saved_share"] == pytest.approx(0.7)
 
 
+@pytest.mark.slow
 def test_bad_inputs_raise_one_clear_error(synthetic, tmp_path):
     ck, data = synthetic
     with pytest.raises(SpecError, match=r"alpha `1.5` is not valid: give a miscoverage level strictly "
@@ -187,6 +190,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(real, capsys, argv, message):
     assert message.format(**fill) in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_recalibrating_on_other_data_keeps_the_familiarity_reference(synthetic):
     ck, data = synthetic
     first = calibrate(ck, data, alpha=0.1)
