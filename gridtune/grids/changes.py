@@ -449,7 +449,7 @@ def changed_grid(case: str, changes: ChangesSpec, *, ratings: GridModel | None =
         ratings: the base grid whose branch ratings the changed grid keeps (the re-rated base
             grid when the recipe re-rates); None keeps the case's own ratings.
         rerated: `(rating_factor, min_rating_mva)` when `ratings` were re-rated by that rule
-            (`gridtune.grids.build.rerate`): a line added `like` another without its own
+            (`gridtune.grids.rating.rerate`): a line added `like` another without its own
             `max_i_ka` is then rated by the same rule on the changed grid, rating_factor x its
             flow at the changed grid's nominal AC-OPF (case ratings), at least min_rating_mva.
             Copying the like line's re-rated rating would tie a new line to a flow it never
@@ -480,7 +480,7 @@ def changed_grid(case: str, changes: ChangesSpec, *, ratings: GridModel | None =
             rate[k] = source.rate_a_mva[base_row[ref]]
     copied = [new for new in info["added_lines"] if new["like"] is not None and not new["rating_given"]]
     if copied and rerated is not None and ratings is not None:
-        from gridtune.grids.build import rerate
+        from gridtune.grids.rating import rerate
 
         own, _ = rerate(grid, *rerated)  # the changed grid with the case's ratings
         for new in copied:

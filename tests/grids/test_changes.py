@@ -144,7 +144,7 @@ def test_existing_branches_keep_the_given_base_ratings(case14):
 def test_in_a_rerated_recipe_a_like_line_is_rated_by_the_rerating_rule(case14):
     """rating_factor x the new line's own flow at the changed grid's nominal AC-OPF, not the
     copied line's re-rated rating (a flow it never carried)."""
-    from gridtune.grids.build import rerate
+    from gridtune.grids.rating import rerate
 
     spec = changes(add_branches=[{"from_bus": 5, "to_bus": 13, "like": 7}])
     rated, _ = rerate(case14, 1.3, 5.0)
