@@ -83,7 +83,7 @@ def test_report_command_regenerates(tmp_path, capsys):
 
 def test_demo_show_spec(capsys):
     assert main(["demo", "--show-spec"]) == 0
-    assert 'name = "quickstart"' in capsys.readouterr().out
+    assert 'name = "changed_grid"' in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv", [["demo", "--workers", "0"], ["demo", "--backend", "dask"]])

@@ -154,20 +154,22 @@ def test_command_line_overrides_are_validated(tmp_path):
         parse_assignment("seeds")
 
 
-@pytest.mark.parametrize("name", ["quickstart", "ieee_transfer", "constraints"])
+@pytest.mark.parametrize("name", ["quickstart", "ieee_transfer", "constraints", "changed_grid"])
 def test_shipped_studies_load(name):
     spec = load_study(name)
     assert spec.name == name
     assert len(expand(spec)) > 0
 
 
-def test_demo_runs_the_shipped_quickstart():
-    from gridtune.commands.demo import quickstart_path
+def test_demo_tells_the_changed_grid_story_with_verdicts_on_enough_data():
+    from gridtune.commands.demo import demo_path
 
-    assert quickstart_path() == shipped_path("studies", "quickstart")
-    spec = load_study(quickstart_path())
-    assert spec.sources == ("case14",) and spec.targets == ("case30",)
-    assert len(spec.strategies) in (2, 3) and len(spec.constraints) == 1
+    assert demo_path() == shipped_path("studies", "changed_grid")
+    spec = load_study(demo_path())
+    assert spec.sources == ("case30",) and spec.targets == ("case30_changed",)
+    assert len(spec.seeds) >= 3  # a verdict needs several seeds
+    test_share = spec.finetune.split[2]
+    assert spec.data.samples * test_share >= 1000  # each verdict on about a thousand scenarios
 
 
 def test_finetune_settings_are_validated_and_change_the_fingerprint(tmp_path):
