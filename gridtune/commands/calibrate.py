@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--false-alarm", type=float, default=0.01,
                    help="share of familiar scenarios the unfamiliar flag may raise (default: 0.01)")
     p.add_argument("--familiarity", choices=("knn", "mahalanobis"), default="knn",
-                   help="distance in embedding space (default: knn, the 5th nearest training scenario)")
+                   help="distance in embedding space (default: knn, to the nearest training scenario)")
     p.add_argument("--samples", type=int, help="use the first N scenarios")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_run)

@@ -45,5 +45,11 @@ def _run(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {v}" for k, v in sorted(by_set.items())))
     print(f"unfamiliar {int(frame['unfamiliar'].sum())} of {n}; action model "
           f"{int((frame['action'] == 'model').sum())}, solve {int((frame['action'] == 'solve').sum())}")
+    shift = frame.attrs.get("familiarity_shift_p")
+    if shift is not None:
+        verdict = ("the batch as a whole looks UNLIKE the training grid: re-calibrate on labels of "
+                   "this grid before trusting the sets" if shift < 0.01 else "no sign that the batch as a whole "
+                   "differs from the training grid")
+        print(f"batch      familiarity shift p = {shift:.3g}: {verdict}")
     print(f"written    {args.out}")
     return 0

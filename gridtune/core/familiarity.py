@@ -2,9 +2,10 @@
 
     fam = Familiarity.fit(train_embeddings)                   # reference set
     fam.calibrate(heldout_embeddings, false_alarm_rate=0.01)  # in-distribution, never trained on
-    score, unfamiliar = fam.score(x), fam.flag(x)
+    score, unfamiliar = fam.score(x), fam.flag(x)             # per input
+    p_value = fam.shift_pvalue(fam.score(batch))              # a batch as a whole
 
-Score: the distance to the `k`-th nearest reference embedding after standardising each dimension
+Score: the distance to the `k`-th nearest reference embedding (default: the nearest) after standardising each dimension
 with the reference mean and standard deviation (deep nearest neighbours, Sun et al. 2022, "Out-of-
 Distribution Detection with Deep Nearest Neighbors", who use normalised penultimate features), or
 the Mahalanobis distance to the reference mean with a shrunk covariance (Lee et al. 2018).
@@ -14,6 +15,13 @@ Threshold: the split-conformal quantile of the scores of held-out in-distributio
 level `false_alarm_rate` (`gridtune.core.conformal.conformal_quantile`), so that a new
 in-distribution example is flagged with probability at most `false_alarm_rate` (exchangeability
 assumed). Too few held-out examples for the rate is an error naming how many are needed.
+
+Batch: a changed grid moves many inputs a little, which a per-input threshold at a low false-alarm
+rate catches only in part. `shift_pvalue` compares a batch's scores with the held-out scores kept
+at calibration (one-sided Mann-Whitney U test, higher = less familiar): a small p-value says the
+batch as a whole is unlike the training data. It assumes the batch is a random draw of the
+inputs the training data were drawn from; a batch chosen by a rule (e.g. only the heaviest
+contingencies) can differ from them without any change of grid.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ class Familiarity:
         threshold: score above which an input is unfamiliar (None until `calibrate`).
         false_alarm_rate: the rate the threshold was calibrated at.
         n_calibration: held-out examples behind the threshold.
+        calibration_scores: their scores (for `shift_pvalue`).
     """
 
     method: str
@@ -53,9 +62,10 @@ class Familiarity:
     threshold: float | None = None
     false_alarm_rate: float | None = None
     n_calibration: int = 0
+    calibration_scores: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, embeddings: np.ndarray, *, method: str = "knn", k: int = 5, shrinkage: float = 0.1
+    def fit(cls, embeddings: np.ndarray, *, method: str = "knn", k: int = 1, shrinkage: float = 0.1
             ) -> Familiarity:
         """Reference statistics from training embeddings (N, D)."""
         if method not in METHODS:
@@ -102,8 +112,9 @@ class Familiarity:
     def calibrate(self, embeddings: np.ndarray, *, false_alarm_rate: float = 0.01) -> Familiarity:
         """Set the threshold from held-out in-distribution embeddings (never the reference set)."""
         rate = check_alpha(false_alarm_rate, "false-alarm rate")
-        self.threshold = conformal_quantile(self.score(embeddings), rate,
-                                            what="familiarity calibration set")
+        scores = self.score(embeddings)
+        self.threshold = conformal_quantile(scores, rate, what="familiarity calibration set")
+        self.calibration_scores = np.sort(scores)
         self.false_alarm_rate = rate
         self.n_calibration = int(np.asarray(embeddings).shape[0])
         return self
@@ -115,12 +126,25 @@ class Familiarity:
         s = self.score(embeddings) if scores is None else np.asarray(scores)
         return s > self.threshold
 
+    def shift_pvalue(self, scores: np.ndarray) -> float | None:
+        """One-sided Mann-Whitney U p-value that `scores` (a batch) are larger than the held-out
+        in-distribution scores; None before `calibrate` or for an empty batch."""
+        from scipy.stats import mannwhitneyu
+
+        s = np.asarray(scores, dtype=float).ravel()
+        if self.calibration_scores is None or s.size == 0:
+            return None
+        return float(mannwhitneyu(s, self.calibration_scores, alternative="greater").pvalue)
+
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(JSON-able settings, arrays) to store; `from_state` inverts it."""
         meta = {"method": self.method, "k": self.k, "threshold": self.threshold,
                 "false_alarm_rate": self.false_alarm_rate, "n_calibration": self.n_calibration,
                 "n_reference": int(self.reference.shape[0]) if self.method == "knn" else None}
-        return meta, {"mean": self.mean, "std": self.std, "reference": self.reference}
+        arrays = {"mean": self.mean, "std": self.std, "reference": self.reference}
+        if self.calibration_scores is not None:
+            arrays["calibration_scores"] = self.calibration_scores
+        return meta, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Familiarity:
@@ -128,4 +152,5 @@ class Familiarity:
                    np.asarray(arrays["std"], dtype=np.float64), np.asarray(arrays["reference"]),
                    None if meta.get("threshold") is None else float(meta["threshold"]),
                    None if meta.get("false_alarm_rate") is None else float(meta["false_alarm_rate"]),
-                   int(meta.get("n_calibration", 0)))
+                   int(meta.get("n_calibration", 0)),
+                   None if "calibration_scores" not in arrays else np.asarray(arrays["calibration_scores"]))

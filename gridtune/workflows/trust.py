@@ -147,7 +147,7 @@ def calibration_indices(view: DataView, meta: dict[str, Any], share: float | Non
 
 def calibrate(checkpoint: str | Path, data: Any, *, alpha: float = 0.05, mondrian: bool = False,
               calibration_share: float | None = None, false_alarm_rate: float = 0.01,
-              familiarity: str = "knn", k: int = 5, samples: int | None = None, seed: int = 0,
+              familiarity: str = "knn", k: int = 1, samples: int | None = None, seed: int = 0,
               threads: int | None = 1) -> dict[str, Any]:
     """Calibrate conformal sets and the familiarity threshold for `checkpoint` on labelled `data`
     it did not train on (see the module docstring); writes `conformal.json` and
@@ -159,7 +159,8 @@ def calibrate(checkpoint: str | Path, data: Any, *, alpha: float = 0.05, mondria
         calibration_share: calibrate on this share of the validation + test splits instead of
             the validation split.
         false_alarm_rate: share of in-distribution scenarios the familiarity flag may raise.
-        familiarity: `knn` (k-th nearest training embedding) or `mahalanobis`.
+        familiarity: `knn` (distance to the `k`-th nearest training embedding; default the
+            nearest) or `mahalanobis`.
     """
     alpha = check_alpha(alpha)
     false_alarm_rate = check_alpha(false_alarm_rate, "false-alarm rate")
@@ -267,7 +268,10 @@ def predict(checkpoint: str | Path, data: Any, *, alpha: float | None = None, mo
             out: str | Path | None = None, samples: int | None = None, threads: int | None = 1) -> Any:
     """Per-scenario predictions with conformal sets, familiarity and the recommended action, as a
     pandas DataFrame (one row per scenario, keyed by `scenario_id` or, without one, `index`);
-    written to `out` (`.parquet` or `.csv`) when given. Needs a calibrated checkpoint."""
+    written to `out` (`.parquet` or `.csv`) when given. Needs a calibrated checkpoint.
+
+    `frame.attrs["familiarity_shift_p"]` holds the batch-level p-value that the scenarios as a
+    whole are less familiar than held-out training-grid data (`Familiarity.shift_pvalue`)."""
     import pandas as pd
 
     if alpha is not None:
@@ -293,6 +297,7 @@ def predict(checkpoint: str | Path, data: Any, *, alpha: float | None = None, mo
         "action": np.where(d["model"], "model", "solve"),
         "status": np.asarray(view.statuses).astype(str),
     })
+    frame.attrs["familiarity_shift_p"] = fam.shift_pvalue(d["familiarity"])
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -415,6 +420,7 @@ def trust_report(model: Any, checkpoint: str | Path, view: DataView, indices: np
     if d is not None:
         familiar = ~d["unfamiliar"]
         report["unfamiliar_share"] = float(d["unfamiliar"].mean())
+        report["familiarity_shift_p"] = fam.shift_pvalue(d["familiarity"])
         report["familiarity_threshold"] = fam.threshold
         report["false_alarm_rate_target"] = fam.false_alarm_rate
         report["policy"] = "mondrian" if conformal.mondrian else "marginal"
@@ -459,4 +465,5 @@ def familiarity_auroc(checkpoint: str | Path, familiar: Any, changed: Any, *, sa
     return {"auroc": float(roc_auc_score(y, np.r_[s_in, s_out])), "n_familiar": int(s_in.size),
             "n_changed": int(s_out.size), "detection_rate": float(np.mean(s_out > fam.threshold)),
             "false_alarm_rate": float(np.mean(s_in > fam.threshold)),
+            "shift_p": fam.shift_pvalue(s_out),
             "familiar": view_in.name, "changed": view_out.name}

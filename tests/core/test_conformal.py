@@ -161,6 +161,13 @@ def test_familiarity_flags_shifted_inputs_at_the_calibrated_false_alarm_rate():
         meta, arrays = fam.state()
         back = Familiarity.from_state(meta, arrays)
         assert np.allclose(back.score(test[:10]), fam.score(test[:10]))
+    fam = Familiarity.fit(train).calibrate(held, false_alarm_rate=0.01)
+    # a batch of 30 mildly shifted inputs: few cross the per-input threshold, the batch test sees it
+    mild = rng.normal(size=(30, d)) + np.r_[np.full(4, 1.2), np.zeros(d - 4)]
+    assert fam.shift_pvalue(fam.score(mild)) < 0.01
+    p_in = [fam.shift_pvalue(fam.score(rng.normal(size=(30, d)))) for _ in range(100)]
+    assert np.mean(np.array(p_in) < 0.05) <= 0.12  # about 5% false alarms at the 5% level
+    assert Familiarity.fit(train).shift_pvalue(np.ones(3)) is None  # not calibrated
     with pytest.raises(DataError, match="familiarity calibration set has 50 examples, too few for alpha "
                                         "`0.01`: split conformal needs at least 99"):
         Familiarity.fit(train).calibrate(held[:50], false_alarm_rate=0.01)

@@ -58,6 +58,7 @@ def test_calibrate_predict_and_report_on_the_test_split(synthetic, tmp_path):
     single = back["prediction_set"].isin(["feasible", "infeasible"])
     assert ((back["action"] == "model") == (single & ~back["unfamiliar"])).all()
     assert np.allclose(frame["p_infeasible"], back["p_infeasible"])
+    assert 0 <= frame.attrs["familiarity_shift_p"] <= 1
 
     model, meta = load_checkpoint(ck)
     view = resolve_data(data)
@@ -87,6 +88,7 @@ def test_mondrian_and_share_and_unfamiliar_data(synthetic):
     far = graphs("case14", 200, seed=7, scale=(2.5, 3.5))
     d = familiarity_auroc(ck, data, far)
     assert d["auroc"] > 0.9 and d["detection_rate"] > 0.5 and d["n_changed"] == 200
+    assert d["shift_p"] < 1e-6
 
 
 def test_fallback_counts_answers_errors_and_solver_time():
