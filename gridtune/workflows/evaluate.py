@@ -90,5 +90,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
             from gridtune.evaluation.plots import write_plots
 
             report["plots"] = [str(p) for p in write_plots(report, out)]
+            report["plots"] += [report["trust"]["plot"]] if "plot" in report.get("trust", {}) else []
         write_json(out / "metrics.json", to_json(report))
     return report
