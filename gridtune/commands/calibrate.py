@@ -8,7 +8,8 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="calibrate conformal prediction sets and the unfamiliar-grid "
-                       "flag of a feasibility checkpoint on labelled scenarios it did not train on")
+                       "flag of a feasibility checkpoint (intervals of an OPF checkpoint) on labelled "
+                       "scenarios it did not train on")
     p.add_argument("checkpoint", type=Path, help="checkpoint directory (receives conformal.json)")
     p.add_argument("--data", required=True, help="recipe .toml, dataset directory or default case name")
     p.add_argument("--alpha", type=float, default=0.05,
@@ -44,6 +45,14 @@ def _run(args: argparse.Namespace) -> int:
                   familiarity=args.familiarity, samples=args.samples)
     if args.json:
         print(json.dumps(r, indent=2))
+        return 0
+    if r.get("task") == "opf":
+        print(f"calibrated {r['checkpoint']} on `{r['data']}` ({r['calibration_set']}): "
+              f"{r['n_calibration']} solved scenarios, {r['n_buses']} buses")
+        for col, widths in r["half_widths"].items():
+            print(f"interval   {col}: +- " + ", ".join(f"{v:.4g} ({k} buses)" for k, v in widths.items())
+                  + f" at alpha {r['alpha']:g}")
+        print(f"written    {r['file']}")
         return 0
     counts = ", ".join(f"{k} {v}" for k, v in r["n_per_class"].items())
     thr = ", ".join(f"{k} {v:.4f}" for k, v in r["score_thresholds"].items())

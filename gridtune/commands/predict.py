@@ -8,7 +8,8 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="per-scenario feasibility with conformal sets, an unfamiliar-"
-                       "grid flag and the recommended action (model or solve)")
+                       "grid flag and the recommended action (model or solve); for an OPF checkpoint, "
+                       "per-bus predictions with conformal intervals")
     p.add_argument("checkpoint", type=Path, help="a checkpoint calibrated by `gridtune calibrate`")
     p.add_argument("--data", required=True, help="recipe .toml, dataset directory or default case name")
     p.add_argument("--alpha", type=float,
@@ -33,7 +34,12 @@ def _run(args: argparse.Namespace) -> int:
         check_alpha(args.alpha)  # bad input fails before any data is built
     if args.out.suffix.lower() not in (".parquet", ".csv"):
         raise SpecError(f"--out `{args.out}` must end in `.parquet` or `.csv`")
-    read_config(args.checkpoint)
+    if read_config(args.checkpoint)["task"] == "opf":
+        frame = predict(args.checkpoint, args.data, alpha=args.alpha, out=args.out, samples=args.samples)
+        print(f"predicted  {len(frame)} buses with OPF intervals (vm_pu, va_rad, pg_pu, qg_pu and "
+              f"their _lo / _hi)")
+        print(f"written    {args.out}")
+        return 0
     conformal, _, _ = load_calibration(args.checkpoint)
     conformal.thresholds(args.alpha, args.mondrian)
     frame = predict(args.checkpoint, args.data, alpha=args.alpha, mondrian=args.mondrian,

@@ -107,10 +107,9 @@ def _split(view: DataView, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray
 
 
 def _check_feasibility(meta: dict[str, Any], where: Path) -> None:
-    if meta["task"] != "feasibility":
-        raise CheckpointError(f"checkpoint `{where}` has task `{meta['task']}`: conformal sets and the "
-                              "solver fallback are for `feasibility` checkpoints (intervals on OPF "
-                              "heads are not available from the command line yet)")
+    if meta["task"] not in ("feasibility", "opf"):
+        raise CheckpointError(f"checkpoint `{where}` has task `{meta['task']}`: conformal calibration is "
+                              "for `feasibility` checkpoints (sets) and `opf` checkpoints (intervals)")
 
 
 def _weights_digest(path: Path) -> str:
@@ -170,6 +169,9 @@ def calibrate(checkpoint: str | Path, data: Any, *, alpha: float = 0.05, mondria
     _check_feasibility(meta, where)
     view = _view(data, meta, samples)
     tr, cal, how = calibration_indices(view, meta, calibration_share, seed)
+    if meta["task"] == "opf":
+        with torch_threads(threads):
+            return _calibrate_opf(where, model, meta, view, cal, how, alpha, seed, start)
     own_data = view.content_hash == meta.get("data_hash")
     keep_familiarity = not own_data and has_calibration(where)
     with torch_threads(threads):
@@ -281,6 +283,8 @@ def predict(checkpoint: str | Path, data: Any, *, alpha: float | None = None, mo
     where = locate(checkpoint)
     model, meta = load_checkpoint(where)
     _check_feasibility(meta, where)
+    if meta["task"] == "opf":
+        return _predict_opf(where, model, meta, data, alpha, out, samples, threads)
     conformal, fam, _ = load_calibration(where)
     conformal.thresholds(alpha, mondrian)  # too few calibration scores for this alpha: fail first
     view = _view(data, meta, samples)
@@ -298,16 +302,21 @@ def predict(checkpoint: str | Path, data: Any, *, alpha: float | None = None, mo
         "status": np.asarray(view.statuses).astype(str),
     })
     frame.attrs["familiarity_shift_p"] = fam.shift_pvalue(d["familiarity"])
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        if out.suffix.lower() == ".parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-        tmp.replace(out)
+    _write_frame(frame, out)
     return frame
+
+
+def _write_frame(frame: Any, out: str | Path | None) -> None:
+    if out is None:
+        return
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if out.suffix.lower() == ".parquet":
+        frame.to_parquet(tmp, index=False)
+    else:
+        frame.to_csv(tmp, index=False)
+    tmp.replace(out)
 
 
 # ---- the fallback policy on labelled data ---------------------------------------------------
@@ -467,3 +476,107 @@ def familiarity_auroc(checkpoint: str | Path, familiar: Any, changed: Any, *, sa
             "false_alarm_rate": float(np.mean(s_in > fam.threshold)),
             "shift_p": fam.shift_pvalue(s_out),
             "familiar": view_in.name, "changed": view_out.name}
+
+
+# ---- OPF heads: intervals per bus ------------------------------------------------------------
+
+@torch.no_grad()
+def opf_outputs(model: Any, graphs: list[Any], batch_size: int = BATCH) -> dict[str, np.ndarray]:
+    """Per bus of `graphs`: predictions and targets (N, 4) in `OPF_TARGETS` order, the generator
+    group (1 where the bus has an in-service generator), the graph index and the bus number."""
+    from gridtune.grids.features import BUS_FEATURES
+
+    n_gen = BUS_FEATURES.index("n_gen")
+    pred, target, group, graph, bus = [], [], [], [], []
+    was_training = model.training
+    model.eval()
+    try:
+        offset = 0
+        for batch in make_loader(graphs, batch_size, shuffle=False):
+            pred.append(model(batch).double())
+            target.append(batch.y_opf.double())
+            group.append((batch.x[:, n_gen] > 0).long())
+            index = batch.batch
+            graph.append(index + offset)
+            starts = batch.ptr[:-1]
+            bus.append(torch.arange(index.numel()) - starts[index])
+            offset += int(batch.num_graphs)
+    finally:
+        model.train(was_training)
+    return {k: torch.cat(v).numpy() for k, v in
+            (("pred", pred), ("target", target), ("group", group), ("graph", graph), ("bus", bus))}
+
+
+def _calibrate_opf(where: Path, model: Any, meta: dict[str, Any], view: DataView, cal: np.ndarray,
+                   how: str, alpha: float, seed: int, start: float) -> dict[str, Any]:
+    """Split-conformal intervals on the OPF head's per-bus outputs, Mondrian by bus group
+    (with and without a generator: generation is exactly zero at the others, and voltage
+    behaves differently at regulated buses)."""
+    from gridtune.core.conformal import ConformalRegressor
+    from gridtune.grids.features import OPF_TARGETS
+    from gridtune.grids.view import task_graphs
+
+    graphs = task_graphs([view.graphs[i] for i in cal], "opf")
+    if not graphs:
+        raise DataError(f"data `{view.name}` has no scenarios with an AC-OPF solution in its {how} "
+                        f"({cal.size} scenarios) to calibrate intervals on")
+    o = opf_outputs(model, graphs)
+    reg = ConformalRegressor.fit(o["target"], o["pred"], list(OPF_TARGETS), groups=o["group"], alpha=alpha)
+    record = {"task": "opf", "intervals": reg.to_dict(), "data": view.name, "data_hash": view.content_hash,
+              "same_data_as_training": view.content_hash == meta.get("data_hash"),
+              "calibration_set": how, "n_calibration": len(graphs), "n_buses": int(o["group"].size),
+              "weights_digest": _weights_digest(where), "seed": seed}
+    write_json(where / CALIBRATION_FILE, record, indent=1)
+    return {"checkpoint": str(where), "file": str(where / CALIBRATION_FILE), "task": "opf",
+            "data": view.name, "calibration_set": how, "alpha": alpha, "n_calibration": len(graphs),
+            "n_buses": int(o["group"].size), "min_calibration_size": min_calibration_size(alpha),
+            "half_widths": {c: {("generator" if g else "other"): reg.threshold(c, g)
+                                for g in (0, 1) if str(g) in reg.scores[c]} for c in OPF_TARGETS},
+            "wall_time_s": time.perf_counter() - start}
+
+
+def load_intervals(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
+    """(`ConformalRegressor`, record) of an OPF checkpoint calibrated by `calibrate`."""
+    import json
+
+    from gridtune.core.conformal import ConformalRegressor
+
+    where = locate(checkpoint)
+    if not (where / CALIBRATION_FILE).is_file():
+        raise CheckpointError(f"checkpoint `{where}` has no conformal calibration (`{CALIBRATION_FILE}`): "
+                              f"run `gridtune calibrate {where} --data DATA --alpha A` first")
+    try:
+        record = json.loads((where / CALIBRATION_FILE).read_text())
+        reg = ConformalRegressor.from_dict(record["intervals"])
+    except (OSError, ValueError, KeyError, TypeError, DataError) as exc:
+        raise CheckpointError(f"checkpoint `{where}` has a corrupt calibration: {exc}") from None
+    if record.get("weights_digest") != _weights_digest(where):
+        raise CheckpointError(f"the calibration beside `{where}` was made for other weights; re-run "
+                              f"`gridtune calibrate {where} --data DATA`")
+    return reg, record
+
+
+def _predict_opf(where: Path, model: Any, meta: dict[str, Any], data: Any, alpha: float | None,
+                 out: str | Path | None, samples: int | None, threads: int | None) -> Any:
+    """One row per scenario and bus: each OPF target's prediction with its interval."""
+    import pandas as pd
+
+    from gridtune.grids.features import OPF_TARGETS
+
+    reg, _ = load_intervals(where)
+    for c in OPF_TARGETS:  # too few calibration scores for this alpha: fail before any work
+        for g in reg.scores[c]:
+            reg.threshold(c, int(g), alpha)
+    view = _view(data, meta, samples)
+    with torch_threads(threads):
+        o = opf_outputs(model, view.graphs)
+    lo, hi = reg.intervals(o["pred"], groups=o["group"], alpha=alpha)
+    key, ids = _ids(view)
+    columns: dict[str, Any] = {key: ids[o["graph"]], "bus": o["bus"]}
+    for j, c in enumerate(OPF_TARGETS):
+        columns[c] = o["pred"][:, j]
+        columns[f"{c}_lo"] = lo[:, j]
+        columns[f"{c}_hi"] = hi[:, j]
+    frame = pd.DataFrame(columns)
+    _write_frame(frame, out)
+    return frame

@@ -202,3 +202,31 @@ def test_recalibrating_on_other_data_keeps_the_familiarity_reference(synthetic):
     assert again["familiarity"]["kept_from"] == "case14"
     _, _, record = load_calibration(ck)
     assert not record["same_data_as_training"] and record["n_labelled"] == again["n_calibration"]
+
+
+@pytest.mark.slow
+def test_opf_head_intervals_cover_each_target(tmp_path, capsys):
+    from gridtune.grids.features import OPF_TARGETS
+
+    data = graphs("case14", 400, seed=3)
+    pretrain(data, task="opf", out_dir=tmp_path / "opf", epochs=4, hidden=16, layers=2, batch_size=32,
+             split=(0.4, 0.3, 0.3))
+    r = calibrate(tmp_path / "opf", data, alpha=0.1)
+    assert r["task"] == "opf" and set(r["half_widths"]) == set(OPF_TARGETS)
+    frame = predict(tmp_path / "opf", data, out=tmp_path / "opf.csv")
+    assert list(frame.columns[:3]) == ["scenario_id", "bus", "vm_pu"]
+    assert {"vm_pu_lo", "vm_pu_hi", "pg_pu_lo", "qg_pu_hi"} <= set(frame.columns)
+    # per-bus coverage on the test split's solved scenarios
+    model, meta = load_checkpoint(tmp_path / "opf")
+    view = resolve_data(data)
+    _, _, te = split_indices(view.statuses, meta["split_seed"], tuple(meta["split_fractions"]))
+    solved = [int(view.graphs[i].scenario_id) for i in te if np.isfinite(view.graphs[i].y_opf).all()]
+    rows = frame[frame["scenario_id"].isin(solved)].sort_values(["scenario_id", "bus"])
+    target = np.concatenate([view.graphs[s].y_opf.numpy() for s in sorted(solved)])
+    for j, c in enumerate(OPF_TARGETS):
+        inside = (target[:, j] >= rows[f"{c}_lo"].to_numpy() - 1e-9) & (target[:, j] <= rows[f"{c}_hi"].to_numpy() + 1e-9)
+        assert inside.mean() >= 0.85, c
+    assert main(["calibrate", str(tmp_path / "opf"), "--data", "case14", "--alpha", "0"]) == 2
+    assert main(["predict", str(tmp_path / "opf"), "--data", "x", "--alpha", "0.001",
+                 "--out", str(tmp_path / "o.csv")]) == 2
+    assert "too few for alpha `0.001`" in capsys.readouterr().err
