@@ -9,7 +9,8 @@ seed and fractions; on the training data these graphs only chose the early-stopp
 the Platt scaling), or with `calibration_share` a seeded share of the validation and test splits
 together. On other data than the checkpoint's (a few labels of a changed grid, to re-calibrate
 after the grid changed) the sets are re-calibrated and an existing familiarity reference is kept,
-so "familiar" still means "like the training data". It stores, beside the checkpoint:
+so "familiar" still means "like the training data" (without an earlier calibration for these
+weights, the reference is that data's training split). It stores, beside the checkpoint:
 
     conformal.json            the sorted nonconformity scores per class (so any alpha can be
                               asked later), the default alpha and variant, the familiarity
@@ -173,7 +174,7 @@ def calibrate(checkpoint: str | Path, data: Any, *, alpha: float = 0.05, mondria
         with torch_threads(threads):
             return _calibrate_opf(where, model, meta, view, cal, how, alpha, seed, start)
     own_data = view.content_hash == meta.get("data_hash")
-    keep_familiarity = not own_data and has_calibration(where)
+    keep_familiarity = not own_data and _valid_calibration(where)
     with torch_threads(threads):
         cal_graphs = [view.graphs[i] for i in cal]
         p_cal, emb_cal = model_outputs(model, cal_graphs)
@@ -227,6 +228,14 @@ def calibrate(checkpoint: str | Path, data: Any, *, alpha: float = 0.05, mondria
 def has_calibration(checkpoint: str | Path) -> bool:
     p = locate(checkpoint)
     return (p / CALIBRATION_FILE).is_file() and (p / FAMILIARITY_FILE).is_file()
+
+
+def _valid_calibration(where: Path) -> bool:
+    try:
+        load_calibration(where)
+    except CheckpointError:
+        return False
+    return True
 
 
 def load_calibration(checkpoint: str | Path) -> tuple[ConformalClassifier, Familiarity, dict[str, Any]]:
