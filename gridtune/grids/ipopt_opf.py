@@ -21,13 +21,15 @@ admittances, the sparsity structures, the index maps that sum Hessian contributi
 lower triangle (`np.bincount` on a precomputed inverse index), and one `cyipopt.Problem`.
 A scenario then only sets the loads (and cost scales) and calls `solve`.
 
-Warm starts: per topology, "anchors" are AC-OPFs at uniform load scales on a grid of step
+Warm starts: "anchors" are AC-OPFs of the intact grid at uniform load scales on a grid of step
 `ANCHOR_STEP` (nominal loads times 1.85, 1.90, ...), each solved once from a cold start when first
 needed. A scenario starts from the primal point and multipliers of the anchor at or just below
-its load scale (measured on case118 near the boundary: half the iterations of a cold start; the
-nominal point at scale 1 was worse than cold there). The start depends only on the scenario's
-topology and scale, never on the order scenarios are solved in, so labels do not depend on
-chunking or worker count.
+its load scale, mapped onto its topology (an outaged generator's variables and an outaged
+branch's flow rows dropped). Measured on case118 near the boundary: about half the iterations of
+a cold start; the nominal point at scale 1 was worse than cold there, and anchors per topology
+cost more cold solves than they saved (most outages carry few scenarios). The start depends
+only on the scenario's topology and scale, never on the order scenarios are solved in, so labels
+do not depend on chunking or worker count.
 
 Infeasible scenarios do not run to the iteration limit: a run whose primal infeasibility stalls
 is stopped (`STALL_ITERATIONS`), as not converged.
@@ -92,7 +94,7 @@ MAX_ITERATIONS_COLD = 150  # PIPS's limit, for cold starts (nominal points, seco
 STALL_ITERATIONS = 15
 STALL_FACTOR = 0.5
 STALL_MIN_INF_PR = 1e-4
-# Warm-start anchors: per topology, the AC-OPF at uniform load scales on a grid of this step
+# Warm-start anchors: the intact grid's AC-OPF at uniform load scales on a grid of this step
 # (the scale just below each scenario's). Measured on case118 near its boundary: 7-12 iterations
 # from an anchor, 17-19 cold, 17-28 from the nominal point (scale 1).
 ANCHOR_STEP = 0.05
@@ -126,7 +128,6 @@ class _Callbacks(_OpfCallbacks):
         self.reset_progress()
         self.dg_r = np.flatnonzero(self.diag)
         self.dg_bus = r[self.dg_r]
-        self.ysp_t = self.ysp.T.tocsr()
         # ---- Jacobian structure (no duplicates) -------------------------------------------------
         gi = np.arange(ng)
         rows = [r, r, nb + r, nb + r, gen_bus, nb + gen_bus]
@@ -149,6 +150,14 @@ class _Callbacks(_OpfCallbacks):
         self.m = 2 * nb + 2 * nl2 + self.n_lin
         self.minus_ones = -np.ones(2 * ng)
         # ---- Hessian structure: every contribution, folded into the lower triangle ---------------
+        self.yh = self.ysp.conj().T.tocsr()
+        if nl2:
+            self.flow_p1 = np.concatenate([e[0] for e in ends])
+            self.flow_p2 = np.concatenate([e[1] for e in ends])
+            self.flow_c1 = np.concatenate([e[2] for e in ends])
+            self.flow_c2 = np.concatenate([e[3] for e in ends])
+            self.flow_vars = np.stack([self.flow_p1, self.flow_p2, nb + self.flow_p1,
+                                       nb + self.flow_p2])
         h_rows, h_cols = self._hess_coords()
         keep = h_rows >= h_cols
         key = h_rows[keep].astype(np.int64) * self.nx + h_cols[keep]
@@ -164,18 +173,11 @@ class _Callbacks(_OpfCallbacks):
         """Row and column of every Hessian value `_hess_values` returns, in its order."""
         nb, ng, r, c = self.nb, self.ng, self.r, self.c
         ip = np.arange(2 * nb, 2 * nb + ng)
-        rows = [ip, r, nb + r, c, nb + r]
-        cols = [ip, c, c, nb + r, nb + c]
-        idx = np.arange(nb)
-        for p1, p2, _, _ in self.ends:
-            rows += [idx, nb + idx, idx]
-            cols += [idx, idx, nb + idx]
-            for off_r in (0, nb):
-                for off_c in (0, nb):
-                    for pr in (p1, p2):
-                        for pc in (p1, p2):
-                            rows.append(off_r + pr)
-                            cols.append(off_c + pc)
+        rows, cols = [ip, r, nb + r, nb + r], [ip, c, c, nb + c]
+        if self.nl2:
+            var = self.flow_vars  # (4, 2 n_lim): Va_f, Va_t, Vm_f, Vm_t of each branch end row
+            rows.append(np.broadcast_to(var[:, None, :], (4, 4, var.shape[1])).ravel())
+            cols.append(np.broadcast_to(var[None, :, :], (4, 4, var.shape[1])).ravel())
         return np.concatenate(rows), np.concatenate(cols)
 
     def jacobianstructure(self) -> tuple[np.ndarray, np.ndarray]:
@@ -250,16 +252,46 @@ class _Callbacks(_OpfCallbacks):
         return np.bincount(self.h_inv, weights=vals[self.h_keep], minlength=self.h_n)
 
     def _hess_values(self, x: np.ndarray, lagrange: np.ndarray, obj_factor: float) -> np.ndarray:
-        """Every Hessian contribution (full, both triangles), in `_hess_coords` order."""
+        """Every Hessian contribution on `_hess_coords` (lower-triangle ones are kept later).
+
+        Balance rows (TN2, d2Sbus_dV2) with one complex multiplier mu = lam_P - j lam_Q, since
+        lam_P Re(H) + lam_Q Im(H) = Re(H(mu)) and H is linear in the multiplier. Flow rows: per
+        branch end, the 4x4 block of |I|^2 in (Va_p1, Va_p2, Vm_p1, Vm_p2) is
+        2 Re(conj(dI_a) dI_b) + 2 Re(conj(I) d2I_ab), d2I nonzero only within one bus.
+        """
         nb, nl2 = self.nb, self.nl2
-        v = self._state(x)[0]
-        parts = [obj_factor * self.base ** 2 * 2 * self.cost[:, 0]]
-        (_, _, gaa), (_, _, gva), (_, _, gav), (_, _, gvv) = self._d2sbus(
-            v, lagrange[:nb], lagrange[nb: 2 * nb])
-        parts += [gaa, gva, gav, gvv]
-        for e, end in enumerate(self.ends):
-            mu = lagrange[2 * nb + e * nl2: 2 * nb + (e + 1) * nl2]
-            parts += [p[2] for p in self._d2abr(end, v, mu)]
+        r, c, d, db = self.r, self.c, self.dg_r, self.dg_bus
+        v, vn, i_bus = self._state(x)
+        ginv = 1.0 / np.abs(v)
+        mu = lagrange[:nb] - 1j * lagrange[nb: 2 * nb]
+        yv_rc = self.y_rc * v[c]
+        c_rc = mu[r] * v[r] * np.conj(yv_rc)
+        c_cr = mu[c] * v[c] * np.conj(self.y_cr * v[r])
+        e_rc = np.conj(v[r] * self.y_cr) * v[c] * mu[c]
+        d_lam = self.yh @ (v * mu)
+        e_rc[d] -= np.conj(v[db]) * d_lam[db]
+        f_rc = c_rc.copy()
+        f_rc[d] -= mu[db] * v[db] * np.conj(i_bus[db])
+        gaa = (e_rc + f_rc).real
+        gva = (1j * ginv[r] * (e_rc - f_rc)).real
+        gvv = (ginv[r] * (c_rc + c_cr) * ginv[c]).real
+        parts = [obj_factor * self.base ** 2 * 2 * self.cost[:, 0], gaa, gva, gvv]
+        if nl2:
+            m = lagrange[2 * nb: 2 * nb + 2 * nl2]
+            p1, p2, c1, c2 = self.flow_p1, self.flow_p2, self.flow_c1, self.flow_c2
+            v1, v2 = v[p1], v[p2]
+            i_br = c1 * v1 + c2 * v2
+            dd = np.stack([1j * c1 * v1, 1j * c2 * v2, c1 * vn[p1], c2 * vn[p2]])
+            block = 2 * m * (np.conj(dd)[:, None, :] * dd[None, :, :]).real
+            ci = 2 * m * np.conj(i_br)
+            block[0, 0] += (ci * (-c1 * v1)).real
+            block[1, 1] += (ci * (-c2 * v2)).real
+            t1, t2 = (ci * 1j * c1 * vn[p1]).real, (ci * 1j * c2 * vn[p2]).real
+            block[0, 2] += t1
+            block[2, 0] += t1
+            block[1, 3] += t2
+            block[3, 1] += t2
+            parts.append(block.ravel())
         return np.concatenate(parts)
 
     def intermediate(self, alg_mod, iter_count, obj_value, inf_pr, *args) -> bool:  # noqa: ANN001
@@ -286,7 +318,7 @@ class _TopologyProblem:
     yf: Any
     yt: Any
     base_cost: np.ndarray        # (n_kept_gen, 3) polynomial coefficients before cost scales
-    anchors: dict[int, _Start | None] = dataclasses.field(default_factory=dict)  # step -> start
+    limited: np.ndarray          # grid indices of the branches with flow-limit rows, in row order
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -311,6 +343,8 @@ class IpoptOpf:
         self.max_topologies = max_topologies
         self._problems: dict[tuple[tuple[int, ...], tuple[int, ...]], _TopologyProblem] = {}
         self.anchor_solves = 0  # cold solves spent on warm-start anchors
+        self._anchors: dict[int, _Start | None] = {}  # load-scale step -> intact-grid solution
+        self._intact: _TopologyProblem | None = None
 
     # ---- structures per topology ----------------------------------------------------------------
     def _topology(self, scenario: Scenario) -> _TopologyProblem:
@@ -379,6 +413,7 @@ class IpoptOpf:
         for k, val in self.options.items():
             problem.add_option(k, val)
         return _TopologyProblem(cb, problem, ppc, branch_kept, gen_kept, x0, yf, yt, base_cost,
+                                branch_kept[il],
                                 options=dict(self.options))
 
     # ---- solving -------------------------------------------------------------------------------
@@ -408,24 +443,46 @@ class IpoptOpf:
 
     def _anchor_start(self, tp: _TopologyProblem, scenario: Scenario) -> _Start | None:
         """The warm start of `scenario`: the nearest anchor at or below its load scale that has
-        an AC-OPF solution (at most `ANCHOR_TRIES` tried), else None (cold start)."""
+        an AC-OPF solution (at most `ANCHOR_TRIES` tried), mapped onto the scenario's topology;
+        None (cold start) without one."""
         scale = float(scenario.load_scale)
         if not np.isfinite(scale) or scale <= 0:
             return None
         k = max(1, int(np.floor(scale / ANCHOR_STEP + 1e-9)))
         for step in range(k, max(0, k - ANCHOR_TRIES), -1):
-            if step not in tp.anchors:
+            if step not in self._anchors:
                 s = step * ANCHOR_STEP
-                anchor = dataclasses.replace(scenario, pd_mw=self.grid.pd_mw * s,
-                                             qd_mvar=self.grid.qd_mvar * s, cost_scale=None)
-                x, info, _ = self._run(tp, anchor, None, MAX_ITERATIONS_COLD)
+                anchor = Scenario(-1, s, self.grid.pd_mw * s, self.grid.qd_mvar * s)
+                if self._intact is None:
+                    self._intact = self._topology(anchor)
+                x, info, _ = self._run(self._intact, anchor, None, MAX_ITERATIONS_COLD)
                 ok = info["status"] in SUCCESS
-                tp.anchors[step] = _Start(x, info["mult_g"], info["mult_x_L"], info["mult_x_U"]) \
+                self._anchors[step] = _Start(x, info["mult_g"], info["mult_x_L"], info["mult_x_U"]) \
                     if ok else None
                 self.anchor_solves += 1
-            if tp.anchors[step] is not None:
-                return tp.anchors[step]
+            if self._anchors[step] is not None:
+                return self._map_start(self._anchors[step], tp)
         return None
+
+    def _map_start(self, start: _Start, tp: _TopologyProblem) -> _Start:
+        """An intact-grid point and multipliers in the layout of topology `tp`: outaged
+        generators' variables and outaged branches' flow rows dropped."""
+        intact = self._intact
+        assert intact is not None
+        if tp is intact:
+            return start
+        nb = self.grid.n_bus
+        ng0 = len(intact.gen_kept)
+        g = np.searchsorted(intact.gen_kept, tp.gen_kept)
+        cols = np.r_[np.arange(2 * nb), 2 * nb + g, 2 * nb + ng0 + g]
+        nl0 = len(intact.limited)
+        rows = np.searchsorted(intact.limited, tp.limited)
+        lam = start.lagrange
+        lin = lam[2 * nb + 2 * nl0:]
+        if len(lin) != tp.callbacks.n_lin:
+            lin = np.zeros(tp.callbacks.n_lin)
+        lagrange = np.r_[lam[:2 * nb], lam[2 * nb + rows], lam[2 * nb + nl0 + rows], lin]
+        return _Start(start.x[cols], lagrange, start.zl[cols], start.zu[cols])
 
     def solve(self, scenario: Scenario, *, warm: bool | None = None,
               max_iterations: int | None = None) -> AcOpfResult:
