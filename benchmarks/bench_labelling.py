@@ -173,20 +173,24 @@ def compare(grid: GridModel, scenarios: list[Scenario], *, naive_net: Any | None
               f"included); Ipopt warm-start anchors solved in the timed part: {anchors}")
     if workers > 1:
         w0 = time.perf_counter()
+        import bench_labelling  # this file as a module: worker processes cannot import __main__
+
         items = [(grid, "ipopt", s) for s in scenarios]
-        for _ in run_tasks(_label_task, items, workers=workers, chunksize=max(1, samples // (4 * workers))):
+        for _ in run_tasks(bench_labelling._label_task, items, workers=workers, chunksize=max(1, samples // (4 * workers))):
             pass
         rows.append((f"gridtune solver=ipopt, {workers} workers (all {samples}, cold)", workers,
                      time.perf_counter() - w0, float("nan")))
 
-    rate = {tag: n / cpu if cpu == cpu else n / (wall * w) for tag, w, wall, cpu in rows}
+    # the multi-worker row labels all scenarios (warm-up ones too) from fresh workers
+    count = {tag: n if cpu == cpu else samples for tag, w, wall, cpu in rows}
+    rate = {tag: n / cpu if cpu == cpu else samples / (wall * w) for tag, w, wall, cpu in rows}
     print(f"{'method':44s} {'workers':>7s} {'wall s':>8s} {'CPU s':>8s} {'/core-s':>8s} "
           f"{'/wall-s':>8s} {'x naive':>8s} {'x pips':>7s}")
     base_naive = rate.get("naive runopp loop")
     base_pips = rate["gridtune solver=pips"]
     for tag, w, wall, cpu in rows:
         r = rate[tag]
-        print(f"{tag:44s} {w:7d} {wall:8.2f} {cpu:8.2f} {r:8.2f} {n / wall:8.2f} "
+        print(f"{tag:44s} {w:7d} {wall:8.2f} {cpu:8.2f} {r:8.2f} {count[tag] / wall:8.2f} "
               f"{(r / base_naive if base_naive else float('nan')):8.2f} {r / base_pips:7.2f}")
 
     for solver, labels in results.items():
