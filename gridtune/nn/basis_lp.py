@@ -40,6 +40,7 @@ import numpy as np
 from gridtune.grids.features import BRANCH_FEATURES as BF
 from gridtune.grids.features import BUS_FEATURES as BUS
 
+MAX_SCALE = 10.0      # largest load scale the LP looks for (mu >= 1 / MAX_SCALE)
 MAX_CUTS = 256        # dual vertices kept per topology
 MAX_TOPOLOGIES = 512  # topologies kept (least recently used dropped); ~0.3 MB each on case118
 
@@ -146,7 +147,7 @@ def _build(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> Topology:
     nrow, ncol = n + 2 * m + g, n + g + 1
     a = sp.coo_matrix((vals, (rows, cols)), shape=(nrow, ncol)).tocsr()
     a.sum_duplicates()
-    col_lb = np.r_[np.full(n, -np.inf), np.zeros(g), 1.0 / _max_scale()]
+    col_lb = np.r_[np.full(n, -np.inf), np.zeros(g), 1.0 / MAX_SCALE]
     col_ub = np.r_[np.full(n, np.inf), np.full(g, np.inf), np.inf]
     col_lb[ref_bus] = col_ub[ref_bus] = 0.0
     row_lb = np.r_[np.zeros(n), np.full(m, -np.inf), np.zeros(m), np.full(g, -np.inf)]
@@ -159,12 +160,6 @@ def _build(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> Topology:
                     rate_on=np.maximum(ea[on, BF.index("rate_a_pu")], 1e-6), n_rows_edge=ea.shape[0],
                     a=a, a_csc=a.tocsc(), col_lb=col_lb, col_ub=col_ub, row_lb=row_lb, row_ub=row_ub,
                     cuts_w=np.zeros((0, n)), cuts_c=np.zeros(0), cuts_loading=[])
-
-
-def _max_scale() -> float:
-    from gridtune.nn.loadability import MAX_SCALE
-
-    return MAX_SCALE
 
 
 def _new_highs() -> object:

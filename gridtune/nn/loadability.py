@@ -37,9 +37,10 @@ from torch import Tensor
 
 from gridtune.grids.features import BRANCH_FEATURES as BF
 from gridtune.grids.features import BUS_FEATURES as BUS
+from gridtune.nn import basis_lp
+from gridtune.nn.basis_lp import MAX_SCALE
 from gridtune.nn.topology import graph_groups, layout
 
-MAX_SCALE = 10.0
 LOADABILITY_BUS = ("dc_overload",)          # 10 x (1 / lam - 1) of the bus's graph, on every bus
 LOADABILITY_BRANCH = ("dc_limit_loading",)  # |flow| / rating at the loadability optimum
 # key -> (lam x total pd, loading, d lam / d pd x total pd^2, lam sat at MAX_SCALE): two keys per
@@ -176,8 +177,6 @@ def _solve_graphs(pd: np.ndarray, topo_key: bytes, xg: np.ndarray, eig: np.ndarr
             x[:, _PD] = row
             out.append(_solve(x, eig, eg))
         return out
-    from gridtune.nn import basis_lp
-
     topo = basis_lp.topology(topo_key, xg, eig, eg)
     if _APPROXIMATE[0] and len(topo.cuts_w):
         answers = basis_lp.bound_group(topo, np.ascontiguousarray(pd.T))
@@ -288,7 +287,7 @@ def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tenso
         inv[nodes] = np.where(lam <= 1.0 / MAX_SCALE, MAX_SCALE, 1.0 / np.maximum(lam, 1e-300))[:, None]
         dlam = np.stack([r[2] for r in results])
         # below lam 0.5, 10 x (1 / lam - 1) is clipped at 10: flat
-        grad[nodes] = np.where((lam > 0.5)[:, None], -10.0 * dlam / np.maximum(lam, 1e-300)[:, None] ** 2, 0.0)
+        grad[nodes] = np.where((lam > 0.5)[:, None], -10.0 * dlam / np.maximum(lam, 0.5)[:, None] ** 2, 0.0)
         loading[edges] = np.stack([r[1] for r in results])
     dtype, device = x_raw.dtype, x_raw.device
     overload = torch.as_tensor(np.clip(10.0 * (inv - 1.0), -10.0, 10.0), dtype=dtype, device=device)
