@@ -20,8 +20,10 @@ Answers: `lam` equals the reference LP's to solver precision (1e-12 measured); `
 the optimal dual of the balance rows (unique wherever the reference's is); the branch loadings
 are those of the optimal vertex the warm start reaches. When the dispatch at the limit is not
 unique (usual on case118: one bottleneck leaves the other units free), that is another optimal
-vertex than a cold solve of the reference LP returns, so loadings can differ from the reference
-while `lam` does not.
+vertex than a cold solve of the reference LP returns, and which one depends on the topology's
+previous solve: on the case118 recipe's test split `lam` agrees with the reference to 2e-13 and
+the load sensitivity on all but 1 of 49,324 buses, while branch loadings differ by 0.17 on
+average (a model trained on either kind learns the same; test AUROC 0.978 either way).
 
 Each solve's duals are also a cut: the dual feasible set is shared, so `mu >= w . pd + c` holds
 for every scenario of the topology, and the optimum is the largest such bound over all dual
