@@ -23,7 +23,7 @@ unique (usual on case118: one bottleneck leaves the other units free), that is a
 vertex than a cold solve of the reference LP returns, and which one depends on the topology's
 previous solve: on the case118 recipe's test split `lam` agrees with the reference to 2e-13 and
 the load sensitivity on all but 1 of 49,324 buses, while branch loadings differ by 0.17 on
-average (a model trained on either kind learns the same; test AUROC 0.978 either way).
+average; the default model trained on these inputs reaches test AUROC 0.978.
 
 Each solve's duals are also a cut: the dual feasible set is shared, so `mu >= w . pd + c` holds
 for every scenario of the topology, and the optimum is the largest such bound over all dual
