@@ -138,7 +138,10 @@ def test_cox_task_trains_a_model_with_the_core_trainer():
     result = fit(Wrap(), loader, loader, task, TrainConfig(epochs=300, lr=0.05, patience=300))
     assert result.best_val["c_index"] > 0.7
     w = model.weight.detach().numpy().ravel()
-    np.testing.assert_allclose(w, _fit_linear_cox(x, t, e, "efron"), atol=0.1)
+    # early stopping keeps the best-ranking epoch, and the concordance is flat near the optimum:
+    # the kept weights point the way the maximum-likelihood fit does, their length may differ
+    ref = _fit_linear_cox(x, t, e, "efron")
+    assert float(w @ ref / (np.linalg.norm(w) * np.linalg.norm(ref))) > 0.98
 
 
 def test_bad_inputs_are_clear_errors():
