@@ -9,6 +9,8 @@ The public API (imported lazily, so `import gridtune` and `gridtune --help` stay
     verdict(results)                                  transfer verdict over seeds (bootstrap interval)
     evaluate(checkpoint, data, out_dir=None)          -> report dict
     load_model(checkpoint)                            -> (model, meta), any checkpoint
+    calibrate(checkpoint, data, alpha=...)            conformal sets and a familiarity threshold
+    predict(checkpoint, data, out=...)                per-scenario predictions, sets, fallback action
     run_study(spec_or_path, out_dir)                  -> StudyOutcome
     ModelConfig, TrainConfig, PretrainConfig, TransferConfig      typed configs
     PretrainResult, FinetuneResult                    typed results
@@ -32,7 +34,8 @@ _API = {
     "verdict": ("gridtune.workflows.transfer", "verdict"),
     "evaluate": ("gridtune.workflows.evaluate", "evaluate_checkpoint"),
     "load_model": ("gridtune.nn.checkpoint", "load_checkpoint"),
-    "calibrate": ("gridtune.workflows.trust", "calibrate"), "predict": ("gridtune.workflows.trust", "predict"),
+    "calibrate": ("gridtune.workflows.trust", "calibrate"),
+    "predict": ("gridtune.workflows.trust", "predict"),
     "run_study": ("gridtune.studies.runner", "run_study"),
     "load_study": ("gridtune.studies.spec", "load_study"),
     "ModelConfig": ("gridtune.nn.model", "ModelConfig"),
