@@ -1,5 +1,5 @@
 """`gridtune demo`: run the shipped study `changed_grid` (my grid changed: case30 -> case30_changed,
-a model pre-trained on the base grid against scratch, three seeds, verdicts on about a thousand
+a model pre-trained on the base grid against scratch, five seeds, verdicts on about a thousand
 held-out scenarios) and print where the report is. The README's main-job command; sized for 10
 minutes on 2 cores with cold caches."""
 
