@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         if r.scratch:
             line += f"  scratch {_fmt(r.scratch['metrics'].get(key))}"
         print(line)
-    if len(seeds) > 1 and not args.no_scratch:
+    if len(seeds) > 1 and not args.no_scratch and args.strategy != "scratch":  # scratch is its own baseline
         v = verdict(results)
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / "verdict.json", v.to_dict())

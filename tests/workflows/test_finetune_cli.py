@@ -62,3 +62,12 @@ def test_dann_uses_unlabelled_scenarios_of_the_recipe(setup, capsys):
     assert main(["finetune", "--from", str(setup / "src"), "--data", str(setup / "ds"),
                  "--labels", "12", "--strategy", "full", "--pre-adapt", "5", "--out", str(out)]) == 2
     assert "--pre-adapt `5` needs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_scratch_over_several_seeds_writes_results_without_a_verdict(setup):
+    out = setup / "scratch"
+    assert main(["finetune", "--from", str(setup / "src"), "--data", str(setup / "ds"),
+                 "--labels", "12", "--strategy", "scratch", "--seed", "0", "1", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    assert (out / "seed_1" / "finetune.json").is_file() and not (out / "verdict.json").exists()
