@@ -1,4 +1,4 @@
-"""Pre-training quality and speed on one dataset (issue 3's quality target), against named baselines.
+"""Pre-training quality and speed on one dataset, against named baselines.
 
     python benchmarks/bench_pretrain.py                       # the case118 recipe, must be built
     python benchmarks/bench_pretrain.py --data DIR --epochs 20 --tasks feasibility
@@ -12,7 +12,7 @@ early stopping) and prints, each measured in the same run:
                  stored DC-OPF solution, on the same test graphs
     speed        training throughput (graphs / s) and wall time; inference throughput against the
                  solver's recorded wall time per scenario (the speed-up that justifies a predictor)
-Targets (issue 3): AUROC >= 0.97, a clear margin over the baseline (>= 0.05 AUROC), ECE <= 0.03,
+Targets: AUROC >= 0.97, a clear margin over the baseline (>= 0.05 AUROC), ECE <= 0.03,
 OPF power-balance residual below the DC-OPF's.
 
 Optimisation: constant learning rate 1e-3 unless `--lr-schedule cosine`; the model takes
