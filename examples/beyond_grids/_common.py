@@ -128,3 +128,34 @@ def batches(data: Sequence[Any], batch_size: int, *, shuffle: bool, seed: int = 
     """torch's DataLoader over `(x, y)` tuples, seeded (the core's `make_loader`)."""
     from gridtune.core.trainer import make_loader
     return make_loader(data, batch_size, shuffle=shuffle, seed=seed)
+
+
+def learning_curve_plot(payload: dict[str, Any], budgets: list[int], names: Sequence[str], path: Path,
+                        *, reference: float, reference_label: str, xlabel: str, ylabel: str,
+                        title: str) -> None:
+    """Mean and interval per strategy over label budgets (log axis), with a horizontal reference
+    line (the source model without adaptation); `payload["budgets"][str(b)][name]` holds `mean`
+    and `ci` as `results_table` reports them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in names:
+        rows = [payload["budgets"][str(b)][name] for b in budgets]
+        means = np.array([r["mean"] for r in rows])
+        lo = np.array([r["ci"][0] for r in rows])
+        hi = np.array([r["ci"][1] for r in rows])
+        ax.errorbar(budgets, means, yerr=np.nan_to_num([means - lo, hi - means]), marker="o",
+                    capsize=3, label=name)
+    ax.axhline(reference, color="black", ls="--", lw=1, label=reference_label)
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -26,6 +26,7 @@ from _common import (
     Timer,
     batches,
     comparison_lines,
+    learning_curve_plot,
     parser,
     pretrain,
     results_table,
@@ -195,30 +196,9 @@ def main() -> None:
 
 
 def plot(payload: dict, budgets: list[int], names: list[str], path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in names:
-        rows = [payload["budgets"][str(b)][name] for b in budgets]
-        means = np.array([r["mean"] for r in rows])
-        lo = np.array([r["ci"][0] for r in rows])
-        hi = np.array([r["ci"][1] for r in rows])
-        ax.errorbar(budgets, means, yerr=np.nan_to_num([means - lo, hi - means]), marker="o",
-                    capsize=3, label=name)
-    ax.axhline(payload["zero_shot_auroc"], color="black", ls="--", lw=1,
-               label="hospital-A model, no adaptation")
-    ax.set_xscale("log")
-    ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.set_xticks([], minor=True)
-    ax.set_xlabel("labelled hospital-B notes")
-    ax.set_ylabel("AUROC on hospital-B test notes")
-    ax.set_title("Clinical notes: hospital A -> hospital B")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    learning_curve_plot(payload, budgets, names, path, reference=payload["zero_shot_auroc"],
+                        reference_label="hospital-A model, no adaptation", xlabel="labelled hospital-B notes",
+                        ylabel="AUROC on hospital-B test notes", title="Clinical notes: hospital A -> hospital B")
 
 
 if __name__ == "__main__":
