@@ -47,6 +47,50 @@ MAX_CUTS = 256        # dual vertices kept per topology
 MAX_TOPOLOGIES = 512  # topologies kept (least recently used dropped); ~0.3 MB each on case118
 
 
+@dataclass(frozen=True)
+class DcBranches:
+    """The DC network of one graph (local bus numbering), as both LPs of the loadability read it."""
+
+    n: int
+    on: np.ndarray            # (2E,) bool: energised branch rows
+    f: np.ndarray             # forward energised branch rows: from / to bus
+    t: np.ndarray
+    b: np.ndarray             # susceptance 1 / (x tap) of each forward row
+    shift: np.ndarray
+    rate: np.ndarray
+    pmax: np.ndarray          # (N,) generation capacity per bus, 0 without a unit
+    ref_bus: int
+    src: np.ndarray           # endpoints, sign x shift, susceptance and rating of every energised row
+    dst: np.ndarray
+    sign_shift: np.ndarray
+    b_on: np.ndarray
+    rate_on: np.ndarray
+
+    def loading(self, theta: np.ndarray, n_rows: int) -> np.ndarray:
+        """|flow| / rating of every branch row (0 on de-energised rows) at bus angles `theta`."""
+        out = np.zeros(n_rows)
+        flow = self.b_on * (theta[self.src] - theta[self.dst] - self.sign_shift)
+        out[self.on] = np.abs(flow) / self.rate_on
+        return out
+
+
+def dc_branches(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> DcBranches:
+    """The arrays of `DcBranches` from a graph's raw bus features, edge index and branch features."""
+    on = ea[:, BF.index("in_service")] > 0.5
+    fwd = on & (ea[:, BF.index("is_reverse")] < 0.5)
+    ref = np.flatnonzero(x[:, BUS.index("is_ref")] > 0.5)
+    sign = np.where(ea[on, BF.index("is_reverse")] < 0.5, 1.0, -1.0)
+    return DcBranches(
+        n=x.shape[0], on=on, f=ei[0, fwd], t=ei[1, fwd],
+        b=1.0 / (ea[fwd, BF.index("x_pu")] * ea[fwd, BF.index("tap_ratio")]),
+        shift=ea[fwd, BF.index("shift_rad")], rate=ea[fwd, BF.index("rate_a_pu")],
+        pmax=np.maximum(x[:, BUS.index("max_pg_pu")], 0.0) * (x[:, BUS.index("n_gen")] > 0),
+        ref_bus=int(ref[0]) if ref.size else 0,
+        src=ei[0, on], dst=ei[1, on], sign_shift=sign * ea[on, BF.index("shift_rad")],
+        b_on=1.0 / (ea[on, BF.index("x_pu")] * ea[on, BF.index("tap_ratio")]),
+        rate_on=np.maximum(ea[on, BF.index("rate_a_pu")], 1e-6))
+
+
 @dataclass
 class Topology:
     """The scaled LP of one topology, its HiGHS instance and the cuts its solves found."""
@@ -119,18 +163,10 @@ def topology(key: bytes, x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> Topol
 def _build(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> Topology:
     import scipy.sparse as sp
 
-    n = x.shape[0]
-    on = ea[:, BF.index("in_service")] > 0.5
-    fwd = on & (ea[:, BF.index("is_reverse")] < 0.5)
-    f, t = ei[0, fwd], ei[1, fwd]
-    b = 1.0 / (ea[fwd, BF.index("x_pu")] * ea[fwd, BF.index("tap_ratio")])
-    shift = ea[fwd, BF.index("shift_rad")]
-    rate = ea[fwd, BF.index("rate_a_pu")]
-    pmax_all = np.maximum(x[:, BUS.index("max_pg_pu")], 0.0) * (x[:, BUS.index("n_gen")] > 0)
-    gens = np.flatnonzero(pmax_all > 0)
-    pmax = pmax_all[gens]
-    ref = np.flatnonzero(x[:, BUS.index("is_ref")] > 0.5)
-    ref_bus = int(ref[0]) if ref.size else 0
+    net = dc_branches(x, ei, ea)
+    n, f, t, b, shift, rate, ref_bus = net.n, net.f, net.t, net.b, net.shift, net.rate, net.ref_bus
+    gens = np.flatnonzero(net.pmax > 0)
+    pmax = net.pmax[gens]
     m, g = f.size, gens.size
     s = np.zeros(n)
     np.add.at(s, f, b * shift)
@@ -154,12 +190,9 @@ def _build(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> Topology:
     col_lb[ref_bus] = col_ub[ref_bus] = 0.0
     row_lb = np.r_[np.zeros(n), np.full(m, -np.inf), np.zeros(m), np.full(g, -np.inf)]
     row_ub = np.r_[np.zeros(n), np.zeros(m), np.full(m, np.inf), np.zeros(g)]
-    src, dst = ei[0, on], ei[1, on]
-    sign = np.where(ea[on, BF.index("is_reverse")] < 0.5, 1.0, -1.0)
-    b_on = 1.0 / (ea[on, BF.index("x_pu")] * ea[on, BF.index("tap_ratio")])
     return Topology(n=n, gens=gens, pmax=pmax, ref_bus=ref_bus, f=f, t=t, b=b, shift=shift, rate=rate,
-                    on=on, src=src, dst=dst, sign_shift=sign * ea[on, BF.index("shift_rad")], b_on=b_on,
-                    rate_on=np.maximum(ea[on, BF.index("rate_a_pu")], 1e-6), n_rows_edge=ea.shape[0],
+                    on=net.on, src=net.src, dst=net.dst, sign_shift=net.sign_shift, b_on=net.b_on,
+                    rate_on=net.rate_on, n_rows_edge=ea.shape[0],
                     a=a, a_csc=a.tocsc(), col_lb=col_lb, col_ub=col_ub, row_lb=row_lb, row_ub=row_ub,
                     cuts_w=np.zeros((0, n)), cuts_c=np.zeros(0), cuts_loading=[])
 

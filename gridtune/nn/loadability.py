@@ -106,15 +106,11 @@ def _solve(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> tuple[float, np.nda
     import scipy.sparse as sp
     from scipy.optimize import linprog
 
-    n = x.shape[0]
-    on = ea[:, BF.index("in_service")] > 0.5
-    fwd = on & (ea[:, BF.index("is_reverse")] < 0.5)
-    f, t = ei[0, fwd], ei[1, fwd]
-    b = 1.0 / (ea[fwd, BF.index("x_pu")] * ea[fwd, BF.index("tap_ratio")])
-    shift = ea[fwd, BF.index("shift_rad")]
-    rate = ea[fwd, BF.index("rate_a_pu")]
+    from gridtune.nn.basis_lp import dc_branches
+
+    net = dc_branches(x, ei, ea)
+    n, f, t, b, shift, rate, pmax = net.n, net.f, net.t, net.b, net.shift, net.rate, net.pmax
     pd_ = x[:, BUS.index("pd_pu")]
-    pmax = np.maximum(x[:, BUS.index("max_pg_pu")], 0.0) * (x[:, BUS.index("n_gen")] > 0)
     m = f.size
     # variables: theta (n), pg (n), lam (1)
     bus_b = sp.coo_matrix((np.r_[b, b, -b, -b], (np.r_[f, t, f, t], np.r_[f, t, t, f])), shape=(n, n))
@@ -126,22 +122,15 @@ def _solve(x: np.ndarray, ei: np.ndarray, ea: np.ndarray) -> tuple[float, np.nda
     pad = sp.coo_matrix((m, n + 1))
     a_ub = sp.vstack([sp.hstack([flow_rows, pad]), sp.hstack([-flow_rows, pad])]).tocsr()
     b_ub = np.r_[rate + b * shift, rate - b * shift]
-    ref = np.flatnonzero(x[:, BUS.index("is_ref")] > 0.5)
-    ref_bus = int(ref[0]) if ref.size else 0
+    ref_bus = net.ref_bus
     bounds = [(None, None)] * n + [(0.0, float(p)) for p in pmax] + [(0.0, MAX_SCALE)]
     bounds[ref_bus] = (0.0, 0.0)
     c = np.zeros(2 * n + 1)
     c[-1] = -1.0
     res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
-    loading = np.zeros(ea.shape[0])
     if res.status != 0:  # infeasible even at lam = 0 (e.g. an islanded generator-less load): no margin
-        return 0.0, loading, np.zeros(n)
-    theta = res.x[:n]
-    src, dst = ei[0, on], ei[1, on]
-    sign = np.where(ea[on, BF.index("is_reverse")] < 0.5, 1.0, -1.0)
-    b_on = 1.0 / (ea[on, BF.index("x_pu")] * ea[on, BF.index("tap_ratio")])
-    flow = b_on * (theta[src] - theta[dst] - sign * ea[on, BF.index("shift_rad")])
-    loading[on] = np.abs(flow) / np.maximum(ea[on, BF.index("rate_a_pu")], 1e-6)
+        return 0.0, np.zeros(ea.shape[0]), np.zeros(n)
+    loading = net.loading(res.x[:n], ea.shape[0])
     lam = float(res.x[-1])
     # objective -lam: d(-lam)/d(pd_i) = -marginal_i * lam
     dlam = np.asarray(res.eqlin.marginals, dtype=float) * lam
