@@ -47,7 +47,13 @@ from typing import Any
 import numpy as np
 
 from gridtune.grids.model import GridModel
-from gridtune.grids.opf import AcOpfResult, _OpfCallbacks, _poly_coeffs, scenario_ppc
+from gridtune.grids.opf import (
+    AcOpfResult,
+    _OpfCallbacks,
+    _poly_coeffs,
+    pad_result_columns,
+    scenario_ppc,
+)
 from gridtune.grids.scenarios import Scenario
 
 INF = 1e20  # Ipopt reads |bounds| >= 1e19 as infinite
@@ -360,23 +366,16 @@ class IpoptOpf:
 
     def _build(self, scenario: Scenario) -> _TopologyProblem:
         import cyipopt
-        from numpy import c_, zeros
-        from pandapower.pypower.idx_brch import F_BUS, MU_ANGMAX, RATE_A, T_BUS
-        from pandapower.pypower.idx_bus import MU_VMIN
-        from pandapower.pypower.idx_gen import GEN_BUS, MU_QMIN
+        from pandapower.pypower.idx_brch import F_BUS, RATE_A, T_BUS
+        from pandapower.pypower.idx_gen import GEN_BUS
         from pandapower.pypower.makeYbus import makeYbus
         from pandapower.pypower.opf_setup import opf_setup
         from pandapower.pypower.ppoption import ppoption
 
         ppc, branch_kept, gen_kept = scenario_ppc(self.grid, scenario)
-        nb, nl, ng = ppc["bus"].shape[0], ppc["branch"].shape[0], ppc["gen"].shape[0]
+        nb, ng = ppc["bus"].shape[0], ppc["gen"].shape[0]
         work = dict(ppc)
-        if work["bus"].shape[1] < MU_VMIN + 1:
-            work["bus"] = c_[work["bus"], zeros((nb, MU_VMIN + 1 - work["bus"].shape[1]))]
-        if work["gen"].shape[1] < MU_QMIN + 1:
-            work["gen"] = c_[work["gen"], zeros((ng, MU_QMIN + 1 - work["gen"].shape[1]))]
-        if work["branch"].shape[1] < MU_ANGMAX + 1:
-            work["branch"] = c_[work["branch"], zeros((nl, MU_ANGMAX + 1 - work["branch"].shape[1]))]
+        pad_result_columns(work)
         om = opf_setup(work, ppoption(VERBOSE=0, OPF_FLOW_LIM=2))
         if om.getN("var", "y") or om.getN("var") != 2 * nb + 2 * ng:
             raise ValueError("Ipopt AC-OPF supports polynomial costs without extra variables only")

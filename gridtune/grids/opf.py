@@ -217,6 +217,21 @@ def recheck(grid: GridModel, scenario: Scenario, result: AcOpfResult,
 
 
 # ---- PIPS with vectorised callbacks ---------------------------------------------------------------------
+def pad_result_columns(ppc: dict[str, Any]) -> None:
+    """Give `ppc`'s bus, gen and branch tables the result columns (up to the multipliers) that
+    pandapower's `opf_setup` writes into, replacing the arrays in `ppc` (the caller's arrays are
+    not touched)."""
+    from numpy import c_, zeros
+    from pandapower.pypower.idx_brch import MU_ANGMAX
+    from pandapower.pypower.idx_bus import MU_VMIN
+    from pandapower.pypower.idx_gen import MU_QMIN
+
+    for table, last in (("bus", MU_VMIN), ("gen", MU_QMIN), ("branch", MU_ANGMAX)):
+        rows, cols = ppc[table].shape
+        if cols < last + 1:
+            ppc[table] = c_[ppc[table], zeros((rows, last + 1 - cols))]
+
+
 def _opf_fast(ppc: dict[str, Any], ppopt: dict[str, Any]) -> dict[str, Any]:
     """`pandapower.pypower.opf.opf` for polynomial costs and current limits, fast callbacks.
 
@@ -224,21 +239,15 @@ def _opf_fast(ppc: dict[str, Any], ppopt: dict[str, Any]) -> dict[str, Any]:
     `opf_setup`; the options and the initial-point rule are `pipsopf_solver`'s. Returns the
     fields of `opf`'s result that `solve_ac_opf` reads.
     """
-    from numpy import c_, zeros
-    from pandapower.pypower.idx_brch import MU_ANGMAX, RATE_A
-    from pandapower.pypower.idx_bus import BUS_TYPE, MU_VMIN
-    from pandapower.pypower.idx_gen import GEN_BUS, MU_QMIN
+    from pandapower.pypower.idx_brch import RATE_A
+    from pandapower.pypower.idx_bus import BUS_TYPE
+    from pandapower.pypower.idx_gen import GEN_BUS
     from pandapower.pypower.makeYbus import makeYbus
     from pandapower.pypower.opf_setup import opf_setup
     from pandapower.pypower.pips import pips
 
-    nb, nl, ng = ppc["bus"].shape[0], ppc["branch"].shape[0], ppc["gen"].shape[0]
-    if ppc["bus"].shape[1] < MU_VMIN + 1:
-        ppc["bus"] = c_[ppc["bus"], zeros((nb, MU_VMIN + 1 - ppc["bus"].shape[1]))]
-    if ppc["gen"].shape[1] < MU_QMIN + 1:
-        ppc["gen"] = c_[ppc["gen"], zeros((ng, MU_QMIN + 1 - ppc["gen"].shape[1]))]
-    if ppc["branch"].shape[1] < MU_ANGMAX + 1:
-        ppc["branch"] = c_[ppc["branch"], zeros((nl, MU_ANGMAX + 1 - ppc["branch"].shape[1]))]
+    nb, ng = ppc["bus"].shape[0], ppc["gen"].shape[0]
+    pad_result_columns(ppc)
     om = opf_setup(ppc, ppopt)
     om.build_cost_params()
     vv = om.get_idx()[0]
