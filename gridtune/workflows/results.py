@@ -10,17 +10,42 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from gridtune.errors import DataError
 from gridtune.files import write_json
 
-PRETRAIN_RESULT = "metrics.json"
-FINETUNE_RESULT = "finetune.json"
+
+class _Result:
+    """JSON in and out of a result directory; `FILE` names the file."""
+
+    FILE: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / self.FILE
+        write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Read the result file (or the directory holding one); keys this version does not know
+        are ignored."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / cls.FILE
+        try:
+            raw = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"cannot read {cls.__name__} `{p}`: {exc}") from None
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in raw.items() if k in names})
 
 
 @dataclasses.dataclass
-class PretrainResult:
+class PretrainResult(_Result):
     """What `pretrain` measured; written to `<checkpoint>/metrics.json`.
 
     `test` is the evaluation report of the test split (model beside its baseline, see
@@ -48,17 +73,12 @@ class PretrainResult:
     torch_threads: int
     per_source: dict[str, dict[str, Any]] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    FILE: ClassVar[str] = "metrics.json"
 
-    def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / PRETRAIN_RESULT
-        write_json(path, self.to_dict())
-        return path
 
 
 @dataclasses.dataclass
-class FinetuneResult:
+class FinetuneResult(_Result):
     """What `finetune` measured on the target's test split; written to `<out_dir>/finetune.json`.
 
     `transfer_gain` is `{metric, value, higher_is_better_metric}`: the strategy's metric minus
@@ -107,23 +127,4 @@ class FinetuneResult:
     violations: dict[str, dict[str, Any]] | None = None
     wall_time_s: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / FINETUNE_RESULT
-        write_json(path, self.to_dict())
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> FinetuneResult:
-        """Read a `finetune.json` (or the directory holding one)."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / FINETUNE_RESULT
-        try:
-            raw = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot read fine-tuning result `{p}`: {exc}") from None
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
+    FILE: ClassVar[str] = "finetune.json"

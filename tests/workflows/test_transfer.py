@@ -97,6 +97,11 @@ def test_result_carries_the_documented_vocabulary(source, target, tmp_path):
     assert gain["metric"] == "auroc" and gain["higher_is_better_metric"] is True
     assert gain["value"] == pytest.approx(r["metrics"]["auroc"] - r["scratch"]["metrics"]["auroc"])
     assert json.loads((tmp_path / "finetune.json").read_text()) == json.loads(json.dumps(r))
+    from gridtune.workflows.results import FinetuneResult
+
+    assert FinetuneResult.load(tmp_path).to_dict() == json.loads(json.dumps(r))
+    with pytest.raises(DataError, match="cannot read FinetuneResult"):
+        FinetuneResult.load(tmp_path / "missing")
 
 
 def test_label_sampling_is_seeded_stratified_and_within_the_training_split(target):
