@@ -11,16 +11,15 @@ study spec (`[pretrain]`, `[finetune]`, `[model]` tables) alike.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from gridtune.constraints.formulations import FORMULATIONS
 from gridtune.core.trainer import TrainConfig
 from gridtune.errors import GridtuneError, SpecError, choices_text
 from gridtune.grids.split import SPLIT_FRACTIONS, parse_split
+from gridtune.nn.heads import check_task
 from gridtune.nn.model import ModelConfig
 
-TASKS = ("feasibility", "opf", "cost")
 NORMALIZERS = ("source", "target")
 
 
@@ -50,8 +49,7 @@ class PretrainConfig:
     include_unknown: bool = False
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise SpecError(f"unknown task `{self.task}`; valid: {choices_text(TASKS)}")
+        check_task(self.task)
         object.__setattr__(self, "split", parse_split(self.split))
         if self.samples is not None and (not isinstance(self.samples, int) or self.samples < 1):
             raise SpecError(f"samples must be a positive integer, got `{self.samples}`")
@@ -164,7 +162,3 @@ def _literal(text: str) -> Any:
         except ValueError:
             pass
     return text
-
-
-def as_path(value: str | Path | None) -> str | None:
-    return None if value is None else str(value)
