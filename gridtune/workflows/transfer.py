@@ -186,9 +186,14 @@ def _reliability_and_decisions(model: Any, val: list[Any], test: list[Any], out_
     return report
 
 
-def _test_metrics(model: Any, test: list[Any]) -> dict[str, float]:
+def _test_scores(model: Any, test: list[Any]) -> tuple[dict[str, float], list[dict[str, float]] | None]:
+    """The task's metrics on the test split and, for feasibility, its reliability table, from
+    one pass over the test graphs."""
     task = make_task(model.task)
-    return task.metrics(*predict(model, make_loader(test, 256, shuffle=False), task))
+    outputs, targets = predict(model, make_loader(test, 256, shuffle=False), task)
+    reliability = (reliability_table(probabilities(outputs), targets.double().numpy())
+                   if model.task == "feasibility" else None)
+    return task.metrics(outputs, targets), reliability
 
 
 def transfer_gain(task: str, ours: float | None, scratch: float | None) -> dict[str, Any]:
@@ -281,6 +286,7 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
     decisions = (_reliability_and_decisions(model, val, test, out_dir if save else None)
                  if task == "feasibility" else {})
     solve = None if view.solve_time_s is None else view.solve_time_s[train_i + val_i]
+    metrics, reliability = _test_scores(model, test)
     result = FinetuneResult(
         checkpoint=str(checkpoint), source=meta.get("data"), target=view.name,
         target_hash=view.content_hash, task=task, strategy=strategy,
@@ -288,7 +294,7 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
         n_val=len(val), n_test=len(test), unlabeled=cfg.unlabeled, unlabeled_used=len(pool),
         normalizer=cfg.normalizer, split=list(cfg.split), pre_adapt=pre_adapt_report,
         train=dataclasses.asdict(config),
-        metrics=_test_metrics(model, test),
+        metrics=metrics, reliability=reliability,
         trainable_parameters=fit_result.trainable_parameters,
         auxiliary_parameters=fit_result.auxiliary_parameters,
         epochs_run=fit_result.epochs_run, best_epoch=fit_result.best_epoch,
@@ -302,9 +308,6 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
             "spec": cfg.constraints, "formulation": extra[0].summary(),
             "test": constraint_report(model, make_loader(test, 256, shuffle=False), cfg.constraints, task)}
         extra[0].write_history(out_dir)
-    if task == "feasibility":
-        logits, y = predict(model, make_loader(test, 256, shuffle=False), make_task("feasibility"))
-        result.reliability = reliability_table(probabilities(logits), y.double().numpy())
     if cfg.report_constraints:
         from gridtune.constraints.api import constraint_report
         result.violations = {spec: constraint_report(model, make_loader(test, 256, shuffle=False), spec, task)
@@ -315,7 +318,7 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
         fresh, scratch_fit, _ = _train_one(fresh, "scratch", {}, train, val, config, constraint_term())
         if task == "feasibility":
             platt_calibrate(fresh, val)
-        result.scratch = {"metrics": _test_metrics(fresh, test),
+        result.scratch = {"metrics": _test_scores(fresh, test)[0],
                           "trainable_parameters": scratch_fit.trainable_parameters,
                           "epochs_run": scratch_fit.epochs_run,
                           "train_wall_time_s": scratch_fit.wall_time_s}
