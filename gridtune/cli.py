@@ -15,7 +15,9 @@ import sys
 from gridtune import __version__
 from gridtune.errors import GridtuneError
 
-COMMANDS = ("cases", "data", "pretrain", "finetune", "evaluate", "calibrate", "predict", "study", "report", "demo")
+COMMANDS = (
+    "cases", "data", "pretrain", "finetune", "evaluate", "calibrate", "predict", "federated", "study", "report", "demo",
+)
 
 
 class _Parser(argparse.ArgumentParser):
