@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train,val,test fractions of the target data; labels come from the train "
                         "part, so a large test share costs no labels (default: 0.7,0.15,0.15)")
     p.add_argument("--no-scratch", action="store_true", help="skip the scratch baseline")
+    p.add_argument("--conformal-alpha", type=float, metavar="A",
+                   help="feasibility: calibrate conformal sets at miscoverage A on the target's validation "
+                   "split and report coverage and the solver fallback on its test split")
     p.add_argument("--epochs", type=int, default=200, help="maximum epochs (default: 200)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     p.add_argument("--batch-size", type=int, default=64, help="graphs per batch (default: 64)")
@@ -77,7 +80,8 @@ def _run(args: argparse.Namespace) -> int:
                               unlabeled=args.unlabeled, constraints=args.constraints,
                               formulation=args.formulation, with_scratch=not args.no_scratch,
                               pre_adapt_epochs=args.pre_adapt, normalizer=args.normalizer,
-                              split=args.split, train=train) for seed in seeds]
+                              split=args.split, train=train, conformal_alpha=args.conformal_alpha)
+               for seed in seeds]
     results = []
     for config in configs:
         out = args.out if len(seeds) == 1 else args.out / f"seed_{config.seed}"
@@ -89,6 +93,11 @@ def _run(args: argparse.Namespace) -> int:
         if r.scratch:
             line += f"  scratch {_fmt(r.scratch['metrics'].get(key))}"
         print(line)
+        if r.trust:
+            t = r.trust
+            print(f"  coverage {_fmt(t['coverage'])} at alpha {t['alpha']:g} ({t['n_calibration']} calibration "
+                  f"scenarios); model answers {_fmt(t['answered_share'])} of the test split, error among "
+                  f"answered {_fmt(t['error_among_answered'])}")
     if len(seeds) > 1 and not args.no_scratch and args.strategy != "scratch":  # scratch is its own baseline
         v = verdict(results)
         args.out.mkdir(parents=True, exist_ok=True)

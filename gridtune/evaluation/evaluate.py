@@ -207,4 +207,32 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             speed += (f"; solver {report['solver_s_per_scenario']:.3f} s/scenario: "
                       f"{report['speedup_vs_solver']:.0f}x faster")
         lines.append(speed)
+    lines += trust_lines(report.get("trust"))
+    return lines
+
+
+def trust_lines(trust: dict[str, Any] | None) -> list[str]:
+    """The conformal coverage and the solver fallback of a calibrated checkpoint (the `trust`
+    section of an evaluation report), in two or three lines; none when it was not calibrated."""
+    if not trust:
+        return []
+    if "skipped" in trust:
+        return [f"trust      not scored: {trust['skipped']}"]
+    policy = trust.get("policy", "marginal")
+    part = trust.get(policy, {})
+    if "skipped" in part:
+        return [f"trust      {policy} sets not scored: {part['skipped']}"]
+    alpha = trust["alpha"]
+    lines = [f"coverage   {_fmt(part.get('coverage'), 4)} at alpha {alpha:g} (target >= {1 - alpha:g}, "
+             f"{policy} sets, {trust.get('n_calibration')} calibration scenarios)"]
+    fb = part.get("fallback", {})
+    if fb:
+        line = (f"fallback   model answers {fb['answered_share']:.1%} of {fb['n']} scenarios "
+                f"(single-class set and familiar), error among answered {_fmt(fb.get('error_among_answered'), 4)}")
+        if fb.get("solver_time_saved_share") is not None:
+            line += f"; solver time saved {fb['solver_time_saved_share']:.1%}"
+        lines.append(line)
+    if trust.get("unfamiliar_share") is not None:
+        lines.append(f"familiar   {1 - trust['unfamiliar_share']:.1%} of scenarios within the calibrated "
+                     f"familiarity threshold")
     return lines

@@ -274,7 +274,8 @@ def transfer_config(spec: StudySpec, cell: Cell, report_sets: tuple[tuple[str, s
         formulation=formulation_of(spec, cell.formulation) if constrained else "lagrangian",
         with_scratch=cell.with_scratch, pre_adapt_epochs=f.pre_adapt_epochs,
         normalizer=f.normalizer, train=_train_config(f, seed=cell.seed, where="[finetune]"),
-        report_constraints=tuple(path for _, path in report_sets))
+        report_constraints=tuple(path for _, path in report_sets),
+        conformal_alpha=f.conformal_alpha if spec.task == "feasibility" else None)
 
 
 def _train_config(table: Any, *, seed: int, where: str) -> Any:
@@ -294,6 +295,8 @@ def _config_dict(config: Any, hashed: bool = False) -> dict[str, Any]:
     """A TransferConfig as a dict; `hashed` replaces constraint paths by their contents' hash
     (a moved file is the same constraint, an edited one is not)."""
     out = dataclasses.asdict(config)
+    if out.get("conformal_alpha") is None:
+        out.pop("conformal_alpha", None)  # cells without it keep the fingerprints they always had
     if hashed:
         if out.get("constraints"):
             out["constraints"] = _file_hash(out["constraints"])

@@ -365,6 +365,36 @@ def _metric_mean(recs: list[dict[str, Any]], metric: str) -> float:
     return _stats([r["metrics"].get(metric) for r in recs])[0]
 
 
+def fallback_table(records: list[dict[str, Any]], metric: str) -> pd.DataFrame | None:
+    """Per source, target, strategy and label budget (cells with `[finetune] conformal_alpha`):
+    the headline metric beside conformal coverage on the test split and the solver fallback
+    (share of test scenarios the model answers, error among them), mean ± std over seeds."""
+    ok = [r for r in records if r.get("status") == "ok" and r.get("trust")]
+    if not ok:
+        return None
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in ok:
+        c = r["cell"]
+        key = (c["source"], c["target"], c.get("constraint") or "none", c.get("formulation") or "none",
+               c["strategy"], c["labels"])
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (source, target, constraint, formulation, strategy, labels), recs in groups.items():
+        t = [r["trust"] for r in recs]
+        rows.append({
+            "source": source, "target": target, "constraint": constraint, "formulation": formulation,
+            "strategy": strategy,
+            "labels": labels, "seeds": len(recs),
+            metric: _pm(_stats([r["metrics"].get(metric) for r in recs]), ".4f"),
+            "alpha": _fmt(t[0].get("alpha")),
+            "calibration": int(np.mean([x.get("n_calibration") or 0 for x in t])),
+            "coverage": _pm(_stats([x.get("coverage") for x in t]), ".3f"),
+            "answered": _pm(_stats([x.get("answered_share") for x in t]), ".1f", 100.0) + " %",
+            "error among answered": _pm(_stats([x.get("error_among_answered") for x in t]), ".2f", 100.0) + " %",
+        })
+    return pd.DataFrame(rows)
+
+
 def constraint_tables(records: list[dict[str, Any]], headline: tuple[str, bool]
                       ) -> list[tuple[str, pd.DataFrame]]:
     """Per constraint set of the study: unconstrained fine-tuning against each formulation that
@@ -487,6 +517,15 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, records: list[dict[
                          f"(mean `{metric}`) than each strategy at its own budget; `< N`: below "
                          "scratch at every budget."),
                    ("table", eff)]
+    fb = fallback_table(records, metric)
+    if fb is not None:
+        blocks += [("h2", "Conformal coverage and solver fallback (test split)"),
+                   ("p", "Each fine-tuned model's conformal sets calibrated on the target's "
+                         "validation split (`calibration`: its labelled scenarios, a solver cost "
+                         "beyond `labels`); the model answers where its set is one class and the "
+                         "scenario is familiar, the rest go to the AC-OPF. Mean ± std over seeds; "
+                         "coverage should be at least 1 - alpha."),
+                   ("table", fb)]
     failed = failed_cells(frame)
     blocks.append(("h2", "Failed cells"))
     if len(failed):

@@ -264,6 +264,8 @@ def normalise_result(raw: dict[str, Any], set_labels: dict[str, str] | None = No
         out["scratch"] = _scalars(scratch.get("metrics") or {})
     if raw.get("reliability"):
         out["reliability"] = raw["reliability"]
+    if raw.get("trust"):
+        out["trust"] = _scalars(raw["trust"])
     constraints = raw.get("constraints")
     if constraints:
         out["violations"] = {name: _scalars(v) for name, v in (constraints.get("test") or {}).items()}

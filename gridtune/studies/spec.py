@@ -47,6 +47,7 @@ An example (the dataclasses below list every key and its default; the shipped st
     pre_adapt_epochs = 0
     split = [0.3, 0.1, 0.6]         # target train / validation / test fractions
     with_scratch = true             # train the scratch baseline (transfer gain and verdicts)
+    conformal_alpha = 0.05          # feasibility: coverage and the solver fallback per cell
 
 This module holds the typed tables and their validation only. `load_study` reads and validates a
 file (unknown keys and bad values name the file and the key, before any work); the study is then
@@ -206,6 +207,10 @@ class FinetuneSpec:
         with_scratch: train the scratch baseline, once per group of cells that share target,
             labels, seed and constraint (default: true); without it there is no transfer gain
             or verdict (e.g. a study that compares constraint formulations).
+        conformal_alpha: feasibility studies: calibrate each fine-tuned model's conformal sets
+            at this miscoverage level on the target's validation split and report coverage and
+            the solver fallback (share answered by the model, error among answered) beside the
+            headline metric (default: none).
     """
 
     epochs: int = 200
@@ -219,12 +224,16 @@ class FinetuneSpec:
     pre_adapt_epochs: int = 0
     split: tuple[float, float, float] | None = None
     with_scratch: bool = True
+    conformal_alpha: float | None = None
 
     def __post_init__(self) -> None:
         _at_least_one(self, ("epochs", "patience", "batch_size"))
         _optimisation(self)
         if self.pre_adapt_epochs < 0:
             raise SpecError(f"key `pre_adapt_epochs` = `{self.pre_adapt_epochs}` must be >= 0")
+        if self.conformal_alpha is not None and not 0.0 < self.conformal_alpha < 1.0:
+            raise SpecError(f"key `conformal_alpha` = `{self.conformal_alpha}` is not valid: give a "
+                            "miscoverage level strictly between 0 and 1, e.g. 0.05")
 
 
 @dataclasses.dataclass(frozen=True)

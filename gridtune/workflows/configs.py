@@ -85,6 +85,11 @@ class TransferConfig:
         report_constraints: further constraint specs whose violations on the test split the
             result reports under `violations` (e.g. the sets a study compares), whatever was
             trained (default: none).
+        conformal_alpha: feasibility only: after fine-tuning, calibrate conformal sets at this
+            miscoverage level on the target's validation split (labelled scenarios the model
+            never trained on; they cost solver time beyond `labels`, reported as
+            `trust.n_calibration`) and score the solver fallback on the test split: coverage,
+            share answered by the model, error among answered (default: none).
     """
 
     labels: int
@@ -99,8 +104,10 @@ class TransferConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     split: tuple[float, float, float] = SPLIT_FRACTIONS
     report_constraints: tuple[str, ...] = ()
+    conformal_alpha: float | None = None
 
     def __post_init__(self) -> None:
+        from gridtune.core.conformal import check_alpha
         from gridtune.core.registry import strategy_class
 
         cls = strategy_class(self.strategy)  # an unknown name lists the valid ones
@@ -123,6 +130,8 @@ class TransferConfig:
         object.__setattr__(self, "train", dataclasses.replace(self.train, seed=self.seed))
         object.__setattr__(self, "split", parse_split(self.split))
         object.__setattr__(self, "report_constraints", tuple(str(c) for c in self.report_constraints))
+        if self.conformal_alpha is not None:
+            object.__setattr__(self, "conformal_alpha", check_alpha(self.conformal_alpha, "conformal alpha"))
 
 
 def with_fields(config_cls: type, config: Any, fields: dict[str, Any]) -> Any:

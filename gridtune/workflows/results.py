@@ -87,7 +87,9 @@ class FinetuneResult(_Result):
     several seeds (`gridtune.workflows.transfer.verdict`, `gridtune finetune --seed 0 1 2 ...`,
     studies) sets it from a bootstrap interval. `reliability` (feasibility) is the reliability
     table of the calibrated model on the test split; `violations` maps each of
-    `TransferConfig.report_constraints` to its violation report on the test split.
+    `TransferConfig.report_constraints` to its violation report on the test split. `trust` (with
+    `TransferConfig.conformal_alpha`) holds the conformal coverage and the solver fallback on
+    the test split (`trust_summary`).
     """
 
     checkpoint: str
@@ -125,6 +127,7 @@ class FinetuneResult(_Result):
     constraints: dict[str, Any] | None = None
     reliability: list[dict[str, float]] | None = None
     violations: dict[str, dict[str, Any]] | None = None
+    trust: dict[str, Any] | None = None
     wall_time_s: float = 0.0
 
     FILE: ClassVar[str] = "finetune.json"

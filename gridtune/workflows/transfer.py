@@ -235,7 +235,7 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
     view = resolve_data(data)
     check_schema(view, meta["schema_version"])
     config = cfg.train
-    tr_idx, _, te_idx = split_indices(view.statuses, seed, cfg.split)
+    tr_idx, va_idx, te_idx = split_indices(view.statuses, seed, cfg.split)
     train_i, val_i = sample_labels(view.graphs, tr_idx, cfg.labels, task, seed)
     train = [view.graphs[i] for i in train_i]
     val = [view.graphs[i] for i in val_i]
@@ -328,17 +328,50 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
         result.negative_transfer_reason = ONE_SEED
     else:
         result.negative_transfer_reason = "no scratch baseline was trained"
-    result.wall_time_s = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     if save:
+        # the target's split rule travels with the weights, so `evaluate` and `calibrate` on the
+        # target never score or calibrate on the graphs the labels were drawn from
         save_checkpoint(model, out_dir, {"data_hash": view.content_hash, "data": view.name,
+                                         "split_seed": seed, "split_fractions": list(cfg.split),
                                          "finetune": {"strategy": strategy,
                                                       "options": strat.config(),
                                                       "from": str(checkpoint)},
                                          "metrics": result.metrics})
+    if cfg.conformal_alpha is not None and task == "feasibility":
+        if not save:
+            raise GridtuneError("conformal calibration is stored beside the checkpoint: it needs "
+                                "`save=True`")
+        result.trust = trust_summary(out_dir, source_data, view, va_idx.size, te_idx, cfg.conformal_alpha,
+                                     seed)
+    result.wall_time_s = time.perf_counter() - start
     result.save(out_dir)
     write_json(out_dir / "history.json", fit_result.history, indent=1)
     return result
+
+
+def trust_summary(checkpoint: Path, data: Any, view: Any, n_validation: int, test: np.ndarray,
+                  alpha: float, seed: int) -> dict[str, Any]:
+    """Calibrate the fine-tuned `checkpoint` on the target's validation split (its own split
+    rule, `n_validation` scenarios) and score the solver fallback on the `test` indices: the
+    scalars a study reports beside AUROC (`coverage`, `answered_share`, `error_among_answered`,
+    ...). The familiarity flag's false-alarm rate is 1% where the validation split supports it,
+    else the smallest rate it supports (1 / (n + 1))."""
+    from gridtune.workflows.trust import calibrate as calibrate_sets
+    from gridtune.workflows.trust import trust_report
+
+    false_alarm = min(0.5, max(0.01, 1.0 / (n_validation + 1)))
+    calibrate_sets(checkpoint, data, alpha=alpha, seed=seed, threads=None, false_alarm_rate=false_alarm)
+    model, _ = load_checkpoint(checkpoint)
+    report = trust_report(model, checkpoint, view, test, alpha=alpha)
+    part = report.get(report.get("policy", "marginal"), {})
+    fb = part.get("fallback", {})
+    return {"alpha": alpha, "policy": report.get("policy"), "n_calibration": report["n_calibration"],
+            "n_test": report["n"], "coverage": part.get("coverage"),
+            "answered_share": fb.get("answered_share"), "error_among_answered": fb.get("error_among_answered"),
+            "solver_time_saved_share": fb.get("solver_time_saved_share"),
+            "unfamiliar_share": report.get("unfamiliar_share"), "false_alarm_rate": false_alarm,
+            "skipped": part.get("skipped") or report.get("skipped")}
 
 
 def verdict(results: Sequence[FinetuneResult], *, seed: int = 0) -> Verdict:

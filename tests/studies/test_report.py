@@ -249,3 +249,22 @@ def test_learning_curve_tables_head_each_budget_with_its_label_cost():
     rows = table.set_index("strategy")
     assert rows.loc["scratch", "10 labels (20 s AC-OPF)"] == "0.715 ± 0.007 (2)"
     assert rows.loc["linear_probe", "40 labels (80 s AC-OPF)"] == "0.720 (1)"  # one seed failed
+
+
+def test_report_shows_coverage_and_the_solver_fallback_beside_the_headline(study_dir):
+    store = ResultsStore(study_dir)
+    recs = [r for r in make_records() if r["status"] == "ok"]
+    for r in recs:
+        r["trust"] = {"alpha": 0.05, "n_calibration": 300, "coverage": 0.94 + 0.02 * r["cell"]["seed"],
+                      "answered_share": 0.8, "error_among_answered": 0.01}
+        store.save(r)
+    md, _ = write_report(study_dir)
+    text = md.read_text()
+    assert "## Conformal coverage and solver fallback (test split)" in text
+    assert "80.0 ± 0.0 %" in text and "1.00 ± 0.00 %" in text and "0.950 ± 0.014" in text
+    assert "| case9 | case14 | mono | lagrangian | full | 10 | 2 | 0.7650 ± 0.0071 | 0.050 | 300 |" in text
+
+
+def test_report_without_conformal_cells_has_no_fallback_section(study_dir):
+    md, _ = write_report(study_dir)
+    assert "solver fallback" not in md.read_text()

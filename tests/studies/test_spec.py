@@ -185,6 +185,23 @@ def test_finetune_settings_are_validated_and_change_the_fingerprint(tmp_path):
         load_study(write(tmp_path, BASE + "[finetune]\nlr = 2.0\n"))
 
 
+def test_conformal_alpha_reaches_the_cells_and_leaves_other_fingerprints_alone(tmp_path):
+    plain = make_plan(load_study(write(tmp_path, BASE))).cells[0]
+    spec = load_study(write(tmp_path, BASE + "[finetune]\nconformal_alpha = 0.05\n"))
+    cell = make_plan(spec).cells[0]
+    assert cell.config.conformal_alpha == 0.05 and plain.config.conformal_alpha is None
+    assert cell.fingerprint != plain.fingerprint
+    # a fingerprint computed before the key existed: the config without it
+    import dataclasses
+
+    from gridtune.studies.plan import _config_dict
+
+    assert "conformal_alpha" not in _config_dict(plain.config, hashed=True)
+    assert "conformal_alpha" in dataclasses.asdict(plain.config)
+    with pytest.raises(SpecError, match=r"key `conformal_alpha` = `1.0` is not valid"):
+        load_study(write(tmp_path, BASE + "[finetune]\nconformal_alpha = 1.0\n"))
+
+
 def test_metric_must_belong_to_the_task(tmp_path):
     spec = load_study(write(tmp_path, BASE + 'metric = "ece"\n'))
     assert spec.headline == ("ece", False)

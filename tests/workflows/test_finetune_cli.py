@@ -71,3 +71,18 @@ def test_scratch_over_several_seeds_writes_results_without_a_verdict(setup):
                  "--labels", "12", "--strategy", "scratch", "--seed", "0", "1", "--epochs", "1",
                  "--out", str(out)]) == 0
     assert (out / "seed_1" / "finetune.json").is_file() and not (out / "verdict.json").exists()
+
+
+@pytest.mark.slow
+def test_conformal_alpha_prints_coverage_and_the_fallback(setup, capsys):
+    out = setup / "conformal"
+    assert main(["finetune", "--from", str(setup / "src"), "--data", str(setup / "ds"), "--labels", "12",
+                 "--strategy", "full", "--epochs", "2", "--no-scratch", "--split", "0.4,0.3,0.3",
+                 "--conformal-alpha", "0.2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    r = json.loads((out / "finetune.json").read_text())
+    assert r["trust"]["alpha"] == 0.2 and r["trust"]["n_calibration"] > 0
+    assert f"  coverage {r['trust']['coverage']:.4f} at alpha 0.2 ({r['trust']['n_calibration']} calibration" in text
+    assert main(["finetune", "--from", str(setup / "src"), "--data", str(setup / "ds"), "--labels", "12",
+                 "--strategy", "full", "--conformal-alpha", "2", "--out", str(out / "x")]) == 2
+    assert "conformal alpha `2.0` is not valid" in capsys.readouterr().err

@@ -211,3 +211,22 @@ def test_a_larger_test_share_scores_more_graphs_with_the_same_labels(source, tar
     _, _, te = split_indices(statuses, 0, (0.3, 0.1, 0.6))
     assert r["n_test"] == te.size > 0.5 * len(target) and r["split"] == [0.3, 0.1, 0.6]
     assert r["n_train"] + r["n_val"] == 12
+
+
+def test_conformal_alpha_calibrates_on_the_target_validation_split_and_scores_the_fallback(source, tmp_path):
+    data = graphs("case14", 240, seed=3)
+    r = finetune(source, data, tmp_path, labels=20, strategy="full", train=FAST, seed=1,
+                 split="0.5,0.25,0.25", with_scratch=False, conformal_alpha=0.1)
+    meta = load_checkpoint(tmp_path)[1]
+    assert (meta["split_seed"], meta["split_fractions"]) == (1, [0.5, 0.25, 0.25])
+    statuses = __import__("numpy").array(["feasible" if float(g.y_infeasible) == 0 else "infeasible"
+                                          for g in data])
+    _, va, te = split_indices(statuses, 1, (0.5, 0.25, 0.25))
+    t = r["trust"]
+    assert t["alpha"] == 0.1 and t["n_calibration"] == va.size and t["n_test"] == te.size == r["n_test"]
+    record = json.loads((tmp_path / "conformal.json").read_text())
+    assert record["calibration_set"] == "validation split" and record["n_calibration"] == va.size
+    assert 0.0 <= t["coverage"] <= 1.0 and 0.0 <= t["answered_share"] <= 1.0
+    assert t["error_among_answered"] is None or 0.0 <= t["error_among_answered"] <= 1.0
+    with pytest.raises(GridtuneError, match="conformal alpha `1.5` is not valid"):
+        finetune(source, data, tmp_path / "bad", labels=20, strategy="full", conformal_alpha=1.5)

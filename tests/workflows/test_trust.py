@@ -11,6 +11,7 @@ import pytest
 
 from gridtune.cli import main
 from gridtune.errors import CheckpointError, DataError, SpecError
+from gridtune.evaluation.evaluate import summary_lines
 from gridtune.grids.build import build_dataset
 from gridtune.grids.recipe import load_recipe
 from gridtune.grids.split import split_indices
@@ -74,7 +75,12 @@ def test_calibrate_predict_and_report_on_the_test_split(synthetic, tmp_path):
 
     # gridtune evaluate shows the fallback beside AUROC when the checkpoint is calibrated
     report = evaluate_checkpoint(ck, data, plots=False)
-    assert report["trust"]["marginal"]["fallback"]["answered_share"] == rep["marginal"]["fallback"]["answered_share"]
+    fb = rep["marginal"]["fallback"]
+    assert report["trust"]["marginal"]["fallback"]["answered_share"] == fb["answered_share"]
+    printed = "\n".join(summary_lines(report))
+    assert f"model answers {fb['answered_share']:.1%} of 125 scenarios" in printed
+    assert f"coverage   {rep['marginal']['coverage']:.4f} at alpha 0.1 (target >= 0.9" in printed
+    assert "fallback" not in "\n".join(summary_lines({k: v for k, v in report.items() if k != "trust"}))
 
 
 @pytest.mark.slow
@@ -165,6 +171,10 @@ def test_cli_calibrate_then_predict_csv_and_parquet(real, capsys):
         assert set(frame["action"]) <= {"model", "solve"}
     assert main(["evaluate", str(ck), "--data", str(ds), "--json"]) == 0
     assert "trust" in json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(ck), "--data", str(ds)]) == 0
+    printed = capsys.readouterr().out
+    assert "coverage   " in printed and "at alpha 0.3 (target >= 0.7" in printed
+    assert "fallback   model answers " in printed
 
 
 @pytest.mark.slow
