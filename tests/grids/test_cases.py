@@ -107,12 +107,30 @@ def test_user_matpower_file_loads_and_solves_like_matpower():
     assert (grid.name, grid.n_bus, grid.n_branch, grid.n_gen) == ("tiny4", 4, 4, 2)
 
 
-def test_user_pandapower_json_loads_as_given():
-    # two_bus.json: one slack at 10 $/MWh, a 50 MW load behind a lossless line -> 500 $/h exactly
-    net, fixes = load_net_with_repairs(DATA / "two_bus.json")
+@pytest.fixture(scope="module")
+def two_bus(tmp_path_factory) -> Path:
+    """A pandapower JSON net written by the installed pandapower (any supported version reads its
+    own format): one slack at 10 $/MWh, a 50 MW load behind a lossless line -> 500 $/h exactly."""
+    import pandapower as pp
+
+    net = pp.create_empty_network(sn_mva=100.0)
+    a = pp.create_bus(net, 110.0, name="a", min_vm_pu=0.9, max_vm_pu=1.1)
+    b = pp.create_bus(net, 110.0, name="b", min_vm_pu=0.9, max_vm_pu=1.1)
+    pp.create_line_from_parameters(net, a, b, length_km=10.0, r_ohm_per_km=0.0, x_ohm_per_km=0.4,
+                                   c_nf_per_km=0.0, max_i_ka=1.0, max_loading_percent=100.0)
+    pp.create_load(net, b, p_mw=50.0)
+    pp.create_ext_grid(net, a, min_p_mw=0.0, max_p_mw=200.0, min_q_mvar=-100.0, max_q_mvar=100.0)
+    pp.create_poly_cost(net, 0, "ext_grid", cp1_eur_per_mw=10.0)
+    path = tmp_path_factory.mktemp("pp") / "two_bus.json"
+    pp.to_json(net, str(path))
+    return path
+
+
+def test_user_pandapower_json_loads_as_given(two_bus):
+    net, fixes = load_net_with_repairs(two_bus)
     assert fixes == [] and not net.ext_grid.get("controllable", np.array([False])).any()
-    assert grid_name(DATA / "two_bus.json") == "two_bus"
-    info = case_info(DATA / "two_bus.json")
+    assert grid_name(two_bus) == "two_bus"
+    info = case_info(two_bus)
     assert info["converged"] and info["objective"] == pytest.approx(500.0, abs=1e-4)
     assert (info["buses"], info["branches"], info["generators"]) == (2, 1, 1)
     assert info["published_objective"] is None and info["relative_difference"] is None
@@ -164,8 +182,8 @@ def test_content_key_follows_the_file_bytes(tmp_path):
     assert cases.content_key("case9") != cases.content_key("case14")
 
 
-def test_cli_json_lists_rows(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "gridtune.cli", "cases", "case9", str(DATA / "two_bus.json"),
+def test_cli_json_lists_rows(two_bus):
+    proc = subprocess.run([sys.executable, "-m", "gridtune.cli", "cases", "case9", str(two_bus),
                            "--json", "--workers", "1"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
