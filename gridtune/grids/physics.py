@@ -18,11 +18,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gridtune.grids.features import BRANCH_FEATURES, BUS_FEATURES, OPF_TARGETS
+from gridtune.grids.features import BRANCH_FEATURES, BUS_FEATURES, OPF_TARGETS, RATE_UNLIMITED_PU
 
 _X = {n: BUS_FEATURES.index(n) for n in ("pd_pu", "qd_pu", "gs_pu", "bs_pu")}
 _E = {n: BRANCH_FEATURES.index(n) for n in ("r_pu", "x_pu", "b_pu", "tap_ratio", "shift_rad",
-                                            "in_service", "is_reverse")}
+                                            "in_service", "is_reverse", "rate_a_pu")}
 _VM, _VA, _PG, _QG = (OPF_TARGETS.index(n) for n in ("vm_pu", "va_rad", "pg_pu", "qg_pu"))
 
 
@@ -53,6 +53,24 @@ def branch_flows(vm_pu: Tensor, va_rad: Tensor, edge_index: Tensor, edge_attr: T
     i_f = (ys + half_b) / (tau * tau.conj()) * vf - ys / tau.conj() * vt
     i_t = -ys / tau * vf + (ys + half_b) * vt
     return vf * i_f.conj(), vt * i_t.conj(), keep
+
+
+def branch_loading(vm_pu: Tensor, va_rad: Tensor, edge_index: Tensor, edge_attr: Tensor
+                   ) -> tuple[Tensor, Tensor]:
+    """Loading of each rated, in-service branch in percent of its rating: the larger apparent
+    power of its two ends over `RATE_A` (MATPOWER's MVA flow limit), computed from a state.
+
+    Returns:
+        (loading_percent (L,), branch (L,)): `branch` numbers the graph's branches in row order
+        (the forward rows of `edge_index`), so a loading can be matched to its branch.
+    """
+    s_f, s_t, keep = branch_flows(vm_pu, va_rad, edge_index, edge_attr)
+    forward = edge_attr[:, _E["is_reverse"]] < 0.5
+    number = torch.cumsum(forward.long(), 0) - 1  # branch number of each forward row
+    rate = edge_attr[keep, _E["rate_a_pu"]].to(s_f.real.dtype)
+    rated = rate < RATE_UNLIMITED_PU
+    loading = 100.0 * torch.maximum(s_f.abs(), s_t.abs())[rated] / rate[rated]
+    return loading, number[keep][rated]
 
 
 def branch_injections(vm_pu: Tensor, va_rad: Tensor, edge_index: Tensor, edge_attr: Tensor

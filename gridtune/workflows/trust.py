@@ -52,6 +52,7 @@ from gridtune.core.familiarity import Familiarity
 from gridtune.core.trainer import make_loader, torch_threads
 from gridtune.errors import CheckpointError, DataError, SpecError
 from gridtune.files import write_json
+from gridtune.grids.features import BRANCH_FEATURES
 from gridtune.grids.split import SPLIT_FRACTIONS, split_indices
 from gridtune.grids.view import DataView, check_schema, resolve_data, unknown_as_infeasible
 from gridtune.nn.checkpoint import WEIGHTS, load_checkpoint, locate
@@ -61,6 +62,8 @@ FAMILIARITY_FILE = "familiarity.safetensors"
 CLASSES = ("feasible", "infeasible")
 MAX_REFERENCE = 4000  # training embeddings kept as the familiarity reference (seeded subsample)
 BATCH = 256
+LOADING = "loading_percent"  # branch loading from the predicted voltages, percent of RATE_A
+_IS_REVERSE = BRANCH_FEATURES.index("is_reverse")
 CURVE_ALPHAS = tuple(float(a) for a in np.geomspace(0.002, 0.5, 36))
 
 
@@ -516,6 +519,54 @@ def opf_outputs(model: Any, graphs: list[Any], batch_size: int = BATCH) -> dict[
             (("pred", pred), ("target", target), ("group", group), ("graph", graph), ("bus", bus))}
 
 
+@torch.no_grad()
+def loading_outputs(model: Any, graphs: list[Any], batch_size: int = BATCH) -> dict[str, np.ndarray]:
+    """Per rated, in-service branch of `graphs`: the loading (percent of `RATE_A`) that the
+    predicted voltages imply (`grids.physics.branch_loading`) and the one the AC-OPF solution's
+    voltages imply, the graph index and the branch number within its graph."""
+    from gridtune.grids.features import OPF_TARGETS
+    from gridtune.grids.physics import branch_loading
+
+    vm, va = OPF_TARGETS.index("vm_pu"), OPF_TARGETS.index("va_rad")
+    pred, target, graph, branch = [], [], [], []
+    was_training = model.training
+    model.eval()
+    try:
+        offset = 0
+        for batch in make_loader(graphs, batch_size, shuffle=False):
+            state, truth = model(batch).double(), batch.y_opf.double()
+            attr = batch.edge_attr.double()
+            lp, number = branch_loading(state[:, vm], state[:, va], batch.edge_index, attr)
+            lt, _ = branch_loading(truth[:, vm], truth[:, va], batch.edge_index, attr)
+            # branch numbers run over the whole batch: restart them in each graph
+            forward = batch.edge_attr[:, _IS_REVERSE] < 0.5
+            per_graph = torch.bincount(batch.batch[batch.edge_index[0, forward]], minlength=batch.num_graphs)
+            starts = torch.cumsum(per_graph, 0) - per_graph
+            # the graph of each rated branch: its number falls in [start, start + count)
+            g = torch.searchsorted(torch.cumsum(per_graph, 0), number, right=True)
+            pred.append(lp)
+            target.append(lt)
+            graph.append(g + offset)
+            branch.append(number - starts[g])
+            offset += int(batch.num_graphs)
+    finally:
+        model.train(was_training)
+    return {k: torch.cat(v).numpy() for k, v in
+            (("pred", pred), ("target", target), ("graph", graph), ("branch", branch))}
+
+
+def _fit_loading(model: Any, graphs: list[Any], alpha: float) -> dict[str, Any] | None:
+    """Split-conformal intervals on branch loading (one group: every rated branch), or None
+    when the graphs have no rated branch."""
+    from gridtune.core.conformal import ConformalRegressor
+
+    o = loading_outputs(model, graphs)
+    if not o["pred"].size:
+        return None
+    reg = ConformalRegressor.fit(o["target"], o["pred"], [LOADING], alpha=alpha)
+    return {"intervals": reg.to_dict(), "n_branches": int(o["pred"].size)}
+
+
 def _calibrate_opf(where: Path, model: Any, meta: dict[str, Any], view: DataView, cal: np.ndarray,
                    how: str, alpha: float, seed: int, start: float) -> dict[str, Any]:
     """Split-conformal intervals on the OPF head's per-bus outputs, Mondrian by bus group
@@ -531,7 +582,9 @@ def _calibrate_opf(where: Path, model: Any, meta: dict[str, Any], view: DataView
                         f"({cal.size} scenarios) to calibrate intervals on")
     o = opf_outputs(model, graphs)
     reg = ConformalRegressor.fit(o["target"], o["pred"], list(OPF_TARGETS), groups=o["group"], alpha=alpha)
-    record = {"task": "opf", "intervals": reg.to_dict(), "data": view.name, "data_hash": view.content_hash,
+    loading = _fit_loading(model, graphs, alpha)
+    record = {"task": "opf", "intervals": reg.to_dict(), "branch_loading": loading,
+              "data": view.name, "data_hash": view.content_hash,
               "same_data_as_training": view.content_hash == meta.get("data_hash"),
               "calibration_set": how, "n_calibration": len(graphs), "n_buses": int(o["group"].size),
               "weights_digest": _weights_digest(where), "seed": seed}
@@ -541,6 +594,9 @@ def _calibrate_opf(where: Path, model: Any, meta: dict[str, Any], view: DataView
             "n_buses": int(o["group"].size), "min_calibration_size": min_calibration_size(alpha),
             "half_widths": {c: {("generator" if g else "other"): reg.threshold(c, g)
                                 for g in (0, 1) if str(g) in reg.scores[c]} for c in OPF_TARGETS},
+            "loading_half_width_percent": None if loading is None else
+            ConformalRegressor.from_dict(loading["intervals"]).threshold(LOADING),
+            "n_calibration_branches": None if loading is None else loading["n_branches"],
             "wall_time_s": time.perf_counter() - start}
 
 
@@ -565,20 +621,34 @@ def load_intervals(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
     return reg, record
 
 
+def branch_file(out: str | Path) -> Path:
+    """Where `predict` on an OPF checkpoint writes the branch-loading rows beside `out`."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_branches{out.suffix}")
+
+
 def _predict_opf(where: Path, model: Any, meta: dict[str, Any], data: Any, alpha: float | None,
                  out: str | Path | None, samples: int | None, threads: int | None) -> Any:
-    """One row per scenario and bus: each OPF target's prediction with its interval."""
+    """One row per scenario and bus: each OPF target's prediction with its interval; with a
+    branch-loading calibration, one row per scenario and rated branch in `frame.attrs["branches"]`
+    (and `<out>_branches.<suffix>`)."""
     import pandas as pd
 
+    from gridtune.core.conformal import ConformalRegressor
     from gridtune.grids.features import OPF_TARGETS
 
-    reg, _ = load_intervals(where)
+    reg, record = load_intervals(where)
     for c in OPF_TARGETS:  # too few calibration scores for this alpha: fail before any work
         for g in reg.scores[c]:
             reg.threshold(c, int(g), alpha)
+    loading = record.get("branch_loading")
+    reg_loading = None if loading is None else ConformalRegressor.from_dict(loading["intervals"])
+    if reg_loading is not None:
+        reg_loading.threshold(LOADING, 0, alpha)
     view = _view(data, meta, samples)
     with torch_threads(threads):
         o = opf_outputs(model, view.graphs)
+        b = None if reg_loading is None else loading_outputs(model, view.graphs)
     lo, hi = reg.intervals(o["pred"], groups=o["group"], alpha=alpha)
     key, ids = _ids(view)
     columns: dict[str, Any] = {key: ids[o["graph"]], "bus": o["bus"]}
@@ -588,4 +658,11 @@ def _predict_opf(where: Path, model: Any, meta: dict[str, Any], data: Any, alpha
         columns[f"{c}_hi"] = hi[:, j]
     frame = pd.DataFrame(columns)
     _write_frame(frame, out)
+    if b is not None:
+        blo, bhi = reg_loading.intervals(b["pred"], alpha=alpha)
+        branches = pd.DataFrame({key: ids[b["graph"]], "branch": b["branch"], LOADING: b["pred"],
+                                 f"{LOADING}_lo": np.maximum(blo[:, 0], 0.0), f"{LOADING}_hi": bhi[:, 0]})
+        if out is not None:
+            _write_frame(branches, branch_file(out))
+        frame.attrs["branches"] = branches  # after writing: parquet stores attrs as JSON
     return frame

@@ -236,6 +236,28 @@ def test_opf_head_intervals_cover_each_target(tmp_path, capsys):
     for j, c in enumerate(OPF_TARGETS):
         inside = (target[:, j] >= rows[f"{c}_lo"].to_numpy() - 1e-9) & (target[:, j] <= rows[f"{c}_hi"].to_numpy() + 1e-9)
         assert inside.mean() >= 0.85, c
+    # branch loading from the predicted voltages, against the loading the solution's voltages imply
+    from gridtune.workflows.trust import branch_file, loading_outputs
+
+    assert r["loading_half_width_percent"] > 0 and r["n_calibration_branches"] > 0
+    branches = pd.read_csv(branch_file(tmp_path / "opf.csv"))
+    assert list(branches.columns) == ["scenario_id", "branch", "loading_percent", "loading_percent_lo",
+                                      "loading_percent_hi"]
+    kept = frame.attrs["branches"]
+    assert (branches[["scenario_id", "branch"]].to_numpy() == kept[["scenario_id", "branch"]].to_numpy()).all()
+    assert np.allclose(branches["loading_percent_hi"], kept["loading_percent_hi"], rtol=1e-9)
+    test = [view.graphs[i] for i in te if np.isfinite(view.graphs[i].y_opf).all()]
+    o = loading_outputs(model, test)
+    for k in (0, 5):  # a batch numbers branches per graph, as each graph alone does
+        alone = loading_outputs(model, test[k:k + 1])
+        assert (o["branch"][o["graph"] == k] == alone["branch"]).all() and alone["branch"].size > 0
+        assert np.allclose(o["pred"][o["graph"] == k], alone["pred"])
+    ids = np.array([int(g.scenario_id) for g in test])[o["graph"]]
+    merged = pd.DataFrame({"scenario_id": ids, "branch": o["branch"], "true": o["target"]}).merge(
+        branches, on=["scenario_id", "branch"], how="left", validate="one_to_one")
+    assert len(merged) == o["target"].size and merged["loading_percent"].notna().all()
+    inside = (merged["true"] >= merged["loading_percent_lo"] - 1e-9) & (merged["true"] <= merged["loading_percent_hi"] + 1e-9)
+    assert inside.mean() >= 0.85
     assert main(["calibrate", str(tmp_path / "opf"), "--data", "case14", "--alpha", "0"]) == 2
     assert main(["predict", str(tmp_path / "opf"), "--data", "x", "--alpha", "0.001",
                  "--out", str(tmp_path / "o.csv")]) == 2
