@@ -23,8 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from gridtune.errors import SpecError, TrainingError, choices_text
-
-TASKS = ("feasibility", "opf", "cost")
+from gridtune.grids.labels import TASKS
 
 
 @dataclasses.dataclass

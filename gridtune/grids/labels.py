@@ -19,6 +19,10 @@ import numpy as np
 
 Status = Literal["feasible", "infeasible", "unknown", "error"]
 
+# What a model can learn from the labels: P(infeasible) from the status, the AC-OPF solution per
+# bus, the AC-OPF objective. The one list of task names (targets: `grids.view.TASK_TARGETS`).
+TASKS = ("feasibility", "opf", "cost")
+
 
 @dataclasses.dataclass(frozen=True)
 class Tolerances:

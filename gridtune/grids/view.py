@@ -18,8 +18,9 @@ from torch_geometric.data import Data
 
 from gridtune.errors import CheckpointError, DataError
 from gridtune.grids.features import BUS_FEATURES, SCHEMA_VERSION, STATUSES
+from gridtune.grids.labels import TASKS
 
-TASK_TARGETS = {"feasibility": "y_infeasible", "opf": "y_opf", "cost": "y_cost"}
+TASK_TARGETS = dict(zip(TASKS, ("y_infeasible", "y_opf", "y_cost"), strict=True))
 
 
 @dataclasses.dataclass

@@ -11,19 +11,17 @@ from torch import Tensor, nn
 
 from gridtune.errors import GridtuneError, choices_text
 from gridtune.grids.features import OPF_TARGETS
+from gridtune.grids.labels import TASKS
 from gridtune.nn.encoders import mlp
 
-# task -> (graph level?, outputs per item)
-TASK_SHAPES: dict[str, tuple[bool, int]] = {
-    "feasibility": (True, 1),
-    "opf": (False, len(OPF_TARGETS)),
-    "cost": (True, 1),
-}
+# task -> (graph level?, outputs per item), in `TASKS` order
+TASK_SHAPES: dict[str, tuple[bool, int]] = dict(zip(TASKS, ((True, 1), (False, len(OPF_TARGETS)), (True, 1)),
+                                                    strict=True))
 
 
 def check_task(task: str) -> str:
-    if task not in TASK_SHAPES:
-        raise GridtuneError(f"unknown task `{task}`; valid: {choices_text(TASK_SHAPES)}")
+    if task not in TASKS:
+        raise GridtuneError(f"unknown task `{task}`; valid: {choices_text(TASKS)}")
     return task
 
 

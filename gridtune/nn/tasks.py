@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gridtune.core.metrics import classification_metrics
-from gridtune.errors import GridtuneError, choices_text
+from gridtune.errors import GridtuneError
 from gridtune.grids.features import OPF_TARGETS
+from gridtune.grids.labels import TASKS
+from gridtune.nn.heads import check_task
 
 # Typical spreads of the OPF targets across IEEE cases (vm_pu, va_rad, pg_pu, qg_pu): used to
 # standardise the loss when no fitted statistics are given (e.g. a task built from its name alone).
@@ -148,14 +150,12 @@ class CostTask:
         return -metrics["mape_cost"]
 
 
-TASKS = {"feasibility": FeasibilityTask, "opf": OpfTask, "cost": CostTask}
+TASK_CLASSES = dict(zip(TASKS, (FeasibilityTask, OpfTask, CostTask), strict=True))
 
 
 def make_task(name: str, **options: Any) -> FeasibilityTask | OpfTask | CostTask:
     """The task called `name`; `options` go to its constructor (`pos_weight`, `target_std`, `cost_scale`)."""
-    if name not in TASKS:
-        raise GridtuneError(f"unknown task `{name}`; valid: {choices_text(TASKS)}")
-    return TASKS[name](**options)
+    return TASK_CLASSES[check_task(name)](**options)
 
 
 def task_for_model(model: Any, **options: Any) -> FeasibilityTask | OpfTask | CostTask:

@@ -73,7 +73,6 @@ from gridtune.specs import (
 )
 from gridtune.studies.overrides import apply_overrides
 
-TASKS = ("feasibility", "opf", "cost")
 PAIRS = ("cross", "all")
 MODELS = ("gine", "gatv2", "transformer")
 LR_SCHEDULES = ("cosine",)
