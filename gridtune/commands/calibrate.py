@@ -52,6 +52,9 @@ def _run(args: argparse.Namespace) -> int:
         for col, widths in r["half_widths"].items():
             print(f"interval   {col}: +- " + ", ".join(f"{v:.4g} ({k} buses)" for k, v in widths.items())
                   + f" at alpha {r['alpha']:g}")
+        if r.get("loading_half_width_percent") is not None:
+            print(f"interval   branch loading: +- {r['loading_half_width_percent']:.4g} percent of RATE_A "
+                  f"({r['n_calibration_branches']} rated branch loadings) at alpha {r['alpha']:g}")
         print(f"written    {r['file']}")
         return 0
     counts = ", ".join(f"{k} {v}" for k, v in r["n_per_class"].items())

@@ -38,7 +38,16 @@ def _run(args: argparse.Namespace) -> int:
         frame = predict(args.checkpoint, args.data, alpha=args.alpha, out=args.out, samples=args.samples)
         print(f"predicted  {len(frame)} buses with OPF intervals (vm_pu, va_rad, pg_pu, qg_pu and "
               f"their _lo / _hi)")
-        print(f"written    {args.out}")
+        branches = frame.attrs.get("branches")
+        if branches is not None:
+            from gridtune.workflows.trust import branch_file
+
+            over = int((branches["loading_percent_hi"] > 100.0).sum())
+            print(f"branches   {len(branches)} rated branch loadings (percent of RATE_A) with intervals; "
+                  f"{over} may exceed their rating (upper bound above 100)")
+            print(f"written    {args.out}, {branch_file(args.out)}")
+        else:
+            print(f"written    {args.out}")
         return 0
     conformal, _, _ = load_calibration(args.checkpoint)
     conformal.thresholds(args.alpha, args.mondrian)

@@ -262,3 +262,20 @@ def test_opf_head_intervals_cover_each_target(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "opf"), "--data", "x", "--alpha", "0.001",
                  "--out", str(tmp_path / "o.csv")]) == 2
     assert "too few for alpha `0.001`" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_opf_intervals_include_branch_loading(real, capsys):
+    """case9 has rated branches: `calibrate` prints the loading interval, `predict` writes the
+    branch rows beside the bus rows."""
+    ds = real / "ds"
+    pretrain(str(ds), task="opf", out_dir=real / "opf", epochs=2, hidden=16, layers=2, batch_size=16)
+    assert main(["calibrate", str(real / "opf"), "--data", str(ds), "--alpha", "0.3",
+                 "--calibration-share", "1"]) == 0
+    assert "interval   branch loading: +- " in capsys.readouterr().out
+    out = real / "opf_pred.parquet"
+    assert main(["predict", str(real / "opf"), "--data", str(ds), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    branches = pd.read_parquet(real / "opf_pred_branches.parquet")
+    assert f"branches   {len(branches)} rated branch loadings" in text
+    assert set(branches["branch"]) <= set(range(9)) and (branches["loading_percent_hi"] >= branches["loading_percent"]).all()
