@@ -156,11 +156,18 @@ def opf_intervals(args: argparse.Namespace) -> dict[str, Any]:
     solved validation scenarios; per-bus coverage, half-width and MAE per target and bus group on
     the solved test scenarios."""
     import gridtune
+    from gridtune.core.conformal import ConformalRegressor
     from gridtune.grids.features import OPF_TARGETS
     from gridtune.grids.split import parse_split, split_indices
     from gridtune.grids.view import resolve_data, task_graphs
     from gridtune.nn.checkpoint import load_checkpoint
-    from gridtune.workflows.trust import calibrate, load_intervals, opf_outputs
+    from gridtune.workflows.trust import (
+        LOADING,
+        calibrate,
+        load_intervals,
+        loading_outputs,
+        opf_outputs,
+    )
 
     ck = args.out / "checkpoint-opf"
     if not (ck / "model.safetensors").is_file():
@@ -172,10 +179,22 @@ def opf_intervals(args: argparse.Namespace) -> dict[str, Any]:
     _, _, te = split_indices(view.statuses, meta["split_seed"], tuple(meta["split_fractions"]))
     test = task_graphs([view.graphs[i] for i in te], "opf")
     o = opf_outputs(model, test)
-    out: dict[str, Any] = {"n_test_scenarios": len(test)}
+    b = loading_outputs(model, test)
+    out: dict[str, Any] = {"n_test_scenarios": len(test), "n_test_branch_loadings": int(b["pred"].size)}
     for alpha in (0.1, 0.05):
         calibrate(ck, view, alpha=alpha)
-        reg, _ = load_intervals(ck)
+        reg, record = load_intervals(ck)
+        if record.get("branch_loading"):
+            blo, bhi = ConformalRegressor.from_dict(record["branch_loading"]["intervals"]).intervals(b["pred"])
+            inside_b = (b["target"] >= blo[:, 0] - 1e-9) & (b["target"] <= bhi[:, 0] + 1e-9)
+            r = out[f"{LOADING}@{alpha}"] = {
+                "coverage": float(inside_b.mean()), "half_width": float(np.mean(bhi - blo) / 2),
+                "mae": float(np.mean(np.abs(b["pred"] - b["target"]))),
+                "coverage_above_80_percent": float(inside_b[b["target"] > 80.0].mean())
+                if (b["target"] > 80.0).any() else None}
+            print(f"opf interval alpha {alpha:g} {LOADING} coverage {r['coverage']:.4f} half-width "
+                  f"{r['half_width']:.4g} MAE {r['mae']:.4g} (coverage where loaded > 80%: "
+                  f"{r['coverage_above_80_percent']})")
         lo, hi = reg.intervals(o["pred"], groups=o["group"])
         inside = (o["target"] >= lo - 1e-12) & (o["target"] <= hi + 1e-12)
         for j, c in enumerate(OPF_TARGETS):
