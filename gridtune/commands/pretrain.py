@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-unknown", action="store_true",
                    help="feasibility: count `unknown` scenarios (AC failed, uncertified) as infeasible")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
+    p.add_argument("--self-supervised", type=int, default=0, metavar="EPOCHS",
+                   help="first EPOCHS of masked-feature reconstruction on scenarios whose labels are not "
+                   "used (the training split, plus --unlabeled draws per source), then supervised training")
+    p.add_argument("--unlabeled", type=int, default=0, metavar="N",
+                   help="fresh scenarios drawn per source for --self-supervised, without any OPF solve")
     p.add_argument("--split", default="0.7,0.15,0.15",
                    help="train,val,test fractions, stratified by status (default: 0.7,0.15,0.15)")
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
@@ -61,7 +66,8 @@ def _run(args: argparse.Namespace) -> int:
                         patience=args.patience, seed=args.seed, weight_decay=args.weight_decay,
                         lr_schedule=None if args.lr_schedule == "constant" else args.lr_schedule)
     config = PretrainConfig(task=args.task, model=model, train=train, split=args.split,
-                            samples=args.samples, include_unknown=args.include_unknown)
+                            samples=args.samples, include_unknown=args.include_unknown,
+                            self_supervised_epochs=args.self_supervised, unlabeled=args.unlabeled)
     data = args.data[0] if len(args.data) == 1 else list(args.data)
     if args.leave_one_out:
         from gridtune.workflows.pretrain import leave_one_out
@@ -79,6 +85,10 @@ def _run(args: argparse.Namespace) -> int:
                  progress=True, threads=args.threads)
     print(f"checkpoint {args.out}  ({m.trainable_parameters} parameters, {m.epochs_run} epochs, "
           f"best {m.best_epoch}, {m.train_wall_time_s:.1f} s, {m.train_graphs_per_s:.0f} graphs/s)")
+    if m.self_supervised:
+        ssl = m.self_supervised
+        print(f"self-supervised {ssl['epochs']} epochs on {ssl['graphs']} graphs ({ssl['drawn']} drawn "
+              f"unlabelled): masked loss {ssl['loss'][0]:.4g} -> {ssl['loss'][-1]:.4g}, {ssl['wall_time_s']:.1f} s")
     print("\n".join(summary_lines(m.test)))
     for grid, report in (m.per_source or {}).items():
         print(f"-- {grid}")

@@ -216,7 +216,7 @@ def make_plan(spec: StudySpec) -> StudyPlan:
     sources = list(dict.fromkeys(c.source for c in cells))
     pconfig = pretrain_config(spec)
     pretrain = {s: PretrainPlan(s, pconfig, _hash({
-        "task": spec.task, "config": dataclasses.asdict(pconfig),
+        "task": spec.task, "config": _pretrain_dict(pconfig),
         "source_recipe": by_label[s].recipe})) for s in sources}
     cell_plans = []
     for cell in cells:
@@ -242,7 +242,8 @@ def pretrain_config(spec: StudySpec) -> Any:
     model = from_table(ModelConfig, {**p.model_fields(), **spec.model}, where="[model]")
     fields: dict[str, Any] = {"task": spec.task, "model": model,
                               "train": _train_config(p, seed=p.seed, where="[pretrain]"),
-                              "samples": p.samples, "include_unknown": p.include_unknown}
+                              "samples": p.samples, "include_unknown": p.include_unknown,
+                              "self_supervised_epochs": p.self_supervised_epochs, "unlabeled": p.unlabeled}
     if p.split is not None:
         fields["split"] = p.split
     try:
@@ -289,6 +290,16 @@ def _train_config(table: Any, *, seed: int, where: str) -> Any:
         return TrainConfig(seed=seed, **fields)
     except (GridtuneError, ValueError) as exc:
         raise SpecError(f"{where}: {exc}") from None
+
+
+def _pretrain_dict(config: Any) -> dict[str, Any]:
+    """A PretrainConfig as hashed: without self-supervision its keys stay out, so plans made
+    before those keys existed keep their fingerprints."""
+    out = dataclasses.asdict(config)
+    if not out.get("self_supervised_epochs"):
+        out.pop("self_supervised_epochs", None)
+        out.pop("unlabeled", None)
+    return out
 
 
 def _config_dict(config: Any, hashed: bool = False) -> dict[str, Any]:

@@ -149,6 +149,9 @@ class PretrainSpec:
         grad_clip_norm: gradient-norm clipping (default: `TrainConfig`'s).
         split: train / validation / test fractions of the source (default: 0.7 / 0.15 / 0.15).
         include_unknown: feasibility: count `unknown` scenarios as infeasible (default: false).
+        self_supervised_epochs: masked-feature reconstruction epochs before the supervised
+            ones, on the source's training split and `unlabeled` fresh draws (default: 0).
+        unlabeled: fresh source scenarios drawn (no OPF solve) for those epochs (default: 0).
         model, hidden, layers: shorthands for `[model] conv`, `hidden`, `layers`.
     """
 
@@ -163,6 +166,8 @@ class PretrainSpec:
     grad_clip_norm: float | None = None
     split: tuple[float, float, float] | None = None
     include_unknown: bool = False
+    self_supervised_epochs: int = 0
+    unlabeled: int = 0
     model: str | None = None
     hidden: int | None = None
     layers: int | None = None

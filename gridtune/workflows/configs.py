@@ -39,6 +39,12 @@ class PretrainConfig:
         samples: use the first `samples` scenarios only (default: all).
         include_unknown: feasibility only: count `unknown` scenarios (AC solver failed, nothing
             certified) as infeasible instead of leaving them out (default: False).
+        self_supervised_epochs: first this many epochs of masked-feature reconstruction
+            (`gridtune.core.ssl`) on scenarios whose labels are not used: the training split of
+            every source, whatever its status, plus `unlabeled` fresh draws per source; then the
+            supervised training (default: 0, none).
+        unlabeled: fresh scenarios drawn per source from its recipe for the self-supervised
+            epochs, without any OPF solve (default: 0).
     """
 
     task: str = "feasibility"
@@ -47,9 +53,18 @@ class PretrainConfig:
     split: tuple[float, float, float] = SPLIT_FRACTIONS
     samples: int | None = None
     include_unknown: bool = False
+    self_supervised_epochs: int = 0
+    unlabeled: int = 0
 
     def __post_init__(self) -> None:
         check_task(self.task)
+        for key in ("self_supervised_epochs", "unlabeled"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 0:
+                raise SpecError(f"{key} must be a non-negative integer, got `{value}`")
+        if self.unlabeled > 0 and self.self_supervised_epochs == 0:
+            raise SpecError(f"unlabeled = `{self.unlabeled}` draws scenarios for self-supervised "
+                            "pre-training: also give self_supervised_epochs > 0")
         object.__setattr__(self, "split", parse_split(self.split))
         if self.samples is not None and (not isinstance(self.samples, int) or self.samples < 1):
             raise SpecError(f"samples must be a positive integer, got `{self.samples}`")

@@ -50,6 +50,35 @@ def class_balance(graphs: list[Any]) -> dict[str, float]:
     return {"pos_weight": float((y.size - n_pos) / n_pos) if 0 < n_pos < y.size else 1.0}
 
 
+def self_supervise(net: Any, train_graphs: list[Any], sources: list[Any], config: PretrainConfig
+                   ) -> dict[str, Any]:
+    """Masked-feature reconstruction (`gridtune.core.ssl.pre_adapt`) on the training split's
+    graphs (labels unused, every status) and `config.unlabeled` fresh draws of each source's
+    recipe (no OPF solve); returns what the result records."""
+    from gridtune.core.ssl import pre_adapt
+
+    seed = config.train.seed
+    graphs = list(train_graphs)
+    drawn = 0
+    if config.unlabeled > 0:
+        from gridtune.grids.dataset import open_dataset
+
+        for source in sources:
+            dataset = open_dataset(source) if isinstance(source, (str, Path)) else source
+            if not hasattr(dataset, "unlabeled"):
+                raise DataError(f"unlabeled = `{config.unlabeled}` needs sources with a recipe to draw "
+                                f"from (a recipe, case name or dataset directory), not "
+                                f"`{type(dataset).__name__}`")
+            extra = dataset.unlabeled(config.unlabeled, seed)
+            graphs += extra
+            drawn += len(extra)
+    batch = config.train.batch_size
+    result = pre_adapt(net, make_loader(graphs, batch, shuffle=True, seed=seed),
+                       epochs=config.self_supervised_epochs, lr=config.train.lr, seed=seed)
+    return {"epochs": config.self_supervised_epochs, "graphs": len(graphs), "drawn": drawn,
+            "loss": result.history, "wall_time_s": result.wall_time_s}
+
+
 def pretrain(data: Any, out_dir: str | Path, config: PretrainConfig | None = None, *,
              workers: int | None = None, backend: str = "local", threads: int | None = 1,
              progress: bool = False, **fields: Any) -> PretrainResult:
@@ -100,6 +129,10 @@ def _pretrain(data: Any, out: Path, config: PretrainConfig, *, workers: int | No
                         f"({len(train)} train, {len(val)} validation) to train on")
     torch.manual_seed(seed)
     net = build_model(config.model, task, Normalizer().fit(train))
+    ssl_report = None
+    if config.self_supervised_epochs > 0:
+        sources = list(data) if is_source_list(data) else [data]
+        ssl_report = self_supervise(net, [view.graphs[i] for i in tr_idx], sources, config)
     fit_task = make_task(task, **class_balance(train)) if task == "feasibility" else task_for_model(net)
     batch = config.train.batch_size
     fitted = fit(net, make_loader(train, batch, shuffle=True, seed=seed),
@@ -123,7 +156,7 @@ def _pretrain(data: Any, out: Path, config: PretrainConfig, *, workers: int | No
         epochs_run=fitted.epochs_run, best_epoch=fitted.best_epoch, best_val=fitted.best_val,
         train_wall_time_s=fitted.wall_time_s,
         train_graphs_per_s=len(train) * fitted.epochs_run / max(fitted.wall_time_s, 1e-9),
-        calibration=calibration, test=test_report, per_source=per_source,
+        calibration=calibration, test=test_report, per_source=per_source, self_supervised=ssl_report,
         wall_time_s=time.perf_counter() - start, torch_threads=torch.get_num_threads())
     save_checkpoint(net, out, {"data_hash": view.content_hash, "data": view.name, "split_seed": seed,
                                "split_fractions": list(config.split),

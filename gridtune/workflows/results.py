@@ -72,6 +72,7 @@ class PretrainResult(_Result):
     wall_time_s: float
     torch_threads: int
     per_source: dict[str, dict[str, Any]] | None = None
+    self_supervised: dict[str, Any] | None = None
 
     FILE: ClassVar[str] = "metrics.json"
 

@@ -208,3 +208,19 @@ def test_metric_must_belong_to_the_task(tmp_path):
     assert load_study(write(tmp_path, BASE + 'task = "opf"\n')).headline == ("std_mse", False)
     with pytest.raises(SpecError, match=r"key `metric` = `mape_cost` is not a `feasibility` metric; valid: .*`auroc`"):
         load_study(write(tmp_path, BASE + 'metric = "mape_cost"\n'))
+
+
+def test_self_supervised_pretraining_reaches_the_plan_and_leaves_other_fingerprints_alone(tmp_path):
+    import dataclasses
+
+    from gridtune.studies.plan import _pretrain_dict
+
+    plain = make_plan(load_study(write(tmp_path, BASE))).pretrain[0]
+    ssl = make_plan(load_study(write(tmp_path, BASE + "[pretrain]\nself_supervised_epochs = 5\n"
+                                                      "unlabeled = 100\n"))).pretrain[0]
+    assert (ssl.config.self_supervised_epochs, ssl.config.unlabeled) == (5, 100)
+    assert ssl.fingerprint != plain.fingerprint
+    assert "self_supervised_epochs" not in _pretrain_dict(plain.config)
+    assert "self_supervised_epochs" in dataclasses.asdict(plain.config)
+    with pytest.raises(SpecError, match=r"\[pretrain\]: unlabeled = `100` draws scenarios"):
+        make_plan(load_study(write(tmp_path, BASE + "[pretrain]\nunlabeled = 100\n")))

@@ -162,3 +162,40 @@ def test_leave_one_grid_out_scores_each_held_out_grid_zero_shot(tmp_path):
     assert json.loads((tmp_path / "leave_one_out.json").read_text())["case9"]["n_test"] > 0
     with pytest.raises(DataError, match="at least two data sources"):
         leave_one_out([sources[0]], tmp_path)
+
+
+def test_self_supervised_epochs_run_before_training_and_change_the_encoder(tmp_path):
+    gs = graphs("case14", 60, seed=2)
+    plain = pretrain(gs, task="feasibility", out_dir=tmp_path / "plain", epochs=1, hidden=8, layers=1)
+    ssl = pretrain(gs, task="feasibility", out_dir=tmp_path / "ssl", epochs=1, hidden=8, layers=1,
+                   self_supervised_epochs=3)
+    assert plain["self_supervised"] is None
+    rec = ssl["self_supervised"]
+    tr, _, _ = split_indices(resolve_data(gs).statuses, 0)
+    assert rec["epochs"] == 3 and rec["graphs"] == tr.size and rec["drawn"] == 0 and len(rec["loss"]) == 3
+    a, b = load_checkpoint(tmp_path / "plain")[0], load_checkpoint(tmp_path / "ssl")[0]
+    assert any(not torch.equal(p, q) for p, q in zip(a.encoder.parameters(), b.encoder.parameters(), strict=True))
+    with pytest.raises(DataError, match="needs sources with a recipe to draw from"):
+        pretrain(gs, task="feasibility", out_dir=tmp_path / "x", epochs=1, hidden=8, layers=1,
+                 self_supervised_epochs=1, unlabeled=5)
+    with pytest.raises(SpecError, match="also give self_supervised_epochs > 0"):
+        pretrain(gs, task="feasibility", out_dir=tmp_path / "x", epochs=1, unlabeled=5)
+
+
+@pytest.mark.slow
+def test_self_supervised_pretraining_draws_unlabelled_scenarios_from_the_recipe(tmp_path, capsys):
+    from gridtune.cli import main
+    from gridtune.grids.build import build_dataset
+    from gridtune.grids.recipe import load_recipe
+    from tests.grids.recipes import recipe_file
+
+    build_dataset(load_recipe(recipe_file(tmp_path, samples=30)), tmp_path / "ds", workers=1, progress=False)
+    assert main(["pretrain", "--data", str(tmp_path / "ds"), "--task", "feasibility", "--epochs", "1",
+                 "--hidden", "8", "--layers", "1", "--self-supervised", "2", "--unlabeled", "12",
+                 "--out", str(tmp_path / "ck")]) == 0
+    assert "self-supervised 2 epochs on" in capsys.readouterr().out
+    rec = json.loads((tmp_path / "ck" / "metrics.json").read_text())["self_supervised"]
+    assert rec["drawn"] == 12 and rec["graphs"] > 12
+    assert main(["pretrain", "--data", str(tmp_path / "ds"), "--task", "feasibility",
+                 "--unlabeled", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "unlabeled must be a non-negative integer, got `-1`" in capsys.readouterr().err
