@@ -125,7 +125,7 @@ def test_profile_and_contingency_build(tmp_path, grid, profile):
     df = pd.read_parquet(out / "scenarios.parquet")
     assert len(df) == 4 and set(df["status"]) <= {"feasible", "infeasible", "unknown"}
     loaded = grid.pd_mw != 0
-    for pd_mw, scale in zip(df["pd_mw"], df["load_scale"]):
+    for pd_mw in df["pd_mw"]:
         r = np.asarray(pd_mw)[loaded] / grid.pd_mw[loaded]
         per_hour = r / profile.factors[:, loaded]  # one hour makes this constant (the global scale)
         assert np.min(np.ptp(per_hour, axis=1)) < 1e-9
