@@ -168,19 +168,23 @@ def export_opfdata(directory: str | Path, out: str | Path, *, case_name: str | N
         split_seed, fractions: gridtune's split (`gridtune.grids.split.split_indices`) placed on
             `OPFDataset`'s index ranges (default: seed 0 and the default fractions, as `pretrain`).
     """
+    import pandas as pd
+
     from gridtune.files import atomic_write_text
-    from gridtune.grids.dataset import GridDataset, read_manifest
+    from gridtune.grids.dataset import read_manifest
+    from gridtune.grids.model import grid_from_dict
     from gridtune.grids.split import SPLIT_FRACTIONS, split_indices
     from gridtune.grids.storage import row_to_label, row_to_scenario
 
     directory, out = Path(directory), Path(out)
-    read_manifest(directory)
+    manifest = read_manifest(directory)
     if out.exists() and any(out.iterdir()):
         raise DataError(f"output directory `{out}` is not empty; choose an empty or new directory")
-    ds = GridDataset(directory)
-    grid, frame = ds.grid, ds.frame
+    grid = grid_from_dict(json.loads((directory / "grid.json").read_text())["grid"])
+    frame = pd.read_parquet(directory / "scenarios.parquet")
+    statuses = frame["status"].to_numpy().astype(str)
     case_name = case_name or f"gridtune_{grid.name}"
-    parts = split_indices(ds.statuses, split_seed, fractions or SPLIT_FRACTIONS)
+    parts = split_indices(statuses, split_seed, fractions or SPLIT_FRACTIONS)
     split_of = np.empty(len(frame), dtype=np.int64)
     for k, idx in enumerate(parts):
         split_of[idx] = k
@@ -232,9 +236,9 @@ def export_opfdata(directory: str | Path, out: str | Path, *, case_name: str | N
     summary = {"root": str(out), "case_name": case_name, "release": release,
                "topological_perturbations": outaged, "num_groups": groups,
                "examples": dict(zip(SPLIT_NAMES, counts)), "unsolved": int((~solved).sum()),
-               "statuses": {s: int(np.sum(ds.statuses == s)) for s in sorted(set(ds.statuses))},
+               "statuses": {s: int(np.sum(statuses == s)) for s in sorted(set(statuses))},
                "split_seed": split_seed, "fractions": list(fractions or SPLIT_FRACTIONS),
-               "source": str(directory), "content_hash": ds.content_hash, "grid": grid.name}
+               "source": str(directory), "content_hash": manifest["content_hash"], "grid": grid.name}
     atomic_write_text(side / "export.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
