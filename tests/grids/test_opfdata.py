@@ -179,3 +179,19 @@ def test_bad_input(built, exported, tmp_path):
     (bad / "example_0.json").write_text(json.dumps({"grid": {"context": [[[100.0]]]}}))
     with pytest.raises(DataError, match="has no `grid/nodes/bus`"):
         import_opfdata(tmp_path / "bad", tmp_path / "y")
+
+
+def test_cli_export_and_import(built, tmp_path, capsys):
+    from gridtune.cli import main
+
+    assert main(["data", "export", str(built), "--format", "opfdata", "--out", str(tmp_path / "o"),
+                 "--case-name", "pglib_opf_case14_ieee"]) == 0
+    out = capsys.readouterr().out
+    assert "load with: OPFDataset(" in out and "case_name='pglib_opf_case14_ieee'" in out
+    assert main(["data", "import", str(tmp_path / "o"), "--format", "opfdata",
+                 "--out", str(tmp_path / "i")]) == 0
+    assert "scenarios  30:" in capsys.readouterr().out
+    assert main(["data", "import", str(tmp_path / "none"), "--format", "opfdata",
+                 "--out", str(tmp_path / "j")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a directory" in err
