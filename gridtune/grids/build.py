@@ -169,7 +169,7 @@ def draw(recipe: Recipe, grid: GridModel, topologies: list[Topology] | tuple[Top
     if recipe.loads.profile is not None:
         from gridtune.grids.profiles import cached_profile
 
-        profile = cached_profile(recipe.loads.profile, recipe.case, grid, recipe.loads.hours).factors
+        profile = cached_profile(recipe.loads.profile, recipe.case, grid, recipe.loads.hours)
     return sample_scenario(
         grid, list(topologies), scenario_id, seed=recipe.seed,
         n_minus_1=recipe.topology.n_minus_1, gen_outages=recipe.topology.gen_outages,

@@ -217,7 +217,7 @@ def export_opfdata(directory: str | Path, out: str | Path, *, case_name: str | N
         obj.setdefault("metadata", {}).update(
             {"gridtune": {"scenario_id": scenario.scenario_id, "status": label.status,
                           "certificate": label.certificate, "split": SPLIT_NAMES[k],
-                          "load_scale": scenario.load_scale}})
+                          "load_scale": scenario.load_scale, "hour": scenario.hour}})
         if solved[i]:
             example = next_index[k]
             next_index[k] += 1
@@ -457,7 +457,7 @@ def import_opfdata(src: str | Path, out: str | Path, *, name: str | None = None)
                             pd_mw=pq[:, 0], qd_mvar=pq[:, 1],
                             branch_out=tuple(sorted(set(range(grid.n_branch)) - set(br.tolist()))),
                             gen_out=tuple(sorted(set(range(grid.n_gen)) - set(gm.tolist()))),
-                            cost_scale=cost_scale)
+                            cost_scale=cost_scale, hour=e.extra.get("hour"))
         rows.append(storage.scenario_row(scenario, _label(e, grid, br, gm) if e.solved else Label(
             status=e.extra.get("status", "unknown"), certificate=e.extra.get("certificate", "opfdata"),
             solve_time_s=math.nan)))

@@ -11,11 +11,15 @@ connected, or one generator that is not at the reference bus.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
 
 from gridtune.grids.model import REF, GridModel
+
+if TYPE_CHECKING:
+    from gridtune.grids.profiles import LoadProfile
 
 UNLABELED_ID_OFFSET = 1_000_000_000  # unlabelled scenarios draw from a disjoint id range
 
@@ -31,6 +35,7 @@ class Scenario:
         branch_out: internal indices of outaged branches.
         gen_out: internal indices of outaged generators.
         cost_scale: per-generator multiplier of the cost polynomial (n_gen,), or None.
+        hour: the load profile's hour (1-based label) the loads were taken from, or None.
     """
 
     scenario_id: int
@@ -40,6 +45,7 @@ class Scenario:
     branch_out: tuple[int, ...] = ()
     gen_out: tuple[int, ...] = ()
     cost_scale: np.ndarray | None = None
+    hour: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,14 +193,14 @@ def uniform_scenario(grid: GridModel, scale: float, topology: Topology = Topolog
 def sample_scenario(grid: GridModel, topologies: list[Topology], scenario_id: int, *, seed: int,
                     n_minus_1: float, gen_outages: float, scale: str | tuple[float, float],
                     band: float, load_noise: float, cost_noise: float,
-                    profile: np.ndarray | None = None) -> Scenario:
+                    profile: LoadProfile | None = None) -> Scenario:
     """Draw scenario `scenario_id`; see the module docstring for the model.
 
     With `scale="auto"` the global scale is uniform on `critical * (1 -+ band)` of the drawn
     topology, so both classes lie near that topology's own feasibility boundary.
 
-    With `profile` (H, n_bus), per-bus factors of a load profile's hours
-    (`gridtune.grids.profiles.LoadProfile.factors`), a uniformly drawn hour's factors multiply the
+    With `profile` (`gridtune.grids.profiles.LoadProfile`), a uniformly drawn hour's per-bus
+    factors multiply the
     nominal loads before the global scale and the noise; `load_scale` then records the total
     load relative to the nominal total (before noise). The hour is drawn last, so recipes
     without a profile draw exactly what they drew before.
@@ -221,11 +227,13 @@ def sample_scenario(grid: GridModel, topologies: list[Topology], scenario_id: in
     cost_scale = None
     if cost_noise > 0:
         cost_scale = np.clip(1.0 + cost_noise * rng.standard_normal(grid.n_gen), 0.05, None)
+    hour = None
     if profile is not None:
-        hour = profile[rng.integers(len(profile))]
-        factor = factor * hour
+        h = int(rng.integers(len(profile.hours)))
+        hour, at_hour = int(profile.hours[h]), profile.factors[h]
+        factor = factor * at_hour
         nominal = grid.pd_mw.sum()
-        s = float(s * (grid.pd_mw @ hour) / nominal) if nominal else s
+        s = float(s * (grid.pd_mw @ at_hour) / nominal) if nominal else s
     return Scenario(scenario_id=scenario_id, load_scale=s, pd_mw=grid.pd_mw * factor,
                     qd_mvar=grid.qd_mvar * factor, branch_out=topo.branch_out,
-                    gen_out=topo.gen_out, cost_scale=cost_scale)
+                    gen_out=topo.gen_out, cost_scale=cost_scale, hour=hour)

@@ -77,10 +77,10 @@ def test_sampled_loads_follow_a_profile_hour(grid, profile):
     hours = set()
     for sid in range(12):
         plain = sample_scenario(grid, [Topology()], sid, **args)
-        s = sample_scenario(grid, [Topology()], sid, profile=profile.factors, **args)
+        s = sample_scenario(grid, [Topology()], sid, profile=profile, **args)
         ratio = s.pd_mw[loaded] / plain.pd_mw[loaded]  # the same draws, times one hour's factors
         match = np.flatnonzero(np.all(np.isclose(profile.factors[:, loaded], ratio), axis=1))
-        assert match.size >= 1
+        assert s.hour in profile.hours[match] and plain.hour is None  # the hour is recorded
         hours.add(int(match[0]))
         assert np.allclose(s.qd_mvar[loaded] / plain.qd_mvar[loaded], ratio)  # Q follows P
         assert s.load_scale == pytest.approx(s.pd_mw.sum() / grid.pd_mw.sum())
@@ -125,10 +125,10 @@ def test_profile_and_contingency_build(tmp_path, grid, profile):
     df = pd.read_parquet(out / "scenarios.parquet")
     assert len(df) == 4 and set(df["status"]) <= {"feasible", "infeasible", "unknown"}
     loaded = grid.pd_mw != 0
-    for pd_mw in df["pd_mw"]:
+    for pd_mw, hour in zip(df["pd_mw"], df["hour"]):
         r = np.asarray(pd_mw)[loaded] / grid.pd_mw[loaded]
         per_hour = r / profile.factors[:, loaded]  # one hour makes this constant (the global scale)
-        assert np.min(np.ptp(per_hour, axis=1)) < 1e-9
+        assert np.ptp(per_hour[int(hour) - 1]) < 1e-9  # the recorded hour (labels are 1..8760)
     outaged = [tuple(o) for o in df["outages"] if len(o)]
     assert outaged  # seed 1 draws some N-1 scenarios, all from the table
     table = {c.branch_out for c in load_contingencies(CONTAB, CASE, grid)}
