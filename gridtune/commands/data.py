@@ -1,4 +1,4 @@
-"""`gridtune data build RECIPE` and `gridtune data info DIR`."""
+"""`gridtune data build RECIPE`, `data info DIR`, `data export DIR`, `data import SRC`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("directory", type=Path)
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=_info)
+
+    e = dsub.add_parser("export", help="write a dataset as OPFData JSON (torch_geometric's OPFDataset reads it)")
+    e.add_argument("directory", type=Path, help="a built dataset directory")
+    e.add_argument("--format", required=True, choices=["opfdata"], help="output format")
+    e.add_argument("--out", type=Path, required=True, help="root directory to write (empty or new)")
+    e.add_argument("--case-name", help="OPFDataset case_name (default: gridtune_<grid>)")
+    e.add_argument("--split-seed", type=int, default=0, help="seed of gridtune's split (default: 0)")
+    e.set_defaults(func=_export)
+
+    m = dsub.add_parser("import", help="read OPFData JSON into a dataset directory")
+    m.add_argument("source", type=Path, help="an OPFData root, release, case or group folder")
+    m.add_argument("--format", required=True, choices=["opfdata"], help="input format")
+    m.add_argument("--out", type=Path, required=True, help="dataset directory to write (empty or new)")
+    m.add_argument("--name", help="grid name (default: the case folder's name)")
+    m.set_defaults(func=_import)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -52,6 +67,27 @@ def _info(args: argparse.Namespace) -> int:
         print(json.dumps({k: manifest.get(k) for k in keys}, indent=2, default=str))
     else:
         print(_format_info(args.directory, manifest))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from gridtune.grids.opfdata import export_opfdata
+
+    s = export_opfdata(args.directory, args.out, case_name=args.case_name, split_seed=args.split_seed)
+    ex = s["examples"]
+    print(f"wrote {sum(ex.values())} solved examples (train {ex['train']}, val {ex['val']}, test "
+          f"{ex['test']}) and {s['unsolved']} unsolved scenarios (statuses in raw/gridtune/) to {s['root']}")
+    print(f"load with: OPFDataset({str(s['root'])!r}, case_name={s['case_name']!r}, "
+          f"num_groups={s['num_groups']}, topological_perturbations={s['topological_perturbations']})")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from gridtune.grids.dataset import read_manifest
+    from gridtune.grids.opfdata import import_opfdata
+
+    directory = import_opfdata(args.source, args.out, name=args.name)
+    print(_format_info(directory, read_manifest(directory)))
     return 0
 
 

@@ -95,10 +95,23 @@ def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, work
                  for t in saved["topologies"]]
         return topos, saved["summary"]
     topo = recipe.topology
+    table = None
+    if topo.contingencies is not None:
+        from gridtune.grids.profiles import load_contingencies
+
+        table = [Topology(c.branch_out, c.gen_out) for c in
+                 load_contingencies(topo.contingencies, recipe.case, grid)]
     cands = candidate_topologies(grid, seed=recipe.seed, n_minus_1=topo.n_minus_1,
-                                 gen_outages=topo.gen_outages, candidates=topo.candidates)
+                                 gen_outages=topo.gen_outages, candidates=topo.candidates,
+                                 contingencies=table)
     rejected: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"candidates": len(cands), "calibrated": recipe.loads.scale == "auto"}
+    if table is not None:
+        from gridtune.grids.scenarios import usable_contingencies
+
+        usable = usable_contingencies(grid, table)
+        summary["contingency_table"] = {"contingencies": len(table), "branch_usable": len(usable[0]),
+                                        "generator_usable": len(usable[1])}
     if recipe.loads.scale == "auto":
         from gridtune.grids.calibration import calibrate
 
@@ -152,11 +165,16 @@ class _Chunk:
 def draw(recipe: Recipe, grid: GridModel, topologies: list[Topology] | tuple[Topology, ...],
          scenario_id: int):
     """Scenario `scenario_id` of `recipe` (a pure function of its arguments)."""
+    profile = None
+    if recipe.loads.profile is not None:
+        from gridtune.grids.profiles import cached_profile
+
+        profile = cached_profile(recipe.loads.profile, recipe.case, grid, recipe.loads.hours)
     return sample_scenario(
         grid, list(topologies), scenario_id, seed=recipe.seed,
         n_minus_1=recipe.topology.n_minus_1, gen_outages=recipe.topology.gen_outages,
         scale=recipe.loads.scale, band=recipe.loads.band, load_noise=recipe.loads.noise,
-        cost_noise=recipe.costs.noise)
+        cost_noise=recipe.costs.noise, profile=profile)
 
 
 def _label_chunk(chunk: _Chunk) -> list[dict[str, Any]]:
@@ -226,6 +244,10 @@ def _build_locked(recipe: Recipe, directory: Path, *, workers: int, backend: str
     from gridtune.parallel import run_tasks
 
     grid, rating = prepare_grid(recipe, directory)
+    if recipe.loads.profile is not None:  # a profile that does not fit the grid fails here, once
+        from gridtune.grids.profiles import cached_profile
+
+        cached_profile(recipe.loads.profile, recipe.case, grid, recipe.loads.hours)
     topologies, calib = prepare_topologies(recipe, grid, directory, workers=workers,
                                            backend=backend, progress=progress)
     done = set(storage.read_rows(directory)["scenario_id"].astype(int).tolist())

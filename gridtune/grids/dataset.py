@@ -77,6 +77,9 @@ def _recipe_from_manifest(manifest: dict[str, Any]):
     from gridtune.grids.recipe import Recipe
     from gridtune.specs import from_table
 
+    if manifest.get("recipe") is None:  # imported data (e.g. OPFData): nothing to draw from
+        raise DataError(f"dataset of grid `{manifest['grid']['name']}` was imported, not built from "
+                        "a recipe: it has no unlabelled draws; give unlabelled data another way")
     return from_table(Recipe, manifest["recipe"], where="manifest.json [recipe]")
 
 

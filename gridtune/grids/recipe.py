@@ -10,11 +10,15 @@ Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
     scale = "auto"           # or [low, high]: uniform global load scale
     noise = 0.05             # std of the per-load multiplicative noise (Q follows P)
     band = 0.08              # with "auto": sample within +-band around each topology's boundary
+    # profile = "scenarios_ACTIVSg200.m"  # hourly loads (MATPOWER change table): each scenario
+                             # takes a random hour's loads, times `scale` (then a range) and noise
+    # hours = [4345, 6552]   # with a profile: only these hours (1-based, inclusive)
 
     [topology]
     n_minus_1 = 0.5          # share of scenarios with one branch out (grid stays connected)
     gen_outages = 0.0        # share of scenarios with one generator out
     candidates = 40          # distinct outages drawn (seeded); each is calibrated separately
+    # contingencies = "contab_ACTIVSg200.m"  # draw outages from this contingency table instead
 
     [costs]
     noise = 0.0              # relative std of per-generator cost multipliers
@@ -51,8 +55,19 @@ class LoadSpec:
     scale: str | tuple[float, float] = "auto"
     noise: float = 0.05
     band: float = 0.08
+    profile: str | None = None  # MATPOWER load scenarios (grids/profiles.py)
+    hours: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.profile is not None and self.scale == "auto":
+            raise SpecError(f"with `profile` = `{self.profile}`, key `scale` multiplies the profile's "
+                            "hourly loads: give a range, e.g. `scale = [0.95, 1.05]` (\"auto\" calibrates "
+                            "the grid's own nominal load)")
+        if self.hours is not None:
+            if self.profile is None:
+                raise SpecError("key `hours` selects hours of a load profile: set `profile` too")
+            if not 1 <= self.hours[0] <= self.hours[1]:
+                raise SpecError(f"key `hours` = `{list(self.hours)}` must satisfy 1 <= first <= last")
         if isinstance(self.scale, str):
             if self.scale != "auto":
                 raise SpecError(f"key `scale` has bad value `{self.scale!r}`; expected \"auto\" or [low, high]")
@@ -71,6 +86,7 @@ class TopologySpec:
     n_minus_1: float = 0.5
     gen_outages: float = 0.0
     candidates: int = 40
+    contingencies: str | None = None  # MATPOWER contingency table (grids/profiles.py)
 
     def __post_init__(self) -> None:
         for key in ("n_minus_1", "gen_outages"):
@@ -137,6 +153,14 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.samples < 1:
             raise SpecError(f"key `samples` = `{self.samples}` must be at least 1")
+        if self.changes and (self.loads.profile or self.topology.contingencies):
+            raise SpecError("a load profile or contingency table applies to the unchanged case "
+                            "file: remove `[changes]` or the profile / contingency table")
+
+    def data_files(self) -> dict[str, str]:
+        """The recipe's data files besides the case: `loads.profile`, `topology.contingencies`."""
+        files = {"profile": self.loads.profile, "contingencies": self.topology.contingencies}
+        return {k: v for k, v in files.items() if v is not None}
 
     def to_dict(self) -> dict[str, Any]:
         d = to_table(self)
@@ -161,6 +185,11 @@ class Recipe:
         if case_path.suffix in (".json", ".m") and case_path.is_file():
             d["case_file_sha256"] = hashlib.sha256(case_path.read_bytes()).hexdigest()
             d["case"] = case_path.name
+        for key, path in self.data_files().items():  # by content, as the case file
+            table = "loads" if key == "profile" else "topology"
+            if Path(path).is_file():
+                d[table][key] = Path(path).name
+                d[table][f"{key}_sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -177,6 +206,13 @@ def load_recipe(path: str | Path, *, samples: int | None = None) -> Recipe:
         if candidate.is_file():
             case = str(candidate)
     recipe = dataclasses.replace(recipe, case=case, source=str(path))
+    here = Path(path).parent  # data files, too, are relative to the recipe that names them
+    if recipe.loads.profile and not Path(recipe.loads.profile).is_absolute():
+        recipe = dataclasses.replace(recipe, loads=dataclasses.replace(
+            recipe.loads, profile=str(here / recipe.loads.profile)))
+    if recipe.topology.contingencies and not Path(recipe.topology.contingencies).is_absolute():
+        recipe = dataclasses.replace(recipe, topology=dataclasses.replace(
+            recipe.topology, contingencies=str(here / recipe.topology.contingencies)))
     if samples is not None:
         if samples < 1:
             raise SpecError(f"--samples must be at least 1, got `{samples}`")

@@ -11,11 +11,15 @@ connected, or one generator that is not at the reference bus.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
 
 from gridtune.grids.model import REF, GridModel
+
+if TYPE_CHECKING:
+    from gridtune.grids.profiles import LoadProfile
 
 UNLABELED_ID_OFFSET = 1_000_000_000  # unlabelled scenarios draw from a disjoint id range
 
@@ -31,6 +35,7 @@ class Scenario:
         branch_out: internal indices of outaged branches.
         gen_out: internal indices of outaged generators.
         cost_scale: per-generator multiplier of the cost polynomial (n_gen,), or None.
+        hour: the load profile's hour (1-based label) the loads were taken from, or None.
     """
 
     scenario_id: int
@@ -40,6 +45,7 @@ class Scenario:
     branch_out: tuple[int, ...] = ()
     gen_out: tuple[int, ...] = ()
     cost_scale: np.ndarray | None = None
+    hour: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,10 +93,24 @@ def outage_generators(grid: GridModel) -> list[int]:
 
 
 def candidate_topologies(grid: GridModel, *, seed: int, n_minus_1: float, gen_outages: float,
-                         candidates: int) -> list[Topology]:
-    """The base topology plus up to `candidates` seeded single-branch and single-generator outages."""
+                         candidates: int, contingencies: list[Topology] | None = None) -> list[Topology]:
+    """The base topology plus up to `candidates` seeded single-branch and single-generator outages.
+
+    With `contingencies` (a contingency table's outages, `gridtune.grids.profiles`) the outages
+    are drawn from those instead: branch contingencies that keep every bus connected and generator
+    contingencies off the reference bus (`usable_contingencies`).
+    """
     rng = np.random.default_rng([seed, 7])
     out = [Topology()]
+    if contingencies is not None:
+        branch, gens = usable_contingencies(grid, contingencies)
+        if n_minus_1 > 0:
+            out += sorted((branch[i] for i in rng.permutation(len(branch))[:candidates]),
+                          key=lambda t: t.branch_out)
+        if gen_outages > 0:
+            out += sorted((gens[i] for i in rng.permutation(len(gens))[:candidates]),
+                          key=lambda t: t.gen_out)
+        return out
     if n_minus_1 > 0:
         safe = connectivity_safe_branches(grid)
         pick = rng.permutation(safe)[:candidates]
@@ -100,6 +120,28 @@ def candidate_topologies(grid: GridModel, *, seed: int, n_minus_1: float, gen_ou
         pick = rng.permutation(gens)[:candidates]
         out += [Topology(gen_out=(int(g),)) for g in sorted(pick)]
     return out
+
+
+def usable_contingencies(grid: GridModel, contingencies: list[Topology]
+                         ) -> tuple[list[Topology], list[Topology]]:
+    """(branch, generator) contingencies gridtune can label: branch outages (with any generator
+    outages of the same contingency) that leave every bus connected, and generator-only outages
+    of generators `outage_generators` allows. An islanding contingency would make every scenario
+    on it fail for a reason a feasibility label should not carry."""
+    on = np.flatnonzero(grid.branch_in_service)
+    allowed = set(outage_generators(grid))
+    branch, gens = [], []
+    for c in contingencies:
+        if c.branch_out:
+            g = nx.MultiGraph()
+            g.add_nodes_from(range(grid.n_bus))
+            out = set(c.branch_out)
+            g.add_edges_from((int(grid.f_bus[k]), int(grid.t_bus[k])) for k in on if k not in out)
+            if nx.is_connected(g):
+                branch.append(c)
+        elif c.gen_out and set(c.gen_out) <= allowed:
+            gens.append(c)
+    return branch, gens
 
 
 # The `dispatch_values` entries every convex OPF model holds as cvxpy Parameters of the same name.
@@ -150,11 +192,18 @@ def uniform_scenario(grid: GridModel, scale: float, topology: Topology = Topolog
 
 def sample_scenario(grid: GridModel, topologies: list[Topology], scenario_id: int, *, seed: int,
                     n_minus_1: float, gen_outages: float, scale: str | tuple[float, float],
-                    band: float, load_noise: float, cost_noise: float) -> Scenario:
+                    band: float, load_noise: float, cost_noise: float,
+                    profile: LoadProfile | None = None) -> Scenario:
     """Draw scenario `scenario_id`; see the module docstring for the model.
 
     With `scale="auto"` the global scale is uniform on `critical * (1 -+ band)` of the drawn
     topology, so both classes lie near that topology's own feasibility boundary.
+
+    With `profile` (`gridtune.grids.profiles.LoadProfile`), a uniformly drawn hour's per-bus
+    factors multiply the
+    nominal loads before the global scale and the noise; `load_scale` then records the total
+    load relative to the nominal total (before noise). The hour is drawn last, so recipes
+    without a profile draw exactly what they drew before.
     """
     rng = np.random.default_rng([seed, scenario_id])
     by_kind: dict[str, list[Topology]] = {"base": [], "branch": [], "gen": []}
@@ -178,6 +227,13 @@ def sample_scenario(grid: GridModel, topologies: list[Topology], scenario_id: in
     cost_scale = None
     if cost_noise > 0:
         cost_scale = np.clip(1.0 + cost_noise * rng.standard_normal(grid.n_gen), 0.05, None)
+    hour = None
+    if profile is not None:
+        h = int(rng.integers(len(profile.hours)))
+        hour, at_hour = int(profile.hours[h]), profile.factors[h]
+        factor = factor * at_hour
+        nominal = grid.pd_mw.sum()
+        s = float(s * (grid.pd_mw @ at_hour) / nominal) if nominal else s
     return Scenario(scenario_id=scenario_id, load_scale=s, pd_mw=grid.pd_mw * factor,
                     qd_mvar=grid.qd_mvar * factor, branch_out=topo.branch_out,
-                    gen_out=topo.gen_out, cost_scale=cost_scale)
+                    gen_out=topo.gen_out, cost_scale=cost_scale, hour=hour)

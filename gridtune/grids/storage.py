@@ -111,6 +111,7 @@ def scenario_row(scenario: Scenario, label: Label) -> dict[str, Any]:
         "outages": [int(k) for k in scenario.branch_out],
         "gen_outages": [int(g) for g in scenario.gen_out],
         "cost_scale": _arr(scenario.cost_scale),
+        "hour": scenario.hour,
         "objective": label.objective,
         "relaxation_objective": label.relaxation_objective,
         "pg_mw": _arr(label.pg_mw),
@@ -130,12 +131,14 @@ def scenario_row(scenario: Scenario, label: Label) -> dict[str, Any]:
 
 def row_to_scenario(row: Any) -> Scenario:
     cs = row["cost_scale"]
+    hour = row.get("hour")  # datasets built before profiles existed have no such column
     return Scenario(scenario_id=int(row["scenario_id"]), load_scale=float(row["load_scale"]),
                     pd_mw=np.asarray(row["pd_mw"], dtype=float),
                     qd_mvar=np.asarray(row["qd_mvar"], dtype=float),
                     branch_out=tuple(int(k) for k in row["outages"]),
                     gen_out=tuple(int(g) for g in row["gen_outages"]),
-                    cost_scale=None if cs is None else np.asarray(cs, dtype=float))
+                    cost_scale=None if cs is None else np.asarray(cs, dtype=float),
+                    hour=None if hour is None or hour != hour else int(hour))
 
 
 def row_to_label(row: Any) -> Label:

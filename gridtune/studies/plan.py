@@ -463,6 +463,9 @@ def recipe_table(spec: StudySpec, ref: str) -> dict[str, Any]:
         from gridtune.grids.storage import load_manifest
 
         manifest = load_manifest(ref)
+        if manifest.get("recipe") is None:  # imported (e.g. OPFData), not built from a recipe
+            raise SpecError(f"dataset `{ref}` was imported, not built from a recipe; a study needs "
+                            "a recipe or a dataset built from one")
         table = dict(manifest["recipe"])
         table["samples"] = int(manifest["samples"])
         if spec.data.samples is not None:
