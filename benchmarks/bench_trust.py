@@ -165,6 +165,7 @@ def opf_intervals(args: argparse.Namespace) -> dict[str, Any]:
         LOADING,
         calibrate,
         load_intervals,
+        loading_bands,
         loading_outputs,
         opf_outputs,
     )
@@ -185,16 +186,25 @@ def opf_intervals(args: argparse.Namespace) -> dict[str, Any]:
         calibrate(ck, view, alpha=alpha)
         reg, record = load_intervals(ck)
         if record.get("branch_loading"):
-            blo, bhi = ConformalRegressor.from_dict(record["branch_loading"]["intervals"]).intervals(b["pred"])
+            rec = record["branch_loading"]
+            bands = loading_bands(rec["band_edges_percent"], b["pred"])
+            blo, bhi = ConformalRegressor.from_dict(rec["intervals"]).intervals(b["pred"], groups=bands)
             inside_b = (b["target"] >= blo[:, 0] - 1e-9) & (b["target"] <= bhi[:, 0] + 1e-9)
+            heavy = b["target"] > 80.0
             r = out[f"{LOADING}@{alpha}"] = {
                 "coverage": float(inside_b.mean()), "half_width": float(np.mean(bhi - blo) / 2),
-                "mae": float(np.mean(np.abs(b["pred"] - b["target"]))),
-                "coverage_above_80_percent": float(inside_b[b["target"] > 80.0].mean())
-                if (b["target"] > 80.0).any() else None}
+                "mae": float(np.mean(np.abs(b["pred"] - b["target"]))), "band_edges": rec["band_edges_percent"],
+                "per_band": {int(g): {"n": int((bands == g).sum()), "coverage": float(inside_b[bands == g].mean()),
+                                      "half_width": float(np.mean((bhi - blo)[bands == g]) / 2)}
+                             for g in np.unique(bands)},
+                "coverage_truly_above_80_percent": float(inside_b[heavy].mean()) if heavy.any() else None,
+                "n_truly_above_80_percent": int(heavy.sum())}
             print(f"opf interval alpha {alpha:g} {LOADING} coverage {r['coverage']:.4f} half-width "
-                  f"{r['half_width']:.4g} MAE {r['mae']:.4g} (coverage where loaded > 80%: "
-                  f"{r['coverage_above_80_percent']})")
+                  f"{r['half_width']:.4g} MAE {r['mae']:.4g}; per predicted band (edges {rec['band_edges_percent']}): "
+                  + ", ".join(f"{g}: n {v['n']} coverage {v['coverage']:.4f} half-width {v['half_width']:.4g}"
+                              for g, v in r["per_band"].items())
+                  + f"; where truly loaded > 80% ({r['n_truly_above_80_percent']}): "
+                  f"{r['coverage_truly_above_80_percent']}")
         lo, hi = reg.intervals(o["pred"], groups=o["group"])
         inside = (o["target"] >= lo - 1e-12) & (o["target"] <= hi + 1e-12)
         for j, c in enumerate(OPF_TARGETS):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -53,8 +54,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"interval   {col}: +- " + ", ".join(f"{v:.4g} ({k} buses)" for k, v in widths.items())
                   + f" at alpha {r['alpha']:g}")
         if r.get("loading_half_width_percent") is not None:
-            print(f"interval   branch loading: +- {r['loading_half_width_percent']:.4g} percent of RATE_A "
-                  f"({r['n_calibration_branches']} rated branch loadings) at alpha {r['alpha']:g}")
+            edges = [0.0, *r["loading_band_edges_percent"], math.inf]
+            widths = ", ".join(f"{w:.4g} (predicted {edges[int(g[5:])]:g}-{edges[int(g[5:]) + 1]:g}%)"
+                               for g, w in r["loading_half_width_percent"].items())
+            print(f"interval   branch loading, percent of RATE_A: +- {widths} at alpha {r['alpha']:g} "
+                  f"({r['n_calibration_branches']} rated branch loadings)")
         print(f"written    {r['file']}")
         return 0
     counts = ", ".join(f"{k} {v}" for k, v in r["n_per_class"].items())

@@ -63,6 +63,7 @@ CLASSES = ("feasible", "infeasible")
 MAX_REFERENCE = 4000  # training embeddings kept as the familiarity reference (seeded subsample)
 BATCH = 256
 LOADING = "loading_percent"  # branch loading from the predicted voltages, percent of RATE_A
+LOADING_BAND_EDGES = (50.0, 80.0)  # Mondrian bands of the predicted loading, percent of RATE_A
 _IS_REVERSE = BRANCH_FEATURES.index("is_reverse")
 CURVE_ALPHAS = tuple(float(a) for a in np.geomspace(0.002, 0.5, 36))
 
@@ -555,16 +556,33 @@ def loading_outputs(model: Any, graphs: list[Any], batch_size: int = BATCH) -> d
             (("pred", pred), ("target", target), ("graph", graph), ("branch", branch))}
 
 
+def loading_bands(edges: list[float], predicted_percent: np.ndarray) -> np.ndarray:
+    """The band of each predicted loading: 0 below `edges[0]`, 1 up to `edges[1]`, ..."""
+    return np.digitize(np.asarray(predicted_percent, dtype=float), np.asarray(edges, dtype=float))
+
+
 def _fit_loading(model: Any, graphs: list[Any], alpha: float) -> dict[str, Any] | None:
-    """Split-conformal intervals on branch loading (one group: every rated branch), or None
-    when the graphs have no rated branch."""
+    """Split-conformal intervals on branch loading, Mondrian by band of the *predicted* loading
+    (below 50%, 50-80%, above 80% of the rating; a band with too few calibration loadings for
+    `alpha` is merged into the one below), so heavily loaded branches get their own, wider
+    intervals instead of sharing the light branches' width. None when no branch is rated."""
     from gridtune.core.conformal import ConformalRegressor
 
     o = loading_outputs(model, graphs)
     if not o["pred"].size:
         return None
-    reg = ConformalRegressor.fit(o["target"], o["pred"], [LOADING], alpha=alpha)
-    return {"intervals": reg.to_dict(), "n_branches": int(o["pred"].size)}
+    need, pred = min_calibration_size(alpha), o["pred"]
+    edges: list[float] = []
+    upper = math.inf
+    for edge in sorted(LOADING_BAND_EDGES, reverse=True):
+        if int(((pred >= edge) & (pred < upper)).sum()) >= need:
+            edges.insert(0, edge)
+            upper = edge
+    while edges and int((pred < edges[0]).sum()) < need:
+        edges.pop(0)
+    reg = ConformalRegressor.fit(o["target"], o["pred"], [LOADING], alpha=alpha,
+                                 groups=loading_bands(edges, o["pred"]))
+    return {"intervals": reg.to_dict(), "band_edges_percent": edges, "n_branches": int(o["pred"].size)}
 
 
 def _calibrate_opf(where: Path, model: Any, meta: dict[str, Any], view: DataView, cal: np.ndarray,
@@ -595,7 +613,9 @@ def _calibrate_opf(where: Path, model: Any, meta: dict[str, Any], view: DataView
             "half_widths": {c: {("generator" if g else "other"): reg.threshold(c, g)
                                 for g in (0, 1) if str(g) in reg.scores[c]} for c in OPF_TARGETS},
             "loading_half_width_percent": None if loading is None else
-            ConformalRegressor.from_dict(loading["intervals"]).threshold(LOADING),
+            {f"band {g}": ConformalRegressor.from_dict(loading["intervals"]).threshold(LOADING, int(g))
+             for g in ConformalRegressor.from_dict(loading["intervals"]).scores[LOADING]},
+            "loading_band_edges_percent": None if loading is None else loading["band_edges_percent"],
             "n_calibration_branches": None if loading is None else loading["n_branches"],
             "wall_time_s": time.perf_counter() - start}
 
@@ -644,7 +664,8 @@ def _predict_opf(where: Path, model: Any, meta: dict[str, Any], data: Any, alpha
     loading = record.get("branch_loading")
     reg_loading = None if loading is None else ConformalRegressor.from_dict(loading["intervals"])
     if reg_loading is not None:
-        reg_loading.threshold(LOADING, 0, alpha)
+        for g in reg_loading.scores[LOADING]:
+            reg_loading.threshold(LOADING, int(g), alpha)
     view = _view(data, meta, samples)
     with torch_threads(threads):
         o = opf_outputs(model, view.graphs)
@@ -659,7 +680,8 @@ def _predict_opf(where: Path, model: Any, meta: dict[str, Any], data: Any, alpha
     frame = pd.DataFrame(columns)
     _write_frame(frame, out)
     if b is not None:
-        blo, bhi = reg_loading.intervals(b["pred"], alpha=alpha)
+        bands = loading_bands(loading.get("band_edges_percent", []), b["pred"])
+        blo, bhi = reg_loading.intervals(b["pred"], groups=bands, alpha=alpha)
         branches = pd.DataFrame({key: ids[b["graph"]], "branch": b["branch"], LOADING: b["pred"],
                                  f"{LOADING}_lo": np.maximum(blo[:, 0], 0.0), f"{LOADING}_hi": bhi[:, 0]})
         if out is not None:
