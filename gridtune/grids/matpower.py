@@ -42,6 +42,19 @@ UNSUPPORTED_FIELDS = {
     "z0": "user variables", "zl": "user variables", "zu": "user variables",
 }
 _FIELD = re.compile(r"mpc\.(\w+)\s*=")
+# MATLAB statements that change a table after it is written (`mpc.bus(:, PD) = ...`). The unit
+# conversions MATPOWER's distribution feeders end with are applied (`_CONVERSIONS`); a case
+# that computes anything else is refused, since its numbers are not the ones gridtune reads.
+_INDEXED_ASSIGNMENT = re.compile(r"^\s*mpc\.\w+\s*\(.*?\)\s*=.*$", re.M)
+_CONVERSIONS = {
+    # r and x stated in ohms: divided by the impedance base of bus 1's voltage
+    "mpc.branch(:,[BR_RBR_X])=mpc.branch(:,[BR_RBR_X])/(Vbase^2/Sbase);": "ohms_to_pu",
+    # loads stated in kW and kvar
+    "mpc.bus(:,[PD,QD])=mpc.bus(:,[PD,QD])/1e3;": "kw_to_mw",
+}
+_CONVERSION_INPUTS = ("Vbase=mpc.bus(1,BASE_KV)*1e3;", "Sbase=mpc.baseMVA*1e6;")
+# An optional block some PEGASE cases carry, off unless its switch is set (`fixed = 0`).
+_SWITCHED_BLOCK = re.compile(r"^\s*fixed\s*=\s*0\s*;.*?^\s*if\s+fixed\b.*?^\s*end\b", re.M | re.S)
 _MATRIX = re.compile(r"mpc\.(\w+)\s*=\s*\[(.*?)\]\s*;", re.S)
 _SCALAR = re.compile(r"mpc\.(\w+)\s*=\s*([-+0-9.eE]+|Inf|-Inf|NaN)\s*;")
 _NUMBER = {"inf": np.inf, "-inf": -np.inf, "nan": np.nan}
@@ -81,6 +94,18 @@ def _parse_matrix(body: str, field: str, path: Path) -> np.ndarray:
     return np.array(rows, dtype=float).reshape(len(rows), widths.pop() if widths else 0)
 
 
+def file_sizes(path: str | Path) -> dict[str, int]:
+    """Rows of `mpc.bus`, `mpc.branch` and `mpc.gen` as the file states them (no checks; 0 for a
+    missing table): sizes of a file even when `read_m` refuses it."""
+    text = _strip_comments(Path(path).read_text(encoding="utf-8", errors="replace"))
+    sizes = {"buses": 0, "branches": 0, "generators": 0}
+    keys = {"bus": "buses", "branch": "branches", "gen": "generators"}
+    for m in _MATRIX.finditer(text):
+        if m.group(1) in keys:
+            sizes[keys[m.group(1)]] = sum(1 for row in re.split(r"[;\n]", m.group(2)) if row.strip())
+    return sizes
+
+
 def read_m(path: str | Path) -> dict[str, Any]:
     """Parse a MATPOWER `.m` case into a PYPOWER-style dict (baseMVA, bus, gen, branch, gencost).
 
@@ -91,7 +116,8 @@ def read_m(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise CaseError(f"MATPOWER file `{path}` cannot be read: {exc.strerror or exc}") from exc
-    text = _strip_comments(text)
+    text = _SWITCHED_BLOCK.sub("", _strip_comments(text))
+    conversions = _conversions(text, path)
     for field in sorted(set(_FIELD.findall(text)) & set(UNSUPPORTED_FIELDS)):
         raise CaseError(f"MATPOWER file `{path}` has `mpc.{field}` ({UNSUPPORTED_FIELDS[field]}), "
                         "which gridtune cannot model; valid cases hold only baseMVA, bus, gen, "
@@ -112,10 +138,36 @@ def read_m(path: str | Path) -> dict[str, Any]:
         if arr.shape[0] == 0 or arr.shape[1] < cols:
             raise CaseError(f"MATPOWER file `{path}`: `mpc.{field}` has shape `{arr.shape}`; "
                             f"expected at least one row and {cols} columns")
+    if "ohms_to_pu" in conversions:
+        from pandapower.pypower.idx_brch import BR_R, BR_X
+        from pandapower.pypower.idx_bus import BASE_KV
+
+        z_base_ohm = (ppc["bus"][0, BASE_KV] * 1e3) ** 2 / (ppc["baseMVA"] * 1e6)
+        ppc["branch"][:, [BR_R, BR_X]] /= z_base_ohm
+    if "kw_to_mw" in conversions:
+        from pandapower.pypower.idx_bus import PD, QD
+
+        ppc["bus"][:, [PD, QD]] /= 1e3
     if ppc["gencost"].shape[0] < ppc["gen"].shape[0]:
         raise CaseError(f"MATPOWER file `{path}`: `mpc.gencost` has {ppc['gencost'].shape[0]} rows "
                         f"for {ppc['gen'].shape[0]} generators; every generator needs a cost")
     return ppc
+
+
+def _conversions(text: str, path: Path) -> list[str]:
+    """The known unit conversions a case applies after its tables (`_CONVERSIONS`); any other
+    statement that changes a table raises `CaseError`."""
+    found = []
+    for m in _INDEXED_ASSIGNMENT.finditer(text):
+        statement = re.sub(r"\s+", "", m.group(0))
+        kind = _CONVERSIONS.get(statement)
+        if kind is None or (kind == "ohms_to_pu" and not all(
+                x in re.sub(r"\s+", "", text) for x in _CONVERSION_INPUTS)):
+            raise CaseError(f"MATPOWER file `{path}` changes its tables with MATLAB code "
+                            f"(`{m.group(0).strip()[:80]}`), which gridtune does not run; valid: "
+                            "tables stated as numbers (or MATPOWER's kW and ohm conversions)")
+        found.append(kind)
+    return found
 
 
 def write_m(ppc: dict[str, Any], path: str | Path, name: str | None = None) -> Path:

@@ -2,7 +2,8 @@
 
 Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
 
-    case = "case14"          # default case name, or a path to a pandapower .json / MATPOWER .m
+    case = "case14"          # default case name, "matpower:<case>" (the MATPOWER library, e.g.
+                             # "matpower:case_ACTIVSg200"), or a path to a pandapower .json / MATPOWER .m
     samples = 1000
     seed = 0
 
@@ -158,9 +159,16 @@ class Recipe:
             if d.get(table, {}).get(key) == before:
                 del d[table][key]  # the behaviour from before the key existed: same data, same key
         case_path = Path(self.case)
+        if self.case.startswith("matpower:"):  # a MATPOWER library case: its file's bytes
+            from gridtune.grids.library import library_path
+
+            case_path = library_path(self.case)
         if case_path.suffix in (".json", ".m") and case_path.is_file():
             d["case_file_sha256"] = hashlib.sha256(case_path.read_bytes()).hexdigest()
-            d["case"] = case_path.name
+            if case_path.suffix == ".m":  # labelled in MATPOWER's formulation (grids/cases.py)
+                d["formulation"] = "matpower"
+            if not self.case.startswith("matpower:"):
+                d["case"] = case_path.name
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
