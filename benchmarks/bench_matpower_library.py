@@ -63,6 +63,22 @@ def pypower_shims() -> None:
     solver.opf_consfcn = consfcn
 
 
+def pypower_case(ppc: dict) -> dict:
+    """The case as PYPOWER 5.1's `loadcase` reads it as MATPOWER format 2: its test for the
+    format (`hasattr(dict, "version")`) is never true for a dict, so a case whose gen table has
+    fewer than 21 columns is converted from format 1, which overwrites every ANGMIN / ANGMAX
+    with -360 / 360 (the angle limits vanish). Padding the gen table with zero columns, as
+    MATPOWER itself does for the optional columns, keeps the case format 2."""
+    from pypower.idx_gen import APF
+
+    out = dict(ppc)
+    gen = np.asarray(ppc["gen"], dtype=float)
+    if gen.shape[1] < APF + 1:
+        gen = np.c_[gen, np.zeros((gen.shape[0], APF + 1 - gen.shape[1]))]
+    out["gen"], out["version"] = gen, "2"
+    return out
+
+
 def pypower_objective(path: str) -> tuple[bool, float, float, str]:
     """`(converged, objective, seconds, note)` of PYPOWER's `runopf` on a MATPOWER file."""
     from pypower.api import ppoption, runopf
@@ -76,7 +92,7 @@ def pypower_objective(path: str) -> tuple[bool, float, float, str]:
         ppc = read_m(path)
     except CaseError as exc:
         return False, float("nan"), 0.0, f"not readable: {exc}"
-    ppc.pop("version", None)
+    ppc = pypower_case(ppc)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
