@@ -330,7 +330,7 @@ def _compute_row(name_or_path: str | Path, *, solve: bool = True) -> dict[str, A
                "buses": grid.n_bus, "branches": int(on.sum()),
                "generators": int(grid.gen_in_service.sum()),
                "load_mw": float(grid.pd_mw.sum()), "limited_branches": int((on & (grid.rate_a_mva > 0)).sum()),
-               "angle_limited_branches": int((on & _angle_limited(grid)).sum()),
+               "angle_limited_branches": int((on & grid.angle_limited).sum()),
                "repairs": 0, "repair_kinds": [], "notes": notes}
         if solve:
             row["nominal"] = dataclasses.asdict(solve_nominal_grid(grid))
@@ -352,12 +352,6 @@ def _compute_row(name_or_path: str | Path, *, solve: bool = True) -> dict[str, A
         result = solve_nominal(net, published_objective=PUBLISHED_OBJECTIVES.get(str(name_or_path)))
         row["nominal"] = dataclasses.asdict(result)
     return row
-
-
-def _angle_limited(grid: Any) -> Any:
-    """Branches with an angle-difference limit in MATPOWER's sense (`makeAang`)."""
-    lo, hi = grid.min_angle_degree, grid.max_angle_degree
-    return ((lo != 0) & (lo > -360)) | ((hi != 0) & (hi < 360))
 
 
 def solve_nominal_grid(grid: Any, *, inits: tuple[str, ...] = MATPOWER_INITS) -> NominalOpf:

@@ -460,9 +460,14 @@ def changed_grid(case: str, changes: ChangesSpec, *, ratings: GridModel | None =
     import numpy as np
     from pandapower.pypower.idx_brch import RATE_A
 
-    from gridtune.grids.cases import grid_name, load_net
+    from gridtune.grids.cases import formulation, grid_name, load_net
     from gridtune.grids.model import grid_from_net
 
+    if formulation(case) == "matpower":
+        # the edits act on a pandapower net, whose OPF would lose MATPOWER's formulation
+        raise SpecError(f"{where}: `case` = `{case}` is a MATPOWER case (MATPOWER's formulation), "
+                        "which [changes] cannot edit; valid: a default case or a pandapower "
+                        "`.json` net")
     base_net = load_net(case)
     net = load_net(case)
     info = apply_to_net(net, changes, where=where)

@@ -217,6 +217,13 @@ class GridModel:
     def max_angle_degree(self) -> np.ndarray:
         return self.ppc["branch"][:, ANGMAX].real.copy()
 
+    @property
+    def angle_limited(self) -> np.ndarray:
+        """Branches with an angle-difference limit: ANGMIN or ANGMAX nonzero and within
+        (-360, 360) degrees (MATPOWER's `makeAang` rule; status not considered)."""
+        lo, hi = self.min_angle_degree, self.max_angle_degree
+        return ((lo != 0) & (lo > -360)) | ((hi != 0) & (hi < 360))
+
     def with_ratings(self, rate_a_mva: np.ndarray) -> GridModel:
         """A copy with new branch ratings (MVA; 0 = unlimited)."""
         ppc = copy.deepcopy(self.ppc)
