@@ -100,7 +100,27 @@ def pypower_objective(path: str) -> tuple[bool, float, float, str]:
             res = runopf(ppc, ppoption(VERBOSE=0, OUT_ALL=0))
         except Exception as exc:  # PYPOWER raises on data it cannot handle
             return False, float("nan"), time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
-    return bool(res["success"]), float(res["f"]), time.perf_counter() - start, ""
+    elapsed = time.perf_counter() - start
+    if not res["success"] or np.any(ppc["gencost"][:, 0] != 2):
+        return bool(res["success"]), float(res["f"]), elapsed, ""
+    cost = dispatch_cost(ppc["gencost"], res["gen"])
+    note = ""
+    if not np.isclose(cost, res["f"], rtol=1e-6, atol=1e-6):
+        # PYPOWER 5.1 reports f = 0 on cases whose costs are all linear; its dispatch is right
+        note = f"PYPOWER reports f = {res['f']:.4g}; cost of its dispatch used"
+    return bool(res["success"]), cost, elapsed, note
+
+
+def dispatch_cost(gencost: np.ndarray, gen: np.ndarray) -> float:
+    """Total polynomial cost ($/h) of a dispatch (generators in service), MATPOWER model 2."""
+    from pypower.idx_gen import GEN_STATUS, PG
+
+    total = 0.0
+    for row, unit in zip(gencost, gen):
+        if unit[GEN_STATUS] > 0:
+            n = int(row[3])
+            total += float(np.polyval(row[4: 4 + n], unit[PG]))
+    return total
 
 
 def main() -> int:

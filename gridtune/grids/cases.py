@@ -412,16 +412,29 @@ def _row(name_or_path: str | Path, *, refresh: bool = False, solve: bool = True)
     if path.is_file() and not refresh:
         try:
             row = json.loads(path.read_text())
+            if "refused" in row:  # a file gridtune cannot model: the same error, instantly
+                raise CaseError(row["refused"])
             if "nominal" in row or not solve:
                 return row
         except (OSError, json.JSONDecodeError):
             pass  # a torn or foreign file: recompute and overwrite
-    row = _compute_row(name_or_path, solve=solve)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        row = _compute_row(name_or_path, solve=solve)
+    except CaseError as exc:
+        if formulation(name_or_path) != "matpower":
+            raise
+        row = {"refused": str(exc)}  # cached by the file's content like any row
+        _write_row(path, row)
+        raise
+    _write_row(path, row)
+    return row
+
+
+def _write_row(path: Path, row: dict[str, Any]) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(row, indent=1))
     os.replace(tmp, path)  # atomic: concurrent `gridtune cases` never read half a file
-    return row
 
 
 def nominal_opf(name_or_path: str | Path, *, refresh: bool = False) -> NominalOpf:
@@ -479,12 +492,35 @@ def case_table(grids: list[str | Path] | None = None, *, refresh: bool = False,
     if max_buses is not None:
         if max_buses < 1:
             raise CaseError(f"--max-buses must be at least 1, got `{max_buses}`")
-        sizes = _run_rows(refs, refresh=False, solve=False, workers=workers, listed=listed)
-        refs = [ref for ref, row in zip(refs, sizes) if row["buses"] <= max_buses]
+        refs = [ref for ref in refs if _bus_rows(ref) <= max_buses]
     if not refs:
         return []
     return _run_rows(refs, refresh=refresh, solve=solve, workers=min(check_workers(workers), len(refs)),
                      listed=listed)
+
+
+def _bus_rows(ref: str) -> int:
+    """Buses of a grid as its file states them (a MATPOWER file's rows, read without building
+    the grid), else from its cached or computed row."""
+    if formulation(ref) == "matpower":
+        from gridtune.grids.matpower import file_sizes
+
+        path = Path(resolve(ref)[1]).resolve()
+        stat = path.stat()
+        key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+        store = cache_root() / "cases" / "file-sizes.json"
+        try:
+            known = json.loads(store.read_text())
+        except (OSError, json.JSONDecodeError):
+            known = {}
+        if key not in known:
+            known[key] = file_sizes(path)["buses"]
+            store.parent.mkdir(parents=True, exist_ok=True)
+            tmp = store.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(known))
+            os.replace(tmp, store)
+        return int(known[key])
+    return int(case_info(ref, solve=False)["buses"])
 
 
 def _run_rows(refs: list[str], *, refresh: bool, solve: bool, workers: int | None,

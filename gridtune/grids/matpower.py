@@ -65,6 +65,9 @@ def _strip_comments(text: str) -> str:
     # arrays and the version field, so tracking single quotes per line is enough.
     out = []
     for line in text.splitlines():
+        if "%" not in line or "'" not in line:  # the common cases, without a scan per character
+            out.append(line.split("%", 1)[0])
+            continue
         quoted, cut = False, len(line)
         for i, ch in enumerate(line):
             if ch == "'":
@@ -96,13 +99,26 @@ def _parse_matrix(body: str, field: str, path: Path) -> np.ndarray:
 
 def file_sizes(path: str | Path) -> dict[str, int]:
     """Rows of `mpc.bus`, `mpc.branch` and `mpc.gen` as the file states them (no checks; 0 for a
-    missing table): sizes of a file even when `read_m` refuses it."""
-    text = _strip_comments(Path(path).read_text(encoding="utf-8", errors="replace"))
-    sizes = {"buses": 0, "branches": 0, "generators": 0}
+    missing table): sizes of a file even when `read_m` refuses it, read line by line (a
+    70,000-bus file in a fraction of a second)."""
     keys = {"bus": "buses", "branch": "branches", "gen": "generators"}
-    for m in _MATRIX.finditer(text):
-        if m.group(1) in keys:
-            sizes[keys[m.group(1)]] = sum(1 for row in re.split(r"[;\n]", m.group(2)) if row.strip())
+    sizes = {"buses": 0, "branches": 0, "generators": 0}
+    current = None
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            code = line.split("%", 1)[0].strip()
+            if current is None:
+                m = re.match(r"mpc\.(\w+)\s*=\s*\[(.*)$", code)
+                if m and m.group(1) in keys:
+                    current = keys[m.group(1)]
+                    code = m.group(2).strip()
+                else:
+                    continue
+            end = "]" in code
+            body = code.split("]", 1)[0]
+            sizes[current] += sum(1 for row in body.split(";") if row.strip())
+            if end:
+                current = None
     return sizes
 
 
@@ -219,14 +235,16 @@ def grid_from_m(path: str | Path, name: str | None = None) -> tuple[Any, list[st
     `notes` says in words what MATPOWER's own conversion would also leave out (isolated buses
     and what sits on them). Raises `CaseError` for what cannot be represented.
     """
+    path = Path(path)
+    ppc = read_m(path)  # refusals of the file's content come before any heavy import
+    gencost = _polynomial_costs(ppc["gencost"], ppc["gen"].shape[0], path)
+
     from pandapower.pypower.idx_brch import F_BUS, T_BUS
     from pandapower.pypower.idx_bus import BUS_I, BUS_TYPE
     from pandapower.pypower.idx_gen import GEN_BUS
 
     from gridtune.grids.model import GridModel
 
-    path = Path(path)
-    ppc = read_m(path)
     bus, gen, branch = ppc["bus"], ppc["gen"], ppc["branch"]
     numbers = bus[:, BUS_I]
     if np.any(numbers != np.round(numbers)) or np.any(numbers <= 0) or len(set(numbers)) < len(numbers):
@@ -236,7 +254,6 @@ def grid_from_m(path: str | Path, name: str | None = None) -> tuple[Any, list[st
         unknown = np.setdiff1d(ids, numbers)
         if unknown.size:
             raise CaseError(f"MATPOWER file `{path}`: {what} `{int(unknown[0])}` is not in `mpc.bus`")
-    gencost = _polynomial_costs(ppc["gencost"], gen.shape[0], path)
     isolated = bus[:, BUS_TYPE] == 4
     if np.any(~np.isin(bus[:, BUS_TYPE], (1, 2, 3, 4))):
         bad = bus[~np.isin(bus[:, BUS_TYPE], (1, 2, 3, 4)), BUS_TYPE][0]
