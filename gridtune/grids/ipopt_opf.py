@@ -127,7 +127,7 @@ class _Callbacks(_OpfCallbacks):
     branches (2 n_lim), linear rows of `opf_setup` (n_lin).
     """
 
-    def __init__(self, ybus: np.ndarray, ends: list[tuple[np.ndarray, ...]], flow_max: np.ndarray,
+    def __init__(self, ybus: Any, ends: list[tuple[np.ndarray, ...]], flow_max: np.ndarray,
                  gen_bus: np.ndarray, cost: np.ndarray, base: float, a_lin: Any, *,
                  apparent: bool = False):
         super().__init__(ybus, ends, flow_max, gen_bus, np.zeros(ybus.shape[0], dtype=complex),
@@ -411,7 +411,7 @@ class IpoptOpf:
                 (f_bus, t_bus, np.asarray(yt[il, f_bus]).ravel(), np.asarray(yt[il, t_bus]).ravel())]
         flow_max = (branch[il, RATE_A] / base) ** 2
         base_cost = _poly_coeffs(mppc["gencost"], ng)
-        cb = _Callbacks(ybus.toarray(), ends, flow_max, gen[:, GEN_BUS].astype(int), base_cost,
+        cb = _Callbacks(ybus, ends, flow_max, gen[:, GEN_BUS].astype(int), base_cost,
                         base, a_lin if a_lin is not None and a_lin.shape[0] else None,
                         apparent=self.grid.apparent_power_limits)
         nl2 = len(flow_max)
