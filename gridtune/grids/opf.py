@@ -201,7 +201,8 @@ def recheck(grid: GridModel, scenario: Scenario, result: AcOpfResult,
     Checks, each in physical units and against `tolerances`:
     `mismatch_mva` (largest nodal P or Q imbalance, MW / Mvar), `vm_pu` (beyond voltage limits),
     `pg_mw` / `qg_mvar` (beyond generator limits, outaged generators must be at zero),
-    `loading_percent` (beyond 100%). The returned dict maps each violated check to its size
+    `loading_percent` (beyond 100%), `angle_degree` (beyond a branch's angle-difference limits).
+    The returned dict maps each violated check to its size
     (the excess beyond the limit); an empty dict means the point is feasible.
     """
     from pandapower.pypower.makeYbus import makeYbus
@@ -227,6 +228,13 @@ def recheck(grid: GridModel, scenario: Scenario, result: AcOpfResult,
     checks["qg_mvar"] = (max(0.0, qg_ex.max()), tolerances.gen_mw)
     _, loading = branch_results(grid, ppc, branch_kept, result.vm_pu, result.va_degree)
     checks["loading_percent"] = (max(0.0, loading.max() - 100.0), tolerances.loading_percent)
+    # angle-difference limits, MATPOWER's rule (a bound of 0 or beyond +-360 is no bound)
+    lim = branch_kept[grid.angle_limited[branch_kept]]
+    diff = result.va_degree[grid.f_bus[lim]] - result.va_degree[grid.t_bus[lim]]
+    lo, hi = grid.min_angle_degree[lim], grid.max_angle_degree[lim]
+    below = np.where((lo != 0) & (lo > -360), lo - diff, 0.0)
+    above = np.where((hi != 0) & (hi < 360), diff - hi, 0.0)
+    checks["angle_degree"] = (max(0.0, *below, *above), tolerances.angle_degree)
     bad = {}
     for name, (excess, tol) in checks.items():
         if not np.isfinite(excess) or excess > tol:

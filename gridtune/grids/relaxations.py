@@ -178,7 +178,9 @@ class _Relaxation:
         an outaged branch drops it (big-M on the status parameter).
         """
         g = self.grid
-        lo, hi = g.min_angle_degree, g.max_angle_degree
+        # MATPOWER: a bound of 0 means no bound (`makeAang`), not a limit of 0 degrees
+        lo = np.where(g.min_angle_degree == 0, -360.0, g.min_angle_degree)
+        hi = np.where(g.max_angle_degree == 0, 360.0, g.max_angle_degree)
         k = np.flatnonzero((np.abs(lo) < 90) | (np.abs(hi) < 90))
         if k.size == 0:
             return []

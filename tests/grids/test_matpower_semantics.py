@@ -177,3 +177,30 @@ def test_what_cannot_be_represented_is_refused_by_name(tmp_path, edit, message):
     path.write_text(changed)
     with pytest.raises(CaseError, match=message):
         grid_from_m(path)
+
+
+def test_recheck_flags_a_violated_angle_difference_limit():
+    grid, _ = grid_from_m(DATA / "mp_angle.m")
+    scenario, res = both_solvers(grid)
+    assert recheck(grid, scenario, res) == {}
+    ppc = {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v for k, v in grid.ppc.items()}
+    ppc["branch"][1, 11], ppc["branch"][1, 12] = -2.0, 2.0
+    bad = recheck(dataclasses.replace(grid, ppc=ppc), scenario, res)
+    assert bad["angle_degree"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_zero_angle_bounds_mean_unlimited_in_the_relaxation_too():
+    """MATPOWER writes ANGMIN = ANGMAX = 0 for "no limit" (the ACTIVSg grids); read as 0 degrees
+    the SOC relaxation would certify every scenario infeasible."""
+    from gridtune.grids.relaxations import SocRelaxation
+
+    grid, _ = grid_from_m(DATA / "mp_thermal.m")
+    scenario = uniform_scenario(grid, 1.0)
+    ppc = {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v for k, v in grid.ppc.items()}
+    ppc["branch"][:, 11], ppc["branch"][:, 12] = 0.0, 0.0
+    zero = dataclasses.replace(grid, ppc=ppc)
+    assert not zero.angle_limited.any()
+    a, b = SocRelaxation(grid).solve(scenario), SocRelaxation(zero).solve(scenario)
+    assert b.status == "optimal" and b.objective == pytest.approx(a.objective, rel=1e-6)
+    res = IpoptOpf(zero, warm=False).solve(scenario)
+    assert res.objective == pytest.approx(IpoptOpf(grid, warm=False).solve(scenario).objective, rel=1e-8)
