@@ -234,7 +234,7 @@ def recheck(grid: GridModel, scenario: Scenario, result: AcOpfResult,
     lo, hi = grid.min_angle_degree[lim], grid.max_angle_degree[lim]
     below = np.where((lo != 0) & (lo > -360), lo - diff, 0.0)
     above = np.where((hi != 0) & (hi < 360), diff - hi, 0.0)
-    checks["angle_degree"] = (max(0.0, *below, *above), tolerances.angle_degree)
+    checks["angle_degree"] = (float(np.max(np.r_[0.0, below, above])), tolerances.angle_degree)
     bad = {}
     for name, (excess, tol) in checks.items():
         if not np.isfinite(excess) or excess > tol:
