@@ -92,9 +92,14 @@ def test_recipe_on_a_library_case_builds_with_the_grids_own_limits(tmp_path):
     assert grid["flow_limit"] == "apparent_power"
 
 
-def test_changes_refuse_a_matpower_case():
+def test_changes_keep_matpowers_limits_and_refuse_what_they_would_lose():
     from gridtune.grids.changes import ChangesSpec, changed_grid
 
-    spec = ChangesSpec(remove_branches=({"line": 0},))
-    with pytest.raises(SpecError, match=r"`case` = `matpower:case9` is a MATPOWER case"):
-        changed_grid("matpower:case9", spec, where="r.toml [changes]")
+    spec = ChangesSpec(scale_loads=({"buses": [5], "factor": 1.1},))
+    grid = changed_grid("matpower:case9", spec, where="r.toml [changes]")
+    assert grid.flow_limit == "apparent_power"
+    assert grid.pd_mw.sum() == pytest.approx(load_grid("matpower:case9").pd_mw.sum() + 9.0)
+    angle = str(REPO / "tests" / "data" / "mp_angle.m")
+    with pytest.raises(SpecError, match=r"r.toml \[changes\]: `case` = `.*mp_angle.m` has "
+                                        r"angle-difference limits on 1 branches, which \[changes\] would lose"):
+        changed_grid(angle, ChangesSpec(scale_loads=({"buses": [3], "factor": 1.1},)), where="r.toml [changes]")
