@@ -68,13 +68,21 @@ def prepare_grid(recipe: Recipe, directory: Path) -> tuple[GridModel, dict[str, 
 
         saved = json.loads(path.read_text())
         return grid_from_dict(saved["grid"]), saved["rating"]
-    from gridtune.grids.cases import load_grid
+    from gridtune.grids.cases import FORMULATIONS, formulation, load_grid
 
     grid = load_grid(recipe.case)
-    rating: dict[str, Any] = {"rerated": False}
+    form = formulation(recipe.case)
+    # which limits the labels obey: the grid's own ratings, or ratings set by `[limits]`
+    limits = {"formulation": form, "formulation_text": FORMULATIONS[form],
+              "flow_limit": grid.flow_limit,
+              "own_rated_branches": int(((grid.rate_a_mva > 0) & grid.branch_in_service).sum()),
+              "angle_limited_branches": int((grid.angle_limited & grid.branch_in_service).sum())}
+    rating: dict[str, Any] = {"rerated": False, "branch_limits": "the grid's own", **limits}
     if recipe.limits.rating_factor is not None:
         grid, info = rerate(grid, recipe.limits.rating_factor, recipe.limits.min_rating_mva)
-        rating = {"rerated": True, **info}
+        rating = {"rerated": True, **info, **limits,
+                  "branch_limits": "re-rated by [limits] (every branch); angle and voltage limits "
+                                   "the grid's own"}
     if recipe.changes:  # changed after the re-rating: the changes meet the base grid's ratings
         from gridtune.grids.changes import recipe_grid
 

@@ -1,9 +1,18 @@
-"""Registry of grids: the eight default IEEE cases and user grid files; nominal AC-OPF health.
+"""Registry of grids: the eight default IEEE cases, the MATPOWER case library and user grid files;
+nominal AC-OPF health.
 
-A grid is named either by a default case (`CASE_NAMES`, loaded from `pandapower.networks` and
-repaired to match MATPOWER's data, see `gridtune.grids.repairs`) or by the path of a user file:
-a pandapower JSON net (`.json`, used as given) or a MATPOWER case (`.m`, converted with
-pandapower's `from_ppc` and aligned with MATPOWER's formulation).
+A grid is named by a default case (`CASE_NAMES`, loaded from `pandapower.networks` and repaired
+to match MATPOWER's data, see `gridtune.grids.repairs`), by a MATPOWER library case
+(`matpower:<name>`, see `gridtune.grids.library`) or by the path of a user file: a pandapower
+JSON net (`.json`, used as given) or a MATPOWER case (`.m`).
+
+Two formulations (`FORMULATIONS`): the default cases and pandapower nets are solved as pandapower
+states them ("pandapower": branch limits on current, `runopp`); MATPOWER files, the library's
+and a user's, keep MATPOWER's semantics ("matpower": the grid is built from the file's arrays by
+`gridtune.grids.matpower.grid_from_m`, branch limits on apparent power at both ends, the
+reference bus voltage free within its limits, angle-difference limits, solved with Ipopt and,
+failing that, PIPS). `load_net` still converts a MATPOWER file to a pandapower net (for tools
+that edit nets); the labels of a MATPOWER grid never come from that net.
 
 `nominal_opf` solves the AC-OPF at nominal load once per grid content and caches the result under
 `$GRIDTUNE_CACHE/cases` (default `~/.cache/gridtune/cases`), so `gridtune cases` is instant the
@@ -40,23 +49,36 @@ PUBLISHED_OBJECTIVES: dict[str, float] = {
     "case39": 41864.18, "case57": 41737.79, "case118": 129660.69, "case300": 719725.10,
 }
 GRID_SUFFIXES = (".json", ".m")
+FORMULATIONS = {
+    "pandapower": "pandapower's AC-OPF: branch limits on current |I| at nominal voltage",
+    "matpower": "MATPOWER's AC-OPF: branch limits on apparent power |S| in MVA at both ends "
+                "(RATE_A, 0 = unlimited), angle-difference limits, free reference voltage",
+}
+# Nominal AC-OPF attempts of a MATPOWER grid, in order: Ipopt and PIPS from the middle of the
+# variable bounds, PIPS from the file's own operating point (as `runopf` starts).
+MATPOWER_INITS = ("ipopt-flat", "pips-flat", "pips-case")
 OPF_INITS = ("flat", "pf", "results")  # tried in this order by `solve_nominal`
 CACHE_VERSION = 2  # bump when the cached fields or the way they are computed change
 
 
 def _valid_text() -> str:
-    return (f"valid: {choices_text(CASE_NAMES)}, or the path of a pandapower `.json` or "
-            "MATPOWER `.m` file")
+    return (f"valid: {choices_text(CASE_NAMES)}, `matpower:<case>` (the MATPOWER library), or "
+            "the path of a pandapower `.json` or MATPOWER `.m` file")
 
 
 def resolve(name_or_path: str | Path) -> tuple[str, str | Path]:
-    """`("case", name)` for a default case, `("file", path)` for an existing grid file.
+    """`("case", name)` for a default case, `("library", path)` for a MATPOWER library case,
+    `("file", path)` for an existing grid file.
 
     Raises `CaseError` for anything else (listing the valid names).
     """
+    from gridtune.grids.library import is_library_ref, library_path
+
     text = str(name_or_path)
     if text in CASE_NAMES:
         return "case", text
+    if is_library_ref(text):
+        return "library", library_path(text)
     path = Path(text).expanduser()
     if path.suffix.lower() in GRID_SUFFIXES:
         if not path.is_file():
@@ -68,9 +90,18 @@ def resolve(name_or_path: str | Path) -> tuple[str, str | Path]:
 
 
 def grid_name(name_or_path: str | Path) -> str:
-    """The case name, or the stem of a user grid file (no existence check)."""
+    """The case name, the library case's name, or the stem of a user grid file (no existence
+    check)."""
     text = str(name_or_path)
+    if text.startswith("matpower:"):
+        return text[len("matpower:"):]
     return text if text in CASE_NAMES else Path(text).stem
+
+
+def formulation(name_or_path: str | Path) -> str:
+    """The key of `FORMULATIONS` a grid is solved with: "matpower" for MATPOWER files."""
+    kind, ref = resolve(name_or_path)
+    return "matpower" if kind == "library" or Path(ref).suffix.lower() == ".m" else "pandapower"
 
 
 # Loaded, repaired nets by content key: pandapower's `from_json` spends seconds building empty
@@ -100,7 +131,7 @@ def _load(name_or_path: str | Path) -> tuple[Any, list[Any]]:
             net = getattr(pn, str(ref))()
             return net, repairs.repair_case(net, str(ref))
         path = Path(ref)
-        if path.suffix.lower() == ".m":
+        if kind == "library" or path.suffix.lower() == ".m":
             from gridtune.grids.matpower import net_from_m
 
             net, ppc = net_from_m(path)
@@ -124,10 +155,21 @@ def load_net(name_or_path: str | Path) -> Any:
 
 
 def load_grid(name_or_path: str | Path) -> Any:
-    """`GridModel` of a case or grid file: `grid_from_net(load_net(x), grid_name(x))`."""
+    """`GridModel` of a case or grid file: for a MATPOWER file (library or user) the file's own
+    arrays with MATPOWER's semantics (`grid_from_m`), else `grid_from_net(load_net(x), name)`."""
+    return load_grid_with_notes(name_or_path)[0]
+
+
+def load_grid_with_notes(name_or_path: str | Path) -> tuple[Any, list[str]]:
+    """`(GridModel, notes)`: `load_grid` and what the MATPOWER conversion left out (see
+    `grid_from_m`; no notes for the other grids)."""
     from gridtune.grids.model import grid_from_net
 
-    return grid_from_net(load_net(name_or_path), grid_name(name_or_path))
+    if formulation(name_or_path) == "matpower":
+        from gridtune.grids.matpower import grid_from_m
+
+        return grid_from_m(resolve(name_or_path)[1], grid_name(name_or_path))
+    return grid_from_net(load_net(name_or_path), grid_name(name_or_path)), []
 
 
 @contextlib.contextmanager
@@ -266,6 +308,9 @@ def content_key(name_or_path: str | Path) -> str:
     else:
         h.update(Path(ref).read_bytes())
         h.update((here / "matpower.py").read_bytes())
+        if formulation(name_or_path) == "matpower":  # solved by gridtune's own OPF code
+            for module in ("model.py", "opf.py", "ipopt_opf.py"):
+                h.update((here / module).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -273,23 +318,85 @@ def _cache_path(name_or_path: str | Path) -> Path:
     return cache_root() / "cases" / f"{grid_name(name_or_path)}-{content_key(name_or_path)}.json"
 
 
-def _compute_row(name_or_path: str | Path) -> dict[str, Any]:
-    net, fixes = load_net_with_repairs(name_or_path)
-    name = grid_name(name_or_path)
-    result = solve_nominal(net, published_objective=PUBLISHED_OBJECTIVES.get(str(name_or_path)))
+def _compute_row(name_or_path: str | Path, *, solve: bool = True) -> dict[str, Any]:
+    """A `gridtune cases` row: sizes and, with `solve`, the nominal AC-OPF (key `nominal`)."""
     kind, ref = resolve(name_or_path)
+    name = grid_name(name_or_path)
+    form = formulation(name_or_path)
+    if form == "matpower":
+        grid, notes = load_grid_with_notes(name_or_path)
+        on = grid.branch_in_service
+        row = {"name": name, "source": str(Path(ref).resolve()), "formulation": form,
+               "buses": grid.n_bus, "branches": int(on.sum()),
+               "generators": int(grid.gen_in_service.sum()),
+               "load_mw": float(grid.pd_mw.sum()), "limited_branches": int((on & (grid.rate_a_mva > 0)).sum()),
+               "angle_limited_branches": int((on & grid.angle_limited).sum()),
+               "repairs": 0, "repair_kinds": [], "notes": notes}
+        if solve:
+            row["nominal"] = dataclasses.asdict(solve_nominal_grid(grid))
+        return row
+    net, fixes = load_net_with_repairs(name_or_path)
     branches = len(net.line) + len(net.trafo) + len(net.get("impedance", []))
-    return {
+    row = {
         "name": name,
         "source": "pandapower.networks" if kind == "case" else str(Path(ref).resolve()),
+        "formulation": form,
         "buses": int(len(net.bus)),
         "branches": int(branches),
         "generators": _dispatchable_generators(net),
         "load_mw": float(net.load.p_mw[net.load.in_service].sum()),
         "repairs": len(fixes),
         "repair_kinds": sorted({r.kind for r in fixes}),
-        "nominal": dataclasses.asdict(result),
     }
+    if solve:
+        result = solve_nominal(net, published_objective=PUBLISHED_OBJECTIVES.get(str(name_or_path)))
+        row["nominal"] = dataclasses.asdict(result)
+    return row
+
+
+def solve_nominal_grid(grid: Any, *, inits: tuple[str, ...] = MATPOWER_INITS) -> NominalOpf:
+    """Nominal AC-OPF of a `GridModel` in its own formulation (no cache): each of
+    `MATPOWER_INITS` in turn until one converges."""
+    from gridtune.grids.opf import solve_ac_opf
+    from gridtune.grids.scenarios import uniform_scenario
+
+    bad = [i for i in inits if i not in MATPOWER_INITS]
+    if bad:
+        raise CaseError(f"unknown OPF init `{bad[0]}`; valid: {choices_text(MATPOWER_INITS)}")
+    scenario = uniform_scenario(grid, 1.0)
+    start = time.perf_counter()
+    failures = []
+    for init in inits:
+        try:
+            with _quiet():
+                if init == "ipopt-flat":
+                    from gridtune.grids.ipopt_opf import MAX_ITERATIONS_COLD, IpoptOpf
+
+                    result = IpoptOpf(grid, warm=False).solve(scenario,
+                                                             max_iterations=2 * MAX_ITERATIONS_COLD)
+                elif init == "pips-flat":
+                    result = solve_ac_opf(grid, scenario)
+                else:
+                    result = solve_ac_opf(grid, scenario, init=_case_point(grid))
+        except Exception as exc:  # solver failures on bad data: reported, the next init tried
+            failures.append(f"{init}: {type(exc).__name__}: {exc}")
+            continue
+        if result.converged:
+            return NominalOpf(True, result.objective, None, time.perf_counter() - start,
+                              f"converged with init `{init}`", init)
+        failures.append(f"{init}: {result.message or 'not converged'}")
+    return NominalOpf(False, None, None, time.perf_counter() - start,
+                      "AC-OPF did not converge (" + "; ".join(failures) + ")", None)
+
+
+def _case_point(grid: Any) -> dict[str, Any]:
+    """The operating point stored in a case file (bus Vm / Va, generator Pg / Qg)."""
+    from pandapower.pypower.idx_bus import VA, VM
+    from pandapower.pypower.idx_gen import PG, QG
+
+    bus, gen = grid.ppc["bus"], grid.ppc["gen"]
+    return {"vm_pu": bus[:, VM].copy(), "va_degree": bus[:, VA].copy(), "pg_mw": gen[:, PG].copy(),
+            "qg_mvar": gen[:, QG].copy()}
 
 
 def _dispatchable_generators(net: Any) -> int:
@@ -300,19 +407,34 @@ def _dispatchable_generators(net: Any) -> int:
     return int(len(net.ext_grid) + len(net.gen) + int((sgen.in_service & controllable).sum()))
 
 
-def _row(name_or_path: str | Path, *, refresh: bool = False) -> dict[str, Any]:
+def _row(name_or_path: str | Path, *, refresh: bool = False, solve: bool = True) -> dict[str, Any]:
     path = _cache_path(name_or_path)
     if path.is_file() and not refresh:
         try:
-            return json.loads(path.read_text())
+            row = json.loads(path.read_text())
+            if "refused" in row:  # a file gridtune cannot model: the same error, instantly
+                raise CaseError(row["refused"])
+            if "nominal" in row or not solve:
+                return row
         except (OSError, json.JSONDecodeError):
             pass  # a torn or foreign file: recompute and overwrite
-    row = _compute_row(name_or_path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        row = _compute_row(name_or_path, solve=solve)
+    except CaseError as exc:
+        if formulation(name_or_path) != "matpower":
+            raise
+        row = {"refused": str(exc)}  # cached by the file's content like any row
+        _write_row(path, row)
+        raise
+    _write_row(path, row)
+    return row
+
+
+def _write_row(path: Path, row: dict[str, Any]) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(row, indent=1))
     os.replace(tmp, path)  # atomic: concurrent `gridtune cases` never read half a file
-    return row
 
 
 def nominal_opf(name_or_path: str | Path, *, refresh: bool = False) -> NominalOpf:
@@ -320,15 +442,21 @@ def nominal_opf(name_or_path: str | Path, *, refresh: bool = False) -> NominalOp
     return NominalOpf(**_row(name_or_path, refresh=refresh)["nominal"])
 
 
-def case_info(name_or_path: str | Path, *, refresh: bool = False) -> dict[str, Any]:
-    """One row of `gridtune cases`: sizes, repairs and the nominal AC-OPF against MATPOWER.
+def case_info(name_or_path: str | Path, *, refresh: bool = False, solve: bool = True) -> dict[str, Any]:
+    """One row of `gridtune cases`: sizes, formulation, repairs and the nominal AC-OPF.
 
-    Keys: name, source, buses, branches, generators, load_mw, repairs, repair_kinds, converged,
-    objective, published_objective, relative_difference, init, solve_time_s, message.
+    Keys: name, source, formulation, buses, branches, generators, load_mw, repairs,
+    repair_kinds, converged, objective, published_objective, relative_difference, init,
+    solve_time_s, message; MATPOWER grids add limited_branches, angle_limited_branches and
+    notes. Without `solve` the nominal keys are None (and `message` says it was not solved).
     """
-    row = _row(name_or_path, refresh=refresh)
-    nominal = NominalOpf(**row["nominal"])
+    row = _row(name_or_path, refresh=refresh, solve=solve)
     out = {k: v for k, v in row.items() if k != "nominal"}
+    if "nominal" not in row:
+        out.update(converged=None, objective=None, published_objective=None,
+                   relative_difference=None, init=None, solve_time_s=None, message="not solved")
+        return out
+    nominal = NominalOpf(**row["nominal"])
     out.update(converged=nominal.converged, objective=nominal.objective,
                published_objective=nominal.published_objective,
                relative_difference=nominal.relative_difference, init=nominal.init,
@@ -337,28 +465,97 @@ def case_info(name_or_path: str | Path, *, refresh: bool = False) -> dict[str, A
 
 
 def case_table(grids: list[str | Path] | None = None, *, refresh: bool = False,
-               workers: int | None = None) -> list[dict[str, Any]]:
-    """`case_info` of each grid (default: the default cases), solved in parallel where not
-    cached. A bad name or missing file fails before any solve; a grid whose facts cannot be
-    computed raises `CaseError` naming it."""
-    from gridtune.parallel import check_workers, run_tasks
+               workers: int | None = None, library: str | None = None, solve: bool = True,
+               max_buses: int | None = None) -> list[dict[str, Any]]:
+    """`case_info` of each grid, solved in parallel where not cached.
 
-    refs = [str(g) for g in grids] if grids else list(CASE_NAMES)
+    Args:
+        grids: case names, `matpower:<case>` references or grid files (default: the default
+            cases, or the whole library with `library`).
+        library: add every case of a case library (`"matpower"`).
+        solve: solve the nominal AC-OPF (default: True); False lists sizes only.
+        max_buses: keep only grids with at most this many buses (sizes are read first).
+
+    A bad name or missing file fails before any solve; a grid whose facts cannot be computed
+    raises `CaseError` naming it.
+    """
+    from gridtune.grids.library import library_refs
+    from gridtune.parallel import check_workers
+
+    refs = [str(g) for g in grids] if grids else ([] if library else list(CASE_NAMES))
+    if library:
+        refs += library_refs(library)
+    # a library listing shows the cases gridtune refuses as rows; a case named itself fails
+    listed = set(library_refs(library)) - {str(g) for g in grids or []} if library else set()
     for ref in refs:
         resolve(ref)
+    if max_buses is not None:
+        if max_buses < 1:
+            raise CaseError(f"--max-buses must be at least 1, got `{max_buses}`")
+        refs = [ref for ref in refs if _bus_rows(ref) <= max_buses]
+    if not refs:
+        return []
+    return _run_rows(refs, refresh=refresh, solve=solve, workers=min(check_workers(workers), len(refs)),
+                     listed=listed)
+
+
+def _bus_rows(ref: str) -> int:
+    """Buses of a grid as its file states them (a MATPOWER file's rows, read without building
+    the grid), else from its cached or computed row."""
+    if formulation(ref) == "matpower":
+        from gridtune.grids.matpower import file_sizes
+
+        path = Path(resolve(ref)[1]).resolve()
+        stat = path.stat()
+        key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+        store = cache_root() / "cases" / "file-sizes.json"
+        try:
+            known = json.loads(store.read_text())
+        except (OSError, json.JSONDecodeError):
+            known = {}
+        if key not in known:
+            known[key] = file_sizes(path)["buses"]
+            store.parent.mkdir(parents=True, exist_ok=True)
+            tmp = store.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(known))
+            os.replace(tmp, store)
+        return int(known[key])
+    return int(case_info(ref, solve=False)["buses"])
+
+
+def _run_rows(refs: list[str], *, refresh: bool, solve: bool, workers: int | None,
+              listed: set[str]) -> list[dict[str, Any]]:
+    """Rows of `refs`; an error of a ref in `listed` becomes a `refused_row`, any other raises."""
+    from gridtune.parallel import check_workers, run_tasks
+
     rows: list[Any] = [None] * len(refs)
-    for i, row in run_tasks(_case_task, [(r, refresh) for r in refs],
+    for i, row in run_tasks(_case_task, [(r, refresh, solve) for r in refs],
                             workers=min(check_workers(workers), len(refs))):
         rows[i] = row
-    for row in rows:
-        if isinstance(row, str):
+    for ref, row in zip(refs, rows):
+        if isinstance(row, str) and ref not in listed:
             raise CaseError(row)
-    return rows
+    return [refused_row(ref, row) if isinstance(row, str) else row for ref, row in zip(refs, rows)]
 
 
-def _case_task(item: tuple[str, bool]) -> dict[str, Any] | str:
-    ref, refresh = item
+def refused_row(ref: str, message: str) -> dict[str, Any]:
+    """The row of a library case gridtune refuses: the file's sizes, `refused` = the reason.
+
+    A library listing shows such cases instead of stopping at the first; a user who names one
+    gets the `CaseError` itself."""
+    from gridtune.grids.matpower import file_sizes
+
+    _, path = resolve(ref)
+    return {"name": grid_name(ref), "source": str(path), "formulation": "matpower",
+            **file_sizes(path), "load_mw": None, "repairs": 0, "repair_kinds": [], "notes": [],
+            "refused": message, "converged": None, "objective": None, "published_objective": None,
+            "relative_difference": None, "init": None, "solve_time_s": None,
+            "message": f"refused: {message}"}
+
+
+def _case_task(item: tuple[str, bool, bool]) -> dict[str, Any] | str:
+    ref, refresh, solve = item
     try:
-        return case_info(ref, refresh=refresh)
+        return case_info(ref, refresh=refresh, solve=solve)
     except GridtuneError as exc:  # reported by the parent as one line
         return str(exc)

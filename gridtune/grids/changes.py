@@ -460,15 +460,27 @@ def changed_grid(case: str, changes: ChangesSpec, *, ratings: GridModel | None =
     import numpy as np
     from pandapower.pypower.idx_brch import RATE_A
 
-    from gridtune.grids.cases import grid_name, load_net
+    from gridtune.grids.cases import formulation, grid_name, load_grid, load_net
     from gridtune.grids.model import grid_from_net
 
+    flow_limit = "current"
+    if formulation(case) == "matpower":
+        # The edits act on pandapower's conversion of the file, which keeps its data but not its
+        # angle-difference limits: refuse those instead of dropping them; keep MATPOWER's
+        # apparent-power branch limits on the changed grid.
+        own = load_grid(case)  # every refusal of the file's content first
+        if own.angle_limited.any():
+            raise SpecError(f"{where}: `case` = `{case}` has angle-difference limits on "
+                            f"{int(own.angle_limited.sum())} branches, which [changes] would lose "
+                            "(it edits a pandapower net); valid: a MATPOWER case without them, a "
+                            "default case or a pandapower `.json` net")
+        flow_limit = own.flow_limit
     base_net = load_net(case)
     net = load_net(case)
     info = apply_to_net(net, changes, where=where)
     name = name or f"{grid_name(case)}_changed"
-    base = grid_from_net(base_net, grid_name(case))
-    grid = grid_from_net(net, name)
+    base = dataclasses.replace(grid_from_net(base_net, grid_name(case)), flow_limit=flow_limit)
+    grid = dataclasses.replace(grid_from_net(net, name), flow_limit=flow_limit)
     source = ratings if ratings is not None else base
     if source.n_branch != base.n_branch:
         raise ValueError(f"`ratings` has {source.n_branch} branches, the base grid {base.n_branch}")

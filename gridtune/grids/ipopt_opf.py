@@ -6,7 +6,9 @@ Formulation: MATPOWER's polar AC-OPF exactly as pandapower's `opf_setup` builds 
     variables   x = (Va, Vm, Pg, Qg)   rad, p.u.
     minimise    sum_g c2 Pg^2 + c1 Pg + c0            (Pg in MW, polynomial costs)
     subject to  V conj(Y_bus V) - C_g S_g + S_d = 0   (P and Q balance, 2 n_bus rows)
-                |I_f|^2 <= rate^2, |I_t|^2 <= rate^2   (limited branches, current in p.u.)
+                |I_f|^2 <= rate^2, |I_t|^2 <= rate^2   (limited branches, current in p.u.;
+                                                        |S_f|^2, |S_t|^2 for a grid with
+                                                        MATPOWER's apparent-power limits)
                 l <= A x <= u                          (opf_setup's linear rows: angle
                                                         differences, PQ capability, if any)
                 variable bounds from opf_setup         (reference angle fixed, Vm, Pg, Qg)
@@ -51,6 +53,7 @@ from gridtune.grids.opf import (
     AcOpfResult,
     _OpfCallbacks,
     _poly_coeffs,
+    full_branch_results,
     pad_result_columns,
     scenario_ppc,
 )
@@ -124,10 +127,11 @@ class _Callbacks(_OpfCallbacks):
     branches (2 n_lim), linear rows of `opf_setup` (n_lin).
     """
 
-    def __init__(self, ybus: np.ndarray, ends: list[tuple[np.ndarray, ...]], flow_max: np.ndarray,
-                 gen_bus: np.ndarray, cost: np.ndarray, base: float, a_lin: Any):
+    def __init__(self, ybus: Any, ends: list[tuple[np.ndarray, ...]], flow_max: np.ndarray,
+                 gen_bus: np.ndarray, cost: np.ndarray, base: float, a_lin: Any, *,
+                 apparent: bool = False):
         super().__init__(ybus, ends, flow_max, gen_bus, np.zeros(ybus.shape[0], dtype=complex),
-                         cost, base)
+                         cost, base, apparent=apparent)
         nb, ng, nl2 = self.nb, self.ng, len(flow_max)
         r, c = self.r, self.c
         self.nl2 = nl2
@@ -229,7 +233,9 @@ class _Callbacks(_OpfCallbacks):
         np.add.at(s_gen, self.gen_bus, x[2 * nb: 2 * nb + ng] + 1j * x[2 * nb + ng:])
         mis = v * np.conj(i_bus) - s_gen + self.sd
         parts = [mis.real, mis.imag]
-        for p1, p2, c1, c2 in self.ends:
+        if self.apparent and self.nl2:
+            parts.append(self._flow(v)[0])
+        for p1, p2, c1, c2 in ([] if self.apparent else self.ends):
             parts.append(np.abs(c1 * v[p1] + c2 * v[p2]) ** 2)
         if self.a_csr is not None:
             parts.append(self.a_csr @ x)
@@ -244,7 +250,12 @@ class _Callbacks(_OpfCallbacks):
         ds_dvm = v[r] * np.conj(yv / np.abs(v[c]))
         ds_dvm[d] += np.conj(i_bus[db]) * vn[db]
         parts = [ds_dva.real, ds_dvm.real, ds_dva.imag, ds_dvm.imag, self.minus_ones]
-        for p1, p2, c1, c2 in self.ends:
+        if self.apparent and self.nl2:
+            grad = self._flow(v)[1]  # (4, 2 n_lim): from ends, then to ends
+            nl = self.nl2
+            for e in range(2):  # the structure lists each end's four columns in turn
+                parts += list(grad[:, e * nl: (e + 1) * nl])
+        for p1, p2, c1, c2 in ([] if self.apparent else self.ends):
             i_br = c1 * v[p1] + c2 * v[p2]
             ci = 2 * np.conj(i_br)
             a1, a2 = ci * c1 * v[p1], ci * c2 * v[p2]  # 2 conj(I) c V_p
@@ -282,7 +293,9 @@ class _Callbacks(_OpfCallbacks):
         gva = (1j * ginv[r] * (e_rc - f_rc)).real
         gvv = (ginv[r] * (c_rc + c_cr) * ginv[c]).real
         parts = [obj_factor * self.base ** 2 * 2 * self.cost[:, 0], gaa, gva, gvv]
-        if nl2:
+        if nl2 and self.apparent:
+            parts.append(self._flow(v, lagrange[2 * nb: 2 * nb + 2 * nl2])[2].ravel())
+        elif nl2:
             m = lagrange[2 * nb: 2 * nb + 2 * nl2]
             p1, p2, c1, c2 = self.flow_p1, self.flow_p2, self.flow_c1, self.flow_c2
             v1, v2 = v[p1], v[p2]
@@ -398,8 +411,9 @@ class IpoptOpf:
                 (f_bus, t_bus, np.asarray(yt[il, f_bus]).ravel(), np.asarray(yt[il, t_bus]).ravel())]
         flow_max = (branch[il, RATE_A] / base) ** 2
         base_cost = _poly_coeffs(mppc["gencost"], ng)
-        cb = _Callbacks(ybus.toarray(), ends, flow_max, gen[:, GEN_BUS].astype(int), base_cost,
-                        base, a_lin if a_lin is not None and a_lin.shape[0] else None)
+        cb = _Callbacks(ybus, ends, flow_max, gen[:, GEN_BUS].astype(int), base_cost,
+                        base, a_lin if a_lin is not None and a_lin.shape[0] else None,
+                        apparent=self.grid.apparent_power_limits)
         nl2 = len(flow_max)
         cl = np.r_[np.zeros(2 * nb), np.full(2 * nl2, -INF)]
         cu = np.r_[np.zeros(2 * nb), flow_max, flow_max]
@@ -520,10 +534,7 @@ class IpoptOpf:
         f, t = br[:, F_BUS].astype(int), br[:, T_BUS].astype(int)
         s_mva = np.maximum(np.abs(v[f] * np.conj(i_f)), np.abs(v[t] * np.conj(i_t))) * base
         i_pu = np.maximum(np.abs(i_f), np.abs(i_t))
-        rate = grid.rate_a_mva[tp.branch_kept]
-        loading = np.where(rate > 0, 100.0 * i_pu * base / np.where(rate > 0, rate, 1.0), 0.0)
-        flow_full, loading_full = np.zeros(grid.n_branch), np.zeros(grid.n_branch)
-        flow_full[tp.branch_kept], loading_full[tp.branch_kept] = s_mva, loading
+        flow_full, loading_full = full_branch_results(grid, tp.branch_kept, s_mva, i_pu)
         converged = info["status"] in SUCCESS and bool(np.all(np.isfinite(x)))
         msg = info["status_msg"]
         if isinstance(msg, bytes):

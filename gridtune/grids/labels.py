@@ -33,12 +33,14 @@ class Tolerances:
         voltage_pu: allowed excursion beyond voltage limits (default: 1e-4).
         gen_mw: allowed excursion beyond generator P / Q limits in MW / Mvar (default: 1e-3).
         loading_percent: allowed branch loading above 100% of rating (default: 0.1).
+        angle_degree: allowed excursion beyond a branch's angle-difference limits (default: 1e-3).
     """
 
     mismatch_mva: float = 1e-3
     voltage_pu: float = 1e-4
     gen_mw: float = 1e-3
     loading_percent: float = 0.1
+    angle_degree: float = 1e-3
 
 
 @dataclasses.dataclass

@@ -37,6 +37,11 @@ from pandapower.pypower.idx_gen import GEN_BUS, GEN_STATUS, PMAX, PMIN, QMAX, QM
 from gridtune.errors import CaseError
 
 REF, PV, PQ = 3, 2, 1  # MATPOWER bus types
+# How a branch's RATE_A limits it in the AC-OPF: "current" is pandapower's OPF (|I| <= rate at
+# nominal voltage, `OPF_FLOW_LIM = 2`), used for the default cases and pandapower nets;
+# "apparent_power" is MATPOWER's default (|S| <= rate in MVA at both ends, `OPF_FLOW_LIM = 0`),
+# used for MATPOWER case files.
+FLOW_LIMITS = ("current", "apparent_power")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -48,13 +53,21 @@ class GridModel:
         base_mva: system base power (MVA).
         ppc: the MATPOWER-style case dict (bus, gen, branch, gencost, baseMVA) in internal bus
             order (buses numbered 0..n-1). Treat as read-only; solvers copy what they change.
-        bus_ids: pandapower bus index of each internal bus, shape (n_bus,).
+        bus_ids: pandapower bus index (MATPOWER bus number for a MATPOWER file) of each
+            internal bus, shape (n_bus,).
+        flow_limit: what RATE_A limits, one of `FLOW_LIMITS` (default: "current").
     """
 
     name: str
     base_mva: float
     ppc: dict[str, Any]
     bus_ids: np.ndarray
+    flow_limit: str = "current"
+
+    @property
+    def apparent_power_limits(self) -> bool:
+        """Branch limits on |S| in MVA (MATPOWER) rather than on |I| (pandapower)."""
+        return self.flow_limit == "apparent_power"
 
     # ---- sizes -------------------------------------------------------------------------------
     @property
@@ -204,6 +217,13 @@ class GridModel:
     def max_angle_degree(self) -> np.ndarray:
         return self.ppc["branch"][:, ANGMAX].real.copy()
 
+    @property
+    def angle_limited(self) -> np.ndarray:
+        """Branches with an angle-difference limit: ANGMIN or ANGMAX nonzero and within
+        (-360, 360) degrees (MATPOWER's `makeAang` rule; status not considered)."""
+        lo, hi = self.min_angle_degree, self.max_angle_degree
+        return ((lo != 0) & (lo > -360)) | ((hi != 0) & (hi < 360))
+
     def with_ratings(self, rate_a_mva: np.ndarray) -> GridModel:
         """A copy with new branch ratings (MVA; 0 = unlimited)."""
         ppc = copy.deepcopy(self.ppc)
@@ -246,6 +266,8 @@ def grid_hash(grid: GridModel) -> str:
 
     h = hashlib.sha256()
     h.update(repr(grid.base_mva).encode())
+    if grid.flow_limit != "current":  # grids with current limits hash as before the field existed
+        h.update(grid.flow_limit.encode())
     for key in ("bus", "gen", "branch", "gencost"):
         arr = np.ascontiguousarray(np.round(np.asarray(grid.ppc[key], dtype=float), 10))
         h.update(key.encode())
@@ -256,12 +278,15 @@ def grid_hash(grid: GridModel) -> str:
 
 def grid_to_dict(grid: GridModel) -> dict[str, Any]:
     """JSON-ready form of a grid (stored inside each dataset so it is self-contained)."""
-    return {
+    out = {
         "name": grid.name,
         "base_mva": grid.base_mva,
         "bus_ids": grid.bus_ids.tolist(),
         **{k: np.asarray(grid.ppc[k], dtype=float).tolist() for k in ("bus", "gen", "branch", "gencost")},
     }
+    if grid.flow_limit != "current":
+        out["flow_limit"] = grid.flow_limit
+    return out
 
 
 def grid_from_dict(d: dict[str, Any]) -> GridModel:
@@ -269,4 +294,5 @@ def grid_from_dict(d: dict[str, Any]) -> GridModel:
     for k in ("bus", "gen", "branch", "gencost"):
         ppc[k] = np.array(d[k], dtype=float)
     return GridModel(name=d["name"], base_mva=float(d["base_mva"]), ppc=ppc,
-                     bus_ids=np.array(d["bus_ids"], dtype=np.int64))
+                     bus_ids=np.array(d["bus_ids"], dtype=np.int64),
+                     flow_limit=d.get("flow_limit", "current"))

@@ -9,8 +9,13 @@ magnitude, as pandapower sets it), so converged / not converged and the optimum 
 `recheck` does not trust the solver: it recomputes the nodal power balance from the bus admittance
 matrix and checks every limit under stated `Tolerances`.
 
-Branch loading follows pandapower's OPF limit: `loading_percent = 100 * |I| * base_mva / rate_a_mva`
-with `|I|` the larger of the from- and to-end currents in p.u. (so 100% is the OPF's own limit).
+Branch limits follow the grid's `flow_limit` (`gridtune.grids.model.FLOW_LIMITS`): pandapower's
+`OPF_FLOW_LIM = 2` (current magnitude, the default cases and pandapower nets) or MATPOWER's
+default `OPF_FLOW_LIM = 0` (apparent power in MVA at both ends, MATPOWER case files). The limit
+rows are this module's own callbacks in both cases (pandapower's `OPF_FLOW_LIM = 0` code calls
+`csr_matrix.H`, which SciPy 1.14 removed). Branch loading follows the OPF's own limit:
+`loading_percent = 100 * |I| * base_mva / rate_a_mva` (current) or `100 * |S| / rate_a_mva`
+(apparent power), the larger of the two ends, so 100% is the limit the OPF enforces.
 
 Source: R. D. Zimmerman, C. E. Murillo-Sanchez, R. J. Thomas, "MATPOWER: Steady-State
 Operations, Planning and Analysis Tools for Power Systems Research and Education", IEEE Trans.
@@ -112,8 +117,17 @@ def branch_results(grid: GridModel, ppc: dict[str, Any], branch_kept: np.ndarray
     f, t = ppc["branch"][:, F_BUS].astype(int), ppc["branch"][:, T_BUS].astype(int)
     s_mva = np.maximum(np.abs(v[f] * np.conj(i_f)), np.abs(v[t] * np.conj(i_t))) * grid.base_mva
     i_pu = np.maximum(np.abs(i_f), np.abs(i_t))
+    return full_branch_results(grid, branch_kept, s_mva, i_pu)
+
+
+def full_branch_results(grid: GridModel, branch_kept: np.ndarray, s_mva: np.ndarray,
+                        i_pu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(branch_flow_mva, loading_percent) on the full branch list from the kept branches' larger
+    end |S| (MVA) and |I| (p.u.); loading is measured as the grid's `flow_limit` says."""
     rate = grid.rate_a_mva[branch_kept]
-    loading = np.where(rate > 0, 100.0 * i_pu * grid.base_mva / np.where(rate > 0, rate, 1.0), 0.0)
+    limited = rate > 0
+    used = s_mva if grid.apparent_power_limits else i_pu * grid.base_mva
+    loading = np.where(limited, 100.0 * used / np.where(limited, rate, 1.0), 0.0)
     flow_full, loading_full = np.zeros(grid.n_branch), np.zeros(grid.n_branch)
     flow_full[branch_kept], loading_full[branch_kept] = s_mva, loading
     return flow_full, loading_full
@@ -138,6 +152,7 @@ def solve_ac_opf(grid: GridModel, scenario: Scenario, *, init: dict[str, np.ndar
             code below instead of pandapower's `opf_consfcn` / `opf_hessfcn` (default: True).
             Same formulas (MATPOWER TN2), same solver and iterates; pandapower's versions build
             hundreds of tiny scipy.sparse matrices per iteration, which dominated the solve time.
+            A grid with apparent-power limits always uses them (see the module docstring).
 
     Raises whatever the solver raises (e.g. on NaN data); `Labeller.label` turns that into status
     `error`.
@@ -161,7 +176,10 @@ def solve_ac_opf(grid: GridModel, scenario: Scenario, *, init: dict[str, np.ndar
                      PDIPM_COSTTOL=optimality_tol)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIPS warns on singular steps; the flag says it all
-        res = _opf_fast(ppc, ppopt) if fast else opf(ppc, ppopt)
+        if fast or grid.apparent_power_limits:
+            res = _opf_fast(ppc, ppopt, apparent=grid.apparent_power_limits)
+        else:
+            res = opf(ppc, ppopt)
     out = res["raw"]["output"]
     vm, va = res["bus"][:, VM].copy(), res["bus"][:, VA].copy()
     pg, qg = np.zeros(grid.n_gen), np.zeros(grid.n_gen)
@@ -183,7 +201,8 @@ def recheck(grid: GridModel, scenario: Scenario, result: AcOpfResult,
     Checks, each in physical units and against `tolerances`:
     `mismatch_mva` (largest nodal P or Q imbalance, MW / Mvar), `vm_pu` (beyond voltage limits),
     `pg_mw` / `qg_mvar` (beyond generator limits, outaged generators must be at zero),
-    `loading_percent` (beyond 100%). The returned dict maps each violated check to its size
+    `loading_percent` (beyond 100%), `angle_degree` (beyond a branch's angle-difference limits).
+    The returned dict maps each violated check to its size
     (the excess beyond the limit); an empty dict means the point is feasible.
     """
     from pandapower.pypower.makeYbus import makeYbus
@@ -209,6 +228,13 @@ def recheck(grid: GridModel, scenario: Scenario, result: AcOpfResult,
     checks["qg_mvar"] = (max(0.0, qg_ex.max()), tolerances.gen_mw)
     _, loading = branch_results(grid, ppc, branch_kept, result.vm_pu, result.va_degree)
     checks["loading_percent"] = (max(0.0, loading.max() - 100.0), tolerances.loading_percent)
+    # angle-difference limits, MATPOWER's rule (a bound of 0 or beyond +-360 is no bound)
+    lim = branch_kept[grid.angle_limited[branch_kept]]
+    diff = result.va_degree[grid.f_bus[lim]] - result.va_degree[grid.t_bus[lim]]
+    lo, hi = grid.min_angle_degree[lim], grid.max_angle_degree[lim]
+    below = np.where((lo != 0) & (lo > -360), lo - diff, 0.0)
+    above = np.where((hi != 0) & (hi < 360), diff - hi, 0.0)
+    checks["angle_degree"] = (float(np.max(np.r_[0.0, below, above])), tolerances.angle_degree)
     bad = {}
     for name, (excess, tol) in checks.items():
         if not np.isfinite(excess) or excess > tol:
@@ -232,8 +258,9 @@ def pad_result_columns(ppc: dict[str, Any]) -> None:
             ppc[table] = c_[ppc[table], zeros((rows, last + 1 - cols))]
 
 
-def _opf_fast(ppc: dict[str, Any], ppopt: dict[str, Any]) -> dict[str, Any]:
-    """`pandapower.pypower.opf.opf` for polynomial costs and current limits, fast callbacks.
+def _opf_fast(ppc: dict[str, Any], ppopt: dict[str, Any], *, apparent: bool = False) -> dict[str, Any]:
+    """`pandapower.pypower.opf.opf` for polynomial costs, fast callbacks; branch limits on |I|,
+    or on |S| with `apparent`.
 
     The OPF model (variables, bounds, linear constraints, initial point) is pandapower's own
     `opf_setup`; the options and the initial-point rule are `pipsopf_solver`'s. Returns the
@@ -269,9 +296,10 @@ def _opf_fast(ppc: dict[str, Any], ppopt: dict[str, Any]) -> dict[str, Any]:
     yf_s, yt_s = yf_s.tocsr(), yt_s.tocsr()
     ends = [(f_bus, t_bus, np.asarray(yf_s[il, f_bus]).ravel(), np.asarray(yf_s[il, t_bus]).ravel()),
             (f_bus, t_bus, np.asarray(yt_s[il, f_bus]).ravel(), np.asarray(yt_s[il, t_bus]).ravel())]
-    cb = _OpfCallbacks(ybus_s.toarray(), ends, (branch[il, RATE_A] / base) ** 2,
+    cb = _OpfCallbacks(ybus_s, ends, (branch[il, RATE_A] / base) ** 2,
                             gen[:, GEN_BUS].astype(int),
-                            (bus[:, PD] + 1j * bus[:, QD]) / base, _poly_coeffs(mppc["gencost"], ng), base)
+                            (bus[:, PD] + 1j * bus[:, QD]) / base, _poly_coeffs(mppc["gencost"], ng), base,
+                            apparent=apparent)
     opt = {"feastol": ppopt["PDIPM_FEASTOL"] or ppopt["OPF_VIOLATION"],
            "gradtol": ppopt["PDIPM_GRADTOL"], "comptol": ppopt["PDIPM_COMPTOL"],
            "costtol": ppopt["PDIPM_COSTTOL"], "max_it": ppopt["PDIPM_MAX_IT"],
@@ -294,10 +322,56 @@ def _poly_coeffs(gencost: np.ndarray, ng: int) -> np.ndarray:
     out = np.zeros((ng, 3))
     for g in range(ng):
         n = int(gencost[g, NCOST])
-        if gencost[g, 0] != 2 or n > 3:
+        coeffs = gencost[g, COST: COST + n]  # highest order first
+        if gencost[g, 0] != 2 or np.any(coeffs[: max(0, n - 3)] != 0):
             raise ValueError("fast AC-OPF supports polynomial costs of degree <= 2 only")
-        out[g, 3 - n:] = gencost[g, COST: COST + n]
+        coeffs = coeffs[max(0, n - 3):]
+        out[g, 3 - len(coeffs):] = coeffs
     return out
+
+
+def flow_terms(v: np.ndarray, vn: np.ndarray, p1: np.ndarray, p2: np.ndarray, c1: np.ndarray,
+               c2: np.ndarray, own: np.ndarray | None, mult: np.ndarray | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Value, gradient and Hessian block of branch-end flow rows, one row per entry of p1.
+
+    A row's current is `I = c1 V[p1] + c2 V[p2]`. With `own` None the row is `|I|^2`; with
+    `own` (2 where the row's end is bus p1, 3 where it is p2) it is `|S|^2 = |V_own|^2 |I|^2`.
+    Derivatives are taken in the row's four variables (Va_p1, Va_p2, Vm_p1, Vm_p2).
+
+    Returns `(value (n,), gradient (4, n), Hessian of mult * value (4, 4, n) or None)`.
+    """
+    v1, v2 = v[p1], v[p2]
+    i_br = c1 * v1 + c2 * v2
+    dd = np.stack([1j * c1 * v1, 1j * c2 * v2, c1 * vn[p1], c2 * vn[p2]])  # dI / d(var)
+    g = np.abs(i_br) ** 2
+    dg = 2 * (np.conj(i_br) * dd).real
+    hg = None
+    if mult is not None:
+        hg = 2 * (np.conj(dd)[:, None, :] * dd[None, :, :]).real
+        ci = 2 * np.conj(i_br)
+        hg[0, 0] += (ci * (-c1 * v1)).real
+        hg[1, 1] += (ci * (-c2 * v2)).real
+        t1, t2 = (ci * 1j * c1 * vn[p1]).real, (ci * 1j * c2 * vn[p2]).real
+        hg[0, 2] += t1
+        hg[2, 0] += t1
+        hg[1, 3] += t2
+        hg[3, 1] += t2
+    if own is None:
+        return g, dg, None if hg is None else mult * hg
+    # |S|^2 = w g with w = Vm_own^2: product rule in the own bus's Vm
+    rows = np.arange(len(p1))
+    vm_own = np.abs(np.where(own == 2, v1, v2))
+    w = vm_own ** 2
+    e = np.zeros((4, len(p1)))
+    e[own, rows] = 1.0
+    h = w * g
+    dh = w * dg + e * (2 * vm_own * g)
+    if hg is None:
+        return h, dh, None
+    hh = w * hg + 2 * vm_own * (e[:, None, :] * dg[None, :, :] + dg[:, None, :] * e[None, :, :]) \
+        + 2 * g * e[:, None, :] * e[None, :, :]
+    return h, dh, mult * hh
 
 
 class _OpfCallbacks:
@@ -311,24 +385,50 @@ class _OpfCallbacks:
     sparse-matrix construction.
     """
 
-    def __init__(self, ybus: np.ndarray, ends: list[tuple[np.ndarray, ...]], flow_max: np.ndarray,
-                 gen_bus: np.ndarray, sd_pu: np.ndarray, cost: np.ndarray, base: float):
+    def __init__(self, ybus: Any, ends: list[tuple[np.ndarray, ...]], flow_max: np.ndarray,
+                 gen_bus: np.ndarray, sd_pu: np.ndarray, cost: np.ndarray, base: float, *,
+                 apparent: bool = False):
         import scipy.sparse as sp
+
+        # apparent: the flow rows are |S_f|^2, |S_t|^2 (MATPOWER) instead of |I_f|^2, |I_t|^2
+        self.apparent = apparent
 
         self.sp = sp
         nb = ybus.shape[0]
-        # Y_bus pattern is structurally symmetric: entries (r, c) with Y[r, c] and Y[c, r]
-        pattern = (ybus != 0) | (ybus.T != 0) | np.eye(nb, dtype=bool)
-        self.r, self.c = np.nonzero(pattern)
-        self.y_rc, self.y_cr = ybus[self.r, self.c], ybus[self.c, self.r]
+        # Y_bus pattern is structurally symmetric: entries (r, c) with Y[r, c] and Y[c, r], in
+        # row-major order. Sparse throughout: a dense Y_bus of a 10,000-bus grid takes 1.6 GB.
+        ysp = sp.csr_matrix(ybus)
+        ysp.eliminate_zeros()
+        pattern = (abs(ysp) + abs(ysp.T) + sp.eye(nb, format="csr")).tocsr()
+        pattern.sort_indices()
+        coo = pattern.tocoo()
+        self.r, self.c = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        self.y_rc = np.asarray(ysp[self.r, self.c], dtype=complex).ravel()
+        self.y_cr = np.asarray(ysp[self.c, self.r], dtype=complex).ravel()
         self.diag = self.r == self.c
-        self.ysp = sp.csr_matrix(ybus)
+        self.ysp = ysp
         # each branch end's current is c1 V[p1] + c2 V[p2] (two nonzeros per row of Yf / Yt)
         self.ends, self.flow_max = ends, flow_max
         self.nb, self.ng = nb, len(gen_bus)
         self.gen_bus = gen_bus
         self.sd, self.cost, self.base = sd_pu, cost, base
         self.nx = 2 * nb + 2 * self.ng
+        nl = len(ends[0][0]) if ends else 0
+        if nl:
+            self.flow_p1 = np.concatenate([e[0] for e in ends])
+            self.flow_p2 = np.concatenate([e[1] for e in ends])
+            self.flow_c1 = np.concatenate([e[2] for e in ends])
+            self.flow_c2 = np.concatenate([e[3] for e in ends])
+            self.flow_vars = np.stack([self.flow_p1, self.flow_p2, nb + self.flow_p1,
+                                       nb + self.flow_p2])
+            # from-end rows measure |S| at bus p1, to-end rows at bus p2
+            self.flow_own = np.r_[np.full(nl, 2), np.full(nl, 3)] if apparent else None
+
+    def _flow(self, v: np.ndarray, mult: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`flow_terms` of all limited branch ends (from ends, then to ends)."""
+        return flow_terms(v, v / np.abs(v), self.flow_p1, self.flow_p2, self.flow_c1, self.flow_c2,
+                          self.flow_own, mult)
 
     def _split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         nb, ng = self.nb, self.ng
@@ -366,6 +466,12 @@ class _OpfCallbacks:
         nl2 = len(self.flow_max)
         if nl2 == 0:
             return np.zeros(0), g, None, dg
+        if self.apparent:
+            h_val, h_grad, _ = self._flow(v)
+            rr = np.broadcast_to(np.arange(2 * nl2), (4, 2 * nl2))
+            dh = self.sp.csr_matrix((h_grad.ravel(), (self.flow_vars.ravel(), rr.ravel())),
+                                    shape=(self.nx, 2 * nl2))
+            return h_val - np.r_[self.flow_max, self.flow_max], g, dh, dg
         h_parts, rows_l, cols_l, vals_l = [], [], [], []
         for e, (p1, p2, c1, c2) in enumerate(self.ends):
             i_br = c1 * v[p1] + c2 * v[p2]
@@ -391,8 +497,14 @@ class _OpfCallbacks:
         nl2 = len(self.flow_max)
         if nl2:
             mu = lmbda["ineqnonlin"]
-            for e, end in enumerate(self.ends):
-                parts += self._d2abr(end, v, mu[e * nl2: (e + 1) * nl2])
+            if self.apparent:
+                _, _, block = self._flow(v, mu)
+                var = self.flow_vars
+                parts.append((np.broadcast_to(var[:, None, :], block.shape).ravel(),
+                              np.broadcast_to(var[None, :, :], block.shape).ravel(), block.ravel()))
+            else:
+                for e, end in enumerate(self.ends):
+                    parts += self._d2abr(end, v, mu[e * nl2: (e + 1) * nl2])
         rows = np.concatenate([p[0] for p in parts])
         cols = np.concatenate([p[1] for p in parts])
         vals = np.concatenate([p[2] for p in parts])

@@ -35,8 +35,11 @@ LOAD_COLUMNS = ("CT_LOAD_ALL_P", "CT_LOAD_FIX_P", "CT_LOAD_ALL_PQ", "CT_LOAD_FIX
 
 
 def read_change_table(path: str | Path) -> list[tuple[int, str, int, str, str, float]]:
-    """The rows of a MATPOWER change table file: (label, table, row, column, change type, value)."""
-    path = Path(path)
+    """The rows of a MATPOWER change table file: (label, table, row, column, change type, value).
+    `path` may name a file of the MATPOWER library (`matpower:scenarios_ACTIVSg200`)."""
+    from gridtune.grids.library import data_file
+
+    path = data_file(path)
     if not path.is_file():
         raise SpecError(f"change table `{path}` does not exist; give a MATPOWER change table "
                         "(.m), e.g. `scenarios_ACTIVSg200.m` from MATPOWER's data folder")
@@ -76,11 +79,13 @@ class LoadProfile:
 
 
 def _case_file(case: str) -> Path:
-    path = Path(case)
+    from gridtune.grids.library import data_file
+
+    path = data_file(case)
     if path.suffix != ".m" or not path.is_file():
         raise SpecError(f"a load profile or contingency table needs the recipe's `case` to be a "
-                        f"MATPOWER file (.m) with the grid's own bus, branch and generator rows; got "
-                        f"`{case}`")
+                        f"MATPOWER file (.m or `matpower:<case>`) with the grid's own bus, branch and "
+                        f"generator rows; got `{case}`")
     return path
 
 

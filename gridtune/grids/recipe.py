@@ -2,7 +2,8 @@
 
 Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
 
-    case = "case14"          # default case name, or a path to a pandapower .json / MATPOWER .m
+    case = "case14"          # default case name, "matpower:<case>" (the MATPOWER library, e.g.
+                             # "matpower:case_ACTIVSg200"), or a path to a pandapower .json / MATPOWER .m
     samples = 1000
     seed = 0
 
@@ -10,7 +11,7 @@ Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
     scale = "auto"           # or [low, high]: uniform global load scale
     noise = 0.05             # std of the per-load multiplicative noise (Q follows P)
     band = 0.08              # with "auto": sample within +-band around each topology's boundary
-    # profile = "scenarios_ACTIVSg200.m"  # hourly loads (MATPOWER change table): each scenario
+    # profile = "matpower:scenarios_ACTIVSg200"  # hourly loads (MATPOWER change table): each scenario
                              # takes a random hour's loads, times `scale` (then a range) and noise
     # hours = [4345, 6552]   # with a profile: only these hours (1-based, inclusive)
 
@@ -18,7 +19,7 @@ Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
     n_minus_1 = 0.5          # share of scenarios with one branch out (grid stays connected)
     gen_outages = 0.0        # share of scenarios with one generator out
     candidates = 40          # distinct outages drawn (seeded); each is calibrated separately
-    # contingencies = "contab_ACTIVSg200.m"  # draw outages from this contingency table instead
+    # contingencies = "matpower:contab_ACTIVSg200"  # draw outages from this contingency table instead
 
     [costs]
     noise = 0.0              # relative std of per-generator cost multipliers
@@ -182,14 +183,24 @@ class Recipe:
             if d.get(table, {}).get(key) == before:
                 del d[table][key]  # the behaviour from before the key existed: same data, same key
         case_path = Path(self.case)
+        if self.case.startswith("matpower:"):  # a MATPOWER library case: its file's bytes
+            from gridtune.grids.library import library_path
+
+            case_path = library_path(self.case)
         if case_path.suffix in (".json", ".m") and case_path.is_file():
             d["case_file_sha256"] = hashlib.sha256(case_path.read_bytes()).hexdigest()
-            d["case"] = case_path.name
-        for key, path in self.data_files().items():  # by content, as the case file
+            if case_path.suffix == ".m":  # labelled in MATPOWER's formulation (grids/cases.py)
+                d["formulation"] = "matpower"
+            if not self.case.startswith("matpower:"):
+                d["case"] = case_path.name
+        for key, ref in self.data_files().items():  # by content, as the case file
+            from gridtune.grids.library import data_file
+
             table = "loads" if key == "profile" else "topology"
-            if Path(path).is_file():
-                d[table][key] = Path(path).name
-                d[table][f"{key}_sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            path = data_file(ref)
+            if path.is_file():
+                d[table][key] = path.name
+                d[table][f"{key}_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -207,10 +218,13 @@ def load_recipe(path: str | Path, *, samples: int | None = None) -> Recipe:
             case = str(candidate)
     recipe = dataclasses.replace(recipe, case=case, source=str(path))
     here = Path(path).parent  # data files, too, are relative to the recipe that names them
-    if recipe.loads.profile and not Path(recipe.loads.profile).is_absolute():
+    def relative(ref: str | None) -> bool:  # a path relative to the recipe, not a library file
+        return bool(ref) and not Path(ref).is_absolute() and not ref.startswith("matpower:")
+
+    if relative(recipe.loads.profile):
         recipe = dataclasses.replace(recipe, loads=dataclasses.replace(
             recipe.loads, profile=str(here / recipe.loads.profile)))
-    if recipe.topology.contingencies and not Path(recipe.topology.contingencies).is_absolute():
+    if relative(recipe.topology.contingencies):
         recipe = dataclasses.replace(recipe, topology=dataclasses.replace(
             recipe.topology, contingencies=str(here / recipe.topology.contingencies)))
     if samples is not None:

