@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override the spec's mode: Flower's in-process simulation, or a server and one "
                         "client process per site on 127.0.0.1")
     p.add_argument("--seeds", help="override the spec's seeds, e.g. `0,1,2`")
+    p.add_argument("--samples", type=int, help="override the spec's scenarios per site")
     p.add_argument("--workers", type=int, help="processes for building site data (default: all cores)")
     p.set_defaults(func=_run)
 
@@ -27,6 +28,8 @@ def _run(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = {}
     if args.mode:
         overrides["mode"] = args.mode
+    if args.samples is not None:
+        overrides["samples"] = args.samples
     if args.seeds:
         try:
             overrides["seeds"] = [int(s) for s in args.seeds.split(",")]

@@ -67,22 +67,26 @@ def epsilon_report(job: Job, rounds: list[Any], client_noise: float | None) -> d
             "epsilon": max(s["epsilon"] for s in per_site.values())}
 
 
-def train_federated(job: Job, work_dir: Path, *, on_nodes: Callable[[Any], None] | None = None
+def train_federated(job: Job, work_dir: Path, *, on_round: Callable[[int, Any], None] | None = None
                     ) -> dict[str, Any]:
-    """The federated rounds of one seed; returns the strategy (final weights, round records), the
-    engine's report and the privacy figures."""
+    """The federated rounds of one seed; returns the final weights, the round records, the
+    engine's report and the privacy figures. `on_round(round, nodes)` is called as each round
+    starts, with the loopback `engine.Nodes` (None in simulation)."""
     from gridtune.federated.engine import loopback, simulate
     from gridtune.federated.server import make_strategy
 
     _, client_noise, _ = privacy_plan(job) if job.spec.privacy.kind == "client" else ((), None, {})
     initial = get_weights(site_model(job, job.site(0)))
-    strategy = make_strategy(job.spec, job.seed, initial, len(job.site_names), client_noise=client_noise)
+    nodes: dict[str, Any] = {}
+    hook = None if on_round is None else (lambda r: on_round(r, nodes.get("nodes")))
+    strategy = make_strategy(job.spec, job.seed, initial, len(job.site_names), client_noise=client_noise,
+                             on_round_start=hook)
     start = time.perf_counter()
     engine: dict[str, Any] = {"mode": job.spec.mode}
     if job.spec.mode == "simulation":
         simulate(job, strategy)
     else:
-        engine.update(loopback(job, strategy, work_dir, on_nodes=on_nodes))
+        engine.update(loopback(job, strategy, work_dir, on_nodes=lambda n: nodes.update(nodes=n)))
     engine["wall_time_s"] = time.perf_counter() - start
     short = [r.round for r in strategy.rounds if len(r.sites) < job.spec.min_sites]
     if len(strategy.rounds) < job.spec.rounds or short:
@@ -94,8 +98,9 @@ def train_federated(job: Job, work_dir: Path, *, on_nodes: Callable[[Any], None]
 
 
 def run_federated(spec: FederatedSpec, out_dir: str | Path, *, workers: int | None = None,
-                  progress: bool = False, on_nodes: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    """Run `spec` for each of its seeds and write results, plots and the report to `out_dir`."""
+                  progress: bool = False, on_round: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
+    """Run `spec` for each of its seeds and write results, plots and the report to `out_dir`
+    (`on_round`: see `train_federated`)."""
     from gridtune.federated.personalise import evaluate_site
     from gridtune.federated.report import summarise, write_plots, write_report
     from gridtune.federated.sites import resolve_sites, site_name
@@ -112,7 +117,7 @@ def run_federated(spec: FederatedSpec, out_dir: str | Path, *, workers: int | No
         job = Job(spec, seed, names, tuple(dirs))
         sigmas, _, _ = privacy_plan(job)  # a budget out of reach stops here, before training
         job = dataclasses.replace(job, noise_multipliers=sigmas)
-        trained = train_federated(job, out / f"seed-{seed}", on_nodes=on_nodes)
+        trained = train_federated(job, out / f"seed-{seed}", on_round=on_round)
         sites = {name: evaluate_site(job, i, trained["weights"]) for i, name in enumerate(names)}
         runs.append({"seed": seed, "engine": trained["engine"], "privacy": trained["privacy"],
                      "rounds": [dataclasses.asdict(r) for r in trained["rounds"]],
