@@ -1,0 +1,37 @@
+import json
+
+import pytest
+
+from gridtune.federated.privacy import epsilon_spent, sample_rate, steps_per_epoch
+from gridtune.federated.run import run_federated
+from gridtune.federated.sites import open_site
+
+
+@pytest.mark.slow
+def test_simulation_under_record_dp_writes_metrics_epsilon_plots_and_report(tmp_path, site_dirs, tiny_spec):
+    from gridtune.federated.spec import Privacy
+
+    spec = tiny_spec(site_dirs, privacy=Privacy(kind="record", epsilon=8.0, delta=1e-5))
+    result = run_federated(spec, tmp_path)
+    run = result["runs"][0]
+    assert [r["sites"] for r in run["rounds"]] == [[0, 1], [0, 1]]
+    for name in ("case9", "case9_other"):
+        methods = run["sites"][name]
+        assert set(methods) == {"global", "finetune", "head", "local"}
+        assert all(0.0 <= m["auroc"] <= 1.0 for m in methods.values())
+        assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
+    # the reported epsilon is the accountant's for the steps each site took, within the budget
+    priv = run["privacy"]
+    for i, (name, site) in enumerate(priv["per_site"].items()):
+        n_train = len(open_site(name, site_dirs[i], None, 0, spec.split).train)
+        assert site["sample_rate"] == sample_rate(n_train, spec.train.batch_size)
+        assert site["steps"] == spec.rounds * spec.local_epochs * steps_per_epoch(n_train, spec.train.batch_size)
+        assert site["epsilon"] == pytest.approx(epsilon_spent(site["noise_multiplier"], site["sample_rate"],
+                                                              site["steps"], 1e-5))
+        assert 7.0 < site["epsilon"] <= 8.0
+    assert priv["epsilon"] == max(s["epsilon"] for s in priv["per_site"].values())
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["summary"]["epsilon_max"] == pytest.approx(priv["epsilon"])
+    assert json.loads((tmp_path / "config.json").read_text())["privacy"]["kind"] == "record"
+    report = (tmp_path / "report.md").read_text()
+    assert "epsilon spent" in report and "| case9 |" in report
