@@ -104,7 +104,12 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
             return 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
 
         if spec.privacy.kind == "record":
-            from gridtune.federated.privacy import poisson_sample, private_gradient, sample_rate, steps_per_epoch
+            from gridtune.federated.privacy import (
+                poisson_sample,
+                private_gradient,
+                sample_rate,
+                steps_per_epoch,
+            )
 
             sigma = job.noise_multipliers[index]
             n = len(site.train)
