@@ -47,4 +47,4 @@ def test_a_site_with_another_feature_schema_is_named(tmp_path, capsys, site_dirs
     manifest = json.loads((old / "manifest.json").read_text())
     manifest["schema_version"] = "0"
     (old / "manifest.json").write_text(json.dumps(manifest))
-    _fails(capsys, tmp_path, f"sites = {json.dumps([site_dirs[0], str(old)])}", "schema")
+    _fails(capsys, tmp_path, f"sites = {json.dumps([site_dirs[0], str(old)])}", "has feature schema `v0`")
