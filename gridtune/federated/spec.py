@@ -36,7 +36,7 @@ class LocalTraining:
     """Optimisation on a site (federated rounds, personalisation and the local-only baseline).
 
     Attributes:
-        lr: learning rate (AdamW without DP, SGD with momentum 0 under DP-SGD) (default: 3e-3).
+        lr: learning rate of AdamW (under DP-SGD it steps on the privatised gradients) (default: 3e-3).
         batch_size: graphs per step; under record-level DP the expected batch of Poisson
             sampling (default: 32).
     """
@@ -108,6 +108,9 @@ class Privacy:
         if self.kind not in PRIVACY_KINDS:
             raise SpecError(f"[privacy] kind `{self.kind}` is unknown; valid: {choices_text(PRIVACY_KINDS)}")
         if self.kind == "none":
+            if self.epsilon is not None or self.noise_multiplier is not None:
+                raise SpecError("[privacy] epsilon / noise_multiplier are given but kind is `none`; "
+                                "set kind to `record` or `client`")
             return
         if self.epsilon is None or not (0 < self.epsilon < math.inf):
             raise SpecError(f"[privacy] epsilon must be a positive finite number, got `{self.epsilon}`")

@@ -26,6 +26,7 @@ def _fails(capsys, tmp_path, body: str, match: str) -> None:
     ('sites = ["case9", "case14"]\n[privacy]\nkind = "record"\nepsilon = -1.0', "epsilon must be a positive finite"),
     ('sites = ["case9", "case14"]\n[privacy]\nkind = "record"\nepsilon = 8.0\ndelta = 1.5', "delta must lie in (0, 1)"),
     ('sites = ["case9", "case14"]\n[privacy]\nkind = "record"', "epsilon must be a positive finite number, got `None`"),
+    ('sites = ["case9", "case14"]\n[privacy]\nepsilon = 8.0', "set kind to `record` or `client`"),
     ('sites = ["case9", "case14"]\nstrategy = "fedsgd"', "strategy `fedsgd` is unknown; valid: `fedavg`, `fedprox`, `reptile`"),
     ('sites = ["case9", "case14"]\nrounds = 3\nround = 4', "unknown key `round`"),
     ('sites = ["case9", "case14"]\n[personalise]\nmethods = ["maml"]', "unknown method `maml`"),
