@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ from gridtune.federated.client import Job, client_for_context
 
 
 def _quiet_flower() -> None:
+    """Flower logs every round and its deprecation notices; failed sites are reported in the
+    run's own records, so only Flower's errors are shown."""
     import logging
 
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    logging.getLogger("flwr").setLevel(logging.ERROR)
 
 
 def simulate(job: Job, strategy: Any) -> None:
@@ -44,10 +47,12 @@ def simulate(job: Job, strategy: Any) -> None:
     config = ServerConfig(num_rounds=job.spec.rounds, round_timeout=job.spec.round_timeout_s)
     server = ServerApp(server_fn=lambda context: ServerAppComponents(strategy=strategy, config=config))
     clients = ClientApp(client_fn=functools.partial(client_for_context, job))
-    run_simulation(server_app=server, client_app=clients, num_supernodes=len(job.site_dirs),
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": min(2, os.cpu_count() or 1),
-                                                 "include_dashboard": False, "log_to_driver": False}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Ray's notice about accelerator variables
+        run_simulation(server_app=server, client_app=clients, num_supernodes=len(job.site_dirs),
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                       "init_args": {"num_cpus": min(2, os.cpu_count() or 1),
+                                                     "include_dashboard": False, "log_to_driver": False}})
 
 
 def free_port() -> int:
