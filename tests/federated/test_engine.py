@@ -31,7 +31,7 @@ def test_loopback_processes_give_the_simulations_global_model(simulated, tmp_pat
 
 @pytest.mark.slow
 def test_a_client_killed_mid_round_is_reported_and_dropped_without_hanging(site_dirs, tiny_spec, tmp_path):
-    spec = tiny_spec(site_dirs, mode="loopback", rounds=3, round_timeout_s=20.0, on_client_failure="drop")
+    spec = tiny_spec(site_dirs, mode="loopback", rounds=3, round_timeout_s=90.0, on_client_failure="drop")
     job = Job(spec, 0, ("case9", "case9_other"), tuple(site_dirs))
 
     def kill_in_round_two(server_round, nodes):
@@ -48,7 +48,7 @@ def test_a_client_killed_mid_round_is_reported_and_dropped_without_hanging(site_
 
 @pytest.mark.slow
 def test_a_killed_client_is_restarted_under_retry_and_takes_part_again(site_dirs, tiny_spec, tmp_path):
-    spec = tiny_spec(site_dirs, mode="loopback", rounds=3, round_timeout_s=30.0, on_client_failure="retry")
+    spec = tiny_spec(site_dirs, mode="loopback", rounds=3, round_timeout_s=90.0, on_client_failure="retry")
     job = Job(spec, 0, ("case9", "case9_other"), tuple(site_dirs))
     out = train_federated(job, tmp_path, on_round=lambda r, nodes: nodes.kill(1) if r == 2 else None)
     assert out["engine"]["restarts"][1] == 1 and out["engine"]["exits"][0]["site"] == 1
