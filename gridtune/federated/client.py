@@ -82,8 +82,8 @@ def score(model: Any, graphs: list[Any], task: Any) -> dict[str, float]:
 def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: int,
                 proximal_mu: float = 0.0) -> tuple[list[np.ndarray], int, dict[str, float]]:
     """Train site `index` from `weights` for the spec's local epochs; return the new weights, the
-    number of training graphs and metrics (the received global model's validation AUROC and,
-    under record-level DP, the noise multiplier used)."""
+    number of training graphs and metrics (without DP, the received global model's validation
+    AUROC; under record-level DP, the noise multiplier used)."""
     from gridtune.core.trainer import make_loader, torch_threads
 
     spec = job.spec
@@ -92,7 +92,9 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
         model = site_model(job, site)
         set_weights(model, weights)
         task = site_task(site)
-        metrics = {"site": float(index), "val_auroc_global": float(score(model, site.val, task).get("auroc", np.nan))}
+        # under DP nothing computed from the site's data leaves it except the privatised weights
+        val = np.nan if spec.privacy.kind != "none" else float(score(model, site.val, task).get("auroc", np.nan))
+        metrics = {"site": float(index), "val_auroc_global": val}
         seed = derived_seed(job.seed, server_round, index)
         torch.manual_seed(seed)
         params = [p for p in model.parameters() if p.requires_grad]
