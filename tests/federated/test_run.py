@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -15,6 +16,8 @@ def test_simulation_under_record_dp_writes_metrics_epsilon_plots_and_report(tmp_
     result = run_federated(spec, tmp_path)
     run = result["runs"][0]
     assert [r["sites"] for r in run["rounds"]] == [[0, 1], [0, 1]]
+    # under DP a site sends only its privatised weights: no validation metric of its data
+    assert all(math.isnan(v) for r in run["rounds"] for v in r["val_auroc_global"].values())
     for name in ("case9", "case9_other"):
         methods = run["sites"][name]
         assert set(methods) == {"global", "finetune", "head", "local"}
