@@ -122,7 +122,7 @@ def run_federated(spec: FederatedSpec, out_dir: str | Path, *, workers: int | No
         runs.append({"seed": seed, "engine": trained["engine"], "privacy": trained["privacy"],
                      "rounds": [dataclasses.asdict(r) for r in trained["rounds"]],
                      "sites": sites, "n_test": {n: len(job.site(i).test) for i, n in enumerate(names)},
-                     "global_weights_sha": _digest(trained["weights"])})
+                     "global_weights_sha": weights_digest(trained["weights"])})
     result = {"sites": list(names), "site_dirs": dirs, "runs": runs, "summary": summarise(runs, names)}
     write_json(out / "results.json", result, indent=1)
     write_plots(result, out / "plots")
@@ -130,7 +130,8 @@ def run_federated(spec: FederatedSpec, out_dir: str | Path, *, workers: int | No
     return result
 
 
-def _digest(weights: list[np.ndarray]) -> str:
+def weights_digest(weights: list[np.ndarray]) -> str:
+    """A short hash of the global weights (float64 bytes): equal digests, bit-identical models."""
     import hashlib
 
     h = hashlib.sha256()

@@ -43,3 +43,15 @@ def _tiny_spec(sites: list[str], **fields):
                 personalise=Personalisation(methods=("finetune", "head"), epochs=2, patience=2, local_epochs=2))
     base.update(fields)
     return FederatedSpec(**base)
+
+
+@pytest.fixture(scope="session")
+def simulated(site_dirs, tmp_path_factory):
+    """One end-to-end run in Flower's simulation under record-level DP (epsilon 8): the spec, the
+    result and the output directory, shared by the workflow and loopback tests."""
+    from gridtune.federated.run import run_federated
+    from gridtune.federated.spec import Privacy
+
+    spec = _tiny_spec(site_dirs, privacy=Privacy(kind="record", epsilon=8.0, delta=1e-5))
+    out = tmp_path_factory.mktemp("simulated")
+    return spec, run_federated(spec, out), out

@@ -4,16 +4,12 @@ import math
 import pytest
 
 from gridtune.federated.privacy import epsilon_spent, sample_rate, steps_per_epoch
-from gridtune.federated.run import run_federated
 from gridtune.federated.sites import open_site
 
 
 @pytest.mark.slow
-def test_simulation_under_record_dp_writes_metrics_epsilon_plots_and_report(tmp_path, site_dirs, tiny_spec):
-    from gridtune.federated.spec import Privacy
-
-    spec = tiny_spec(site_dirs, privacy=Privacy(kind="record", epsilon=8.0, delta=1e-5))
-    result = run_federated(spec, tmp_path)
+def test_simulation_under_record_dp_writes_metrics_epsilon_plots_and_report(simulated, site_dirs):
+    spec, result, tmp_path = simulated
     run = result["runs"][0]
     assert [r["sites"] for r in run["rounds"]] == [[0, 1], [0, 1]]
     # under DP a site sends only its privatised weights: no validation metric of its data
