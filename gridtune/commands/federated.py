@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, **overrides)
     result = run_federated(spec, args.out, workers=args.workers)
     s = result["summary"]
-    print(f"test AUROC, mean over sites and seeds: " + ", ".join(f"{m} {v:.4f}" for m, v in s["mean_auroc"].items()))
+    print("test AUROC, mean over sites and seeds: " + ", ".join(f"{m} {v:.4f}" for m, v in s["mean_auroc"].items()))
     if s["epsilon_max"] is not None:
         print(f"epsilon spent: {s['epsilon_max']:.3g} at delta {spec.privacy.delta:g} ({spec.privacy.kind} level)")
     print(f"report: {args.out / 'report.md'}")
