@@ -5,7 +5,7 @@ differential privacy (DP-SGD per graph, or clipped and noised client updates).
 
 Modules: `spec` (the typed TOML spec), `sites` (each site's data and split), `weights` (the
 shared parameters as arrays), `privacy` (DP-SGD, client-level DP, the RDP accountant),
-`client` (local training of one site, the Flower client), `node` (a loopback site process), `server` (aggregation and the Flower
-strategy), `engine` (in-process simulation and loopback processes), `personalise`, `run`
-(the workflow end to end) and `report`.
+`client` (local training of one site, the Flower client), `node` (a loopback site process),
+`server` (aggregation and the Flower strategy), `engine` (in-process simulation and loopback
+processes), `personalise`, `run` (the workflow end to end) and `report`.
 """
