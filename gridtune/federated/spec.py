@@ -1,0 +1,206 @@
+"""The federated spec: a TOML file read once into frozen dataclasses (`gridtune.specs.from_table`).
+
+    sites = ["case9", "case14", "runs/data/case30_changed"]   # recipes, case names or dataset dirs
+    samples = 300           # scenarios per site (default: all)
+    seeds = [0, 1, 2]
+    split = [0.5, 0.2, 0.3] # train / validation / test of each site, stratified by status
+    mode = "simulation"     # or "loopback": a server and one process per site on 127.0.0.1
+    strategy = "fedavg"     # `fedavg`, `fedprox` or `reptile`
+    rounds = 10
+    local_epochs = 1
+    [model]                 # gridtune.nn.model.ModelConfig
+    [train]                 # lr, batch_size of local training
+    [personalise]           # methods, epochs, local-only baseline epochs
+    [privacy]               # kind = "none" | "record" | "client", epsilon, delta, ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from gridtune.errors import SpecError, choices_text
+from gridtune.nn.model import ModelConfig
+
+STRATEGIES = ("fedavg", "fedprox", "reptile")
+MODES = ("simulation", "loopback")
+FAILURE_POLICIES = ("drop", "retry")
+PERSONALISATION = ("finetune", "head", "adapter")
+PRIVACY_KINDS = ("none", "record", "client")
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalTraining:
+    """Optimisation on a site (federated rounds, personalisation and the local-only baseline).
+
+    Attributes:
+        lr: learning rate of AdamW (under DP-SGD it steps on the privatised gradients) (default: 3e-3).
+        batch_size: graphs per step; under record-level DP the expected batch of Poisson
+            sampling (default: 32).
+    """
+
+    lr: float = 3e-3
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SpecError(f"[train] lr must be a positive number, got `{self.lr}`")
+        if self.batch_size < 1:
+            raise SpecError(f"[train] batch_size must be a positive integer, got `{self.batch_size}`")
+
+
+@dataclasses.dataclass(frozen=True)
+class Personalisation:
+    """What each site does with the global model after the federated rounds.
+
+    Attributes:
+        methods: any of `finetune` (every weight, strategy `full`), `head` (a new head per site on
+            the frozen shared encoder, strategy `head-swap`), `adapter` (bottleneck adapters per
+            site, strategy `adapter`) (default: all three).
+        epochs: maximum epochs of each personalisation, early stopping on the site's validation
+            split (default: 30).
+        patience: early-stopping patience in epochs (default: 8).
+        local_epochs: maximum epochs of the local-only baseline (a model trained on the site's
+            own data alone) (default: 60).
+    """
+
+    methods: tuple[str, ...] = PERSONALISATION
+    epochs: int = 30
+    patience: int = 8
+    local_epochs: int = 60
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in PERSONALISATION]
+        if bad:
+            raise SpecError(f"[personalise] unknown method `{bad[0]}`; valid: {choices_text(PERSONALISATION)}")
+        for name in ("epochs", "patience", "local_epochs"):
+            if getattr(self, name) < 1:
+                raise SpecError(f"[personalise] {name} must be a positive integer, got `{getattr(self, name)}`")
+
+
+@dataclasses.dataclass(frozen=True)
+class Privacy:
+    """Differential privacy of the released global model.
+
+    Attributes:
+        kind: `none`; `record` (DP-SGD on every site: each graph's gradient clipped to
+            `clip_norm`, Gaussian noise of `noise_multiplier * clip_norm` on each step's sum;
+            Abadi et al. 2016); `client` (each site's whole update clipped to `clip_norm` and
+            Gaussian noise added to their sum at the server; McMahan et al. 2018, DP-FedAvg).
+        epsilon: the budget at `delta`; when `noise_multiplier` is not given, the smallest
+            noise multiplier that keeps the accountant's epsilon within it is used.
+        delta: the delta of (epsilon, delta)-DP, in (0, 1) (default: 1e-5).
+        noise_multiplier: fixed noise (std / clip_norm); it must reach `epsilon`, or the run
+            stops before training.
+        clip_norm: L2 bound of a graph's gradient (`record`) or of a site's update (`client`)
+            (default: 1.0).
+    """
+
+    kind: str = "none"
+    epsilon: float | None = None
+    delta: float = 1e-5
+    noise_multiplier: float | None = None
+    clip_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in PRIVACY_KINDS:
+            raise SpecError(f"[privacy] kind `{self.kind}` is unknown; valid: {choices_text(PRIVACY_KINDS)}")
+        if self.kind == "none":
+            if self.epsilon is not None or self.noise_multiplier is not None:
+                raise SpecError("[privacy] epsilon / noise_multiplier are given but kind is `none`; "
+                                "set kind to `record` or `client`")
+            return
+        if self.epsilon is None or not (0 < self.epsilon < math.inf):
+            raise SpecError(f"[privacy] epsilon must be a positive finite number, got `{self.epsilon}`")
+        if not 0 < self.delta < 1:
+            raise SpecError(f"[privacy] delta must lie in (0, 1), got `{self.delta}`")
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise SpecError(f"[privacy] noise_multiplier must be > 0, got `{self.noise_multiplier}`")
+        if not self.clip_norm > 0:
+            raise SpecError(f"[privacy] clip_norm must be > 0, got `{self.clip_norm}`")
+
+
+@dataclasses.dataclass(frozen=True)
+class FederatedSpec:
+    """A federated run: sites, rounds, strategy, local training, personalisation, privacy.
+
+    Attributes:
+        sites: at least two data sources (recipe `.toml`, shipped case name such as `case30_changed`,
+            or a built dataset directory), one per site; relative paths are relative to the spec.
+        samples: scenarios per site (default: all of a directory; a recipe's own count).
+        seeds: one run per seed (default: [0]); a seed fixes splits, weights, batches and noise.
+        split: train / validation / test fractions of every site (default: 0.6, 0.2, 0.2).
+        mode: `simulation` (Flower's in-process simulation) or `loopback` (a Flower server and one
+            client process per site on 127.0.0.1) (default: `simulation`).
+        strategy: `fedavg`, `fedprox` (proximal term `proximal_mu`) or `reptile` (server step
+            `meta_lr` towards the mean of the sites' models) (default: `fedavg`).
+        rounds: federated rounds (default: 10).
+        local_epochs: epochs on each site per round (default: 1).
+        proximal_mu: FedProx's proximal weight (default: 0.01).
+        meta_lr: Reptile's server step size (1.0 is FedAvg) (default: 1.0).
+        on_client_failure: `drop` (the round aggregates the sites that answered; the failed site
+            is reported and takes no further part) or `retry` (loopback: its process is
+            restarted and it rejoins from the next round) (default: `drop`).
+        round_timeout_s: a round waits at most this long for a site (default: 300).
+        min_sites: a round with fewer answering sites fails the run (default: 1).
+    """
+
+    sites: tuple[str, ...]
+    samples: int | None = None
+    seeds: tuple[int, ...] = (0,)
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    mode: str = "simulation"
+    strategy: str = "fedavg"
+    rounds: int = 10
+    local_epochs: int = 1
+    proximal_mu: float = 0.01
+    meta_lr: float = 1.0
+    on_client_failure: str = "drop"
+    round_timeout_s: float = 300.0
+    min_sites: int = 1
+    model: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig(hidden=32, layers=2,
+                                                                               head_hidden=32))
+    train: LocalTraining = dataclasses.field(default_factory=LocalTraining)
+    personalise: Personalisation = dataclasses.field(default_factory=Personalisation)
+    privacy: Privacy = dataclasses.field(default_factory=Privacy)
+
+    def __post_init__(self) -> None:
+        from gridtune.grids.split import parse_split
+
+        if len(self.sites) < 2:
+            raise SpecError(f"a federated run needs at least 2 sites, got {len(self.sites)}: "
+                            f"`{list(self.sites)}`")
+        if len(set(self.sites)) != len(self.sites):
+            raise SpecError(f"site `{next(s for s in self.sites if self.sites.count(s) > 1)}` is listed twice")
+        if self.samples is not None and self.samples < 10:
+            raise SpecError(f"samples must be at least 10, got `{self.samples}`")
+        if not self.seeds:
+            raise SpecError("seeds must list at least one seed")
+        object.__setattr__(self, "split", parse_split(self.split))
+        for name, valid in (("mode", MODES), ("strategy", STRATEGIES), ("on_client_failure", FAILURE_POLICIES)):
+            if getattr(self, name) not in valid:
+                raise SpecError(f"{name} `{getattr(self, name)}` is unknown; valid: {choices_text(valid)}")
+        for name in ("rounds", "local_epochs", "min_sites"):
+            if getattr(self, name) < 1:
+                raise SpecError(f"{name} must be a positive integer, got `{getattr(self, name)}`")
+        if self.proximal_mu < 0 or not 0 < self.meta_lr <= 2:
+            raise SpecError(f"proximal_mu must be >= 0 and meta_lr in (0, 2], got `{self.proximal_mu}`, "
+                            f"`{self.meta_lr}`")
+        if not self.round_timeout_s > 0:
+            raise SpecError(f"round_timeout_s must be > 0, got `{self.round_timeout_s}`")
+        if self.min_sites > len(self.sites):
+            raise SpecError(f"min_sites `{self.min_sites}` exceeds the {len(self.sites)} sites")
+
+
+def load_spec(path: str | Path, **overrides: Any) -> FederatedSpec:
+    """Read a federated spec; relative site paths resolve against the spec's directory."""
+    from gridtune.specs import from_table, read_toml
+
+    path = Path(path)
+    table = {**read_toml(path), **overrides}
+    sites = table.get("sites")
+    if isinstance(sites, list) and all(isinstance(s, str) for s in sites):
+        table["sites"] = [str((path.parent / s).resolve()) if (path.parent / s).exists() else s for s in sites]
+    return from_table(FederatedSpec, table, where=str(path))

@@ -1,0 +1,36 @@
+import json
+import math
+
+import pytest
+
+from gridtune.federated.privacy import epsilon_spent, sample_rate, steps_per_epoch
+from gridtune.federated.sites import open_site
+
+
+@pytest.mark.slow
+def test_simulation_under_record_dp_writes_metrics_epsilon_plots_and_report(simulated, site_dirs):
+    spec, result, tmp_path = simulated
+    run = result["runs"][0]
+    assert [r["sites"] for r in run["rounds"]] == [[0, 1], [0, 1]]
+    # under DP a site sends only its privatised weights: no validation metric of its data
+    assert all(math.isnan(v) for r in run["rounds"] for v in r["val_auroc_global"].values())
+    for name in ("case9", "case9_other"):
+        methods = run["sites"][name]
+        assert set(methods) == {"global", "finetune", "head", "local"}
+        assert all(0.0 <= m["auroc"] <= 1.0 for m in methods.values())
+        assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
+    # the reported epsilon is the accountant's for the steps each site took, within the budget
+    priv = run["privacy"]
+    for i, (name, site) in enumerate(priv["per_site"].items()):
+        n_train = len(open_site(name, site_dirs[i], None, 0, spec.split).train)
+        assert site["sample_rate"] == sample_rate(n_train, spec.train.batch_size)
+        assert site["steps"] == spec.rounds * spec.local_epochs * steps_per_epoch(n_train, spec.train.batch_size)
+        assert site["epsilon"] == pytest.approx(epsilon_spent(site["noise_multiplier"], site["sample_rate"],
+                                                              site["steps"], 1e-5))
+        assert 7.0 < site["epsilon"] <= 8.0
+    assert priv["epsilon"] == max(s["epsilon"] for s in priv["per_site"].values())
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["summary"]["epsilon_max"] == pytest.approx(priv["epsilon"])
+    assert json.loads((tmp_path / "config.json").read_text())["privacy"]["kind"] == "record"
+    report = (tmp_path / "report.md").read_text()
+    assert "epsilon spent" in report and "| case9 |" in report
