@@ -77,6 +77,7 @@ def prepare_datasets(datasets: tuple[DatasetPlan, ...], *, workers: int | None, 
                      log: Log, progress: bool = True) -> dict[str, DatasetRef]:
     """Build (or reuse from the cache) every source and target dataset of the plan."""
     from gridtune.grids.dataset import open_dataset, read_manifest
+    from gridtune.grids.storage import needs_build
 
     refs: dict[str, DatasetRef] = {}
     for d in datasets:
@@ -84,8 +85,7 @@ def prepare_datasets(datasets: tuple[DatasetPlan, ...], *, workers: int | None, 
         if d.prebuilt:
             log(f"dataset {d.label}: using {directory} ({d.samples} scenarios)")
         else:
-            have = read_manifest(directory)["samples"] if (directory / "manifest.json").is_file() else 0
-            if have < d.samples or (directory / "parts").is_dir():
+            if needs_build(directory, d.samples):
                 log(f"dataset {d.label}: building {d.samples} scenarios in {directory}")
                 start = time.perf_counter()
                 if backend == "local":
@@ -94,7 +94,8 @@ def prepare_datasets(datasets: tuple[DatasetPlan, ...], *, workers: int | None, 
                     _build_job(d.recipe, str(directory), workers, progress, backend)
                 log(f"dataset {d.label}: built in {time.perf_counter() - start:.0f} s")
             else:
-                log(f"dataset {d.label}: cached ({have} scenarios) in {directory}")
+                log(f"dataset {d.label}: cached ({read_manifest(directory)['samples']} scenarios) "
+                    f"in {directory}")
         ds = open_dataset(directory, samples=d.samples)
         counts = {s: int((ds.statuses == s).sum()) for s in STATUSES}
         refs[d.label] = DatasetRef(d.label, str(directory), len(ds), str(ds.content_hash), counts)
