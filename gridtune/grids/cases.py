@@ -309,9 +309,9 @@ def _row(name_or_path: str | Path, *, refresh: bool = False) -> dict[str, Any]:
             pass  # a torn or foreign file: recompute and overwrite
     row = _compute_row(name_or_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(row, indent=1))
-    os.replace(tmp, path)  # atomic: concurrent `gridtune cases` never read half a file
+    from gridtune.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(row, indent=1))  # concurrent readers never see half a file
     return row
 
 
