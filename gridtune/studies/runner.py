@@ -184,8 +184,12 @@ def pretrain_sources(plans: list[PretrainPlan], datasets: dict[str, DatasetRef],
         ref = datasets[p.source]
         directory = store.pretrain_dir(p.source)
         fp = bind(p.fingerprint, ref.content_hash)
+        damaged = store.damage(directory / "pretrain.json")
+        if damaged is not None:
+            log(f"pretrain {p.source}: `{damaged.path}` {damaged.problem}; pre-training again")
         done = store.pretrain_record(p.source)
-        if done and done.get("ok") and done.get("fingerprint") == fp:
+        if done and done.get("ok") and done.get("fingerprint") == fp and not _damaged_checkpoint(
+                directory, p.source, log):
             log(f"pretrain {p.source}: reusing {directory}")
             result[p.source] = (str(directory), None)
             continue
@@ -203,6 +207,19 @@ def pretrain_sources(plans: list[PretrainPlan], datasets: dict[str, DatasetRef],
             log(f"pretrain {source}: FAILED: {done['error']}")
             result[source] = (None, done["error"])
     return result
+
+
+def _damaged_checkpoint(directory: Path, source: str, log: Log) -> bool:
+    """True (and said) when the source's checkpoint does not match its seal."""
+    from gridtune.errors import CheckpointError
+    from gridtune.nn.checkpoint import verify_checkpoint
+
+    try:
+        verify_checkpoint(directory)
+    except CheckpointError as exc:
+        log(f"pretrain {source}: {exc}; pre-training again")
+        return True
+    return False
 
 
 def _threads() -> int:
@@ -346,6 +363,10 @@ def run_plan(plan: StudyPlan, out_dir: str | Path, *, workers: int | None = None
     store.write_datasets({k: dataclasses.asdict(v) for k, v in datasets.items()})
     prints = {c.cell_id: bind(c.fingerprint, datasets[c.cell.source].content_hash,
                               datasets[c.cell.target].content_hash) for c in plan.cells}
+    for c in plan.cells:
+        damaged = store.damage(store.record_path(c.cell_id))
+        if damaged is not None:
+            log(f"cell {c.cell_id}: record `{damaged.path}` {damaged.problem}; running the cell again")
     todo = [c for c in plan.cells if not store.is_finished(c.cell_id, prints[c.cell_id])]
     skipped = len(plan.cells) - len(todo)
     if skipped:
