@@ -26,7 +26,7 @@ def store(tmp_path):
     s.write_study({"name": "t", "headline": list(HEADLINE)})
     s.write_datasets({})
     for i in range(3):
-        s.save(_record(f"c{i}", 0.7 + i / 10))
+        s.save(_record(f"c{i}", (0.5, 0.625, 0.75)[i]))
     s.write_csv(HEADLINE)
     return s
 
@@ -51,8 +51,9 @@ def test_a_damaged_record_is_named_and_counts_as_not_run(store, fault, problem, 
     raw = path.read_bytes()
     if fault == "truncate":
         path.write_bytes(raw[: len(raw) // 2])
-    elif fault == "flip":  # 0.8 -> 0.9: still valid JSON, a silently wrong result if read
-        path.write_bytes(raw.replace(b"0.8", b"0.9"))
+    elif fault == "flip":  # 0.625 -> 0.925: still valid JSON, a silently wrong result if read
+        assert b"0.625" in raw
+        path.write_bytes(raw.replace(b"0.625", b"0.925"))
     elif fault == "foreign":
         path.write_bytes(store.record_path("c2").read_bytes())
     else:
@@ -69,11 +70,11 @@ def test_a_damaged_record_is_named_and_counts_as_not_run(store, fault, problem, 
 
 def test_a_damaged_results_csv_is_never_read(store):
     path = store.root / "results.csv"
-    path.write_text(path.read_text().replace("0.8", "0.3"))
+    path.write_text(path.read_text().replace("0.625", "0.125"))
     with pytest.raises(DataError, match=r"results.csv` has other content than was written"):
         store.read_csv()
     store.write_csv(HEADLINE)  # rebuilt from the records
-    assert store.read_csv()["auroc"].round(3).tolist() == [0.7, 0.8, 0.9]
+    assert store.read_csv()["auroc"].round(3).tolist() == [0.5, 0.625, 0.75]
 
 
 def test_a_damaged_study_json_is_named(store):
