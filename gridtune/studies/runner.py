@@ -197,7 +197,7 @@ def pretrain_sources(plans: list[PretrainPlan], datasets: dict[str, DatasetRef],
     if jobs:
         log(f"pretrain: {len(jobs)} source(s) ({', '.join(j.source.label for j in jobs)})")
     for i, done in run_tasks(_pretrain_job, jobs, workers=min(workers, max(1, len(jobs))),
-                             backend=backend):
+                             backend=backend, on_lost=_lost_pretrain):
         source = jobs[i].source.label
         store.save_pretrain(source, done)
         if done["ok"]:
@@ -248,6 +248,18 @@ def run_cell(job: CellJob) -> dict[str, Any]:
     record.setdefault("wall_time_s", time.perf_counter() - start)
     record["finished_utc"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return record
+
+
+def lost_cell(job: CellJob, reason: str) -> dict[str, Any]:
+    """The record of a cell whose worker process died under it: failed, with the reason (a
+    rerun of the study runs failed cells again)."""
+    return {"cell_id": job.cell.cell_id, "cell": job.cell.to_dict(), "fingerprint": job.fingerprint,
+            "status": "failed", "error": f"WorkerLost: {reason}",
+            "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+
+
+def _lost_pretrain(job: PretrainJob, reason: str) -> dict[str, Any]:
+    return {"ok": False, "error": f"WorkerLost: {reason}", "wall_time_s": 0.0}
 
 
 def _fine_tune(job: CellJob) -> dict[str, Any]:
@@ -380,7 +392,7 @@ def run_plan(plan: StudyPlan, out_dir: str | Path, *, workers: int | None = None
     metric = plan.headline[0]
     failed = 0
     for n, (_, record) in enumerate(run_tasks(run_cell, jobs, workers=min(workers, max(1, len(jobs))),
-                                              backend=backend), start=1):
+                                              backend=backend, on_lost=lost_cell), start=1):
         store.save(record)
         store.write_csv(plan.headline, plan.cell_ids)
         status = record["status"]
