@@ -208,3 +208,56 @@ def kill_and_resume(w: Workload, root: Path, kill_after_s: float, expected: Any,
     got = w.result(work)
     shutil.rmtree(work)
     return KillPoint(w.name, kill_after_s, killed, got == expected, err)
+
+
+SHARED_CACHE_STUDY = """
+name = "shared"
+task = "feasibility"
+sources = ["case9"]
+targets = ["case9"]
+pairs = "all"
+strategies = ["full"]
+labels = [10]
+seeds = [0]
+
+[data]
+samples = 24
+[data.overrides]
+loads = {{ scale = [0.9, 2.2] }}
+topology = {{ candidates = 3 }}
+labels = {{ dc = false }}
+
+[pretrain]
+epochs = 3
+hidden = 16
+layers = 2
+
+[finetune]
+epochs = 3
+patience = 2
+"""
+
+
+def two_studies_one_cache(root: Path) -> tuple[list[int], list[str], list[Any]]:
+    """Start two studies at once that need the same (not yet built) dataset in one cache
+    directory; return their exit codes, stderr and results."""
+    root.mkdir(parents=True, exist_ok=True)
+    spec = root / "shared.toml"
+    spec.write_text(SHARED_CACHE_STUDY.format())
+    procs, logs = [], []
+    for name in ("a", "b"):
+        log = open(root / f"{name}.err", "w")
+        logs.append(log)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "gridtune.cli", "study", "run", str(spec), "--out",
+             str(root / name), "--workers", "1", "--no-report"], cwd=root, env=_env(root),
+            stdout=subprocess.DEVNULL, stderr=log))
+    codes = [p.wait(timeout=900) for p in procs]
+    for log in logs:
+        log.close()
+    errs = [(root / f"{n}.err").read_text() for n in ("a", "b")]
+    results = []
+    for name in ("a", "b"):
+        frame = pd.read_csv(root / name / "results.csv")
+        results.append(frame[["cell_id", "status", "auroc"]].round(6).to_dict("records"))
+    return codes, errs, results

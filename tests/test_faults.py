@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from tests.faults import kill_and_resume, prepare, reference, workloads
+from tests.faults import kill_and_resume, prepare, reference, two_studies_one_cache, workloads
 
 pytestmark = pytest.mark.slow
 SEED = 18
@@ -31,3 +31,13 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(shared, index):
     point = kill_and_resume(w, root, rng.uniform(0.4, 0.9) * wall_s, expected, 0)
     assert point.equal, (w.name, point)
     assert "Traceback" not in point.resume_stderr
+
+
+def test_two_studies_sharing_one_cache_both_complete_with_equal_results(tmp_path):
+    """Both need the same dataset: one builds it, the other waits on the directory lock and
+    reuses it; neither reads a half-written file."""
+    codes, errs, results = two_studies_one_cache(tmp_path)
+    assert codes == [0, 0], errs
+    assert results[0] == results[1] and all(r["status"] == "ok" for r in results[0])
+    datasets = list((tmp_path / "cache" / "datasets").iterdir())
+    assert len(datasets) == 1  # one dataset, built once, shared
