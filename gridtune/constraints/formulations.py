@@ -38,7 +38,6 @@ take more code than the dual ascent below.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any

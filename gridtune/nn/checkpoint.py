@@ -21,7 +21,15 @@ from typing import Any
 
 from gridtune import __version__
 from gridtune.errors import CheckpointError, GridtuneError, SpecError
-from gridtune.files import atomic_path, check_sealed, damage_message, jsonable, seal, unseal, write_json
+from gridtune.files import (
+    atomic_path,
+    check_sealed,
+    damage_message,
+    jsonable,
+    seal,
+    unseal,
+    write_json,
+)
 from gridtune.grids.features import SCHEMA_VERSION
 
 FORMAT = "gridtune-checkpoint"

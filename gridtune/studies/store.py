@@ -28,7 +28,16 @@ from typing import Any
 import pandas as pd
 
 from gridtune.errors import DataError
-from gridtune.files import Damage, atomic_write_text, check_file, check_sealed, damage_message, read_checksums, seal, write_json
+from gridtune.files import (
+    Damage,
+    atomic_write_text,
+    check_file,
+    check_sealed,
+    damage_message,
+    read_checksums,
+    seal,
+    write_json,
+)
 
 KEY_COLUMNS = ("source", "target", "strategy", "labels", "seed", "constraint", "formulation")
 STATUSES = ("ok", "failed")

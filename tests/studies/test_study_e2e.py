@@ -138,12 +138,12 @@ def test_damaged_files_are_named_and_only_their_part_runs_again(study):
     assert main(["report", str(out), "--verify"]) == 2
     weights = out / "pretrain" / "case9" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+    retried = sum(json.loads(p.read_text())["status"] == "failed" for p in records if p != victim)
     lines: list[str] = []
     again = run_study(spec, out, workers=1, log=lines.append, progress=False, report=False)
     text = "\n".join(lines)
     assert f"record `{victim}` has other content than was written" in text
     assert "model.safetensors` is truncated" in text and "pre-training again" in text
-    retried = sum(json.loads(p.read_text())["status"] != "ok" for p in records if p != victim)
     assert again.failed == 0 and again.ran == 1 + retried, text
     assert verify_study(out) > 10
 
