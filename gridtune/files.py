@@ -168,6 +168,13 @@ def seal(directory: str | Path, names: Iterable[str], *, merge: bool = True) -> 
     return directory / CHECKSUMS
 
 
+def reseal(directory: str | Path, names: Iterable[str]) -> None:
+    """Update the seal of `names` when `directory` is sealed (e.g. results written into a
+    checkpoint directory after the checkpoint), so rewriting a sealed file is not damage."""
+    if read_checksums(directory) is not None:
+        seal(directory, names)
+
+
 def unseal(directory: str | Path, names: Iterable[str]) -> None:
     """Drop `names` from `checksums.json` (files about to be rewritten or removed)."""
     directory = Path(directory)
