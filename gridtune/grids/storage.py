@@ -31,6 +31,7 @@ from gridtune.grids.scenarios import Scenario
 # The files of a finished dataset, sealed by checksums.json in this order.
 DATASET_FILES = ("recipe.json", "grid.json", "calibration.json", "scenarios.parquet",
                  "manifest.json")
+READ_FILES = ("manifest.json", "grid.json", "scenarios.parquet")  # what opening a dataset reads
 JSON_FILES = ("recipe.json", "grid.json", "calibration.json", "manifest.json")
 REBUILD = "rerun `gridtune data build` on this directory to rebuild the damaged part"
 
@@ -161,8 +162,8 @@ def check_dataset(directory: str | Path, *, deep: bool = True,
 
     Sealed files are compared with `checksums.json` (sizes; SHA-256 too when `deep`); files not
     (yet) sealed, e.g. during a build, are parsed: JSON must load, parquet must open (and, when
-    `deep`, read with its page CRCs checked). A finished dataset must hold all of
-    `DATASET_FILES`.
+    `deep`, read with its page CRCs checked). A sealed dataset must hold all of
+    `DATASET_FILES`; an unsealed one with a manifest the files a reader needs (`READ_FILES`).
     """
     import pyarrow.parquet as pq
 
@@ -170,9 +171,13 @@ def check_dataset(directory: str | Path, *, deep: bool = True,
 
     directory = Path(directory)
     sealed = read_checksums(directory) or {}
-    finished = bool(sealed) or (directory / "manifest.json").is_file() or (directory / CHECKSUMS).is_file()
-    damages = check_sealed(directory, deep=deep, required=DATASET_FILES if finished else (),
-                           remedy=remedy)
+    if sealed or (directory / CHECKSUMS).is_file():
+        required: tuple[str, ...] = DATASET_FILES
+    elif (directory / "manifest.json").is_file():  # unsealed: written before seals, or by hand
+        required = READ_FILES
+    else:  # a build in progress
+        required = ()
+    damages = check_sealed(directory, deep=deep, required=required, remedy=remedy)
     named = {d.path.name for d in damages}
     for name in DATASET_FILES:
         path = directory / name
