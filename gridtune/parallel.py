@@ -4,7 +4,10 @@
 completion order), so callers can persist each result at once and resume after an interruption.
 `fn` must be a module-level function of an importable module (picklable). Exceptions inside a
 task are the task's business: callers that must survive a crashing task catch inside `fn` and
-return the reason.
+return the reason. A worker process that dies under a task (killed, out of memory) is another
+matter: Ray first retries the task on a new worker (`RAY_TASK_RETRIES` times); then, or at once
+with the local pool, the task is lost. With `on_lost`, `run_tasks` yields `on_lost(item, reason)`
+for every lost task and goes on; without it, it raises `WorkerLost`.
 
 Worker processes never import the caller's `__main__` (a script, `python -` on stdin, a
 notebook): a script that calls gridtune at top level, without an `if __name__ == "__main__":`
@@ -21,12 +24,18 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal
 
 from gridtune.errors import GridtuneError, choices_text
 
 Backend = Literal["local", "ray"]
 BACKENDS = ("local", "ray")
+RAY_TASK_RETRIES = 2  # a task whose Ray worker died runs again this many times
+
+
+class WorkerLost(GridtuneError):
+    """A worker process died while running a task (killed, out of memory)."""
 
 
 def default_workers() -> int:
@@ -54,6 +63,7 @@ def run_tasks(
     workers: int | None = None,
     backend: str = "local",
     chunksize: int = 1,
+    on_lost: Callable[[Any, str], Any] | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """Run `fn(item)` for every item; yield `(index, result)` as each finishes.
 
@@ -65,6 +75,8 @@ def run_tasks(
         backend: `"local"` (process pool) or `"ray"` (a Ray cluster; a local one is started
             when none is running).
         chunksize: items per Ray task / process-pool submission, to amortise overhead.
+        on_lost: `(item, reason) -> result` for a task whose worker process died; without it
+            such a task raises `WorkerLost`.
     """
     backend = check_backend(backend)
     workers = check_workers(workers)
@@ -72,7 +84,7 @@ def run_tasks(
         return
     chunks = [list(range(i, min(i + chunksize, len(items)))) for i in range(0, len(items), chunksize)]
     if backend == "ray":
-        yield from _run_ray(fn, items, chunks, workers)
+        yield from _run_ray(fn, items, chunks, workers, on_lost)
         return
     if workers == 1:
         for i, item in enumerate(items):
@@ -87,7 +99,12 @@ def run_tasks(
     try:
         futures = {pool.submit(_run_chunk, fn, [items[i] for i in c]): c for c in chunks}
         for fut in as_completed(futures):
-            for i, res in zip(futures[fut], fut.result()):
+            try:
+                results = fut.result()
+            except BrokenProcessPool as exc:  # a worker died: this pool's unfinished tasks are lost
+                yield from _lost(items, futures[fut], f"worker process died ({exc})", on_lost)
+                continue
+            for i, res in zip(futures[fut], results):
                 yield i, res
         finished = True
     finally:
@@ -184,18 +201,37 @@ def _run_chunk(fn: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:
     return [fn(item) for item in chunk]
 
 
-def _run_ray(fn: Callable[[Any], Any], items: Sequence[Any], chunks: list[list[int]], workers: int
-             ) -> Iterator[tuple[int, Any]]:
+def _lost(items: Sequence[Any], indices: list[int], reason: str,
+          on_lost: Callable[[Any, str], Any] | None) -> Iterator[tuple[int, Any]]:
+    if on_lost is None:
+        raise WorkerLost(f"{reason}; finished tasks are kept, rerun to resume")
+    for i in indices:
+        yield i, on_lost(items[i], reason)
+
+
+def _run_ray(fn: Callable[[Any], Any], items: Sequence[Any], chunks: list[list[int]], workers: int,
+             on_lost: Callable[[Any, str], Any] | None = None) -> Iterator[tuple[int, Any]]:
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, ignore_reinit_error=True)
-    remote_chunk = ray.remote(num_cpus=1)(_run_chunk)
+    from ray.exceptions import RayError, RayTaskError
+
+    remote_chunk = ray.remote(num_cpus=1, max_retries=RAY_TASK_RETRIES)(_run_chunk)
     fn_ref = ray.put(fn)
     pending = {remote_chunk.remote(fn_ref, [items[i] for i in c]): c for c in chunks}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
             idx = pending.pop(ref)
-            yield from zip(idx, ray.get(ref))
+            try:
+                results = ray.get(ref)
+            except RayTaskError:  # raised by `fn` itself: the caller's business, as locally
+                raise
+            except RayError as exc:  # the worker died, and its retries too
+                reason = (f"Ray worker died {RAY_TASK_RETRIES + 1} times running this task "
+                          f"({type(exc).__name__})")
+                yield from _lost(items, idx, reason, on_lost)
+                continue
+            yield from zip(idx, results)

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     i = dsub.add_parser("info", help="counts per status, load-scale range, solve times, baseline")
     i.add_argument("directory", type=Path)
     i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("--verify", action="store_true", help="check every file's size and SHA-256 "
+                   "against checksums.json and every parquet page CRC (reads all data)")
     i.set_defaults(func=_info)
 
     e = dsub.add_parser("export", help="write a dataset as OPFData JSON (torch_geometric's OPFDataset reads it)")
@@ -57,9 +59,10 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from gridtune.grids.dataset import read_manifest
+    from gridtune.grids.dataset import read_manifest, verify_dataset
 
     manifest = read_manifest(args.directory)
+    checked = verify_dataset(args.directory, deep=args.verify)
     if args.json:
         keys = ("grid", "samples", "counts", "unknown_share", "feasible_share", "certificates",
                 "load_scale_range", "solve_time_s", "baseline", "content_hash", "cache_key",
@@ -67,6 +70,8 @@ def _info(args: argparse.Namespace) -> int:
         print(json.dumps({k: manifest.get(k) for k in keys}, indent=2, default=str))
     else:
         print(_format_info(args.directory, manifest))
+        if args.verify:
+            print(f"verified   {checked} files: sizes, SHA-256 and parquet page CRCs match")
     return 0
 
 

@@ -38,7 +38,6 @@ take more code than the dual ascent below.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from torch import Tensor, nn
 
 from gridtune.constraints.base import ConstraintSet
 from gridtune.errors import SpecError, choices_text
+from gridtune.files import write_json
 
 FORMULATIONS = ("penalty", "lagrangian", "augmented-lagrangian")
 WARMUP_PENALTY = 1e6  # validation penalty of a model still in warm-up (never met the constraint)
@@ -222,8 +222,7 @@ class Formulation:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = [out / "constraint_history.json"]
-        paths[0].write_text(json.dumps({"summary": self.summary(), "history": self.history},
-                                       indent=1))
+        write_json(paths[0], {"summary": self.summary(), "history": self.history}, indent=1)
         if plot and self.history:
             paths.append(plot_history(self.history, self.constraint_set.names,
                                       out / "constraint_multipliers.png", title=self.name))

@@ -1,8 +1,10 @@
 """Build, resume and extend a dataset directory from a recipe.
 
 recipe -> grid (repaired, re-rated) -> calibrated topologies -> seeded scenarios -> labels ->
-part files -> scenarios.parquet + manifest.json. Finished scenarios are written as they arrive,
-so an interrupted build loses at most the scenarios in flight; a rerun does only the rest.
+part files -> scenarios.parquet + manifest.json -> checksums.json. Finished scenarios are written
+as they arrive, so an interrupted build (even by SIGKILL) loses at most the scenarios in flight; a
+rerun does only the rest. A rerun also checks what is there (`repair`): a damaged file is named,
+removed and rebuilt, and only the parts that depend on it are redone.
 """
 
 from __future__ import annotations
@@ -64,9 +66,7 @@ def prepare_grid(recipe: Recipe, directory: Path) -> tuple[GridModel, dict[str, 
     """The grid as labelled: loaded from the dataset dir on resume, else built and saved there."""
     path = directory / "grid.json"
     if path.is_file():
-        import json
-
-        saved = json.loads(path.read_text())
+        saved = storage.read_json(path)
         return grid_from_dict(saved["grid"]), saved["rating"]
     from gridtune.grids.cases import FORMULATIONS, formulation, load_grid
 
@@ -94,11 +94,9 @@ def prepare_grid(recipe: Recipe, directory: Path) -> tuple[GridModel, dict[str, 
 def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, workers: int | None,
                        backend: str, progress: bool = False) -> tuple[list[Topology], dict[str, Any]]:
     """Candidate topologies, calibrated when the load scale is "auto" (cached in the directory)."""
-    import json
-
     path = directory / "calibration.json"
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = storage.read_json(path)
         topos = [Topology(tuple(t["branch_out"]), tuple(t["gen_out"]), t["critical_scale"])
                  for t in saved["topologies"]]
         return topos, saved["summary"]
@@ -208,14 +206,20 @@ def _label_chunk(chunk: _Chunk) -> list[dict[str, Any]]:
 # ---- the build -------------------------------------------------------------------------------
 
 def claim_directory(recipe: Recipe, directory: Path) -> None:
-    """Make `directory` this recipe's, or refuse when it holds something else."""
-    import json
+    """Make `directory` this recipe's, or refuse when it holds something else.
 
+    A damaged `recipe.json` is written again when the directory's manifest (or the digest the
+    seal recorded) shows it was this recipe's; otherwise the build refuses, naming the file.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "recipe.json"
     key = dataset_key(recipe)
-    if path.is_file():
-        saved = json.loads(path.read_text())
+    content = {"cache_key": key, "recipe": recipe.to_dict(), "source": recipe.source}
+    if path.is_file() or (directory / "manifest.json").is_file():
+        saved = _readable_recipe(directory)
+        if saved is None:
+            _restore_recipe(directory, key, content)
+            return
         if saved.get("cache_key") != key:
             raise DataError(f"output directory `{directory}` holds a different recipe's data "
                             f"(`{saved.get('recipe', {}).get('case')}`, key `{saved.get('cache_key')}`, "
@@ -224,7 +228,81 @@ def claim_directory(recipe: Recipe, directory: Path) -> None:
     if any(p for p in directory.iterdir() if not p.name.startswith(".")):
         raise DataError(f"output directory `{directory}` is not empty and is not a gridtune "
                         "dataset; choose an empty or new directory")
-    storage.write_json(path, {"cache_key": key, "recipe": recipe.to_dict(), "source": recipe.source})
+    storage.write_json(path, content)
+
+
+def _readable_recipe(directory: Path) -> dict[str, Any] | None:
+    """recipe.json when it is whole (readable and matching its seal), else None."""
+    from gridtune.files import check_file, read_checksums
+
+    path = directory / "recipe.json"
+    expected = (read_checksums(directory) or {}).get("recipe.json")
+    if check_file(directory, "recipe.json", expected, deep=True, remedy="") is not None:
+        return None
+    try:
+        saved = storage.read_json(path)
+    except DataError:
+        return None
+    return saved if isinstance(saved.get("cache_key"), str) else None
+
+
+def _restore_recipe(directory: Path, key: str, content: dict[str, Any]) -> None:
+    import hashlib
+    import json
+    import sys
+
+    from gridtune.files import read_checksums
+
+    path = directory / "recipe.json"
+    try:
+        owner = storage.read_json(directory / "manifest.json").get("cache_key")
+    except DataError:
+        owner = None
+    sealed = (read_checksums(directory) or {}).get("recipe.json", {}).get("sha256")
+    ours = hashlib.sha256(json.dumps(content, indent=2, sort_keys=True).encode()).hexdigest()
+    if owner != key and sealed != ours:
+        if owner is not None:
+            raise DataError(f"output directory `{directory}` holds a different recipe's data (key "
+                            f"`{owner}`, this recipe and grid give `{key}`) and its `recipe.json` "
+                            "is damaged; choose another --out or remove it")
+        raise DataError(f"`{path}` is damaged or missing and nothing else in `{directory}` says "
+                        "which recipe the data belong to; remove the directory and build again")
+    print(f"dataset `{directory}`: `recipe.json` is damaged or missing; rewriting it",
+          file=sys.stderr)
+    storage.write_json(path, content)
+
+
+def repair(directory: Path) -> list[str]:
+    """Name and remove every damaged file of `directory` so that the build redoes that part.
+
+    Called under the directory lock. Each damaged file is reported on stderr with what is
+    rebuilt: grid.json -> the grid (from the recipe), calibration.json -> the calibration,
+    scenarios.parquet -> its scenarios are labelled again, manifest.json -> the summary.
+    Leftover temporary files of a killed writer are removed. Returns the names removed.
+    """
+    import sys
+
+    from gridtune.files import CHECKSUMS, unseal
+
+    for tmp in [*directory.glob(".*.tmp"), *directory.glob("parts/.*.tmp")]:
+        tmp.unlink(missing_ok=True)
+    what = {"grid.json": "the grid is prepared again from the recipe",
+            "calibration.json": "the topologies are calibrated again",
+            "scenarios.parquet": "its scenarios are labelled again",
+            "manifest.json": "the summary is written again",
+            CHECKSUMS: "the files are sealed again"}
+    removed = []
+    for damage in storage.check_dataset(directory, deep=True):
+        name = damage.path.name
+        if name == "recipe.json" or damage.kind == "unsealed":  # claim_directory / finalize's
+            continue
+        print(f"dataset `{directory}`: `{name}` {damage.problem}; rebuilding it "
+              f"({what.get(name, 'it is written again')})", file=sys.stderr)
+        damage.path.unlink(missing_ok=True)
+        removed.append(name)
+    if removed:
+        unseal(directory, removed)
+    return removed
 
 
 def build_dataset(recipe: Recipe, out_dir: Path | None = None, *, workers: int | None = None,
@@ -251,6 +329,7 @@ def _build_locked(recipe: Recipe, directory: Path, *, workers: int, backend: str
                   flush_every_s: float) -> None:
     from gridtune.parallel import run_tasks
 
+    repair(directory)
     grid, rating = prepare_grid(recipe, directory)
     if recipe.loads.profile is not None:  # a profile that does not fit the grid fails here, once
         from gridtune.grids.profiles import cached_profile
@@ -291,12 +370,12 @@ def finalize(directory: Path, recipe: Recipe, grid: GridModel, rating: dict[str,
     """Consolidate part files into scenarios.parquet and write manifest.json."""
     import shutil
 
+    from gridtune.files import seal, unseal
     from gridtune.grids.summary import summarize
 
     df = storage.read_rows(directory)
-    tmp = directory / "scenarios.parquet.tmp"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, directory / "scenarios.parquet")
+    unseal(directory, ["scenarios.parquet", "manifest.json"])
+    storage.write_table(df, directory / "scenarios.parquet")
     if (directory / "parts").is_dir():
         shutil.rmtree(directory / "parts")
     manifest = {
@@ -314,4 +393,5 @@ def finalize(directory: Path, recipe: Recipe, grid: GridModel, rating: dict[str,
         **summarize(df, grid),
     }
     storage.write_json(directory / "manifest.json", manifest)
+    seal(directory, storage.DATASET_FILES, merge=False)
     return manifest

@@ -204,11 +204,47 @@ def _check_net(net: Any, path: Path) -> None:
     """An OPF needs buses, a slack and costed generators: say which is missing."""
     if len(net.bus) == 0:
         raise CaseError(f"grid file `{path}` has no buses")
+    _check_bus_references(net, path)
     if len(net.ext_grid) == 0 and not (len(net.gen) and net.gen.get("slack", False).any()):
         raise CaseError(f"grid file `{path}` has no slack (no `ext_grid` and no gen with `slack=True`)")
     if len(net.poly_cost) == 0 and len(net.get("pwl_cost", [])) == 0:
         raise CaseError(f"grid file `{path}` has no generator costs (`poly_cost` / `pwl_cost` empty); "
                         "an OPF needs them")
+
+
+# Element tables and their bus columns. pandapower's conversion indexes arrays by these values in
+# compiled code: a reference to a bus that does not exist crashed the interpreter there.
+BUS_COLUMNS = {"line": ("from_bus", "to_bus"), "trafo": ("hv_bus", "lv_bus"),
+               "trafo3w": ("hv_bus", "mv_bus", "lv_bus"), "load": ("bus",), "sgen": ("bus",),
+               "gen": ("bus",), "ext_grid": ("bus",), "shunt": ("bus",), "storage": ("bus",),
+               "impedance": ("from_bus", "to_bus"), "switch": ("bus",), "ward": ("bus",),
+               "xward": ("bus",), "dcline": ("from_bus", "to_bus")}
+
+
+def _check_bus_references(net: Any, path: Path) -> None:
+    """Every bus an element names exists, and bus indices are non-negative integers."""
+    import numpy as np
+    import pandas as pd
+
+    index = net.bus.index
+    if not pd.api.types.is_integer_dtype(index) or (len(index) and int(index.min()) < 0):
+        raise CaseError(f"grid file `{path}`: bus indices must be non-negative integers, got "
+                        f"`{list(index[:5])}`")
+    known = set(int(i) for i in index)
+    for element, columns in BUS_COLUMNS.items():
+        frame = net.get(element)
+        if frame is None or not hasattr(frame, "columns") or len(frame) == 0:
+            continue
+        for col in columns:
+            if col not in frame.columns:
+                raise CaseError(f"grid file `{path}`: table `{element}` lacks column `{col}`")
+            values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+            bad = [i for i, v in enumerate(values)
+                   if not np.isfinite(v) or v != int(v) or int(v) not in known]
+            if bad:
+                raise CaseError(f"grid file `{path}`: `{element}.{col}` refers to bus "
+                                f"`{frame[col].iloc[bad[0]]}`, which is not in the `bus` table "
+                                f"(indices `{min(known)}` to `{max(known)}`)")
 
 
 # ---- nominal AC-OPF -------------------------------------------------------------------------
@@ -432,9 +468,9 @@ def _row(name_or_path: str | Path, *, refresh: bool = False, solve: bool = True)
 
 
 def _write_row(path: Path, row: dict[str, Any]) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(row, indent=1))
-    os.replace(tmp, path)  # atomic: concurrent `gridtune cases` never read half a file
+    from gridtune.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(row, indent=1))  # concurrent readers never see half a file
 
 
 def nominal_opf(name_or_path: str | Path, *, refresh: bool = False) -> NominalOpf:

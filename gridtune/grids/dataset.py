@@ -8,12 +8,10 @@ nothing is unpickled.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
@@ -41,10 +39,11 @@ class GridDataset(InMemoryDataset):
         super().__init__(root=None)
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
-        saved = json.loads((self.directory / "grid.json").read_text())
+        verify_dataset(self.directory, deep=True)
+        saved = storage.read_json(self.directory / "grid.json")
         self.grid: GridModel = grid_from_dict(saved["grid"])
         self.grid_name = self.grid.name
-        df = pd.read_parquet(self.directory / "scenarios.parquet")
+        df = storage.read_table(self.directory / "scenarios.parquet")
         if samples is not None:
             df = df[df["scenario_id"] < samples]
         self.frame = df.reset_index(drop=True)
@@ -62,7 +61,7 @@ class GridDataset(InMemoryDataset):
         from gridtune.grids.build import draw
 
         recipe = _recipe_from_manifest(self.manifest)
-        calib = json.loads((self.directory / "calibration.json").read_text())
+        calib = storage.read_json(self.directory / "calibration.json")
         topos = [Topology(tuple(t["branch_out"]), tuple(t["gen_out"]), t["critical_scale"])
                  for t in calib["topologies"]]
         first = UNLABELED_ID_OFFSET + seed * 10_000_000
@@ -94,6 +93,21 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def verify_dataset(directory: str | Path, *, deep: bool = True) -> int:
+    """Check a built dataset's files against its seal; returns how many files were checked.
+
+    Raises `DataError` with one line naming the first damaged file (and the others), what is
+    wrong and the remedy. `deep` compares SHA-256 digests and parquet page CRCs; otherwise sizes,
+    JSON syntax and parquet footers only (cheap: `gridtune data info` without `--verify`).
+    """
+    from gridtune.files import damage_message
+
+    damages = storage.check_dataset(directory, deep=deep)
+    if damages:
+        raise DataError(damage_message(f"dataset `{directory}`", damages))
+    return len(storage.DATASET_FILES)
+
+
 def open_dataset(recipe_or_dir: str | Path, *, samples: int | None = None,
                  workers: int | None = None, backend: str = "local",
                  cache_dir: Path | None = None, progress: bool = True) -> GridDataset:
@@ -118,9 +132,7 @@ def open_dataset(recipe_or_dir: str | Path, *, samples: int | None = None,
         return GridDataset(p, samples=samples)
     recipe = recipe_for(recipe_or_dir, samples=samples)
     directory = Path(cache_dir) if cache_dir is not None else default_directory(recipe)
-    manifest_path = directory / "manifest.json"
-    have = json.loads(manifest_path.read_text())["samples"] if manifest_path.is_file() else 0
-    if have < recipe.samples or (directory / "parts").is_dir():
+    if storage.needs_build(directory, recipe.samples):
         build_dataset(recipe, directory, workers=workers, backend=backend, progress=progress)
     return GridDataset(directory, samples=recipe.samples)
 

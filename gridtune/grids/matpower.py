@@ -197,7 +197,9 @@ def write_m(ppc: dict[str, Any], path: str | Path, name: str | None = None) -> P
         lines.append(f"mpc.{field} = [")
         lines += ["\t" + "\t".join(f"{v:.12g}" for v in row) + ";" for row in arr]
         lines.append("];")
-    path.write_text("\n".join(lines) + "\n")
+    from gridtune.files import atomic_write_text
+
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 

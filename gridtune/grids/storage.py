@@ -6,6 +6,11 @@
     calibration.json    topologies with their critical load scales (and rejected ones, with why)
     parts/part-*.parquet  rows as they finish (a resumed build keeps them)
     scenarios.parquet   all rows, one per scenario, sorted by `scenario_id`
+    checksums.json      size and SHA-256 of the five files above (written last: the seal)
+
+Every file is written atomically (temporary name, fsync, rename; `gridtune.files`), parquet
+files carry page CRCs that are checked on every read, and `check_dataset` names a damaged file
+(missing, truncated, bit-flipped, or another dataset's) instead of reading it.
 """
 
 from __future__ import annotations
@@ -19,8 +24,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gridtune.files import Damage, atomic_path, check_sealed
 from gridtune.grids.labels import Label
 from gridtune.grids.scenarios import Scenario
+
+# The files of a finished dataset, sealed by checksums.json in this order.
+DATASET_FILES = ("recipe.json", "grid.json", "calibration.json", "scenarios.parquet",
+                 "manifest.json")
+READ_FILES = ("manifest.json", "grid.json", "scenarios.parquet")  # what opening a dataset reads
+JSON_FILES = ("recipe.json", "grid.json", "calibration.json", "manifest.json")
+REBUILD = "rerun `gridtune data build` on this directory to rebuild the damaged part"
 
 LIST_COLUMNS = ("pd_mw", "qd_mvar", "outages", "gen_outages", "cost_scale", "pg_mw", "qg_mvar",
                 "vm_pu", "va_degree", "loading_percent", "branch_flow_mva", "dc_pg_mw", "dc_va_degree")
@@ -74,9 +87,27 @@ def load_manifest(directory: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"`{path}` is corrupt: {exc}") from exc
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"`{path}` is damaged ({_first_line(exc)}); {REBUILD}") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"`{path}` is damaged (not a JSON object); {REBUILD}")
+    return manifest
+
+
+def needs_build(directory: str | Path, samples: int) -> bool:
+    """True when a (re)build must run before the dataset in `directory` is read: fewer than
+    `samples` scenarios, an unfinished build (part files), or a damaged or unsealed file."""
+    from gridtune.errors import DataError
+
+    directory = Path(directory)
+    try:
+        manifest = load_manifest(directory)
+    except DataError:  # a damaged manifest is rebuilt
+        return True
+    if manifest is None or not isinstance(manifest.get("samples"), int) or manifest["samples"] < samples:
+        return True
+    return (directory / "parts").is_dir() or bool(check_dataset(directory, deep=True))
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -85,6 +116,88 @@ def write_json(path: Path, obj: Any) -> None:
     from gridtune.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A dataset JSON file; `DataError` naming it when it is missing or unreadable."""
+    from gridtune.errors import DataError
+
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"`{path}` is missing; {REBUILD}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"`{path}` is damaged ({_first_line(exc)}); {REBUILD}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"`{path}` is damaged (not a JSON object); {REBUILD}")
+    return obj
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Atomic parquet write with page CRCs (verified by `read_table`)."""
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False, write_page_checksum=True)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A dataset parquet file, its page CRCs checked; `DataError` naming it when damaged."""
+    from gridtune.errors import DataError
+
+    try:
+        return pd.read_parquet(path, page_checksum_verification=True)
+    except FileNotFoundError:
+        raise DataError(f"`{path}` is missing; {REBUILD}") from None
+    except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid is a ValueError, CRC an OSError
+        raise DataError(f"`{path}` is damaged ({_first_line(exc)}); {REBUILD}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def check_dataset(directory: str | Path, *, deep: bool = True,
+                  remedy: str = REBUILD) -> list[Damage]:
+    """Every damaged file of a dataset directory, finished or not (empty: all sound).
+
+    Sealed files are compared with `checksums.json` (sizes; SHA-256 too when `deep`); files not
+    (yet) sealed, e.g. during a build, are parsed: JSON must load, parquet must open (and, when
+    `deep`, read with its page CRCs checked). A sealed dataset must hold all of
+    `DATASET_FILES`; an unsealed one with a manifest the files a reader needs (`READ_FILES`).
+    """
+    import pyarrow.parquet as pq
+
+    from gridtune.files import CHECKSUMS, read_checksums
+
+    directory = Path(directory)
+    sealed = read_checksums(directory) or {}
+    if sealed or (directory / CHECKSUMS).is_file():
+        required: tuple[str, ...] = DATASET_FILES
+    elif (directory / "manifest.json").is_file():  # unsealed: written before seals, or by hand
+        required = READ_FILES
+    else:  # a build in progress
+        required = ()
+    damages = check_sealed(directory, deep=deep, required=required, remedy=remedy)
+    named = {d.path.name for d in damages}
+    for name in DATASET_FILES:
+        path = directory / name
+        if name in named or not path.is_file() or (name in sealed and deep):
+            continue  # damaged, absent (allowed mid-build) or proven whole by its digest
+        try:
+            if name in JSON_FILES:
+                if not isinstance(json.loads(path.read_text()), dict):
+                    raise ValueError("not a JSON object")
+            elif deep:
+                pd.read_parquet(path, page_checksum_verification=True)
+            else:
+                pq.ParquetFile(path).metadata  # noqa: B018  (reads the footer)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            damages.append(Damage(path, f"is unreadable ({_first_line(exc)})", remedy))
+            continue
+        if sealed and name not in sealed:
+            damages.append(Damage(path, "is not sealed by checksums.json (a build stopped while "
+                                  "finishing)", remedy, kind="unsealed"))
+    return damages
 
 
 def _json_default(o: Any) -> Any:
@@ -170,9 +283,7 @@ def write_part(directory: Path, rows: list[dict[str, Any]]) -> Path:
     while path.exists():
         n += 1
         path = parts / f"part-{n:06d}-{os.getpid()}.parquet"
-    tmp = path.with_suffix(".tmp")
-    pd.DataFrame(rows).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_table(pd.DataFrame(rows), path)
     return path
 
 
@@ -181,11 +292,16 @@ def read_rows(directory: Path) -> pd.DataFrame:
     frames = []
     main = directory / "scenarios.parquet"
     if main.is_file():
-        frames.append(pd.read_parquet(main))
+        frames.append(read_table(main))
     for p in sorted((directory / "parts").glob("part-*.parquet")) if (directory / "parts").is_dir() else []:
         try:
-            frames.append(pd.read_parquet(p))
-        except OSError:  # a part cut short by a crash: its scenarios are simply labelled again
+            frames.append(pd.read_parquet(p, page_checksum_verification=True))
+        except (OSError, ValueError) as exc:  # a damaged part: its scenarios are labelled again
+            import sys
+
+            print(f"dataset `{directory}`: part `{p.name}` is damaged ({_first_line(exc)}); "
+                  "its scenarios are labelled again", file=sys.stderr)
+            p.unlink(missing_ok=True)
             continue
     if not frames:
         return pd.DataFrame(columns=["scenario_id"])

@@ -5,6 +5,11 @@ A checkpoint is a directory:
     config.json         format, gridtune version, feature schema version, task, model
                         hyper-parameters, normaliser statistics (readable copy), training-data
                         content hash, metrics and whatever else the caller puts in `meta`
+    checksums.json      size and SHA-256 of the files above (and of results written beside them)
+
+Both files are written atomically (temporary name, fsync, rename). Loading refuses, by name, a
+checkpoint of a newer format, a file whose size or SHA-256 differs from its seal, and weights that
+do not fit the config.
 """
 
 from __future__ import annotations
@@ -16,13 +21,22 @@ from typing import Any
 
 from gridtune import __version__
 from gridtune.errors import CheckpointError, GridtuneError, SpecError
-from gridtune.files import jsonable, write_json
+from gridtune.files import (
+    atomic_path,
+    check_sealed,
+    damage_message,
+    jsonable,
+    seal,
+    unseal,
+    write_json,
+)
 from gridtune.grids.features import SCHEMA_VERSION
 
 FORMAT = "gridtune-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+RESTORE = "retrain it or restore the checkpoint from a copy"
 
 
 def save_checkpoint(model: Any, out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
@@ -48,11 +62,34 @@ def save_checkpoint(model: Any, out_dir: str | Path, meta: dict[str, Any] | None
         "normalizer": model.normalizer.to_dict(),
         **jsonable(dict(meta or {})),
     }
-    tmp = out / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT, "task": model.task})
-    tmp.replace(out / WEIGHTS)
+    unseal(out, [WEIGHTS, CONFIG])
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT, "task": model.task})
     write_json(out / CONFIG, config, sort_keys=True)
+    seal(out, [WEIGHTS, CONFIG])
     return out
+
+
+def seal_checkpoint(directory: str | Path, names: list[str]) -> None:
+    """Add result files written beside a checkpoint (`pretrain.json`, `history.json`, ...) to
+    its seal, so `verify_checkpoint` covers them too."""
+    seal(directory, names)
+
+
+def verify_checkpoint(path: str | Path, *, deep: bool = True) -> int:
+    """Check a checkpoint's files against its seal; returns how many files are sealed.
+
+    Raises `CheckpointError` with one line naming the damaged file, what is wrong and the remedy.
+    A checkpoint written before seals existed has none and passes on its structure alone.
+    """
+    from gridtune.files import read_checksums
+
+    p = locate(path)
+    damages = check_sealed(p, deep=deep, remedy=RESTORE)
+    if damages:
+        raise CheckpointError(damage_message(f"checkpoint `{p}`", damages))
+    read_config(p)
+    return len(read_checksums(p) or {})
 
 
 def locate(path: str | Path) -> Path:
@@ -77,6 +114,14 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"`{p / CONFIG}` is not a gridtune checkpoint config "
                               f"(format `{config.get('format') if isinstance(config, dict) else None}`)")
+    version = config.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"`{p / CONFIG}` has format version `{version}`; valid: 1 to "
+                              f"{FORMAT_VERSION}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint `{p}` has format version `{version}` (written by "
+                              f"gridtune {config.get('gridtune_version')}); this gridtune "
+                              f"({__version__}) reads up to {FORMAT_VERSION}: upgrade gridtune")
     for key in ("task", "model", "schema_version"):
         if key not in config:
             raise CheckpointError(f"checkpoint `{p}` config lacks `{key}`")
@@ -110,6 +155,7 @@ def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
     from gridtune.nn.model import build_model
 
     p = locate(path)
+    verify_checkpoint(p)
     config = read_config(p)
     if str(config["schema_version"]) != SCHEMA_VERSION:
         raise CheckpointError(f"checkpoint `{p}` uses feature schema `v{config['schema_version']}`, "

@@ -77,6 +77,7 @@ def prepare_datasets(datasets: tuple[DatasetPlan, ...], *, workers: int | None, 
                      log: Log, progress: bool = True) -> dict[str, DatasetRef]:
     """Build (or reuse from the cache) every source and target dataset of the plan."""
     from gridtune.grids.dataset import open_dataset, read_manifest
+    from gridtune.grids.storage import needs_build
 
     refs: dict[str, DatasetRef] = {}
     for d in datasets:
@@ -84,8 +85,7 @@ def prepare_datasets(datasets: tuple[DatasetPlan, ...], *, workers: int | None, 
         if d.prebuilt:
             log(f"dataset {d.label}: using {directory} ({d.samples} scenarios)")
         else:
-            have = read_manifest(directory)["samples"] if (directory / "manifest.json").is_file() else 0
-            if have < d.samples or (directory / "parts").is_dir():
+            if needs_build(directory, d.samples):
                 log(f"dataset {d.label}: building {d.samples} scenarios in {directory}")
                 start = time.perf_counter()
                 if backend == "local":
@@ -94,7 +94,8 @@ def prepare_datasets(datasets: tuple[DatasetPlan, ...], *, workers: int | None, 
                     _build_job(d.recipe, str(directory), workers, progress, backend)
                 log(f"dataset {d.label}: built in {time.perf_counter() - start:.0f} s")
             else:
-                log(f"dataset {d.label}: cached ({have} scenarios) in {directory}")
+                log(f"dataset {d.label}: cached ({read_manifest(directory)['samples']} scenarios) "
+                    f"in {directory}")
         ds = open_dataset(directory, samples=d.samples)
         counts = {s: int((ds.statuses == s).sum()) for s in STATUSES}
         refs[d.label] = DatasetRef(d.label, str(directory), len(ds), str(ds.content_hash), counts)
@@ -183,8 +184,12 @@ def pretrain_sources(plans: list[PretrainPlan], datasets: dict[str, DatasetRef],
         ref = datasets[p.source]
         directory = store.pretrain_dir(p.source)
         fp = bind(p.fingerprint, ref.content_hash)
+        damaged = store.damage(directory / "pretrain.json")
+        if damaged is not None:
+            log(f"pretrain {p.source}: `{damaged.path}` {damaged.problem}; pre-training again")
         done = store.pretrain_record(p.source)
-        if done and done.get("ok") and done.get("fingerprint") == fp:
+        if done and done.get("ok") and done.get("fingerprint") == fp and not _damaged_checkpoint(
+                directory, p.source, log):
             log(f"pretrain {p.source}: reusing {directory}")
             result[p.source] = (str(directory), None)
             continue
@@ -192,7 +197,7 @@ def pretrain_sources(plans: list[PretrainPlan], datasets: dict[str, DatasetRef],
     if jobs:
         log(f"pretrain: {len(jobs)} source(s) ({', '.join(j.source.label for j in jobs)})")
     for i, done in run_tasks(_pretrain_job, jobs, workers=min(workers, max(1, len(jobs))),
-                             backend=backend):
+                             backend=backend, on_lost=_lost_pretrain):
         source = jobs[i].source.label
         store.save_pretrain(source, done)
         if done["ok"]:
@@ -202,6 +207,19 @@ def pretrain_sources(plans: list[PretrainPlan], datasets: dict[str, DatasetRef],
             log(f"pretrain {source}: FAILED: {done['error']}")
             result[source] = (None, done["error"])
     return result
+
+
+def _damaged_checkpoint(directory: Path, source: str, log: Log) -> bool:
+    """True (and said) when the source's checkpoint does not match its seal."""
+    from gridtune.errors import CheckpointError
+    from gridtune.nn.checkpoint import verify_checkpoint
+
+    try:
+        verify_checkpoint(directory)
+    except CheckpointError as exc:
+        log(f"pretrain {source}: {exc}; pre-training again")
+        return True
+    return False
 
 
 def _threads() -> int:
@@ -230,6 +248,18 @@ def run_cell(job: CellJob) -> dict[str, Any]:
     record.setdefault("wall_time_s", time.perf_counter() - start)
     record["finished_utc"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return record
+
+
+def lost_cell(job: CellJob, reason: str) -> dict[str, Any]:
+    """The record of a cell whose worker process died under it: failed, with the reason (a
+    rerun of the study runs failed cells again)."""
+    return {"cell_id": job.cell.cell_id, "cell": job.cell.to_dict(), "fingerprint": job.fingerprint,
+            "status": "failed", "error": f"WorkerLost: {reason}",
+            "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+
+
+def _lost_pretrain(job: PretrainJob, reason: str) -> dict[str, Any]:
+    return {"ok": False, "error": f"WorkerLost: {reason}", "wall_time_s": 0.0}
 
 
 def _fine_tune(job: CellJob) -> dict[str, Any]:
@@ -347,6 +377,10 @@ def run_plan(plan: StudyPlan, out_dir: str | Path, *, workers: int | None = None
     store.write_datasets({k: dataclasses.asdict(v) for k, v in datasets.items()})
     prints = {c.cell_id: bind(c.fingerprint, datasets[c.cell.source].content_hash,
                               datasets[c.cell.target].content_hash) for c in plan.cells}
+    for c in plan.cells:
+        damaged = store.damage(store.record_path(c.cell_id))
+        if damaged is not None:
+            log(f"cell {c.cell_id}: record `{damaged.path}` {damaged.problem}; running the cell again")
     todo = [c for c in plan.cells if not store.is_finished(c.cell_id, prints[c.cell_id])]
     skipped = len(plan.cells) - len(todo)
     if skipped:
@@ -360,7 +394,7 @@ def run_plan(plan: StudyPlan, out_dir: str | Path, *, workers: int | None = None
     metric = plan.headline[0]
     failed = 0
     for n, (_, record) in enumerate(run_tasks(run_cell, jobs, workers=min(workers, max(1, len(jobs))),
-                                              backend=backend), start=1):
+                                              backend=backend, on_lost=lost_cell), start=1):
         store.save(record)
         store.write_csv(plan.headline, plan.cell_ids)
         status = record["status"]

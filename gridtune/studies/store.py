@@ -9,10 +9,14 @@ Layout of a study directory:
     results/<cell_id>.json  one record per cell (status ok / failed, metrics, error)
     results.csv         one row per cell, rebuilt from the records after every cell
     plots/*.png, report.md, report.html
+    checksums.json      size and SHA-256 of study.json, datasets.json, every pretrain.json,
+                        record and results.csv (updated as each is written)
 
 The runner writes here and the report reads only from here. Only the parent process writes the
-records (workers return them), and every write is atomic (temporary file + rename), so an
-interrupted study never leaves a half-written record.
+records (workers return them), and every write is atomic (temporary file, fsync, rename), so an
+interrupted study never leaves a half-written record. A record that does not match its seal
+(truncated, edited, bit-flipped) is never read: its cell runs again, and the runner says so.
+Checkpoints under pretrain/ and cells/ carry their own seals (`gridtune.nn.checkpoint`).
 """
 
 from __future__ import annotations
@@ -24,10 +28,20 @@ from typing import Any
 import pandas as pd
 
 from gridtune.errors import DataError
-from gridtune.files import atomic_write_text, write_json
+from gridtune.files import (
+    Damage,
+    atomic_write_text,
+    check_file,
+    check_sealed,
+    damage_message,
+    read_checksums,
+    seal,
+    write_json,
+)
 
 KEY_COLUMNS = ("source", "target", "strategy", "labels", "seed", "constraint", "formulation")
 STATUSES = ("ok", "failed")
+RERUN = "rerun `gridtune study run SPEC --out DIR` to run the damaged part again"
 
 
 class ResultsStore:
@@ -44,34 +58,40 @@ class ResultsStore:
     # ---- the study, its datasets and pre-training ----------------------------------------
 
     def write_study(self, study: dict[str, Any]) -> Path:
-        return _write(self.root / "study.json", study)
+        return _write(self.root / "study.json", study, self.root)
 
     def read_study(self) -> dict[str, Any]:
         path = self.root / "study.json"
         if not path.is_file():
             raise DataError(f"`{self.root}` is not a study directory (no study.json); run "
                             f"`gridtune study run SPEC --out {self.root}` first")
-        return json.loads(path.read_text())
+        try:
+            return self._read(path)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"study `{self.root}`: `{path}` is damaged ({exc}); rerun "
+                            f"`gridtune study run SPEC --out {self.root}`") from None
 
     def write_datasets(self, datasets: dict[str, Any]) -> Path:
-        return _write(self.root / "datasets.json", datasets)
+        return _write(self.root / "datasets.json", datasets, self.root)
 
     def read_datasets(self) -> dict[str, Any]:
         path = self.root / "datasets.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            return self._read(path) or {}
+        except (ValueError, OSError) as exc:
+            raise DataError(f"study `{self.root}`: {exc}; {RERUN}") from None
 
     def pretrain_dir(self, source: str) -> Path:
         return self.root / "pretrain" / source
 
     def save_pretrain(self, source: str, done: dict[str, Any]) -> Path:
         """The outcome of pre-training on `source` (`ok`, `fingerprint`, `error`, `test`)."""
-        return _write(self.pretrain_dir(source) / "pretrain.json", done)
+        return _write(self.pretrain_dir(source) / "pretrain.json", done, self.root)
 
     def pretrain_record(self, source: str) -> dict[str, Any] | None:
-        path = self.pretrain_dir(source) / "pretrain.json"
         try:
-            return json.loads(path.read_text()) if path.is_file() else None
-        except json.JSONDecodeError:
+            return self._read(self.pretrain_dir(source) / "pretrain.json")
+        except (ValueError, OSError):
             return None
 
     def pretrain_records(self) -> dict[str, dict[str, Any]]:
@@ -93,13 +113,35 @@ class ResultsStore:
 
     def load(self, cell_id: str) -> dict[str, Any] | None:
         """The stored record of a cell, or None; an unreadable record counts as missing."""
-        path = self.record_path(cell_id)
+        try:
+            return self._read(self.record_path(cell_id))
+        except (ValueError, OSError):
+            return None
+
+    def damage(self, path: Path) -> Damage | None:
+        """What is wrong with one file of the store (None: whole, or never written)."""
         if not path.is_file():
             return None
+        rel = path.relative_to(self.root).as_posix()
+        sealed = (read_checksums(self.root) or {}).get(rel)
+        found = check_file(self.root, rel, sealed, deep=True, remedy=RERUN)
+        if found is not None:
+            return found
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
+            obj = json.loads(path.read_text())
+        except (ValueError, OSError) as exc:
+            return Damage(path, f"is unreadable ({str(exc).splitlines()[0]})", RERUN)
+        return None if isinstance(obj, dict) else Damage(path, "is not a JSON object", RERUN)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        """A JSON file of the store, checked against its seal; None when never written;
+        ValueError when damaged."""
+        if not path.is_file():
             return None
+        found = self.damage(path)
+        if found is not None:
+            raise ValueError(f"`{found.path}` {found.problem}")
+        return json.loads(path.read_text())
 
     def is_finished(self, cell_id: str, fingerprint: str) -> bool:
         """Finished means: recorded `ok` with the same fingerprint. Failed cells run again."""
@@ -109,9 +151,7 @@ class ResultsStore:
     def save(self, record: dict[str, Any]) -> Path:
         if record.get("status") not in STATUSES:
             raise DataError(f"cell record status `{record.get('status')}`; valid: ok, failed")
-        path = self.record_path(record["cell_id"])
-        write_json(path, record)
-        return path
+        return _write(self.record_path(record["cell_id"]), record, self.root)
 
     def records(self, cell_ids: list[str] | None = None) -> list[dict[str, Any]]:
         """Stored records, in `cell_ids` order when given (missing ones skipped), else by name."""
@@ -129,6 +169,7 @@ class ResultsStore:
         frame = results_frame(self.records(cell_ids), headline)
         path = self.root / "results.csv"
         atomic_write_text(path, frame.to_csv(index=False))
+        seal(self.root, [path.name])
         return path
 
     def read_csv(self) -> pd.DataFrame:
@@ -136,7 +177,24 @@ class ResultsStore:
         if not path.is_file():
             raise DataError(f"`{self.root}` holds no results.csv; run `gridtune study run SPEC "
                             f"--out {self.root}` first")
+        found = check_file(self.root, path.name, (read_checksums(self.root) or {}).get(path.name),
+                           deep=True, remedy=RERUN)
+        if found is not None:
+            raise DataError(damage_message(f"study `{self.root}`", [found]))
         return pd.read_csv(path)
+
+    def check(self, *, deep: bool = True) -> list[Damage]:
+        """Every damaged file of the store: the seal's files, and every JSON file it holds."""
+        damages = check_sealed(self.root, deep=deep, remedy=RERUN)
+        named = {d.path for d in damages}
+        for path in [self.root / "study.json", self.root / "datasets.json",
+                     *sorted(self.root.glob("pretrain/*/pretrain.json")),
+                     *(sorted(self.results_dir.glob("*.json")) if self.results_dir.is_dir() else [])]:
+            if path not in named:
+                found = self.damage(path)
+                if found is not None:
+                    damages.append(found)
+        return damages
 
 
 def results_frame(records: list[dict[str, Any]], headline: tuple[str, bool]) -> pd.DataFrame:
@@ -196,9 +254,40 @@ def results_frame(records: list[dict[str, Any]], headline: tuple[str, bool]) -> 
     return frame[columns + extra]
 
 
-def _write(path: Path, obj: Any) -> Path:
+def _write(path: Path, obj: Any, root: Path) -> Path:
     write_json(path, obj)
+    seal(root, [path.relative_to(root).as_posix()])
     return path
+
+
+def verify_study(root: str | Path, *, data: bool = True) -> int:
+    """Check a study directory: its store against the seal, every pre-trained and fine-tuned
+    checkpoint against its own, and (with `data`) every dataset it used. Returns how many files
+    were checked; raises `DataError` / `CheckpointError` with one line naming the damage.
+    """
+    from gridtune.nn.checkpoint import CONFIG, verify_checkpoint
+
+    store = ResultsStore(root)
+    store.read_study()  # not a study directory -> one line saying so
+    damages = store.check()
+    if damages:
+        raise DataError(damage_message(f"study `{store.root}`", damages))
+    checked = len(read_checksums(store.root) or {})
+    for ckpt in sorted({p.parent for p in store.root.glob("*/*/" + CONFIG)}):
+        checked += verify_checkpoint(ckpt)
+    for cell in sorted(store.root.glob("cells/*/checksums.json")):
+        if not (cell.parent / CONFIG).is_file():  # a cell without a checkpoint: results only
+            found = check_sealed(cell.parent, remedy=RERUN)
+            if found:
+                raise DataError(damage_message(f"study `{store.root}`", found))
+            checked += len(read_checksums(cell.parent) or {})
+    if data:
+        from gridtune.grids.dataset import verify_dataset
+
+        for ref in store.read_datasets().values():
+            if isinstance(ref, dict) and ref.get("directory"):
+                checked += verify_dataset(ref["directory"])
+    return checked
 
 
 def _group(cell: dict[str, Any]) -> tuple:

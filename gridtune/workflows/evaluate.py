@@ -16,7 +16,7 @@ from typing import Any
 from gridtune.core.trainer import make_loader, torch_threads
 from gridtune.errors import CheckpointError
 from gridtune.evaluation.evaluate import evaluate_model, to_json
-from gridtune.files import write_json
+from gridtune.files import reseal, write_json
 from gridtune.grids.split import SPLIT_FRACTIONS, split_indices
 from gridtune.grids.view import (
     DataView,
@@ -92,4 +92,5 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
             report["plots"] = [str(p) for p in write_plots(report, out)]
             report["plots"] += [report["trust"]["plot"]] if "plot" in report.get("trust", {}) else []
         write_json(out / "metrics.json", to_json(report))
+        reseal(out, ["metrics.json", *(Path(p).name for p in report.get("plots", []))])
     return report

@@ -34,7 +34,7 @@ from gridtune.grids.view import (
     unknown_as_infeasible,
 )
 from gridtune.nn.calibration import platt_calibrate
-from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint
+from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint, seal_checkpoint
 from gridtune.nn.model import build_model, count_parameters
 from gridtune.nn.normalizer import Normalizer
 from gridtune.nn.tasks import make_task, task_for_model
@@ -163,6 +163,7 @@ def _pretrain(data: Any, out: Path, config: PretrainConfig, *, workers: int | No
                                "include_unknown": include_unknown, "metrics": result.to_dict()})
     result.save(out)
     write_json(out / "history.json", fitted.history, indent=1)
+    seal_checkpoint(out, [result.FILE, "history.json"])
     return result
 
 

@@ -42,7 +42,7 @@ from gridtune.files import write_json
 from gridtune.grids.split import split_indices
 from gridtune.grids.view import check_schema, resolve_data, task_graphs
 from gridtune.nn.calibration import platt_calibrate
-from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint
+from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint, seal_checkpoint
 from gridtune.nn.heads import make_head
 from gridtune.nn.loadability import dc_load_scale
 from gridtune.nn.model import build_model
@@ -347,6 +347,7 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
     result.wall_time_s = time.perf_counter() - start
     result.save(out_dir)
     write_json(out_dir / "history.json", fit_result.history, indent=1)
+    seal_checkpoint(out_dir, [result.FILE, "history.json", "constraint_history.json"])
     return result
 
 

@@ -51,11 +51,11 @@ from gridtune.core.conformal import (
 from gridtune.core.familiarity import Familiarity
 from gridtune.core.trainer import make_loader, torch_threads
 from gridtune.errors import CheckpointError, DataError, SpecError
-from gridtune.files import write_json
+from gridtune.files import atomic_path, write_json
 from gridtune.grids.features import BRANCH_FEATURES
 from gridtune.grids.split import SPLIT_FRACTIONS, split_indices
 from gridtune.grids.view import DataView, check_schema, resolve_data, unknown_as_infeasible
-from gridtune.nn.checkpoint import WEIGHTS, load_checkpoint, locate
+from gridtune.nn.checkpoint import WEIGHTS, load_checkpoint, locate, seal_checkpoint
 
 CALIBRATION_FILE = "conformal.json"
 FAMILIARITY_FILE = "familiarity.safetensors"
@@ -207,8 +207,8 @@ def calibrate(checkpoint: str | Path, data: Any, *, alpha: float = 0.05, mondria
         fam_meta, fam_arrays = fam.state()
         from safetensors.numpy import save_file
 
-        save_file({k_: np.ascontiguousarray(v) for k_, v in fam_arrays.items()},
-                  str(where / FAMILIARITY_FILE))
+        with atomic_path(where / FAMILIARITY_FILE) as tmp:
+            save_file({k_: np.ascontiguousarray(v) for k_, v in fam_arrays.items()}, str(tmp))
     record = {
         "conformal": conformal.to_dict(),
         "familiarity": fam_meta,
@@ -218,6 +218,7 @@ def calibrate(checkpoint: str | Path, data: Any, *, alpha: float = 0.05, mondria
         "weights_digest": _weights_digest(where), "seed": seed,
     }
     write_json(where / CALIBRATION_FILE, record, indent=1)
+    seal_checkpoint(where, [CALIBRATION_FILE, FAMILIARITY_FILE])
     thresholds = conformal.thresholds()
     return {
         "checkpoint": str(where), "file": str(where / CALIBRATION_FILE),
@@ -324,12 +325,11 @@ def _write_frame(frame: Any, out: str | Path | None) -> None:
         return
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    if out.suffix.lower() == ".parquet":
-        frame.to_parquet(tmp, index=False)
-    else:
-        frame.to_csv(tmp, index=False)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
 
 
 # ---- the fallback policy on labelled data ---------------------------------------------------
@@ -607,6 +607,7 @@ def _calibrate_opf(where: Path, model: Any, meta: dict[str, Any], view: DataView
               "calibration_set": how, "n_calibration": len(graphs), "n_buses": int(o["group"].size),
               "weights_digest": _weights_digest(where), "seed": seed}
     write_json(where / CALIBRATION_FILE, record, indent=1)
+    seal_checkpoint(where, [CALIBRATION_FILE])
     return {"checkpoint": str(where), "file": str(where / CALIBRATION_FILE), "task": "opf",
             "data": view.name, "calibration_set": how, "alpha": alpha, "n_calibration": len(graphs),
             "n_buses": int(o["group"].size), "min_calibration_size": min_calibration_size(alpha),

@@ -103,6 +103,7 @@ def test_checkpoint_written_before_new_model_settings_loads_with_the_old_behavio
     model = build_model(ModelConfig(hidden=16, layers=2, **LEGACY_MODEL_SETTINGS), "feasibility",
                         Normalizer().fit(gs)).eval()
     save_checkpoint(model, tmp_path)
+    (tmp_path / "checksums.json").unlink()  # as written before checkpoints were sealed
     config = json.loads((tmp_path / "config.json").read_text())
     for key in LEGACY_MODEL_SETTINGS:
         del config["model"][key]
@@ -120,6 +121,7 @@ def test_a_missing_model_setting_is_read_as_its_legacy_value_not_the_current_def
     model = build_model(ModelConfig(hidden=16, layers=2, edge_readout=True), "feasibility",
                         Normalizer().fit(gs)).eval()
     save_checkpoint(model, tmp_path)
+    (tmp_path / "checksums.json").unlink()  # as written before checkpoints were sealed
     config = json.loads((tmp_path / "config.json").read_text())
     del config["model"]["edge_readout"]
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -139,6 +141,7 @@ def test_a_checkpoint_without_the_stress_settings_loads_without_them(tmp_path):
     model = build_model(ModelConfig(hidden=16, layers=2, edge_readout=True, stress_features=False,
                                     dc_loadability=False), "feasibility", Normalizer().fit(gs)).eval()
     save_checkpoint(model, tmp_path)
+    (tmp_path / "checksums.json").unlink()  # as written before checkpoints were sealed
     config = json.loads((tmp_path / "config.json").read_text())
     del config["model"]["stress_features"], config["model"]["dc_loadability"]
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -146,3 +149,75 @@ def test_a_checkpoint_without_the_stress_settings_loads_without_them(tmp_path):
     assert not loaded.config.stress_features and not loaded.config.dc_loadability
     batch = next(iter(DataLoader(gs, batch_size=5)))
     torch.testing.assert_close(loaded(batch), model(batch), rtol=0, atol=0)
+
+
+# ---- integrity: newer formats, tampered files, configs that do not fit, seals -------------------
+
+def _copy(src, dst, *, seal=True):
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in src.iterdir():
+        if path.is_file() and (seal or path.name != "checksums.json"):
+            (dst / path.name).write_bytes(path.read_bytes())
+    return dst
+
+
+def test_a_checkpoint_is_sealed_and_verifies(trained):
+    from gridtune.nn.checkpoint import verify_checkpoint
+
+    out, _ = trained
+    sealed = json.loads((out / "checksums.json").read_text())["files"]
+    assert {"config.json", "model.safetensors", "metrics.json", "history.json"} == set(sealed)
+    assert verify_checkpoint(out) == len(sealed)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_newer_format_is_refused_by_name(tmp_path, trained):
+    src, _ = trained
+    dst = _copy(src, tmp_path / "newer", seal=False)
+    config = json.loads((dst / "config.json").read_text())
+    config["format_version"] = 99
+    (dst / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"format version `99` .* reads up to 1: upgrade gridtune"):
+        load_checkpoint(dst)
+
+
+def test_tampered_weights_are_refused_by_name(tmp_path, trained):
+    src, _ = trained
+    dst = _copy(src, tmp_path / "flip")
+    raw = bytearray((dst / "model.safetensors").read_bytes())
+    raw[-5] ^= 0x10  # one bit of one weight: still a valid safetensors file
+    (dst / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"`.*model.safetensors` has other content than was "
+                                              r"written \(SHA-256 differs.*; retrain it or restore"):
+        load_checkpoint(dst)
+    (dst / "model.safetensors").write_bytes(bytes(raw[: len(raw) // 2]))
+    with pytest.raises(CheckpointError, match=r"model.safetensors` is truncated \(\d+ of \d+ bytes\)"):
+        load_checkpoint(dst)
+    (dst / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint"):
+        load_checkpoint(dst)
+
+
+def test_an_edited_config_is_refused_by_its_seal_and_without_one_by_its_shapes(tmp_path, trained):
+    src, _ = trained
+    dst = _copy(src, tmp_path / "edited")
+    config = json.loads((dst / "config.json").read_text())
+    config["model"]["hidden"] = 32
+    (dst / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    with pytest.raises(CheckpointError, match=r"config.json` (is truncated|is longer than written|has other content)"):
+        load_checkpoint(dst)
+    (dst / "checksums.json").unlink()
+    with pytest.raises(CheckpointError, match=r"weights do not fit its config"):
+        load_checkpoint(dst)
+
+
+def test_weights_from_another_checkpoint_are_refused(tmp_path, trained):
+    """A foreign weights file of the same architecture loads fine as safetensors: only the seal
+    tells it apart."""
+    src, _ = trained
+    other = tmp_path / "other"
+    tiny_checkpoint(other, "feasibility", seed=1)
+    dst = _copy(src, tmp_path / "foreign")
+    (dst / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match=r"model.safetensors` .*SHA-256 differs"):
+        load_checkpoint(dst)

@@ -98,16 +98,20 @@ def test_rerun_skips_finished_cells_and_records_a_failing_cell(study):
     again = run_study(spec, out, workers=1, log=lambda s: None, progress=False, report=False)
     assert (again.ran, again.skipped) == (0, 4)
     assert {p.name: p.read_text() for p in records} == before
-    # a corrupt source checkpoint makes the cells that still have to run fail, one by one
+    # a corrupt source checkpoint without a seal (as written before seals existed) makes the
+    # cells that still have to run fail, one by one
     victim = records[0]
     victim.unlink()
     weights = next(p for p in (out / "pretrain" / "case9").iterdir() if p.suffix == ".safetensors")
-    saved = weights.read_bytes()
+    seal = out / "pretrain" / "case9" / "checksums.json"
+    saved, saved_seal = weights.read_bytes(), seal.read_bytes()
     weights.write_bytes(b"not a checkpoint")
+    seal.unlink()
     try:
         third = run_study(spec, out, workers=1, log=lambda s: None, progress=False, report=False)
     finally:
         weights.write_bytes(saved)
+        seal.write_bytes(saved_seal)
     assert (third.ran, third.skipped, third.failed) == (1, 3, 1)
     rec = json.loads(victim.read_text())
     assert rec["status"] == "failed" and "Checkpoint" in rec["error"]
@@ -116,6 +120,32 @@ def test_rerun_skips_finished_cells_and_records_a_failing_cell(study):
     md, _ = write_report(out)
     assert victim.stem in md.read_text().split("## Failed cells")[1]
     shutil.rmtree(out / "cells" / victim.stem, ignore_errors=True)
+
+
+def test_damaged_files_are_named_and_only_their_part_runs_again(study):
+    """A bit-flipped record and truncated source weights: `report --verify` names the first,
+    the rerun says what it redoes (one pre-training, one cell) and reuses everything else."""
+    from gridtune.cli import main
+    from gridtune.studies.store import verify_study
+
+    spec, out, _, _ = study
+    assert verify_study(out) > 10
+    records = sorted((out / "results").glob("*.json"))
+    victim = next(p for p in records if json.loads(p.read_text())["status"] == "ok")
+    raw = bytearray(victim.read_bytes())
+    raw[raw.index(b'"status"') + 12] ^= 0x01  # "ok" -> "nk": still JSON, no longer true
+    victim.write_bytes(bytes(raw))
+    assert main(["report", str(out), "--verify"]) == 2
+    weights = out / "pretrain" / "case9" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    retried = sum(json.loads(p.read_text())["status"] == "failed" for p in records if p != victim)
+    lines: list[str] = []
+    again = run_study(spec, out, workers=1, log=lines.append, progress=False, report=False)
+    text = "\n".join(lines)
+    assert f"record `{victim}` has other content than was written" in text
+    assert "model.safetensors` is truncated" in text and "pre-training again" in text
+    assert again.failed == 0 and again.ran == 1 + retried, text
+    assert verify_study(out) > 10
 
 
 def test_cells_run_on_ray(study):
