@@ -54,6 +54,8 @@ from gridtune.errors import SpecError, choices_text
 from gridtune.specs import from_table
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from gridtune.grids.model import GridModel
     from gridtune.grids.recipe import Recipe
 
@@ -440,6 +442,34 @@ def grid_branches(net: Any, n_branch: int) -> list[tuple[str, int]]:
     return rows
 
 
+def same_branches(grid: GridModel, other: GridModel) -> np.ndarray:
+    """For each branch row of `grid`, the row of `other` holding the same branch: the same end
+    buses (by bus number) and reactance, parallel branches paired in order. The identity when the
+    two list their branches alike (default cases); a MATPOWER file and pandapower's conversion of
+    it list them in different orders."""
+    import numpy as np
+    from pandapower.pypower.idx_brch import BR_X, F_BUS, T_BUS
+
+    def keys(g: GridModel) -> list[tuple[int, int, float]]:
+        br, ids = np.asarray(g.ppc["branch"]), np.asarray(g.bus_ids)
+        return [(int(ids[int(f)]), int(ids[int(t)]), round(float(x), 9))
+                for f, t, x in zip(br[:, F_BUS], br[:, T_BUS], br[:, BR_X], strict=True)]
+
+    mine, theirs = keys(grid), keys(other)
+    if mine == theirs:
+        return np.arange(len(mine))
+    rows: dict[tuple[int, int, float], list[int]] = {}
+    for k, key in enumerate(theirs):
+        rows.setdefault(key, []).append(k)
+    out = []
+    for key in mine:
+        if not rows.get(key):
+            raise ValueError(f"branch {key[0]}-{key[1]} (x {key[2]}) has no counterpart in grid "
+                             f"`{other.name}`")
+        out.append(rows[key].pop(0))
+    return np.asarray(out, dtype=int)
+
+
 def changed_grid(case: str, changes: ChangesSpec, *, ratings: GridModel | None = None,
                  rerated: tuple[float, float] | None = None, name: str | None = None,
                  where: str = "[changes]") -> GridModel:
@@ -484,12 +514,15 @@ def changed_grid(case: str, changes: ChangesSpec, *, ratings: GridModel | None =
     source = ratings if ratings is not None else base
     if source.n_branch != base.n_branch:
         raise ValueError(f"`ratings` has {source.n_branch} branches, the base grid {base.n_branch}")
+    # `ratings` of a MATPOWER case list its branches in the file's order; the net lists lines,
+    # then transformers and impedances: read each base branch's rating from its own row
+    source_rate = source.rate_a_mva[same_branches(base, source)]
     base_row = {ref: k for k, ref in enumerate(grid_branches(base_net, base.n_branch))}
     row_of = {ref: k for k, ref in enumerate(grid_branches(net, grid.n_branch))}
     rate = grid.rate_a_mva
     for ref, k in row_of.items():
         if ref in base_row:  # an existing branch keeps its (possibly re-rated) base rating
-            rate[k] = source.rate_a_mva[base_row[ref]]
+            rate[k] = source_rate[base_row[ref]]
     copied = [new for new in info["added_lines"] if new["like"] is not None and not new["rating_given"]]
     if copied and rerated is not None and ratings is not None:
         from gridtune.grids.rating import rerate
@@ -501,7 +534,7 @@ def changed_grid(case: str, changes: ChangesSpec, *, ratings: GridModel | None =
     else:
         for new in copied:
             if ("line", new["like"]) in base_row:
-                like_rate = source.rate_a_mva[base_row[("line", new["like"])]]
+                like_rate = source_rate[base_row[("line", new["like"])]]
                 per_circuit = like_rate / float(base_net.line.at[new["like"], "parallel"])
                 rate[row_of[("line", new["line"])]] = per_circuit * new["parallel"]
     for i, op in enumerate(changes.rerate_branches):

@@ -337,3 +337,22 @@ def test_a_users_changed_pandapower_json_is_a_target_as_it_is(tmp_path):
     assert grid_hash(grid) == grid_hash(changed_grid("case14", changes(
         add_branches=[{"from_bus": 5, "to_bus": 13, "like": 7}])))
     assert dataset_key(recipe) != dataset_key(recipe_for("case14"))
+
+
+def test_a_changed_matpower_library_grid_keeps_each_branch_rating_on_its_own_branch():
+    """A MATPOWER file lists branches in its own order, pandapower's conversion lines first: the
+    changed grid must read each rating from the same branch of the base grid."""
+    import numpy as np
+
+    from gridtune.grids.cases import load_grid
+    from gridtune.grids.changes import recipe_grid, same_branches
+    from gridtune.grids.recipe import recipe_for
+
+    recipe = recipe_for("case_ACTIVSg200_changed")
+    base = load_grid(recipe.case)
+    changed = recipe_grid(recipe, ratings=base)
+    assert changed.n_branch == base.n_branch + 1  # the new circuit
+    rows = same_branches(base, changed)  # every base branch is still there, somewhere
+    assert np.allclose(changed.rate_a_mva[rows], base.rate_a_mva)
+    assert not np.array_equal(rows, np.arange(base.n_branch))  # the orders do differ
+    assert np.allclose(changed.rate_a_mva, recipe_grid(recipe).rate_a_mva)
