@@ -47,8 +47,9 @@ ECE_TARGET = 0.03
 
 def _dataset(data: str, samples: int | None, build: bool):
     from gridtune.grids.build import default_directory
-    from gridtune.grids.dataset import open_dataset, read_manifest
+    from gridtune.grids.dataset import open_dataset
     from gridtune.grids.recipe import recipe_for
+    from gridtune.grids.storage import read_manifest
 
     if Path(data).is_dir():
         return open_dataset(data, samples=samples)

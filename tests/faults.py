@@ -68,7 +68,7 @@ class Workload:
 
 
 def _content_hash(work: Path) -> Any:
-    from gridtune.grids.dataset import verify_dataset
+    from gridtune.grids.storage import verify_dataset
 
     verify_dataset(work / "ds")  # sealed and whole, not only the right hash
     return json.loads((work / "ds" / "manifest.json").read_text())["content_hash"]

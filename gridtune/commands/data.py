@@ -44,8 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from gridtune.grids.build import build_dataset, default_directory
-    from gridtune.grids.dataset import read_manifest
     from gridtune.grids.recipe import recipe_for
+    from gridtune.grids.storage import read_manifest
     from gridtune.parallel import check_backend, check_workers
 
     check_backend(args.backend)
@@ -59,7 +59,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from gridtune.grids.dataset import read_manifest, verify_dataset
+    from gridtune.grids.storage import read_manifest, verify_dataset
 
     manifest = read_manifest(args.directory)
     checked = verify_dataset(args.directory, deep=args.verify)
@@ -88,8 +88,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from gridtune.grids.dataset import read_manifest
     from gridtune.grids.opfdata import import_opfdata
+    from gridtune.grids.storage import read_manifest
 
     directory = import_opfdata(args.source, args.out, name=args.name)
     print(_format_info(directory, read_manifest(directory)))

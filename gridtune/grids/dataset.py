@@ -17,9 +17,10 @@ from torch_geometric.data import Data, InMemoryDataset
 
 from gridtune.errors import DataError
 from gridtune.grids import storage
-from gridtune.grids.features import SCHEMA_VERSION, to_graph
+from gridtune.grids.features import to_graph
 from gridtune.grids.model import GridModel, grid_from_dict
 from gridtune.grids.scenarios import UNLABELED_ID_OFFSET, Topology
+from gridtune.grids.storage import read_manifest, verify_dataset
 
 
 class GridDataset(InMemoryDataset):
@@ -80,32 +81,6 @@ def _recipe_from_manifest(manifest: dict[str, Any]):
         raise DataError(f"dataset of grid `{manifest['grid']['name']}` was imported, not built from "
                         "a recipe: it has no unlabelled draws; give unlabelled data another way")
     return from_table(Recipe, manifest["recipe"], where="manifest.json [recipe]")
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    manifest = storage.load_manifest(directory)
-    if manifest is None:
-        raise DataError(f"`{directory}` is not a built dataset (no manifest.json); build one with "
-                        "`gridtune data build RECIPE`")
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise DataError(f"dataset `{directory}` has feature schema `v{manifest.get('schema_version')}`, "
-                        f"this gridtune reads `v{SCHEMA_VERSION}`; rebuild it")
-    return manifest
-
-
-def verify_dataset(directory: str | Path, *, deep: bool = True) -> int:
-    """Check a built dataset's files against its seal; returns how many files were checked.
-
-    Raises `DataError` with one line naming the first damaged file (and the others), what is
-    wrong and the remedy. `deep` compares SHA-256 digests and parquet page CRCs; otherwise sizes,
-    JSON syntax and parquet footers only (cheap: `gridtune data info` without `--verify`).
-    """
-    from gridtune.files import damage_message
-
-    damages = storage.check_dataset(directory, deep=deep)
-    if damages:
-        raise DataError(damage_message(f"dataset `{directory}`", damages))
-    return len(storage.DATASET_FILES)
 
 
 def open_dataset(recipe_or_dir: str | Path, *, samples: int | None = None,

@@ -34,8 +34,7 @@ from torch_geometric.data import Data
 
 from gridtune.errors import DataError
 from gridtune.grids.model import PQ, PV, REF, GridModel
-
-SCHEMA_VERSION = "1"
+from gridtune.grids.schema import SCHEMA_VERSION
 
 STATUSES = ("feasible", "infeasible", "unknown", "error")
 

@@ -171,10 +171,9 @@ def export_opfdata(directory: str | Path, out: str | Path, *, case_name: str | N
     import pandas as pd
 
     from gridtune.files import atomic_write_text
-    from gridtune.grids.dataset import read_manifest
     from gridtune.grids.model import grid_from_dict
     from gridtune.grids.split import SPLIT_FRACTIONS, split_indices
-    from gridtune.grids.storage import row_to_label, row_to_scenario
+    from gridtune.grids.storage import read_manifest, row_to_label, row_to_scenario
 
     directory, out = Path(directory), Path(out)
     manifest = read_manifest(directory)

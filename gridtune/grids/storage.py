@@ -19,14 +19,18 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from gridtune.errors import DataError
 from gridtune.files import Damage, atomic_path, check_sealed
 from gridtune.grids.labels import Label
-from gridtune.grids.scenarios import Scenario
+from gridtune.grids.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:  # scenarios import pandapower: only the functions that build them need it
+    from gridtune.grids.scenarios import Scenario
 
 # The files of a finished dataset, sealed by checksums.json in this order.
 DATASET_FILES = ("recipe.json", "grid.json", "calibration.json", "scenarios.parquet",
@@ -79,10 +83,8 @@ def load_manifest(directory: str | Path) -> dict[str, Any] | None:
     """The directory's manifest.json, or None when it holds no built dataset.
 
     Torch-free, so that spec validation can tell a built dataset from a recipe cheaply;
-    `gridtune.grids.dataset.read_manifest` adds the schema check for opening one.
+    `read_manifest` adds the schema check for opening one.
     """
-    from gridtune.errors import DataError
-
     path = Path(directory) / "manifest.json"
     if not path.is_file():
         return None
@@ -93,6 +95,33 @@ def load_manifest(directory: str | Path) -> dict[str, Any] | None:
     if not isinstance(manifest, dict):
         raise DataError(f"`{path}` is damaged (not a JSON object); {REBUILD}")
     return manifest
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of a built dataset of this gridtune's feature schema (else `DataError`)."""
+    manifest = load_manifest(directory)
+    if manifest is None:
+        raise DataError(f"`{directory}` is not a built dataset (no manifest.json); build one with "
+                        "`gridtune data build RECIPE`")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise DataError(f"dataset `{directory}` has feature schema `v{manifest.get('schema_version')}`, "
+                        f"this gridtune reads `v{SCHEMA_VERSION}`; rebuild it")
+    return manifest
+
+
+def verify_dataset(directory: str | Path, *, deep: bool = True) -> int:
+    """Check a built dataset's files against its seal; returns how many files were checked.
+
+    Raises `DataError` with one line naming the first damaged file (and the others), what is
+    wrong and the remedy. `deep` compares SHA-256 digests and parquet page CRCs; otherwise sizes,
+    JSON syntax and parquet footers only (cheap: `gridtune data info` without `--verify`).
+    """
+    from gridtune.files import damage_message
+
+    damages = check_dataset(directory, deep=deep)
+    if damages:
+        raise DataError(damage_message(f"dataset `{directory}`", damages))
+    return len(DATASET_FILES)
 
 
 def needs_build(directory: str | Path, samples: int) -> bool:
@@ -243,6 +272,8 @@ def scenario_row(scenario: Scenario, label: Label) -> dict[str, Any]:
 
 
 def row_to_scenario(row: Any) -> Scenario:
+    from gridtune.grids.scenarios import Scenario
+
     cs = row["cost_scale"]
     hour = row.get("hour")  # datasets built before profiles existed have no such column
     return Scenario(scenario_id=int(row["scenario_id"]), load_scale=float(row["load_scale"]),

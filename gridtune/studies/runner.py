@@ -76,8 +76,8 @@ class StudyOutcome:
 def prepare_datasets(datasets: tuple[DatasetPlan, ...], *, workers: int | None, backend: str,
                      log: Log, progress: bool = True) -> dict[str, DatasetRef]:
     """Build (or reuse from the cache) every source and target dataset of the plan."""
-    from gridtune.grids.dataset import open_dataset, read_manifest
-    from gridtune.grids.storage import needs_build
+    from gridtune.grids.dataset import open_dataset
+    from gridtune.grids.storage import needs_build, read_manifest
 
     refs: dict[str, DatasetRef] = {}
     for d in datasets:

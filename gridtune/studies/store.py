@@ -282,7 +282,7 @@ def verify_study(root: str | Path, *, data: bool = True) -> int:
                 raise DataError(damage_message(f"study `{store.root}`", found))
             checked += len(read_checksums(cell.parent) or {})
     if data:
-        from gridtune.grids.dataset import verify_dataset
+        from gridtune.grids.storage import verify_dataset
 
         for ref in store.read_datasets().values():
             if isinstance(ref, dict) and ref.get("directory"):
