@@ -155,3 +155,16 @@ def test_ray_backend_gives_the_same_labels(tmp_path, built):
         ray.shutdown()
     a = json.loads((built / "manifest.json").read_text())["content_hash"]
     assert json.loads((out / "manifest.json").read_text())["content_hash"] == a
+
+
+def test_data_info_reads_the_manifest_without_torch_or_pandapower(built):
+    """`gridtune data info` answers at once: it loads neither torch nor pandapower."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from gridtune.cli import main; code = main(['data', 'info', sys.argv[1], '--json']); "
+            "heavy = [m for m in ('torch', 'pandapower', 'cvxpy', 'torch_geometric') if m in sys.modules]; "
+            "print('HEAVY', ','.join(heavy)); sys.exit(code)")
+    out = subprocess.run([sys.executable, "-c", code, str(built)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY"
