@@ -149,18 +149,21 @@ def read_checksums(directory: str | Path) -> dict[str, dict[str, Any]] | None:
     return files if isinstance(files, dict) else None
 
 
-def seal(directory: str | Path, names: Iterable[str], *, merge: bool = True) -> Path:
+def seal(directory: str | Path, names: Iterable[str], *, merge: bool = True,
+         optional: bool = False) -> Path:
     """Record size and SHA-256 of `names` (paths relative to `directory`) in `checksums.json`.
 
     With `merge`, entries of other files already sealed are kept (a study seals each record as
-    it is written); a listed name whose file no longer exists is dropped.
+    it is written); a listed name whose file no longer exists is dropped. `optional` files may
+    be removed later (e.g. a checkpoint's calibration): absent, they are not damage; present,
+    they must match.
     """
     directory = Path(directory)
     files = (read_checksums(directory) or {}) if merge else {}
     for name in names:
         path = directory / name
         if path.is_file():
-            files[str(name)] = file_digest(path)
+            files[str(name)] = {**file_digest(path), **({"optional": True} if optional else {})}
         else:
             files.pop(str(name), None)
     files = {k: files[k] for k in sorted(files)}
@@ -192,7 +195,7 @@ def check_file(directory: str | Path, name: str, expected: dict[str, Any] | None
     """Compare one file with its recorded digest: size always, SHA-256 when `deep`."""
     path = Path(directory) / name
     if not path.is_file():
-        return Damage(path, "is missing", remedy)
+        return None if (expected or {}).get("optional") else Damage(path, "is missing", remedy)
     if expected is None:
         return None
     size = path.stat().st_size

@@ -96,3 +96,19 @@ def test_several_damaged_files_make_one_line(tmp_path):
     (tmp_path / "c").write_text("c")
     text = damage_message("x", check_sealed(tmp_path, remedy="fix"))
     assert "\n" not in text and text.endswith("(also damaged: `c`)")
+
+
+def test_an_optional_sealed_file_may_go_but_not_change(tmp_path):
+    from gridtune.files import check_sealed, seal
+
+    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "cal.json").write_text('{"x": 1}')
+    seal(tmp_path, ["a.json"])
+    seal(tmp_path, ["cal.json"], optional=True)
+    assert check_sealed(tmp_path) == []
+    (tmp_path / "cal.json").write_text('{"x": 2}')
+    assert [d.path.name for d in check_sealed(tmp_path)] == ["cal.json"]  # present: must match
+    (tmp_path / "cal.json").unlink()
+    assert check_sealed(tmp_path) == []  # removed: not damage
+    (tmp_path / "a.json").unlink()
+    assert [d.problem for d in check_sealed(tmp_path)] == ["is missing"]

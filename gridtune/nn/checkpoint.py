@@ -70,10 +70,11 @@ def save_checkpoint(model: Any, out_dir: str | Path, meta: dict[str, Any] | None
     return out
 
 
-def seal_checkpoint(directory: str | Path, names: list[str]) -> None:
+def seal_checkpoint(directory: str | Path, names: list[str], *, optional: bool = False) -> None:
     """Add result files written beside a checkpoint (`pretrain.json`, `history.json`, ...) to
-    its seal, so `verify_checkpoint` covers them too."""
-    seal(directory, names)
+    its seal, so `verify_checkpoint` covers them too; `optional` ones (a calibration) may be
+    removed without the checkpoint counting as damaged."""
+    seal(directory, names, optional=optional)
 
 
 def verify_checkpoint(path: str | Path, *, deep: bool = True) -> int:

@@ -218,7 +218,7 @@ def calibrate(checkpoint: str | Path, data: Any, *, alpha: float = 0.05, mondria
         "weights_digest": _weights_digest(where), "seed": seed,
     }
     write_json(where / CALIBRATION_FILE, record, indent=1)
-    seal_checkpoint(where, [CALIBRATION_FILE, FAMILIARITY_FILE])
+    seal_checkpoint(where, [CALIBRATION_FILE, FAMILIARITY_FILE], optional=True)
     thresholds = conformal.thresholds()
     return {
         "checkpoint": str(where), "file": str(where / CALIBRATION_FILE),
@@ -607,7 +607,7 @@ def _calibrate_opf(where: Path, model: Any, meta: dict[str, Any], view: DataView
               "calibration_set": how, "n_calibration": len(graphs), "n_buses": int(o["group"].size),
               "weights_digest": _weights_digest(where), "seed": seed}
     write_json(where / CALIBRATION_FILE, record, indent=1)
-    seal_checkpoint(where, [CALIBRATION_FILE])
+    seal_checkpoint(where, [CALIBRATION_FILE], optional=True)
     return {"checkpoint": str(where), "file": str(where / CALIBRATION_FILE), "task": "opf",
             "data": view.name, "calibration_set": how, "alpha": alpha, "n_calibration": len(graphs),
             "n_buses": int(o["group"].size), "min_calibration_size": min_calibration_size(alpha),
