@@ -105,6 +105,11 @@ class Nodes:
     def stop(self, grace_s: float = 10.0) -> None:
         self._stop.set()
         self._thread.join()
+        for i, p in list(self.procs.items()):  # died after the watcher's last look (a fast round)
+            code = p.poll()
+            if code is not None and code != 0:
+                self.exits.append({"site": i, "exit_code": code})
+                del self.procs[i]
         deadline = time.monotonic() + grace_s
         for p in self.procs.values():
             try:
