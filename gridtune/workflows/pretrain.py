@@ -64,7 +64,8 @@ def self_supervise(net: Any, train_graphs: list[Any], sources: list[Any], config
         from gridtune.grids.dataset import open_dataset
 
         for source in sources:
-            dataset = open_dataset(source) if isinstance(source, (str, Path)) else source
+            # the same scenarios the supervised part reads: never build or label more to draw from
+            dataset = open_dataset(source, samples=config.samples) if isinstance(source, (str, Path)) else source
             if not hasattr(dataset, "unlabeled"):
                 raise DataError(f"unlabeled = `{config.unlabeled}` needs sources with a recipe to draw "
                                 f"from (a recipe, case name or dataset directory), not "

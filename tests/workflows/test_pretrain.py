@@ -199,3 +199,15 @@ def test_self_supervised_pretraining_draws_unlabelled_scenarios_from_the_recipe(
     assert main(["pretrain", "--data", str(tmp_path / "ds"), "--task", "feasibility",
                  "--unlabeled", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert "unlabeled must be a non-negative integer, got `-1`" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_unlabelled_draws_never_label_more_scenarios_of_a_recipe(tmp_path):
+    from gridtune.grids.dataset import open_dataset
+    from tests.grids.recipes import recipe_file
+
+    recipe = recipe_file(tmp_path, samples=40)
+    built = open_dataset(str(recipe), samples=24, progress=False)
+    pretrain(str(recipe), task="feasibility", out_dir=tmp_path / "ck", epochs=1, hidden=8, layers=1,
+             samples=24, self_supervised_epochs=1, unlabeled=6)
+    assert json.loads((built.directory / "manifest.json").read_text())["samples"] == 24
