@@ -12,10 +12,12 @@ import torch
 torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Never touch the user's cache from tests."""
-    monkeypatch.setenv("GRIDTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "gridtune-cache"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Never touch the user's cache from tests (session-wide, so module fixtures see it too)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRIDTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "gridtune-cache"))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from gridtune.grids.build import build_dataset, default_directory
+    from gridtune.grids.keys import finished_dataset
     from gridtune.grids.recipe import recipe_for
     from gridtune.grids.storage import read_manifest
     from gridtune.parallel import check_backend, check_workers
@@ -51,6 +51,12 @@ def _build(args: argparse.Namespace) -> int:
     check_backend(args.backend)
     check_workers(args.workers)
     recipe = recipe_for(args.recipe, samples=args.samples)
+    finished = finished_dataset(recipe, args.out)  # nothing to do: answered without pandapower
+    if finished is not None:
+        print(_format_info(finished, read_manifest(finished)))
+        return 0
+    from gridtune.grids.build import build_dataset, default_directory
+
     directory = args.out if args.out is not None else default_directory(recipe)
     build_dataset(recipe, directory, workers=args.workers, backend=args.backend)
     manifest = read_manifest(directory)

@@ -35,10 +35,6 @@ CHUNK_SCENARIOS = 4        # scenarios per task: amortises task overhead, keeps 
 FLUSH_EVERY_S = float(os.environ.get("GRIDTUNE_FLUSH_EVERY_S", "5.0"))
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("GRIDTUNE_CACHE", Path.home() / ".cache" / "gridtune"))
-
-
 def dataset_key(recipe: Recipe) -> str:
     """Identity of a dataset: the recipe (without `samples`) and the grid's content.
 
@@ -49,15 +45,18 @@ def dataset_key(recipe: Recipe) -> str:
     import hashlib
 
     from gridtune.grids.changes import recipe_grid
+    from gridtune.grids.keys import remember_key
 
     blob = f"{recipe.cache_key()}:{grid_hash(recipe_grid(recipe))}:{SCHEMA_VERSION}"
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    remember_key(recipe, key)  # lets `keys.finished_dataset` find it without building the grid
+    return key
 
 
 def default_directory(recipe: Recipe) -> Path:
-    from gridtune.grids.cases import grid_name
+    from gridtune.grids.keys import dataset_directory
 
-    return cache_root() / "datasets" / f"{grid_name(recipe.case)}-{dataset_key(recipe)}"
+    return dataset_directory(recipe, dataset_key(recipe))
 
 
 # ---- grid preparation ------------------------------------------------------------------------

@@ -354,7 +354,7 @@ def constraint_variant(spec: StudySpec, ref: str, name: str) -> str:
         return str(path)
     from gridtune.constraints.api import training_term
     from gridtune.files import atomic_write_text
-    from gridtune.grids.build import cache_root
+    from gridtune.grids.cases import cache_root
 
     formulation = formulation_of(spec, name)
     text = _with_formulation_settings(path, formulation, settings, name)
