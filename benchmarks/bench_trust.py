@@ -166,8 +166,7 @@ def opf_intervals(args: argparse.Namespace) -> dict[str, Any]:
         calibrate,
         load_intervals,
         loading_bands,
-        loading_outputs,
-        opf_outputs,
+        opf_and_loading_outputs,
     )
 
     ck = args.out / "checkpoint-opf"
@@ -179,8 +178,7 @@ def opf_intervals(args: argparse.Namespace) -> dict[str, Any]:
     view = resolve_data(args.data, samples=args.samples)
     _, _, te = split_indices(view.statuses, meta["split_seed"], tuple(meta["split_fractions"]))
     test = task_graphs([view.graphs[i] for i in te], "opf")
-    o = opf_outputs(model, test)
-    b = loading_outputs(model, test)
+    o, b = opf_and_loading_outputs(model, test)
     out: dict[str, Any] = {"n_test_scenarios": len(test), "n_test_branch_loadings": int(b["pred"].size)}
     for alpha in (0.1, 0.05):
         calibrate(ck, view, alpha=alpha)

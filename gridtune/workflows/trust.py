@@ -493,67 +493,67 @@ def familiarity_auroc(checkpoint: str | Path, familiar: Any, changed: Any, *, sa
 
 # ---- OPF heads: intervals per bus ------------------------------------------------------------
 
-@torch.no_grad()
 def opf_outputs(model: Any, graphs: list[Any], batch_size: int = BATCH) -> dict[str, np.ndarray]:
     """Per bus of `graphs`: predictions and targets (N, 4) in `OPF_TARGETS` order, the generator
     group (1 where the bus has an in-service generator), the graph index and the bus number."""
-    from gridtune.grids.features import BUS_FEATURES
-
-    n_gen = BUS_FEATURES.index("n_gen")
-    pred, target, group, graph, bus = [], [], [], [], []
-    was_training = model.training
-    model.eval()
-    try:
-        offset = 0
-        for batch in make_loader(graphs, batch_size, shuffle=False):
-            pred.append(model(batch).double())
-            target.append(batch.y_opf.double())
-            group.append((batch.x[:, n_gen] > 0).long())
-            index = batch.batch
-            graph.append(index + offset)
-            starts = batch.ptr[:-1]
-            bus.append(torch.arange(index.numel()) - starts[index])
-            offset += int(batch.num_graphs)
-    finally:
-        model.train(was_training)
-    return {k: torch.cat(v).numpy() for k, v in
-            (("pred", pred), ("target", target), ("group", group), ("graph", graph), ("bus", bus))}
+    return opf_and_loading_outputs(model, graphs, batch_size, loading=False)[0]
 
 
-@torch.no_grad()
 def loading_outputs(model: Any, graphs: list[Any], batch_size: int = BATCH) -> dict[str, np.ndarray]:
     """Per rated, in-service branch of `graphs`: the loading (percent of `RATE_A`) that the
     predicted voltages imply (`grids.physics.branch_loading`) and the one the AC-OPF solution's
     voltages imply, the graph index and the branch number within its graph."""
-    from gridtune.grids.features import OPF_TARGETS
+    return opf_and_loading_outputs(model, graphs, batch_size, buses=False)[1]
+
+
+@torch.no_grad()
+def opf_and_loading_outputs(model: Any, graphs: list[Any], batch_size: int = BATCH, *,
+                            buses: bool = True, loading: bool = True
+                            ) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
+    """`opf_outputs` and `loading_outputs` from one forward pass over `graphs` (None where not asked)."""
+    from gridtune.grids.features import BUS_FEATURES, OPF_TARGETS
     from gridtune.grids.physics import branch_loading
 
+    n_gen = BUS_FEATURES.index("n_gen")
     vm, va = OPF_TARGETS.index("vm_pu"), OPF_TARGETS.index("va_rad")
-    pred, target, graph, branch = [], [], [], []
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("pred", "target", "group", "graph", "bus")}
+    branch_rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("pred", "target", "graph", "branch")}
     was_training = model.training
     model.eval()
     try:
         offset = 0
         for batch in make_loader(graphs, batch_size, shuffle=False):
             state, truth = model(batch).double(), batch.y_opf.double()
-            attr = batch.edge_attr.double()
-            lp, number = branch_loading(state[:, vm], state[:, va], batch.edge_index, attr)
-            lt, _ = branch_loading(truth[:, vm], truth[:, va], batch.edge_index, attr)
-            # branch numbers run over the whole batch: restart them in each graph
-            forward = batch.edge_attr[:, _IS_REVERSE] < 0.5
-            per_graph = torch.bincount(batch.batch[batch.edge_index[0, forward]], minlength=batch.num_graphs)
-            starts = torch.cumsum(per_graph, 0) - per_graph
-            # the graph of each rated branch: its number falls in [start, start + count)
-            g = torch.searchsorted(torch.cumsum(per_graph, 0), number, right=True)
-            pred.append(lp)
-            target.append(lt)
-            graph.append(g + offset)
-            branch.append(number - starts[g])
+            if buses:
+                rows["pred"].append(state)
+                rows["target"].append(truth)
+                rows["group"].append((batch.x[:, n_gen] > 0).long())
+                index = batch.batch
+                rows["graph"].append(index + offset)
+                rows["bus"].append(torch.arange(index.numel()) - batch.ptr[:-1][index])
+            if loading:
+                attr = batch.edge_attr.double()
+                lp, number = branch_loading(state[:, vm], state[:, va], batch.edge_index, attr)
+                lt, _ = branch_loading(truth[:, vm], truth[:, va], batch.edge_index, attr)
+                # branch numbers run over the whole batch: restart them in each graph
+                forward = batch.edge_attr[:, _IS_REVERSE] < 0.5
+                per_graph = torch.bincount(batch.batch[batch.edge_index[0, forward]],
+                                           minlength=batch.num_graphs)
+                starts = torch.cumsum(per_graph, 0) - per_graph
+                # the graph of each rated branch: its number falls in [start, start + count)
+                g = torch.searchsorted(torch.cumsum(per_graph, 0), number, right=True)
+                branch_rows["pred"].append(lp)
+                branch_rows["target"].append(lt)
+                branch_rows["graph"].append(g + offset)
+                branch_rows["branch"].append(number - starts[g])
             offset += int(batch.num_graphs)
     finally:
         model.train(was_training)
-    return {k: torch.cat(v).numpy() for k, v in
-            (("pred", pred), ("target", target), ("graph", graph), ("branch", branch))}
+
+    def stacked(parts: dict[str, list[torch.Tensor]]) -> dict[str, np.ndarray]:
+        return {k: torch.cat(v).numpy() for k, v in parts.items()}
+
+    return (stacked(rows) if buses else None), (stacked(branch_rows) if loading else None)
 
 
 def loading_bands(edges: list[float], predicted_percent: np.ndarray) -> np.ndarray:
@@ -669,8 +669,7 @@ def _predict_opf(where: Path, model: Any, meta: dict[str, Any], data: Any, alpha
             reg_loading.threshold(LOADING, int(g), alpha)
     view = _view(data, meta, samples)
     with torch_threads(threads):
-        o = opf_outputs(model, view.graphs)
-        b = None if reg_loading is None else loading_outputs(model, view.graphs)
+        o, b = opf_and_loading_outputs(model, view.graphs, loading=reg_loading is not None)
     lo, hi = reg.intervals(o["pred"], groups=o["group"], alpha=alpha)
     key, ids = _ids(view)
     columns: dict[str, Any] = {key: ids[o["graph"]], "bus": o["bus"]}
