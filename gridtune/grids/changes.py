@@ -443,31 +443,25 @@ def grid_branches(net: Any, n_branch: int) -> list[tuple[str, int]]:
 
 
 def same_branches(grid: GridModel, other: GridModel) -> np.ndarray:
-    """For each branch row of `grid`, the row of `other` holding the same branch: the same end
-    buses (by bus number) and reactance, parallel branches paired in order. The identity when the
-    two list their branches alike (default cases); a MATPOWER file and pandapower's conversion of
-    it list them in different orders."""
+    """For each branch row of `grid`, the row of `other` holding the same branch
+    (`model.pair_branches`: end buses by number, then reactance). The identity when the two list
+    their branches alike (default cases); a MATPOWER file and pandapower's conversion of it list
+    them in different orders."""
     import numpy as np
     from pandapower.pypower.idx_brch import BR_X, F_BUS, T_BUS
 
-    def keys(g: GridModel) -> list[tuple[int, int, float]]:
-        br, ids = np.asarray(g.ppc["branch"]), np.asarray(g.bus_ids)
-        return [(int(ids[int(f)]), int(ids[int(t)]), round(float(x), 9))
-                for f, t, x in zip(br[:, F_BUS], br[:, T_BUS], br[:, BR_X], strict=True)]
+    from gridtune.grids.model import pair_branches
 
-    mine, theirs = keys(grid), keys(other)
-    if mine == theirs:
-        return np.arange(len(mine))
-    rows: dict[tuple[int, int, float], list[int]] = {}
-    for k, key in enumerate(theirs):
-        rows.setdefault(key, []).append(k)
-    out = []
-    for key in mine:
-        if not rows.get(key):
-            raise ValueError(f"branch {key[0]}-{key[1]} (x {key[2]}) has no counterpart in grid "
-                             f"`{other.name}`")
-        out.append(rows[key].pop(0))
-    return np.asarray(out, dtype=int)
+    def ends(g: GridModel) -> tuple[np.ndarray, np.ndarray]:
+        br, ids = np.asarray(g.ppc["branch"]), np.asarray(g.bus_ids)
+        return ids[br[:, [F_BUS, T_BUS]].astype(int)], br[:, BR_X]
+
+    rows = pair_branches(*ends(grid), *ends(other))
+    missing = np.flatnonzero(rows < 0)
+    if missing.size:
+        (f, t), x = ends(grid)[0][missing[0]], ends(grid)[1][missing[0]]
+        raise ValueError(f"branch {f}-{t} (x {x:.6g}) has no counterpart in grid `{other.name}`")
+    return rows
 
 
 def changed_grid(case: str, changes: ChangesSpec, *, ratings: GridModel | None = None,

@@ -260,6 +260,29 @@ def grid_from_net(net: Any, name: str) -> GridModel:
     return GridModel(name=name, base_mva=float(keep["baseMVA"]), ppc=keep, bus_ids=bus_ids)
 
 
+def pair_branches(ends: np.ndarray, x: np.ndarray, other_ends: np.ndarray,
+                  other_x: np.ndarray) -> np.ndarray:
+    """For each branch of one list (`ends`: (n, 2) end bus numbers, `x`: reactance), the row of
+    another list holding the same branch: the same end buses in either direction and the nearest
+    reactance, each row of the other list used once (parallel branches paired in order); -1
+    where no unused branch of the other list joins the same buses.
+
+    Two descriptions of one grid list branches in different orders (a MATPOWER file and
+    pandapower's conversion of it: lines, then transformers and impedances)."""
+    free: dict[tuple[int, int], list[int]] = {}
+    for k, (f, t) in enumerate(np.asarray(other_ends, dtype=np.int64)):
+        free.setdefault((min(f, t), max(f, t)), []).append(k)
+    other_x = np.asarray(other_x, dtype=float)
+    out = np.full(len(ends), -1, dtype=np.int64)
+    for r, (f, t) in enumerate(np.asarray(ends, dtype=np.int64)):
+        candidates = free.get((min(f, t), max(f, t)))
+        if candidates:
+            best = min(candidates, key=lambda k: abs(other_x[k] - float(x[r])))
+            candidates.remove(best)
+            out[r] = best
+    return out
+
+
 def grid_hash(grid: GridModel) -> str:
     """Content hash of a grid's arrays (name excluded): equal grids give equal hashes."""
     import hashlib

@@ -192,22 +192,17 @@ def load_contingencies(path: str | Path, case: str, grid: Any) -> list[Contingen
 
 
 def _branch_map(grid: Any, mpc: dict[str, Any], number: np.ndarray) -> np.ndarray:
-    """Internal index of each branch row of the case file (endpoints, then reactance)."""
-    free: dict[tuple[int, int], list[int]] = {}
-    for k, (f, t) in enumerate(zip(number[grid.f_bus], number[grid.t_bus])):
-        free.setdefault((int(f), int(t)), []).append(k)
-    x = grid.x_pu
-    out = np.full(len(mpc["branch"]), -1, dtype=np.int64)  # -1: out of service in the case file
-    for r, row in enumerate(mpc["branch"]):
-        if row[10] <= 0 and not free.get((int(row[0]), int(row[1]))):
-            continue
-        cands = free.get((int(row[0]), int(row[1]))) or free.get((int(row[1]), int(row[0])))
-        if not cands:
-            raise SpecError(f"grid `{grid.name}` has no branch {int(row[0])}-{int(row[1])} (row {r + 1} "
-                            "of its case file); contingency tables apply to the unchanged case file")
-        best = min(cands, key=lambda k: abs(x[k] - row[3]))
-        cands.remove(best)
-        out[r] = best
+    """Internal index of each branch row of the case file (`model.pair_branches`: endpoints, then
+    reactance); -1 for a row out of service in the case file that the grid does not hold."""
+    from gridtune.grids.model import pair_branches
+
+    rows = np.asarray(mpc["branch"], dtype=float)
+    out = pair_branches(rows[:, :2], rows[:, 3], np.c_[number[grid.f_bus], number[grid.t_bus]], grid.x_pu)
+    missing = np.flatnonzero((out < 0) & (rows[:, 10] > 0))
+    if missing.size:
+        r = int(missing[0])
+        raise SpecError(f"grid `{grid.name}` has no branch {int(rows[r, 0])}-{int(rows[r, 1])} (row {r + 1} "
+                        "of its case file); contingency tables apply to the unchanged case file")
     return out
 
 
