@@ -293,24 +293,8 @@ class _Callbacks(_OpfCallbacks):
         gva = (1j * ginv[r] * (e_rc - f_rc)).real
         gvv = (ginv[r] * (c_rc + c_cr) * ginv[c]).real
         parts = [obj_factor * self.base ** 2 * 2 * self.cost[:, 0], gaa, gva, gvv]
-        if nl2 and self.apparent:
+        if nl2:  # the flow rows' Hessian blocks, |I|^2 or |S|^2 (`opf.flow_terms`)
             parts.append(self._flow(v, lagrange[2 * nb: 2 * nb + 2 * nl2])[2].ravel())
-        elif nl2:
-            m = lagrange[2 * nb: 2 * nb + 2 * nl2]
-            p1, p2, c1, c2 = self.flow_p1, self.flow_p2, self.flow_c1, self.flow_c2
-            v1, v2 = v[p1], v[p2]
-            i_br = c1 * v1 + c2 * v2
-            dd = np.stack([1j * c1 * v1, 1j * c2 * v2, c1 * vn[p1], c2 * vn[p2]])
-            block = 2 * m * (np.conj(dd)[:, None, :] * dd[None, :, :]).real
-            ci = 2 * m * np.conj(i_br)
-            block[0, 0] += (ci * (-c1 * v1)).real
-            block[1, 1] += (ci * (-c2 * v2)).real
-            t1, t2 = (ci * 1j * c1 * vn[p1]).real, (ci * 1j * c2 * vn[p2]).real
-            block[0, 2] += t1
-            block[2, 0] += t1
-            block[1, 3] += t2
-            block[3, 1] += t2
-            parts.append(block.ravel())
         return np.concatenate(parts)
 
     def intermediate(self, alg_mod, iter_count, obj_value, inf_pr, *args) -> bool:  # noqa: ANN001
