@@ -160,14 +160,7 @@ class _Callbacks(_OpfCallbacks):
         self.m = 2 * nb + 2 * nl2 + self.n_lin
         self.minus_ones = -np.ones(2 * ng)
         # ---- Hessian structure: every contribution, folded into the lower triangle ---------------
-        self.yh = self.ysp.conj().T.tocsr()
-        if nl2:
-            self.flow_p1 = np.concatenate([e[0] for e in ends])
-            self.flow_p2 = np.concatenate([e[1] for e in ends])
-            self.flow_c1 = np.concatenate([e[2] for e in ends])
-            self.flow_c2 = np.concatenate([e[3] for e in ends])
-            self.flow_vars = np.stack([self.flow_p1, self.flow_p2, nb + self.flow_p1,
-                                       nb + self.flow_p2])
+        self.yh = self.ysp.conj().T.tocsr()  # the flow rows' index arrays: set by _OpfCallbacks
         h_rows, h_cols = self._hess_coords()
         keep = h_rows >= h_cols
         key = h_rows[keep].astype(np.int64) * self.nx + h_cols[keep]
