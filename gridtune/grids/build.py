@@ -19,7 +19,6 @@ from typing import Any
 from gridtune import __version__
 from gridtune.errors import DataError
 from gridtune.grids import storage
-from gridtune.grids.features import SCHEMA_VERSION
 from gridtune.grids.labels import Label
 from gridtune.grids.model import GridModel, grid_from_dict, grid_hash, grid_to_dict
 from gridtune.grids.rating import rerate
@@ -29,6 +28,7 @@ from gridtune.grids.scenarios import (
     candidate_topologies,
     sample_scenario,
 )
+from gridtune.grids.schema import SCHEMA_VERSION
 
 CHUNK_SCENARIOS = 4        # scenarios per task: amortises task overhead, keeps resume granular
 # write finished rows at least this often (env override: tests interrupt a build early)

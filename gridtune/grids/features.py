@@ -33,10 +33,9 @@ import torch
 from torch_geometric.data import Data
 
 from gridtune.errors import DataError
+from gridtune.grids.labels import STATUSES
 from gridtune.grids.model import PQ, PV, REF, GridModel
 from gridtune.grids.schema import SCHEMA_VERSION
-
-STATUSES = ("feasible", "infeasible", "unknown", "error")
 
 BUS_FEATURES = (
     "pd_pu", "qd_pu",                      # load at the bus

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 Status = Literal["feasible", "infeasible", "unknown", "error"]
+STATUSES: tuple[Status, ...] = ("feasible", "infeasible", "unknown", "error")  # the order of the codes
 
 # What a model can learn from the labels: P(infeasible) from the status, the AC-OPF solution per
 # bus, the AC-OPF objective. The one list of task names (targets: `grids.view.TASK_TARGETS`).

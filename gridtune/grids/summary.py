@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gridtune.grids.features import STATUSES
+from gridtune.grids.labels import STATUSES
 from gridtune.grids.model import GridModel
 
 BASELINE_FOLDS = 5

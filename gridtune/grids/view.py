@@ -17,8 +17,8 @@ import torch
 from torch_geometric.data import Data
 
 from gridtune.errors import CheckpointError, DataError
-from gridtune.grids.features import BUS_FEATURES, SCHEMA_VERSION, STATUSES
-from gridtune.grids.labels import TASKS
+from gridtune.grids.features import BUS_FEATURES, SCHEMA_VERSION
+from gridtune.grids.labels import STATUSES, TASKS
 
 TASK_TARGETS = dict(zip(TASKS, ("y_infeasible", "y_opf", "y_cost"), strict=True))
 

@@ -168,3 +168,17 @@ def test_data_info_reads_the_manifest_without_torch_or_pandapower(built):
     out = subprocess.run([sys.executable, "-c", code, str(built)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "HEAVY"
+
+
+def test_data_build_does_not_import_torch(tmp_path):
+    """Labelling needs pandapower and the solvers, never torch (seconds of start-up per process)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from gridtune.cli import main; "
+            "code = main(['data', 'build', sys.argv[1], '--out', sys.argv[2], '--workers', '1']); "
+            "print('TORCH', [m for m in ('torch', 'torch_geometric') if m in sys.modules]); sys.exit(code)")
+    out = subprocess.run([sys.executable, "-c", code, str(recipe_file(tmp_path, samples=4)),
+                          str(tmp_path / "ds")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "TORCH []"
