@@ -105,7 +105,7 @@ def main() -> int:
 
     print(f"{args.case}: {args.samples} scenarios, load scale {0.9 * crit:.3f}-{1.1 * crit:.3f} "
           f"(critical {crit:.3f}), N-1 on half, solver {args.solver}; naive runopp converged on {converged}")
-    print(f"{"what":<50} {'wall s':>8} {'CPU s':>8}")
+    print(f"{'what':<50} {'wall s':>8} {'CPU s':>8}")
     rows = [("gridtune data build, cold (whole process)", build),
             ("naive runopp loop, same scenarios (no start-up)", naive),
             ("gridtune data build, rerun of the finished build", rerun),
