@@ -4,8 +4,12 @@ Transfer gain = metric(strategy) - metric(scratch), per seed (paired when the sa
 splits were used), with a percentile bootstrap confidence interval of the mean gain (Efron &
 Tibshirani 1993). `negative_transfer` is true when the whole interval lies below zero (transfer
 hurt), `positive_transfer` when it lies above zero; otherwise the verdict is `inconclusive`. With
-a single seed there is no interval and neither flag is raised. This is the only place a transfer
-verdict is computed: the CLI, the workflows and studies all call `transfer_verdict`.
+a single seed there is no interval and neither flag is raised. Neither is raised with fewer than
+`min_seeds` seeds (3: a bootstrap over 2 seeds has 4 distinct resamples), nor when the test set
+each metric was measured on is smaller than `min_test` (the seed-wise interval leaves out the test
+set's own sampling noise, which a small test set makes larger than the gains in question). This is
+the only place a transfer verdict is computed: the CLI, the workflows and studies all call
+`transfer_verdict`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from gridtune.errors import GridtuneError
+
+MIN_TEST = 1000  # fewest test items (grid scenarios, images, ...) a verdict is drawn from
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,8 @@ class Verdict:
 
 def transfer_verdict(strategy: Sequence[float], scratch: Sequence[float], *, metric: str = "auroc",
                      higher_is_better: bool = True, paired: bool = True, n_boot: int = 10_000,
-                     confidence: float = 0.95, seed: int = 0) -> Verdict:
+                     confidence: float = 0.95, seed: int = 0, min_seeds: int = 3,
+                     n_test: int | None = None, min_test: int | None = None) -> Verdict:
     """Bootstrap the mean transfer gain over seeds.
 
     Args:
@@ -56,6 +63,9 @@ def transfer_verdict(strategy: Sequence[float], scratch: Sequence[float], *, met
         paired: seeds share data splits; resample seed-wise differences (default). Otherwise
             resample each side independently.
         n_boot: bootstrap resamples. confidence: interval level in (0, 1).
+        min_seeds: fewest seeds for which a flag may be raised.
+        n_test, min_test: the (smallest) test-set size behind the metrics and the fewest a
+            verdict needs; below it the interval is reported and the verdict is `inconclusive`.
     """
     s = np.asarray(strategy, dtype=float)
     b = np.asarray(scratch, dtype=float)
@@ -89,5 +99,12 @@ def transfer_verdict(strategy: Sequence[float], scratch: Sequence[float], *, met
     # a percentile bootstrap over 2 to 4 seeds has only a handful of distinct resamples: its
     # interval is narrower than the truth, so say so next to the flags
     note = "" if n >= 5 else f"only {n} seeds: the bootstrap interval is optimistic; use 5 or more"
+    if n < min_seeds:
+        return Verdict(metric, n, gain, lo, hi, confidence, False, False,
+                       note=f"only {n} seeds: too few for a verdict; run {min_seeds} or more")
+    if n_test is not None and min_test is not None and n_test < min_test:
+        return Verdict(metric, n, gain, lo, hi, confidence, False, False,
+                       note=f"test set of {n_test} < {min_test}: too small for a verdict; score on a "
+                            "larger test split")
     return Verdict(metric, n, gain, lo, hi, confidence, negative_transfer=hi < 0,
                    positive_transfer=lo > 0, note=note)

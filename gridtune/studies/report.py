@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gridtune.core.verdict import transfer_verdict
+from gridtune.core.verdict import MIN_TEST, transfer_verdict
 from gridtune.files import atomic_write_text
 from gridtune.studies import plots
 from gridtune.studies.store import ResultsStore
@@ -48,8 +48,10 @@ def group_verdict(rows: pd.DataFrame, metric: str, higher: bool) -> dict[str, An
         return {"gain": np.nan, "ci_low": np.nan, "ci_high": np.nan, "verdict": NO_BASELINE,
                 "verdict_note": "no seed has both the metric and a scratch baseline"}
     pairs = pairs.sort_values("seed")
+    n_test = pd.to_numeric(rows["n_test"], errors="coerce").dropna() if "n_test" in rows else None
     v = transfer_verdict(pairs[metric].to_list(), pairs[scratch_col].to_list(), metric=metric,
-                         higher_is_better=higher)
+                         higher_is_better=higher, min_test=MIN_TEST,
+                         n_test=int(n_test.min()) if n_test is not None and len(n_test) else None)
     note = ONE_SEED if v.n_seeds < 2 else v.note
     dropped = len(rows) - len(pairs)
     if dropped:
@@ -189,11 +191,14 @@ def summary_text(frame: pd.DataFrame, headline: tuple[str, bool]) -> str:
 def verdict_counts(summ: pd.DataFrame) -> str:
     """One line: how many groups got each verdict (bootstrap interval over seeds)."""
     counts = summ["verdict"].value_counts()
-    one_seed = int(summ["verdict_note"].str.startswith("one seed").sum())
+    notes = summ["verdict_note"].fillna("")
+    why = {"with one seed only": int(notes.str.startswith("one seed").sum()),
+           "with too few seeds": int(notes.str.contains("too few for a verdict").sum()),
+           "on too small a test split": int(notes.str.contains("too small for a verdict").sum())}
     parts = [f"{int(counts.get(label, 0))} {label}" for label in (POSITIVE, NEGATIVE)]
     inconclusive = int(counts.get(INCONCLUSIVE, 0))
-    parts.append(f"{inconclusive} {INCONCLUSIVE}"
-                 + (f" ({one_seed} with one seed only)" if one_seed else ""))
+    reasons = ", ".join(f"{n} {text}" for text, n in why.items() if n)
+    parts.append(f"{inconclusive} {INCONCLUSIVE}" + (f" ({reasons})" if reasons else ""))
     if counts.get(NO_BASELINE, 0):
         parts.append(f"{int(counts[NO_BASELINE])} without a scratch baseline")
     return "transfer verdicts (95% bootstrap interval over seeds): " + ", ".join(parts)

@@ -36,7 +36,7 @@ from gridtune.core.decision import net_benefit, plot_decision_curve, useful_thre
 from gridtune.core.metrics import reliability_table
 from gridtune.core.registry import make_strategy
 from gridtune.core.trainer import TrainConfig, make_loader, predict, torch_threads
-from gridtune.core.verdict import Verdict, transfer_verdict
+from gridtune.core.verdict import MIN_TEST, Verdict, transfer_verdict
 from gridtune.errors import DataError, GridtuneError
 from gridtune.files import write_json
 from gridtune.grids.split import split_indices
@@ -377,11 +377,13 @@ def trust_summary(checkpoint: Path, data: Any, view: Any, n_validation: int, tes
 
 def verdict(results: Sequence[FinetuneResult], *, seed: int = 0) -> Verdict:
     """The transfer verdict over several seeds' results of one setting (paired by seed): the
-    mean gain over scratch with a bootstrap interval (`gridtune.core.verdict`)."""
+    mean gain over scratch with a bootstrap interval (`gridtune.core.verdict`); `inconclusive`
+    under 3 seeds or with a test split of fewer than `MIN_TEST` (1000) scenarios."""
     if not results or any(r.scratch is None for r in results):
         raise GridtuneError("a transfer verdict needs results with a scratch baseline")
     task = results[0].task
     key = primary_metric(task)
     return transfer_verdict([r.metrics[key] for r in results],
                             [r.scratch["metrics"][key] for r in results],  # type: ignore[index]
-                            metric=key, higher_is_better=higher_is_better(task), seed=seed)
+                            metric=key, higher_is_better=higher_is_better(task), seed=seed,
+                            n_test=min(r.n_test for r in results), min_test=MIN_TEST)

@@ -107,6 +107,16 @@ def test_verdict_flags_constructed_negative_transfer():
     assert transfer_verdict([0.3, 0.31, 0.32], [0.2, 0.21, 0.2], higher_is_better=False).negative_transfer
 
 
+def test_verdict_needs_three_seeds_and_a_large_enough_test_set():
+    two = transfer_verdict([0.80, 0.81], [0.90, 0.91])
+    assert two.ci_high < 0 and not two.negative_transfer and two.label == "inconclusive"
+    assert "too few for a verdict" in two.note
+    hurt, scratch = [0.80, 0.81, 0.805], [0.90, 0.91, 0.905]
+    small = transfer_verdict(hurt, scratch, n_test=400, min_test=1000)
+    assert small.ci_high < 0 and small.label == "inconclusive" and "test set of 400 < 1000" in small.note
+    assert transfer_verdict(hurt, scratch, n_test=1000, min_test=1000).negative_transfer
+
+
 def test_verdict_single_seed_and_errors():
     v = transfer_verdict([0.8], [0.9])
     assert v.gain_mean == pytest.approx(-0.1) and not v.negative_transfer

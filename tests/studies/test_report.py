@@ -105,7 +105,8 @@ def test_summary_table_and_text():
     text = summary_text(frame, ("auroc", True))
     assert "15 cells finished, 1 failed" in text
     assert "linear_probe" in text and "(-0.020)" in text and "(+0.050)" in text
-    assert "negative transfer" in text
+    # two seeds: the gains are shown, but no verdict is drawn from them
+    assert "0 negative transfer" in text and "with too few seeds" in text
 
 
 def test_report_names_strategies_negative_transfer_and_failures(study_dir):
@@ -114,9 +115,9 @@ def test_report_names_strategies_negative_transfer_and_failures(study_dir):
     for strategy in ("full", "linear_probe"):
         assert strategy in text
     verdicts = text.split("## Transfer verdicts")[1].split("##")[0]
-    neg = verdicts.split("Negative transfer (interval below zero):")[1].split("Positive")[0]
-    assert "`linear_probe`, 10 labels" in neg and "`full`" not in neg
-    assert "`linear_probe`, 40 labels:" not in neg  # one seed left (the other failed)
+    # two seeds per group: gains and intervals are listed, no group is called negative
+    assert "Negative transfer (interval below zero):" not in verdicts
+    assert "0 negative transfer" in verdicts and "with too few seeds" in verdicts
     assert "1 group(s) ran one seed only" in verdicts
     curves = text.split("## Learning curves")[1].split("##")[0]
     assert "| scratch | 0.715 ± 0.007 (2) | 0.745 ± 0.007 (2) |" in curves
@@ -228,10 +229,18 @@ def test_one_seed_is_inconclusive_and_says_so():
 
 
 def test_a_whole_interval_below_zero_is_negative_transfer():
-    frame = results_frame(two_seed_records([-0.03, -0.02, -0.025]), ("auroc", True))
+    frame = results_frame(two_seed_records([-0.03, -0.02, -0.025], n_test=1200), ("auroc", True))
     row = summary_table(frame, ("auroc", True)).iloc[0]
     assert row["verdict"] == "negative transfer" and row["ci_high"] < 0
     assert "1 negative transfer" in summary_text(frame, ("auroc", True))
+
+
+def test_a_small_test_split_gives_no_verdict():
+    frame = results_frame(two_seed_records([-0.03, -0.02, -0.025], n_test=45), ("auroc", True))
+    row = summary_table(frame, ("auroc", True)).iloc[0]
+    assert row["verdict"] == "inconclusive" and row["ci_high"] < 0
+    assert "test set of 45 < 1000" in row["verdict_note"]
+    assert "1 inconclusive (1 on too small a test split)" in summary_text(frame, ("auroc", True))
 
 
 def test_learning_curve_tables_head_each_budget_with_its_label_cost():
