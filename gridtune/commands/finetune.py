@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / "verdict.json", v.to_dict())
         print(f"transfer gain {v.gain_mean:+.4f} [{v.ci_low:+.4f}, {v.ci_high:+.4f}] over "
-              f"{v.n_seeds} seeds: {v.label}")
+              f"{v.n_seeds} seeds: {v.label}" + (f" ({v.note})" if v.note else ""))
     print(f"results in {args.out}")
     return 0
 

@@ -33,6 +33,8 @@ def test_multi_seed_run_writes_results_checkpoints_and_verdict(setup, capsys):
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict["label"] in ("positive transfer", "negative transfer", "inconclusive")
     assert "seed 2: adapter auroc" in text and f"over 3 seeds: {verdict['label']}" in text
+    # 40 scenarios: the test split is far below the 1000 a verdict needs, and the line says so
+    assert verdict["label"] == "inconclusive" and "too small for a verdict" in text
     if verdict["ci_low"] <= 0 <= verdict["ci_high"]:
         assert verdict["label"] == "inconclusive" and not verdict["negative_transfer"]
     assert verdict["n_seeds"] == 3 and verdict["metric"] == "auroc"
