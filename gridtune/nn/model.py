@@ -163,7 +163,8 @@ class GridModelNet(nn.Module):
         index = _batch_vector(batch)
         x, ea = self.normalizer.bus(x_raw), self.normalizer.branch(ea_raw)
         if self.config.dc_flow or self.config.stress_features:
-            theta, flow, loading = _dc_flow(x_raw, batch.edge_index, ea_raw, index)
+            theta, flow, loading, q_flow = _dc_flows(x_raw, batch.edge_index, ea_raw, index,
+                                                     reactive=self.config.stress_features)
         if self.config.dc_flow:
             x, ea = torch.cat([x, theta], dim=-1), torch.cat([ea, loading], dim=-1)
         on = in_service_mask(ea_raw)
@@ -171,7 +172,7 @@ class GridModelNet(nn.Module):
             x = torch.cat([x, outaged_degree(batch.edge_index, on, x.shape[0]).to(x.dtype)], dim=-1)
         if self.config.stress_features:
             bus, branch = stress_features(x_raw, batch.edge_index, ea_raw, getattr(batch, "nominal_load_pu", None),
-                                          index, flow)
+                                          index, flow, q_flow)
             x, ea = torch.cat([x, bus], dim=-1), torch.cat([ea, branch], dim=-1)
         context = self.normalizer.context(system_context(x_raw, index))
         if self.config.dc_loadability:
@@ -238,10 +239,18 @@ def dc_flow_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, i
 def _dc_flow(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
              ) -> tuple[Tensor, Tensor, Tensor]:
     """`dc_flow_features` plus the signed flow per branch row: (N, 1), (2E, 1), (2E, 1)."""
+    return _dc_flows(x_raw, edge_index, edge_attr_raw, index, reactive=False)[:3]
+
+
+@torch.no_grad()
+def _dc_flows(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor, *, reactive: bool
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """`_dc_flow` and, with `reactive`, the reactive flow `stress_features` needs, from the same
+    grouping of the batch and one product per topology: (N, 1), (2E, 1), (2E, 1), (2E, 1) or None."""
     import numpy as np
 
     from gridtune.grids.features import BRANCH_FEATURES as BF
-    from gridtune.nn.stress import linear_flows, proportional_injection
+    from gridtune.nn.stress import linear_flows, proportional_injection, reactive_injection
 
     xr = x_raw.double().cpu().numpy()
     ea = edge_attr_raw.double().cpu().numpy()
@@ -250,12 +259,18 @@ def _dc_flow(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Te
     # loadings no more predictive of case118 feasibility (gradient boosting on the ten highest
     # loadings and the system ratios, 5-fold: 0.927 both ways).
     p = proportional_injection(xr, idx, "pd_pu", "max_pg_pu")  # (N,) injections, p.u.
-    theta, flow = linear_flows(xr, edge_index.cpu().numpy(), ea, idx, p)
+    if reactive:  # phase shifters act on P only
+        theta, flows = linear_flows(xr, edge_index.cpu().numpy(), ea, idx,
+                                    np.stack([p, reactive_injection(xr, idx)], axis=1), shift=(True, False))
+        theta, flow, q_flow = theta[:, 0], flows[:, 0], flows[:, 1]
+    else:
+        theta, flow = linear_flows(xr, edge_index.cpu().numpy(), ea, idx, p)
     on = ea[:, BF.index("in_service")] > 0.5
     loading = np.where(on, np.abs(flow) / np.maximum(ea[:, BF.index("rate_a_pu")], 1e-6), 0.0)
     dtype, device = x_raw.dtype, x_raw.device
     as_col = lambda a: torch.as_tensor(a, dtype=dtype, device=device).unsqueeze(-1)  # noqa: E731
-    return as_col(theta), as_col(flow), as_col(np.minimum(loading, 10.0))
+    return (as_col(theta), as_col(flow), as_col(np.minimum(loading, 10.0)),
+            as_col(q_flow) if reactive else None)
 
 
 def balance_generation(out: Tensor, batch: Any, index: Tensor) -> Tensor:
