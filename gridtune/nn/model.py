@@ -122,6 +122,24 @@ class ModelConfig:
             raise GridtuneError(f"model setting `dropout` must lie in [0, 1), got `{self.dropout}`")
 
 
+# Named sets of settings (`model_preset`, `--model-option preset=NAME`); other options override them.
+# fast: a model that infers on a few thousand case118 scenarios a second on one core, every input
+# computed for the whole batch at once: no loadability LP, no branch readout, 16 wide x 2 blocks
+# (docs/results.md, "Fast inference"; `gridtune distill` teaches it a default model's answers).
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"hidden": 16, "layers": 2, "head_hidden": 16, "edge_readout": False, "dc_loadability": False},
+}
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    """The `ModelConfig` of preset `name` with `overrides`; an unknown name lists the valid ones."""
+    from gridtune.errors import choices_text
+
+    if name not in MODEL_PRESETS:
+        raise GridtuneError(f"unknown model preset `{name}`; valid: {choices_text(MODEL_PRESETS)}")
+    return ModelConfig(**{**MODEL_PRESETS[name], **overrides})
+
+
 # Settings added after the first checkpoints were written, with the value that reproduces the
 # model those checkpoints hold; `gridtune.nn.checkpoint` fills them in when a config lacks them.
 LEGACY_MODEL_SETTINGS: dict[str, Any] = {"outage_feature": False, "outage_messages": False, "edge_readout": False,
