@@ -36,7 +36,7 @@ from gridtune.grids.view import resolve_data, task_graphs
 from gridtune.nn.batching import MODEL_INPUTS, input_batches
 from gridtune.nn.calibration import platt_calibrate
 from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint, seal_checkpoint
-from gridtune.nn.model import ModelConfig, build_model, count_parameters, model_preset
+from gridtune.nn.model import ModelConfig, build_model, count_parameters, fill_cuts, model_preset
 from gridtune.nn.normalizer import Normalizer
 from gridtune.nn.tasks import make_task
 from gridtune.workflows.configs import with_fields
@@ -193,6 +193,7 @@ def _distill(teacher_dir: Path, data: Any, out: Path, config: DistillConfig, *, 
     fitted = fit(student, make_loader(train, batch, shuffle=True, seed=config.train.seed),
                  make_loader(val, batch, shuffle=False), make_task("feasibility"), config.train,
                  progress=progress)
+    fill_cuts(student, train_split)  # with `loadability_cuts`: before calibrating
     calibration = platt_calibrate(student, val)
     test_report = evaluate_model(student, view, split=(tr, te))
     teacher_report = evaluate_model(teacher, view, split=(tr, te))

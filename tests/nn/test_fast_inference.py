@@ -66,7 +66,7 @@ def test_batched_flows_equal_each_graph_solved_alone():
 
 def test_fast_preset_and_its_option_form():
     cfg = model_preset("fast")
-    assert (cfg.hidden, cfg.layers, cfg.dc_loadability, cfg.edge_readout) == (16, 2, False, False)
+    assert (cfg.hidden, cfg.layers, cfg.edge_readout, cfg.loadability_cuts) == (16, 2, False, True)
     assert model_preset("fast", hidden=32).hidden == 32
     with pytest.raises(GridtuneError, match="unknown model preset `quick`; valid: `fast`"):
         model_preset("quick")
@@ -87,9 +87,9 @@ def test_fast_model_trains_saves_and_predicts_the_same_after_reload(tmp_path):
 
     m = gridtune.pretrain(gs, tmp_path, task="feasibility", model=model_preset("fast"),
                           train=gridtune.TrainConfig(epochs=3, batch_size=16)).to_dict()
-    assert m["model"]["dc_loadability"] is False and m["test"]["model"]["auroc"] is not None
+    assert m["model"]["loadability_cuts"] is True and m["test"]["model"]["auroc"] is not None
     model, _ = load_checkpoint(tmp_path)
-    assert model.config == model_preset("fast")
+    assert model.config == model_preset("fast") and len(model.cuts) > 0  # the cut table travelled
     test = task_graphs(gs[:20], "feasibility")
     fresh = build_model(model.config, "feasibility", Normalizer().fit(test)).eval()
     with torch.no_grad():
@@ -98,3 +98,44 @@ def test_fast_model_trains_saves_and_predicts_the_same_after_reload(tmp_path):
         torch.testing.assert_close(again(collate_inputs(test)), out)
         torch.testing.assert_close(model(Batch.from_data_list(test)), out)  # the same on a PyG batch
         assert not torch.allclose(fresh(collate_inputs(test)), out)  # the trained weights were loaded
+
+
+def test_cut_table_answers_like_the_stored_cuts_and_solves_only_unseen_topologies():
+    """A `CutTable` filled from solved graphs gives `basis_lp.bound_group`'s answer (exact on the
+    graphs whose cuts it holds), survives a state-dict round trip, and leaves a topology it never
+    saw to the LP."""
+    from gridtune.nn import basis_lp
+    from gridtune.nn.cut_table import CutTable
+    from gridtune.nn.loadability import (
+        cut_bounds,
+        loadability_features,
+        solved_topologies,
+        uncached,
+    )
+
+    gs = graphs("case14", 24, seed=7)
+    seen, unseen = gs[:16], gs[16:]
+    table = CutTable().fill(solved_topologies(seen))
+    assert len(table) >= 2  # intact and outage topologies
+    b, u = collate_inputs(seen), collate_inputs(unseen + seen[:2])
+    with cut_bounds():  # the reference: the same cuts, read from the LP module's own state
+        reference, reference_u = (loadability_features(x.x, x.edge_index, x.edge_attr, x.batch) for x in (b, u))
+    with uncached():
+        exact = loadability_features(b.x, b.edge_index, b.edge_attr, b.batch)
+        solves = basis_lp.stats()["solves"]
+        answered = loadability_features(b.x, b.edge_index, b.edge_attr, b.batch, table)
+        assert basis_lp.stats()["solves"] == solves  # no LP solved
+        from_table = loadability_features(u.x, u.edge_index, u.edge_attr, u.batch, table)
+    # dc_overload is exact on graphs whose cuts the table holds; the branch loadings are those of
+    # the solve that found the binding cut
+    torch.testing.assert_close(answered[0], exact[0], atol=1e-5, rtol=1e-5)
+    for ours, ref in zip((*answered, *from_table), (*reference, *reference_u), strict=True):
+        torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-6)
+    copy = CutTable()
+    copy.load_state_dict(table.state_dict())
+    assert len(copy) == len(table) and torch.equal(copy.w, table.w) and torch.equal(copy.keys, table.keys)
+    with uncached():
+        torch.testing.assert_close(loadability_features(b.x, b.edge_index, b.edge_attr, b.batch, copy)[0],
+                                   answered[0])
+    with pytest.raises(GridtuneError, match="`loadability_cuts` .* needs `dc_loadability=true`"):
+        ModelConfig(dc_loadability=False, loadability_cuts=True)
