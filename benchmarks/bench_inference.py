@@ -271,10 +271,13 @@ def end_to_end(args, model, test, te, dataset, view, solver_s, row) -> None:
     from gridtune.nn.stress import stress_features
 
     if args.fast:
-        fast_models = [load_checkpoint(c)[0].eval() for c in args.fast]
+        loaded = [load_checkpoint(c) for c in args.fast]
+        fast_models = [m.eval() for m, _ in loaded]
+        fast_splits = [(meta.get("split_seed", args.seed), meta.get("split_fractions")) for _, meta in loaded]
     else:
         torch.manual_seed(args.seed)
         fast_models = [build_model(model_preset("fast"), "feasibility", model.normalizer).eval()]
+        fast_splits = [(args.seed, None)]
     fast = fast_models[0]
     chunks = [test[i:i + args.batch_size] for i in range(0, len(test), args.batch_size)]
 
@@ -332,23 +335,29 @@ def end_to_end(args, model, test, te, dataset, view, solver_s, row) -> None:
               f"fast path {'MEETS' if r['fast'] * solver_s >= 1000 else 'MISSES'} it "
               f"({r['fast'] * solver_s:.0f}x; {both * solver_s:.0f}x including to_graph)")
 
-    labels = np.array([float(g.y_infeasible) for g in test])
-    print(f"\ntest AUROC, {labels.size} test graphs ({int(labels.sum())} infeasible), 95% bootstrap over graphs "
+    from gridtune.grids.split import split_indices
+
+    def split_test(seed, fractions):
+        _, _, idx = split_indices(view.statuses, seed, *(() if fractions is None else (tuple(fractions),)))
+        graphs = [g for g in (view.graphs[i] for i in idx) if np.isfinite(float(g.y_infeasible))]
+        return graphs, np.array([float(g.y_infeasible) for g in graphs])
+
+    print(f"\ntest AUROC on each model's own test split (its split seed), 95% bootstrap over test graphs "
           f"({args.boot} resamples)")
-    named = ([(str(args.checkpoint), model)] if args.checkpoint is not None else []) + \
-        [(str(c), m) for c, m in zip(args.fast or ["untrained fast"], fast_models)]
+    named = ([(str(args.checkpoint), model, (args.seed, None))] if args.checkpoint is not None else []) + \
+        [(str(c), m, sp) for c, m, sp in zip(args.fast or ["untrained fast"], fast_models, fast_splits)]
     fast_values = []
     with torch.no_grad():
-        for name, m in named:
-            if m is model:
-                with uncached():
-                    probs = torch.cat([torch.sigmoid(m(Batch.from_data_list(c)).double()) for c in chunks]).numpy()
-            else:
-                probs = torch.cat([torch.sigmoid(m(collate_inputs(c)).double()) for c in chunks]).numpy()
+        for name, m, (seed, fractions) in named:
+            graphs, labels = split_test(seed, fractions)
+            parts = [graphs[i:i + args.batch_size] for i in range(0, len(graphs), args.batch_size)]
+            with uncached():
+                probs = torch.cat([torch.sigmoid(m(collate_inputs(c)).double()) for c in parts]).numpy()
             auc, lo, hi = auroc_interval(probs, labels, args.boot)
             if m is not model:
                 fast_values.append(auc)
-            print(f"  {name:<40} AUROC {auc:.4f} [{lo:.4f}, {hi:.4f}]")
+            print(f"  {name:<40} split seed {seed}: {labels.size} test graphs ({int(labels.sum())} infeasible), "
+                  f"AUROC {auc:.4f} [{lo:.4f}, {hi:.4f}]")
     if len(fast_values) > 1:
         print(f"  fast checkpoints: mean {np.mean(fast_values):.4f} ± {np.std(fast_values, ddof=1):.4f} "
               f"(std over {len(fast_values)}); min {min(fast_values):.4f}")
