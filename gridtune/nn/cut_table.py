@@ -4,8 +4,8 @@ Every solve of a topology's loadability LP (`gridtune.nn.basis_lp`) leaves a dua
 `mu >= w . pd + c` on `mu = 1 / lam`; the largest stored cut bounds `1 / lam` for any load of that
 topology, exactly when the scenario's bottleneck is among the cuts (`basis_lp.bound_group`). On the
 case118 recipe, the cuts of the training split's solves (49 topologies, 411 cuts) give the exact
-`lam` for 94% of test scenarios, within 0.2% for 95% of them and 5% at worst, and no test scenario
-needs a solve (`benchmarks/bench_inference.py`). A `CutTable` stores those cuts as buffers, so they
+`lam` for 93.5-94% of test scenarios, within 0.2% for 95% of them and 5% at worst, and no test
+scenario needed a solve (`benchmarks/bench_inference.py`). A `CutTable` stores those cuts as buffers, so they
 travel in the checkpoint; a model with `ModelConfig.loadability_cuts` answers `dc_overload` and
 `dc_limit_loading` from them with one small product per topology in a batch, and solves the LP
 only for a topology it never saw (or a load no stored cut bounds).
