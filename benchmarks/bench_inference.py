@@ -22,7 +22,21 @@ recorded mean time per test scenario (`solve_time_s`):
                   found (`cut_bounds`; exact where the test scenario's bottleneck was among
                   them), timed and compared with the exact lam before any test load is solved
 and, for the model's own inputs: the LP features alone (old, new), the DC power flow and stress
-columns, and the GNN (encoder, pools, head) as the rest. With `--sizes`, untrained models of those
+columns, and the GNN (encoder, pools, head) as the rest.
+
+End to end, default against fast (`--fast CHECKPOINT [...]`, trained with `--model-option
+preset=fast` or by `gridtune distill`; without it an untrained `fast` preset is timed): per batch of
+`--batch-size` test graphs as the dataset holds them (PyG `Data`), the timing covers joining them
+into a batch (PyG's `Batch.from_data_list` for the default model, as `gridtune evaluate` does;
+`gridtune.nn.batching.collate_inputs` for the fast one, and PyG's too, for comparison), every
+model input (DC power flow, stress columns, the LP when the model has one: solved, not cached),
+normalisation, GNN, head and calibration. Not inside: reading the dataset and building each
+scenario's graph from its stored row (`to_graph`), timed on its own and printed beside it. Then
+the test AUROC of each fast checkpoint (and of `--checkpoint`) with a 95% percentile bootstrap
+interval over the test graphs, and their mean ± std over the checkpoints given (seeds).
+
+    python benchmarks/bench_inference.py --checkpoint runs/feas-s0 --fast runs/fast-s0 runs/fast-s1 \
+        runs/fast-s2 --clock cpu --end-to-end-only With `--sizes`, untrained models of those
 `hidden x layers` (head width = hidden) are timed the same way with the LP answered from the
 cache: the GNN's own cost at each size.
 
@@ -58,7 +72,7 @@ CLOCK = [time.perf_counter]
 
 def _best(fn, batches, repeats: int, before=None) -> float:
     """Best graphs / s over `repeats` passes of fn over all batches (after one warm-up batch)."""
-    n = sum(int(b.num_graphs) for b in batches)
+    n = sum(len(b) if isinstance(b, list) else int(b.num_graphs) for b in batches)
     best = 0.0
     for _ in range(repeats):
         if before is not None:
@@ -84,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall time (as `gridtune evaluate` times), or this process's CPU time: on a machine "
                         "that other jobs load, what the same work takes on a core of its own (default: wall)")
+    p.add_argument("--fast", type=Path, nargs="+", default=[],
+                   help="fast-model checkpoints (e.g. one per seed): timed end to end beside the default model "
+                        "(the first), AUROC of each (default: an untrained `fast` preset, timed only)")
+    p.add_argument("--end-to-end-only", action="store_true",
+                   help="skip the LP-method comparison (old / new / cold / cut bounds) and the parts")
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for AUROC intervals (default: 2000)")
     args = p.parse_args(argv)
     CLOCK[0] = time.perf_counter if args.clock == "wall" else time.process_time
 
@@ -97,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 
     resolve_data, split_indices, task_graphs = _data_api()
     torch.set_num_threads(1)
-    view = resolve_data(args.data)
+    from gridtune.grids.dataset import open_dataset
+
+    dataset = open_dataset(args.data)
+    view = resolve_data(dataset)
     tr, _, te = split_indices(view.statuses, args.seed)
     train = task_graphs([view.graphs[i] for i in tr], "feasibility")
     test = task_graphs([view.graphs[i] for i in te], "feasibility")
@@ -158,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             _, flow, _ = _dc_flow(b.x, b.edge_index, b.edge_attr, index)
             return stress_features(b.x, b.edge_index, b.edge_attr, b.nominal_load_pu, index, flow)
 
+        if args.end_to_end_only:
+            end_to_end(args, model, test, te, dataset, view, solver_s, row)
+            return 0
+
         def lam_of(b):  # lam per graph, from dc_overload = 10 (1 / lam - 1)
             overload = lp_new(b)[0][b.ptr[:-1], 0].double()
             return (1.0 / (1.0 + overload / 10.0)).numpy()
@@ -201,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.batch_size}; this model with cached LP answers takes "
               f"{1e3 * args.batch_size / results['lp_cached']:.1f} ms")
 
+    with torch.no_grad():
+        end_to_end(args, model, test, te, dataset, view, solver_s, row)
+
     sizes = [s for s in args.sizes.split(",") if s.strip()]
     if sizes:
         print("\nuntrained models by size, LP answered from cache (GNN cost), same inputs")
@@ -212,6 +242,125 @@ def main(argv: list[str] | None = None) -> int:
                 rate = _best(m, batches, args.repeats)
             row(f"hidden {hidden}, layers {layers}", rate)
     return 0
+
+
+def auroc_interval(probs: np.ndarray, labels: np.ndarray, boot: int, seed: int = 0) -> tuple[float, float, float]:
+    """AUROC and its 95% percentile bootstrap interval over graphs (Efron and Tibshirani 1993)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(boot):
+        i = rng.integers(0, labels.size, labels.size)
+        if 0 < labels[i].sum() < labels.size:
+            values.append(roc_auc_score(labels[i], probs[i]))
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(roc_auc_score(labels, probs)), float(lo), float(hi)
+
+
+def end_to_end(args, model, test, te, dataset, view, solver_s, row) -> None:
+    """Default against fast, from the dataset's graphs to probabilities; AUROC of each fast checkpoint."""
+    from torch_geometric.data import Batch
+
+    from gridtune.grids import storage
+    from gridtune.grids.features import to_graph
+    from gridtune.nn.batching import collate_inputs
+    from gridtune.nn.checkpoint import load_checkpoint
+    from gridtune.nn.loadability import uncached
+    from gridtune.nn.model import _batch_vector, _dc_flows, build_model, model_preset
+    from gridtune.nn.stress import stress_features
+
+    if args.fast:
+        loaded = [load_checkpoint(c) for c in args.fast]
+        fast_models = [m.eval() for m, _ in loaded]
+        fast_splits = [(meta.get("split_seed", args.seed), meta.get("split_fractions")) for _, meta in loaded]
+    else:
+        torch.manual_seed(args.seed)
+        fast_models = [build_model(model_preset("fast"), "feasibility", model.normalizer).eval()]
+        fast_splits = [(args.seed, None)]
+    fast = fast_models[0]
+    chunks = [test[i:i + args.batch_size] for i in range(0, len(test), args.batch_size)]
+
+    def default_e2e(chunk):
+        with uncached():
+            return model(Batch.from_data_list(chunk))
+
+    def fast_e2e(chunk):
+        return fast(collate_inputs(chunk))
+
+    def fast_pyg(chunk):
+        return fast(Batch.from_data_list(chunk))
+
+    def collate_pyg(chunk):
+        return Batch.from_data_list(chunk)
+
+    batches = [collate_inputs(c) for c in chunks]
+
+    def fast_inputs(b):
+        index = _batch_vector(b)
+        _, flow, _, q_flow = _dc_flows(b.x, b.edge_index, b.edge_attr, index, reactive=True)
+        return stress_features(b.x, b.edge_index, b.edge_attr, b.nominal_load_pu, index, flow, q_flow)
+
+    rows = dataset.frame.to_dict("records")
+    scenarios = [storage.row_to_scenario(rows[i]) for i in te]
+    start = CLOCK[0]()
+    for sc in scenarios:
+        to_graph(dataset.grid, sc, None)
+    graph_rate = len(scenarios) / max(CLOCK[0]() - start, 1e-9)
+
+    with torch.no_grad():
+        r = {"default": _best(default_e2e, chunks, args.repeats), "fast": _best(fast_e2e, chunks, args.repeats),
+             "fast_pyg": _best(fast_pyg, chunks, args.repeats),
+             "collate_pyg": _best(collate_pyg, chunks, args.repeats),
+             "collate": _best(collate_inputs, chunks, args.repeats),
+             "inputs": _best(fast_inputs, batches, args.repeats), "model": _best(fast, batches, args.repeats)}
+    cfg = fast.config
+    print(f"\nend to end, {len(test)} test graphs as the dataset holds them -> probabilities "
+          f"(batches of <= {args.batch_size}; default: every LP solved, warm topologies)")
+    row("default model", r["default"], "PyG batching + inputs (LP solved) + GNN")
+    row("fast model", r["fast"], f"collate_inputs + inputs + GNN; {cfg.hidden} x {cfg.layers}, "
+        f"dc_loadability {cfg.dc_loadability}, edge_readout {cfg.edge_readout}; ratio fast / default "
+        f"{r['fast'] / r['default']:.0f}")
+    row("fast model, PyG batching", r["fast_pyg"])
+    print("  parts of the fast path (graphs/s of that part alone)")
+    row("  batching, collate_inputs", r["collate"])
+    row("  batching, PyG", r["collate_pyg"])
+    row("  DC flow + stress inputs", r["inputs"])
+    row("  fast model on a batch", r["model"], "(inputs, normalise, GNN, head)")
+    both = 1.0 / (1.0 / r["fast"] + 1.0 / graph_rate)
+    row("graph from a stored scenario", graph_rate, "(to_graph, one scenario at a time; not inside the above)")
+    row("fast model incl. to_graph", both, "(from scenario rows)")
+    if solver_s is not None:
+        print(f"  1000x the solver ({solver_s:.4f} s / scenario) needs {1000.0 / solver_s:.0f} graphs/s: "
+              f"fast path {'MEETS' if r['fast'] * solver_s >= 1000 else 'MISSES'} it "
+              f"({r['fast'] * solver_s:.0f}x; {both * solver_s:.0f}x including to_graph)")
+
+    from gridtune.grids.split import split_indices
+
+    def split_test(seed, fractions):
+        _, _, idx = split_indices(view.statuses, seed, *(() if fractions is None else (tuple(fractions),)))
+        graphs = [g for g in (view.graphs[i] for i in idx) if np.isfinite(float(g.y_infeasible))]
+        return graphs, np.array([float(g.y_infeasible) for g in graphs])
+
+    print(f"\ntest AUROC on each model's own test split (its split seed), 95% bootstrap over test graphs "
+          f"({args.boot} resamples)")
+    named = ([(str(args.checkpoint), model, (args.seed, None))] if args.checkpoint is not None else []) + \
+        [(str(c), m, sp) for c, m, sp in zip(args.fast or ["untrained fast"], fast_models, fast_splits)]
+    fast_values = []
+    with torch.no_grad():
+        for name, m, (seed, fractions) in named:
+            graphs, labels = split_test(seed, fractions)
+            parts = [graphs[i:i + args.batch_size] for i in range(0, len(graphs), args.batch_size)]
+            with uncached():
+                probs = torch.cat([torch.sigmoid(m(collate_inputs(c)).double()) for c in parts]).numpy()
+            auc, lo, hi = auroc_interval(probs, labels, args.boot)
+            if m is not model:
+                fast_values.append(auc)
+            print(f"  {name:<40} split seed {seed}: {labels.size} test graphs ({int(labels.sum())} infeasible), "
+                  f"AUROC {auc:.4f} [{lo:.4f}, {hi:.4f}]")
+    if len(fast_values) > 1:
+        print(f"  fast checkpoints: mean {np.mean(fast_values):.4f} ± {np.std(fast_values, ddof=1):.4f} "
+              f"(std over {len(fast_values)}); min {min(fast_values):.4f}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ The public API (imported lazily, so `import gridtune` and `gridtune --help` stay
     open_dataset(recipe_or_dir, samples=...)          build or reuse a labelled OPF dataset
     cases(grids=None)                                 the shipped cases with their nominal AC-OPF
     pretrain(data, out_dir, task=..., model=..., train=...)          -> PretrainResult
+    distill(teacher, data, out_dir, unlabeled=..., model=...)         -> DistillResult (a lean student)
     finetune(checkpoint, data, out_dir, labels=..., strategy=...)    -> FinetuneResult
     verdict(results)                                  transfer verdict over seeds (bootstrap interval)
     evaluate(checkpoint, data, out_dir=None)          -> report dict
@@ -12,7 +13,8 @@ The public API (imported lazily, so `import gridtune` and `gridtune --help` stay
     calibrate(checkpoint, data, alpha=...)            conformal sets and a familiarity threshold
     predict(checkpoint, data, out=...)                per-scenario predictions, sets, fallback action
     run_study(spec_or_path, out_dir)                  -> StudyOutcome
-    ModelConfig, TrainConfig, PretrainConfig, TransferConfig      typed configs
+    model_preset(name, **overrides)                   a named ModelConfig (`fast`: fast inference)
+    ModelConfig, TrainConfig, PretrainConfig, TransferConfig, DistillConfig   typed configs
     PretrainResult, FinetuneResult                    typed results
     GridtuneError                                     base of every error gridtune raises
 
@@ -30,6 +32,7 @@ _API = {
     "open_dataset": ("gridtune.grids.dataset", "open_dataset"),
     "cases": ("gridtune.grids.cases", "case_table"),
     "pretrain": ("gridtune.workflows.pretrain", "pretrain"),
+    "distill": ("gridtune.workflows.distill", "distill"),
     "finetune": ("gridtune.workflows.transfer", "finetune"),
     "verdict": ("gridtune.workflows.transfer", "verdict"),
     "evaluate": ("gridtune.workflows.evaluate", "evaluate_checkpoint"),
@@ -39,6 +42,8 @@ _API = {
     "run_study": ("gridtune.studies.runner", "run_study"),
     "load_study": ("gridtune.studies.spec", "load_study"),
     "ModelConfig": ("gridtune.nn.model", "ModelConfig"),
+    "model_preset": ("gridtune.nn.model", "model_preset"),
+    "DistillConfig": ("gridtune.workflows.distill", "DistillConfig"),
     "TrainConfig": ("gridtune.core.trainer", "TrainConfig"),
     "PretrainConfig": ("gridtune.workflows.configs", "PretrainConfig"),
     "TransferConfig": ("gridtune.workflows.configs", "TransferConfig"),

@@ -246,8 +246,8 @@ def _lookup_or_solve(xg: np.ndarray, eig: np.ndarray, eg: np.ndarray) -> Result:
     return _solve_cached(xg[None, :, _PD].copy(), topo_key, xg, eig, eg)[0]
 
 
-def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
-                         ) -> tuple[Tensor, Tensor]:
+def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor,
+                         cuts: Any = None) -> tuple[Tensor, Tensor]:
     """`dc_overload` per bus (its graph's) and the branch loading at the loadability optimum.
 
     `dc_overload` = 10 x (1 / lam - 1): 0 at the DC limit, +1 for a load 10% beyond what the DC
@@ -256,6 +256,9 @@ def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tenso
 
     `dc_overload` carries its first-order derivative in the `pd_pu` column of `x_raw` (from the
     LP's duals), so gradients with respect to load see it; the branch column is a constant.
+
+    With `cuts` (a `gridtune.nn.cut_table.CutTable`), a topology the table holds is answered
+    from its stored cuts, no solve (an approximation, see that module); the others are solved.
 
     Shapes: x_raw (N, F_bus), edge_index (2, 2E), edge_attr_raw (2E, F_branch), index (N,)
         -> (N, 1) in [-10, 10], (2E, 1) in [0, MAX_SCALE]
@@ -268,11 +271,16 @@ def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tenso
     inv = np.zeros(idx.size)
     grad = np.zeros(idx.size)  # d overload of the bus's graph / d pd of this bus
     loading = np.zeros(ea.shape[0])
-    lay = layout(idx, ei, n_graphs)
-    for _, nodes, edges, _ in graph_groups(lay, ei, xr[:, _LP_BUS], ea[:, _LP_BRANCH]):
-        key = _digest(_topology_bytes(xr[nodes[0]], ei[:, edges[0]] - nodes[0, 0], ea[edges[0]]))
+    for nodes, edges, key in _topology_groups(xr, ei, ea, idx, n_graphs):
         first = nodes[0]
-        results = _solve_cached(xr[nodes, _PD], key, xr[first], ei[:, edges[0]] - first[0], ea[edges[0]])
+        results = None if cuts is None else cuts.answer(key, xr[nodes, _PD])
+        if results is None:
+            results = _solve_cached(xr[nodes, _PD], key, xr[first], ei[:, edges[0]] - first[0], ea[edges[0]])
+        elif any(r is None for r in results):  # a load no stored cut bounds: solve it
+            miss = [j for j, r in enumerate(results) if r is None]
+            solved = _solve_cached(xr[nodes[miss], _PD], key, xr[first], ei[:, edges[0]] - first[0], ea[edges[0]])
+            for j, r in zip(miss, solved, strict=True):
+                results[j] = r
         lam = np.array([r[0] for r in results])
         inv[nodes] = np.where(lam <= 1.0 / MAX_SCALE, MAX_SCALE, 1.0 / np.maximum(lam, 1e-300))[:, None]
         dlam = np.stack([r[2] for r in results])
@@ -287,6 +295,30 @@ def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tenso
         overload = overload + torch.zeros(n_graphs, dtype=dtype, device=device).index_add_(0, index, step)[index]
     return (overload.unsqueeze(-1),
             torch.as_tensor(np.minimum(loading, MAX_SCALE), dtype=dtype, device=device).unsqueeze(-1))
+
+
+def _topology_groups(xr: np.ndarray, ei: np.ndarray, ea: np.ndarray, idx: np.ndarray, n_graphs: int
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, bytes]]:
+    """The graphs of a batch grouped by LP topology: (bus ids (k, n), branch-row ids (k, 2E), key)."""
+    lay = layout(idx, ei, n_graphs)
+    for _, nodes, edges, _ in graph_groups(lay, ei, xr[:, _LP_BUS], ea[:, _LP_BRANCH]):
+        yield nodes, edges, _digest(_topology_bytes(xr[nodes[0]], ei[:, edges[0]] - nodes[0, 0], ea[edges[0]]))
+
+
+def solved_topologies(graphs: Any, batch_size: int = 256) -> list[tuple[bytes, basis_lp.Topology]]:
+    """Solve every graph's LP afresh (`basis_lp`, which records each solve's cut) and return the
+    topologies the graphs use, with their cuts: what a `CutTable` stores."""
+    from gridtune.nn.batching import input_batches
+
+    keys: dict[bytes, None] = {}
+    with uncached():
+        for b in input_batches(list(graphs), batch_size):
+            xr, ea = b.x.double().numpy(), b.edge_attr.double().numpy()
+            idx = b.batch.numpy()
+            loadability_features(b.x, b.edge_index, b.edge_attr, b.batch)
+            for _, _, key in _topology_groups(xr, b.edge_index.numpy(), ea, idx, int(b.num_graphs)):
+                keys[key] = None
+    return [(k, basis_lp._TOPOLOGIES[k]) for k in keys if k in basis_lp._TOPOLOGIES]
 
 
 def dc_load_scale(graph: Any) -> float:

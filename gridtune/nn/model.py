@@ -48,6 +48,7 @@ from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_poo
 from gridtune.errors import GridtuneError
 from gridtune.grids.features import BUS_FEATURES, OPF_TARGETS
 from gridtune.grids.physics import ac_power_balance
+from gridtune.nn.cut_table import CutTable
 from gridtune.nn.encoders import GridEncoder, in_service_mask, resolve_conv
 from gridtune.nn.heads import TASK_SHAPES, check_task, make_head
 from gridtune.nn.loadability import LOADABILITY_BRANCH, LOADABILITY_BUS, loadability_features
@@ -89,6 +90,10 @@ class ModelConfig:
             scale the lossless DC network can carry (`dc_overload`), on every bus and as one more
             graph-level column of `embed` beside `context`, and each branch's loading at that
             limit (default: True).
+        loadability_cuts: with `dc_loadability`, carry the LP cuts of the training split's
+            topologies in the model (`gridtune.nn.cut_table`, filled after training) and answer
+            the loadability from them at inference, no solve; a topology the model never saw is
+            solved (default: False).
 
     The defaults are the settings behind the case118 and case30 figures in docs/results.md
     ("Pre-training"), where the effect of each input is tabulated.
@@ -112,6 +117,7 @@ class ModelConfig:
     edge_readout: bool = True
     stress_features: bool = True
     dc_loadability: bool = True
+    loadability_cuts: bool = False
 
     def __post_init__(self) -> None:
         resolve_conv(self.conv)
@@ -120,12 +126,35 @@ class ModelConfig:
                 raise GridtuneError(f"model setting `{name}` must be at least 1, got `{getattr(self, name)}`")
         if not 0.0 <= self.dropout < 1.0:
             raise GridtuneError(f"model setting `dropout` must lie in [0, 1), got `{self.dropout}`")
+        if self.loadability_cuts and not self.dc_loadability:
+            raise GridtuneError("model setting `loadability_cuts` answers the DC loadability input: "
+                                "it needs `dc_loadability=true`")
+
+
+# Named sets of settings (`model_preset`, `--model-option preset=NAME`); other options override them.
+# fast: a model that infers on thousands of case118 scenarios a second on one core: the DC
+# loadability answered from the training split's LP cuts (no solve), no branch readout, 16 wide x 2
+# blocks (docs/results.md, "Fast inference").
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"hidden": 16, "layers": 2, "head_hidden": 16, "edge_readout": False, "dc_loadability": True,
+             "loadability_cuts": True},
+}
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    """The `ModelConfig` of preset `name` with `overrides`; an unknown name lists the valid ones."""
+    from gridtune.errors import choices_text
+
+    if name not in MODEL_PRESETS:
+        raise GridtuneError(f"unknown model preset `{name}`; valid: {choices_text(MODEL_PRESETS)}")
+    return ModelConfig(**{**MODEL_PRESETS[name], **overrides})
 
 
 # Settings added after the first checkpoints were written, with the value that reproduces the
 # model those checkpoints hold; `gridtune.nn.checkpoint` fills them in when a config lacks them.
 LEGACY_MODEL_SETTINGS: dict[str, Any] = {"outage_feature": False, "outage_messages": False, "edge_readout": False,
-                                         "stress_features": False, "dc_loadability": False}
+                                         "stress_features": False, "dc_loadability": False,
+                                         "loadability_cuts": False}
 
 
 class GridModelNet(nn.Module):
@@ -155,6 +184,8 @@ class GridModelNet(nn.Module):
         self.embed_dim = ((4 if config.edge_readout else 2) * config.hidden + CONTEXT_DIM
                           + (len(LOADABILITY_BUS) if config.dc_loadability else 0))
         self.head = make_head(task, self.embed_dim, config.head_hidden)
+        # filled after training (`fill_cuts`); empty, every topology is solved
+        self.cuts = CutTable() if config.loadability_cuts else None
         self.register_buffer("logit_scale", torch.ones(1))
         self.register_buffer("logit_bias", torch.zeros(1))
 
@@ -163,7 +194,8 @@ class GridModelNet(nn.Module):
         index = _batch_vector(batch)
         x, ea = self.normalizer.bus(x_raw), self.normalizer.branch(ea_raw)
         if self.config.dc_flow or self.config.stress_features:
-            theta, flow, loading = _dc_flow(x_raw, batch.edge_index, ea_raw, index)
+            theta, flow, loading, q_flow = _dc_flows(x_raw, batch.edge_index, ea_raw, index,
+                                                     reactive=self.config.stress_features)
         if self.config.dc_flow:
             x, ea = torch.cat([x, theta], dim=-1), torch.cat([ea, loading], dim=-1)
         on = in_service_mask(ea_raw)
@@ -171,11 +203,11 @@ class GridModelNet(nn.Module):
             x = torch.cat([x, outaged_degree(batch.edge_index, on, x.shape[0]).to(x.dtype)], dim=-1)
         if self.config.stress_features:
             bus, branch = stress_features(x_raw, batch.edge_index, ea_raw, getattr(batch, "nominal_load_pu", None),
-                                          index, flow)
+                                          index, flow, q_flow)
             x, ea = torch.cat([x, bus], dim=-1), torch.cat([ea, branch], dim=-1)
         context = self.normalizer.context(system_context(x_raw, index))
         if self.config.dc_loadability:
-            bus, branch = loadability_features(x_raw, batch.edge_index, ea_raw, index)
+            bus, branch = loadability_features(x_raw, batch.edge_index, ea_raw, index, self.cuts)
             x, ea = torch.cat([x, bus], dim=-1), torch.cat([ea, branch], dim=-1)
             # one value per graph, repeated on its buses: the head gets it directly
             context = torch.cat([context, global_max_pool(bus, index, context.shape[0])], dim=-1)
@@ -205,6 +237,18 @@ class GridModelNet(nn.Module):
 
 
 DC_FLOW_DIMS = (1, 1)  # (bus angle, branch loading)
+
+
+def fill_cuts(model: Any, graphs: Any) -> int:
+    """With `loadability_cuts`, solve `graphs`' loadability LPs (the training split) and store their
+    topologies' cuts in the model; returns the topologies stored (0: nothing to do)."""
+    from gridtune.nn.loadability import solved_topologies
+
+    cuts = getattr(model, "cuts", None)
+    if not isinstance(cuts, CutTable):
+        return 0
+    cuts.fill(solved_topologies(graphs))
+    return len(cuts)
 
 
 def outaged_degree(edge_index: Tensor, in_service: Tensor, n: int) -> Tensor:
@@ -238,10 +282,18 @@ def dc_flow_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, i
 def _dc_flow(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor
              ) -> tuple[Tensor, Tensor, Tensor]:
     """`dc_flow_features` plus the signed flow per branch row: (N, 1), (2E, 1), (2E, 1)."""
+    return _dc_flows(x_raw, edge_index, edge_attr_raw, index, reactive=False)[:3]
+
+
+@torch.no_grad()
+def _dc_flows(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Tensor, *, reactive: bool
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """`_dc_flow` and, with `reactive`, the reactive flow `stress_features` needs, from the same
+    grouping of the batch and one product per topology: (N, 1), (2E, 1), (2E, 1), (2E, 1) or None."""
     import numpy as np
 
     from gridtune.grids.features import BRANCH_FEATURES as BF
-    from gridtune.nn.stress import linear_flows, proportional_injection
+    from gridtune.nn.stress import linear_flows, proportional_injection, reactive_injection
 
     xr = x_raw.double().cpu().numpy()
     ea = edge_attr_raw.double().cpu().numpy()
@@ -250,12 +302,18 @@ def _dc_flow(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, index: Te
     # loadings no more predictive of case118 feasibility (gradient boosting on the ten highest
     # loadings and the system ratios, 5-fold: 0.927 both ways).
     p = proportional_injection(xr, idx, "pd_pu", "max_pg_pu")  # (N,) injections, p.u.
-    theta, flow = linear_flows(xr, edge_index.cpu().numpy(), ea, idx, p)
+    if reactive:  # phase shifters act on P only
+        theta, flows = linear_flows(xr, edge_index.cpu().numpy(), ea, idx,
+                                    np.stack([p, reactive_injection(xr, idx)], axis=1), shift=(True, False))
+        theta, flow, q_flow = theta[:, 0], flows[:, 0], flows[:, 1]
+    else:
+        theta, flow = linear_flows(xr, edge_index.cpu().numpy(), ea, idx, p)
     on = ea[:, BF.index("in_service")] > 0.5
     loading = np.where(on, np.abs(flow) / np.maximum(ea[:, BF.index("rate_a_pu")], 1e-6), 0.0)
     dtype, device = x_raw.dtype, x_raw.device
     as_col = lambda a: torch.as_tensor(a, dtype=dtype, device=device).unsqueeze(-1)  # noqa: E731
-    return as_col(theta), as_col(flow), as_col(np.minimum(loading, 10.0))
+    return (as_col(theta), as_col(flow), as_col(np.minimum(loading, 10.0)),
+            as_col(q_flow) if reactive else None)
 
 
 def balance_generation(out: Tensor, batch: Any, index: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ branch (2E, len(STRESS_BRANCH)):
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -39,30 +40,36 @@ MAX_RATIO = 10.0  # caps the ratios: an isolated load or an unrated branch must 
 
 
 def linear_flows(x_raw: np.ndarray, edge_index: np.ndarray, ea: np.ndarray, idx: np.ndarray,
-                 injection: np.ndarray, shift: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                 injection: np.ndarray, shift: bool | Sequence[bool] = True) -> tuple[np.ndarray, np.ndarray]:
     """Solve the B-theta system of each graph for `injection` (p.u.).
 
     Lossless DC model over energised branches, angle 0 at the reference bus (graphs without one:
     their first bus). With `shift`, phase shifters act as fixed injections (MATPOWER Pbusinj).
     Graphs that share a B-theta matrix (a topology) share one dense inverse, cached across
-    batches, applied to all their injections in one product.
+    batches, applied to all their injections in one product. Several injection columns (e.g. P
+    and Q) share one grouping and one product; `shift` then says per column whether phase
+    shifters act on it.
 
     Shapes: x_raw (N, F_bus), edge_index (2, 2E), ea (2E, F_branch), idx (N,), injection (N,)
-        -> theta (N,), flow (2E,) from source to destination of each row (0 on outaged rows)
+        or (N, k) -> theta (N,) or (N, k), flow (2E,) or (2E, k) from source to destination of
+        each row (0 on outaged rows)
     """
     n = x_raw.shape[0]
+    k_shape = injection.shape[1:]
     if n == 0:
-        return np.zeros(0), np.zeros(ea.shape[0])
+        return np.zeros((0, *k_shape)), np.zeros((ea.shape[0], *k_shape))
     n_graphs = int(idx.max()) + 1
     on = ea[:, BF.index("in_service")] > 0.5
     fwd = on & (ea[:, BF.index("is_reverse")] < 0.5)
     f, t = edge_index[0, fwd], edge_index[1, fwd]
     b = 1.0 / (ea[fwd, BF.index("x_pu")] * ea[fwd, BF.index("tap_ratio")])
-    p = injection.astype(float).copy()
-    if shift:
+    p = injection.astype(float).reshape(n, -1).copy()  # (N, k)
+    shifted = np.broadcast_to(np.asarray(shift, dtype=bool), (p.shape[1],))
+    if shifted.any():
         shift_rad = ea[fwd, BF.index("shift_rad")]
-        np.add.at(p, f, b * shift_rad)
-        np.add.at(p, t, -b * shift_rad)
+        k = np.flatnonzero(shifted)[None, :]
+        np.add.at(p, (f[:, None], k), (b * shift_rad)[:, None])
+        np.add.at(p, (t[:, None], k), (-b * shift_rad)[:, None])
     ref = x_raw[:, BUS.index("is_ref")] > 0.5
     first = np.r_[True, idx[1:] != idx[:-1]]
     has_ref = np.bincount(idx, ref.astype(float), n_graphs) > 0
@@ -75,13 +82,14 @@ def linear_flows(x_raw: np.ndarray, edge_index: np.ndarray, ea: np.ndarray, idx:
         rows = np.r_[f, t, f, t, np.arange(n)]
         cols = np.r_[f, t, t, f, np.arange(n)]
         vals = np.r_[b, b, -b, -b, np.where(ground, GROUND, FLOAT)]
-        theta = np.atleast_1d(spsolve(sp.csc_matrix((vals, (rows, cols)), shape=(n, n)), p))
+        theta = np.asarray(spsolve(sp.csc_matrix((vals, (rows, cols)), shape=(n, n)), p)).reshape(n, -1)
     src, dst = edge_index[0, on], edge_index[1, on]
     sign = np.where(ea[on, BF.index("is_reverse")] < 0.5, 1.0, -1.0)
     b_on = 1.0 / (ea[on, BF.index("x_pu")] * ea[on, BF.index("tap_ratio")])
-    flow = np.zeros(ea.shape[0])
-    flow[on] = b_on * (theta[src] - theta[dst] - (sign * ea[on, BF.index("shift_rad")] if shift else 0.0))
-    return theta, flow
+    flow = np.zeros((ea.shape[0], p.shape[1]))
+    phase = (sign * ea[on, BF.index("shift_rad")])[:, None] * shifted  # (E_on, k)
+    flow[on] = b_on[:, None] * (theta[src] - theta[dst] - phase)
+    return theta.reshape(n, *k_shape), flow.reshape(ea.shape[0], *k_shape)
 
 
 GROUND, FLOAT = 1e6, 1e-9  # diagonal terms: the reference bus held at 0, other buses regularised
@@ -99,7 +107,7 @@ def _grouped_solve(edge_index: np.ndarray, ea: np.ndarray, idx: np.ndarray, n_gr
         lay = layout(idx, edge_index, n_graphs)
     except ValueError:
         return None
-    theta = np.zeros(idx.size)
+    theta = np.zeros(p.shape)
     for _, nodes, edges, key in graph_groups(lay, edge_index, ground[:, None], ea[:, _STRUCTURE]):
         inv = _INV.get(key)
         if inv is None:
@@ -113,7 +121,7 @@ def _grouped_solve(edge_index: np.ndarray, ea: np.ndarray, idx: np.ndarray, n_gr
         else:
             _INV.move_to_end(key)
         # torch, not numpy: one thread when torch has one (a BLAS pool is slow for small products)
-        theta[nodes] = (torch.from_numpy(np.ascontiguousarray(p[nodes])) @ inv.T).numpy()
+        theta[nodes] = (inv @ torch.from_numpy(np.ascontiguousarray(p[nodes]))).numpy()  # (g, n, k)
     return theta
 
 
@@ -139,8 +147,14 @@ def proportional_injection(x_raw: np.ndarray, idx: np.ndarray, load_col: str, ca
     return cap / np.maximum(total_cap[idx], 1e-9) * total_load[idx] - load
 
 
+def reactive_injection(x_raw: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The reactive injections of the `s_loading` proxy: load met by units in proportion to their
+    Q capacity. (N,) p.u."""
+    return proportional_injection(x_raw, idx, "qd_pu", "max_qg_pu")
+
+
 def stress_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, nominal_load_pu: Tensor | None,
-                    index: Tensor, p_flow: Tensor) -> tuple[Tensor, Tensor]:
+                    index: Tensor, p_flow: Tensor, q_flow: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The stress columns of the module docstring.
 
     The bus columns are differentiable in the load columns of `x_raw` (a gradient-based
@@ -153,6 +167,8 @@ def stress_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, no
             and gets a clear error.
         index: graph of each bus (N,).
         p_flow: signed DC active flow per branch row (2E,), p.u. (`dc_flow_features`'s dispatch).
+        q_flow: the reactive flow of the `s_loading` proxy (2E,), when the caller solved it with
+            `p_flow` (`linear_flows` on both columns); computed here otherwise (default: None).
 
     Shapes: -> bus (N, len(STRESS_BUS)), branch (2E, len(STRESS_BRANCH))
     """
@@ -181,10 +197,12 @@ def stress_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tensor, no
         rate = ea[:, BF.index("rate_a_pu")]
         feed = np.bincount(ei[0, on], rate[on], n)  # each branch once per end (one row per direction)
         degree = np.bincount(ei[0, on], minlength=n).astype(float)
-        _, q_flow = linear_flows(xr, ei, ea, idx, proportional_injection(xr, idx, "qd_pu", "max_qg_pu"),
-                                 shift=False)
+        if q_flow is None:
+            _, q = linear_flows(xr, ei, ea, idx, reactive_injection(xr, idx), shift=False)
+        else:
+            q = q_flow.detach().double().cpu().numpy().reshape(-1)
         p = p_flow.detach().double().cpu().numpy().reshape(-1)
-        s_loading = np.where(on, np.hypot(p, q_flow) / np.maximum(rate, 1e-6), 0.0)
+        s_loading = np.where(on, np.hypot(p, q) / np.maximum(rate, 1e-6), 0.0)
     p_net = (pd_ - x[:, BUS.index("max_pg_pu")].detach().clamp_min(0.0)).clamp_min(0.0)
     q_net = (qd - x[:, BUS.index("max_qg_pu")].detach().clamp_min(0.0)).clamp_min(0.0)
     s2 = p_net ** 2 + q_net ** 2

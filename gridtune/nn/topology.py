@@ -65,8 +65,14 @@ def graph_groups(lay: Layout, edge_index: np.ndarray, node_cols: np.ndarray, edg
         stacked = np.concatenate([node_cols[nodes].reshape(gid.size, -1), edge_cols[edges].reshape(gid.size, -1),
                                   local.reshape(gid.size, -1).astype(float)], axis=1)
         proj = (torch.from_numpy(stacked) @ _projection(stacked.shape[1])).numpy()  # torch: its thread setting
-        _, inverse = np.unique(proj, axis=0, return_inverse=True)
+        _, first, inverse = np.unique(proj, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
+        if np.array_equal(stacked, stacked[first[inverse]]):  # no projection collision: one comparison
+            order = np.argsort(inverse, kind="stable")
+            for grp in np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1):
+                key = hashlib.blake2b(np.ascontiguousarray(stacked[grp[0]]).tobytes(), digest_size=16).digest()
+                yield gid[grp], nodes[grp], edges[grp], key
+            continue
         for label in np.unique(inverse):
             rows = np.flatnonzero(inverse == label)
             while rows.size:

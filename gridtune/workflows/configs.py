@@ -163,7 +163,10 @@ def with_fields(config_cls: type, config: Any, fields: dict[str, Any]) -> Any:
 
 def parse_model_options(items: list[str] | None) -> dict[str, Any]:
     """`["edge_readout=false", "hidden=32"]` -> ModelConfig overrides, typed by ModelConfig's
-    fields; an unknown key or a bad value is one `SpecError` naming what is valid."""
+    fields; an unknown key or a bad value is one `SpecError` naming what is valid.
+    `preset=NAME` stands for the settings of `gridtune.nn.model.MODEL_PRESETS[NAME]`, and the
+    other options override them (e.g. `preset=fast`, `hidden=32`)."""
+    from gridtune.nn.model import MODEL_PRESETS
     from gridtune.specs import from_table
 
     table: dict[str, Any] = {}
@@ -172,6 +175,11 @@ def parse_model_options(items: list[str] | None) -> dict[str, Any]:
         if not sep:
             raise SpecError(f"model option `{item}` is not KEY=VALUE, e.g. `edge_readout=false`")
         table[key.strip().replace("-", "_")] = _literal(raw.strip())
+    if "preset" in table:
+        name = table.pop("preset")
+        if name not in MODEL_PRESETS:
+            raise SpecError(f"model option `preset={name}` is not a preset; valid: {choices_text(MODEL_PRESETS)}")
+        table = {**MODEL_PRESETS[name], **table}
     from_table(ModelConfig, table, where="--model-option")  # validates keys and types
     return table
 

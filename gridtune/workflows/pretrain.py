@@ -35,7 +35,7 @@ from gridtune.grids.view import (
 )
 from gridtune.nn.calibration import platt_calibrate
 from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint, seal_checkpoint
-from gridtune.nn.model import build_model, count_parameters
+from gridtune.nn.model import build_model, count_parameters, fill_cuts
 from gridtune.nn.normalizer import Normalizer
 from gridtune.nn.tasks import make_task, task_for_model
 from gridtune.workflows.configs import PretrainConfig, with_fields
@@ -138,6 +138,7 @@ def _pretrain(data: Any, out: Path, config: PretrainConfig, *, workers: int | No
     batch = config.train.batch_size
     fitted = fit(net, make_loader(train, batch, shuffle=True, seed=seed),
                  make_loader(val, batch, shuffle=False), fit_task, config.train, progress=progress)
+    fill_cuts(net, [view.graphs[i] for i in tr_idx])  # with `loadability_cuts`: before calibrating
     calibration = platt_calibrate(net, val) if task == "feasibility" else None
     test_report = evaluate_model(net, view, split=(tr_idx, te_idx))
     per_source = None
