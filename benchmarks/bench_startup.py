@@ -72,8 +72,8 @@ def main() -> int:
     args = p.parse_args()
 
     import pandapower.networks as pn
-
     from bench_labelling import BOUNDARY, critical_scale, naive_label
+
     from gridtune.grids.build import draw, prepare_grid, prepare_topologies
     from gridtune.grids.model import grid_from_net
     from gridtune.grids.recipe import load_recipe
