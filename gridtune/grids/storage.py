@@ -373,8 +373,8 @@ def read_rows(directory: Path) -> pd.DataFrame:
 def _read_ids(path: Path) -> np.ndarray:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["scenario_id"], page_checksum_verification=True)
-    return table.column("scenario_id").to_numpy().astype(np.int64)
+    with pq.ParquetFile(path, page_checksum_verification=True) as file:
+        return file.read(columns=["scenario_id"]).column(0).to_numpy().astype(np.int64)
 
 
 def finished_ids(directory: Path) -> set[int]:
@@ -422,30 +422,31 @@ def join_rows(directory: Path, visit: Callable[[pd.DataFrame], None] | None = No
     import pyarrow.parquet as pq
 
     main = directory / "scenarios.parquet"
-    files, paths, ids = [], [], []
+    # opened one at a time and closed: an open file holds its metadata (~150 KiB), and a
+    # build may leave hundreds of parts
+    paths, ids, starts = [], [], []
+    schema = pa.schema([("scenario_id", pa.int64())])  # every file's columns, types promoted
     for path in ([main] if main.is_file() else []) + _part_files(directory):
         try:
-            file, got = pq.ParquetFile(path, page_checksum_verification=True), _read_ids(path)
+            with pq.ParquetFile(path, page_checksum_verification=True) as file:
+                got = file.read(columns=["scenario_id"]).column(0).to_numpy().astype(np.int64)
+                meta = file.metadata
+                groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+                schema = pa.unify_schemas([schema, file.schema_arrow.remove_metadata()],
+                                          promote_options="permissive")
         except (OSError, ValueError) as exc:
             if path == main:
                 raise DataError(f"`{main}` is damaged ({_first_line(exc)}); {REBUILD}") from None
             _drop_damaged_part(directory, path, exc)
             continue
-        files.append(file)
         paths.append(path)
         ids.append(got)
-    if files:
-        schema = pa.unify_schemas([f.schema_arrow.remove_metadata() for f in files],
-                                  promote_options="permissive")
-    else:
-        schema = pa.schema([("scenario_id", pa.int64())])
+        starts.append(np.cumsum([0, *groups]))  # first row of each row group
     source = np.concatenate([np.full(len(a), k) for k, a in enumerate(ids)] or [np.zeros(0, int)])
     row = np.concatenate([np.arange(len(a)) for a in ids] or [np.zeros(0, int)])
     _, first = np.unique(np.concatenate(ids or [np.zeros(0, np.int64)]), return_index=True)
     source, row = source[first], row[first]  # (n,) each, in id order
     # each row's row group within its file, and the last batch that reads each row group
-    starts = [np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
-              for f in files]
     group = np.zeros(len(row), dtype=np.int64)
     for k, bounds in enumerate(starts):
         mine = source == k
@@ -460,7 +461,8 @@ def join_rows(directory: Path, visit: Callable[[pd.DataFrame], None] | None = No
             for k, g in dict.fromkeys(zip(source[sl].tolist(), group[sl].tolist())):
                 if (k, g) not in held:
                     try:
-                        held[(k, g)] = _conform(files[k].read_row_group(g), schema)
+                        with pq.ParquetFile(paths[k], page_checksum_verification=True) as file:
+                            held[(k, g)] = _conform(file.read_row_group(g), schema)
                     except (OSError, ValueError) as exc:
                         raise DataError(f"`{paths[k]}` is damaged ({_first_line(exc)}); "
                                         f"{REBUILD}") from None
