@@ -23,47 +23,9 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = """
-case = "case118"
-samples = {samples}
-seed = 0
-[loads]
-scale = [0.9, 1.3]
-noise = 0.05
-[topology]
-n_minus_1 = 0.5
-candidates = 8
-[labels]
-solutions = true
-dc = false
-"""
-STUDY = """
-name = "memory"
-task = "feasibility"
-sources = ["case9"]
-targets = ["case9"]
-pairs = "all"
-strategies = ["full", "linear-probe"]
-labels = [10]
-seeds = {seeds}
+sys.path.insert(0, str(REPO))
 
-[data]
-samples = 60
-[data.overrides]
-loads = {{ scale = [0.9, 2.2] }}
-topology = {{ candidates = 3 }}
-labels = {{ dc = false }}
-
-[pretrain]
-epochs = 3
-hidden = 16
-layers = 2
-
-[finetune]
-epochs = 3
-patience = 2
-"""
-
+from tests.templates import recipe_toml, study_toml  # noqa: E402
 
 WRAPPER = ("import resource, subprocess, sys; "
            "code = subprocess.run(sys.argv[1:]).returncode; "
@@ -111,14 +73,15 @@ def main() -> int:
                    OMP_NUM_THREADS="1")
         if not args.skip_build:
             for n in args.build_sizes:
-                (root / f"r{n}.toml").write_text(RECIPE.format(samples=n))
+                (root / f"r{n}.toml").write_text(recipe_toml(n, case="case118", seed=0,
+                                                             scale="[0.9, 1.3]", candidates=8))
                 rows.append((f"case118 build, {n} scenarios", *measure(
                     ["data", "build", str(root / f"r{n}.toml"), "--out", str(root / f"ds{n}"),
                      "--workers", "2"], root, env)))
                 print(rows[-1], flush=True)
         for cells in args.cells:
-            seeds = list(range(cells // 2))
-            (root / f"s{cells}.toml").write_text(STUDY.format(seeds=seeds))
+            (root / f"s{cells}.toml").write_text(study_toml("memory", seeds=range(cells // 2),
+                                                            samples=60))
             rows.append((f"study, {cells} cells", *measure(
                 ["study", "run", str(root / f"s{cells}.toml"), "--out", str(root / f"study{cells}"),
                  "--workers", "1", "--no-report"], root, env)))

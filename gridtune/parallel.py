@@ -99,13 +99,18 @@ def run_tasks(
     try:
         futures = {pool.submit(_run_chunk, fn, [items[i] for i in c]): c for c in chunks}
         for fut in as_completed(futures):
+            # dropped once yielded: a finished future holds its results, and the caller may
+            # write them away (a dataset build) rather than keep them all
+            indices = futures.pop(fut)
             try:
                 results = fut.result()
             except BrokenProcessPool as exc:  # a worker died: this pool's unfinished tasks are lost
-                yield from _lost(items, futures[fut], f"worker process died ({exc})", on_lost)
+                yield from _lost(items, indices, f"worker process died ({exc})", on_lost)
                 continue
-            for i, res in zip(futures[fut], results):
+            del fut
+            for i, res in zip(indices, results):
                 yield i, res
+            del results
         finished = True
     finally:
         if finished:

@@ -21,42 +21,9 @@ from typing import Any
 
 import pandas as pd
 
+from tests.templates import recipe_toml, study_toml
+
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = """
-case = "case9"
-samples = {samples}
-seed = 5
-[loads]
-scale = [0.9, 2.2]
-noise = 0.05
-[topology]
-n_minus_1 = 0.5
-candidates = 3
-[labels]
-solutions = true
-dc = false
-"""
-STUDY = """
-name = "faults"
-task = "feasibility"
-sources = ["{data}"]
-targets = ["{data}"]
-pairs = "all"
-strategies = ["full", "linear-probe"]
-labels = [10]
-seeds = [0, 1]
-
-[pretrain]
-epochs = 3
-hidden = 16
-layers = 2
-
-[finetune]
-epochs = 3
-patience = 2
-"""
-
-
 @dataclasses.dataclass
 class Workload:
     """One command under test: its arguments (with `{work}` for the work directory and `{data}`
@@ -125,7 +92,7 @@ def workloads(data: Path, samples: int = 40) -> list[Workload]:
 def prepare(root: Path, samples: int = 40) -> tuple[Path, Path]:
     """A built case9 dataset and a pre-trained checkpoint that the workloads share."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "recipe.toml").write_text(RECIPE.format(samples=samples))
+    (root / "recipe.toml").write_text(recipe_toml(samples))
     data = root / "data"
     run(["data", "build", str(root / "recipe.toml"), "--out", str(data), "--workers", "1"], root)
     ckpt = root / "ckpt"
@@ -172,8 +139,8 @@ def _setup(work: Path, root: Path, samples: int) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    (work / "recipe.toml").write_text(RECIPE.format(samples=samples))
-    (work / "study.toml").write_text(STUDY.format(data=root / "data"))
+    (work / "recipe.toml").write_text(recipe_toml(samples))
+    (work / "study.toml").write_text(study_toml("faults", data=str(root / "data")))
 
 
 def _argv(w: Workload, work: Path, root: Path) -> list[str]:
@@ -210,40 +177,12 @@ def kill_and_resume(w: Workload, root: Path, kill_after_s: float, expected: Any,
     return KillPoint(w.name, kill_after_s, killed, got == expected, err)
 
 
-SHARED_CACHE_STUDY = """
-name = "shared"
-task = "feasibility"
-sources = ["case9"]
-targets = ["case9"]
-pairs = "all"
-strategies = ["full"]
-labels = [10]
-seeds = [0]
-
-[data]
-samples = 24
-[data.overrides]
-loads = {{ scale = [0.9, 2.2] }}
-topology = {{ candidates = 3 }}
-labels = {{ dc = false }}
-
-[pretrain]
-epochs = 3
-hidden = 16
-layers = 2
-
-[finetune]
-epochs = 3
-patience = 2
-"""
-
-
 def two_studies_one_cache(root: Path) -> tuple[list[int], list[str], list[Any]]:
     """Start two studies at once that need the same (not yet built) dataset in one cache
     directory; return their exit codes, stderr and results."""
     root.mkdir(parents=True, exist_ok=True)
     spec = root / "shared.toml"
-    spec.write_text(SHARED_CACHE_STUDY.format())
+    spec.write_text(study_toml("shared", strategies=("full",), seeds=(0,), samples=24))
     procs, logs = [], []
     for name in ("a", "b"):
         log = open(root / f"{name}.err", "w")

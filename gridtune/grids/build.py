@@ -336,7 +336,7 @@ def _build_locked(recipe: Recipe, directory: Path, *, workers: int, backend: str
         cached_profile(recipe.loads.profile, recipe.case, grid, recipe.loads.hours)
     topologies, calib = prepare_topologies(recipe, grid, directory, workers=workers,
                                            backend=backend, progress=progress)
-    done = set(storage.read_rows(directory)["scenario_id"].astype(int).tolist())
+    done = storage.finished_ids(directory)
     todo = [i for i in range(recipe.samples) if i not in done]
     chunks = [_Chunk(grid, tuple(topologies), recipe, tuple(todo[i:i + CHUNK_SCENARIOS]))
               for i in range(0, len(todo), CHUNK_SCENARIOS)]
@@ -366,15 +366,27 @@ def _build_locked(recipe: Recipe, directory: Path, *, workers: int, backend: str
 
 def finalize(directory: Path, recipe: Recipe, grid: GridModel, rating: dict[str, Any],
              calib: dict[str, Any]) -> dict[str, Any]:
-    """Consolidate part files into scenarios.parquet and write manifest.json."""
+    """Join the part files into scenarios.parquet and write manifest.json.
+
+    The join goes batch by batch (`storage.join_rows`); the content hash and the summary are
+    taken from the batches as they pass, so no step holds the whole table.
+    """
     import shutil
 
-    from gridtune.files import seal, unseal
-    from gridtune.grids.summary import summarize
+    import pandas as pd
 
-    df = storage.read_rows(directory)
+    from gridtune.files import seal, unseal
+    from gridtune.grids.summary import summarize, summary_rows
+
     unseal(directory, ["scenarios.parquet", "manifest.json"])
-    storage.write_table(df, directory / "scenarios.parquet")
+    digest = storage.ContentHash()
+    rows: list[pd.DataFrame] = []
+
+    def visit(batch: pd.DataFrame) -> None:
+        digest.update(batch)
+        rows.append(summary_rows(batch, grid))
+
+    storage.join_rows(directory, visit)
     if (directory / "parts").is_dir():
         shutil.rmtree(directory / "parts")
     manifest = {
@@ -384,12 +396,12 @@ def finalize(directory: Path, recipe: Recipe, grid: GridModel, rating: dict[str,
         "recipe": recipe.to_dict(),
         "recipe_source": recipe.source,
         "cache_key": dataset_key(recipe),
-        "content_hash": storage.content_hash(df),
+        "content_hash": digest.hexdigest(),
         "grid": {"name": grid.name, "hash": grid_hash(grid), "buses": grid.n_bus,
                  "branches": grid.n_branch, "generators": grid.n_gen},
         "ratings": rating,
         "calibration": calib,
-        **summarize(df, grid),
+        **summarize(pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(), grid),
     }
     storage.write_json(directory / "manifest.json", manifest)
     seal(directory, storage.DATASET_FILES, merge=False)

@@ -5,7 +5,9 @@
     grid.json           the grid as labelled (after repairs and re-rating): self-contained
     calibration.json    topologies with their critical load scales (and rejected ones, with why)
     parts/part-*.parquet  rows as they finish (a resumed build keeps them)
-    scenarios.parquet   all rows, one per scenario, sorted by `scenario_id`
+    scenarios.parquet   all rows, one per scenario, sorted by `scenario_id`, in row groups of
+                        `JOIN_ROWS` (joined from the parts batch by batch: a build never holds
+                        the whole table)
     checksums.json      size and SHA-256 of the five files above (written last: the seal)
 
 Every file is written atomically (temporary name, fsync, rename; `gridtune.files`), parquet
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +44,10 @@ REBUILD = "rerun `gridtune data build` on this directory to rebuild the damaged 
 
 LIST_COLUMNS = ("pd_mw", "qd_mvar", "outages", "gen_outages", "cost_scale", "pg_mw", "qg_mvar",
                 "vm_pu", "va_degree", "loading_percent", "branch_flow_mva", "dc_pg_mw", "dc_va_degree")
+
+# Rows per batch of the final join and per row group of scenarios.parquet: what a build holds
+# at once (about 8 KiB a row on case118), whatever the number of scenarios.
+JOIN_ROWS = 256
 
 # Columns that define a dataset's content (solve times vary run to run and are left out).
 CONTENT_COLUMNS = ("scenario_id", "status", "certificate", "load_scale", "pd_mw", "qd_mvar",
@@ -217,7 +224,7 @@ def check_dataset(directory: str | Path, *, deep: bool = True,
                 if not isinstance(json.loads(path.read_text()), dict):
                     raise ValueError("not a JSON object")
             elif deep:
-                pd.read_parquet(path, page_checksum_verification=True)
+                verify_parquet(path)
             else:
                 pq.ParquetFile(path).metadata  # noqa: B018  (reads the footer)
         except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -318,21 +325,43 @@ def write_part(directory: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def verify_parquet(path: Path) -> None:
+    """Read a parquet file batch by batch with every page CRC checked, holding one batch at a
+    time; raises what pyarrow raises (`OSError`, `ValueError`) on damage."""
+    import pyarrow.parquet as pq
+
+    for _ in pq.ParquetFile(path, page_checksum_verification=True).iter_batches(JOIN_ROWS):
+        pass
+
+
+def _part_files(directory: Path) -> list[Path]:
+    parts = directory / "parts"
+    return sorted(parts.glob("part-*.parquet")) if parts.is_dir() else []
+
+
+def _drop_damaged_part(directory: Path, part: Path, exc: BaseException) -> None:
+    import sys
+
+    print(f"dataset `{directory}`: part `{part.name}` is damaged ({_first_line(exc)}); "
+          "its scenarios are labelled again", file=sys.stderr)
+    part.unlink(missing_ok=True)
+
+
 def read_rows(directory: Path) -> pd.DataFrame:
-    """All rows of a dataset: scenarios.parquet plus any part files, de-duplicated by id."""
+    """All rows of a dataset: scenarios.parquet plus any part files, de-duplicated by id.
+
+    Holds the whole table: a build lists its finished scenarios with `finished_ids` and joins
+    them with `join_rows` instead.
+    """
     frames = []
     main = directory / "scenarios.parquet"
     if main.is_file():
         frames.append(read_table(main))
-    for p in sorted((directory / "parts").glob("part-*.parquet")) if (directory / "parts").is_dir() else []:
+    for p in _part_files(directory):
         try:
             frames.append(pd.read_parquet(p, page_checksum_verification=True))
         except (OSError, ValueError) as exc:  # a damaged part: its scenarios are labelled again
-            import sys
-
-            print(f"dataset `{directory}`: part `{p.name}` is damaged ({_first_line(exc)}); "
-                  "its scenarios are labelled again", file=sys.stderr)
-            p.unlink(missing_ok=True)
+            _drop_damaged_part(directory, p, exc)
             continue
     if not frames:
         return pd.DataFrame(columns=["scenario_id"])
@@ -341,19 +370,151 @@ def read_rows(directory: Path) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def _read_ids(path: Path) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path, page_checksum_verification=True) as file:
+        return file.read(columns=["scenario_id"]).column(0).to_numpy().astype(np.int64)
+
+
+def finished_ids(directory: Path) -> set[int]:
+    """Ids of the scenarios already labelled in `directory` (scenarios.parquet and part files).
+
+    Reads only the id column of scenarios.parquet (the build's `repair` has proven the file
+    whole). Each part file is read batch by batch with its page CRCs checked, keeping only the
+    ids: a damaged part is named and removed, and its scenarios are labelled again.
+    """
+    done: set[int] = set()
+    main = directory / "scenarios.parquet"
+    if main.is_file():
+        try:
+            done.update(_read_ids(main).tolist())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"`{main}` is damaged ({_first_line(exc)}); {REBUILD}") from None
+    for part in _part_files(directory):
+        try:
+            verify_parquet(part)
+            done.update(_read_ids(part).tolist())
+        except (OSError, ValueError) as exc:
+            _drop_damaged_part(directory, part, exc)
+    return done
+
+
+def _conform(table: Any, schema: Any) -> Any:
+    """`table` with `schema`'s columns, in its order and types (a column it lacks is all null)."""
+    import pyarrow as pa
+
+    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names
+               else pa.nulls(table.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def join_rows(directory: Path, visit: Callable[[pd.DataFrame], None] | None = None) -> int:
+    """Write scenarios.parquet from itself and the part files, `JOIN_ROWS` rows at a time.
+
+    The same rows as `read_rows`: sorted by `scenario_id`, one per id (the first copy wins:
+    scenarios.parquet, then the parts by name). Only the id columns are read whole; the rows
+    are taken batch by batch from the row groups that hold them, and a row group is dropped
+    after the last batch that needs it, so the memory held does not grow with the number of
+    scenarios. `visit` sees every batch as a frame, in id order. Returns the number of rows.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    main = directory / "scenarios.parquet"
+    # opened one at a time and closed: an open file holds its metadata (~150 KiB), and a
+    # build may leave hundreds of parts
+    paths, ids, starts = [], [], []
+    schema = pa.schema([("scenario_id", pa.int64())])  # every file's columns, types promoted
+    for path in ([main] if main.is_file() else []) + _part_files(directory):
+        try:
+            with pq.ParquetFile(path, page_checksum_verification=True) as file:
+                got = file.read(columns=["scenario_id"]).column(0).to_numpy().astype(np.int64)
+                meta = file.metadata
+                groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+                schema = pa.unify_schemas([schema, file.schema_arrow.remove_metadata()],
+                                          promote_options="permissive")
+        except (OSError, ValueError) as exc:
+            if path == main:
+                raise DataError(f"`{main}` is damaged ({_first_line(exc)}); {REBUILD}") from None
+            _drop_damaged_part(directory, path, exc)
+            continue
+        paths.append(path)
+        ids.append(got)
+        starts.append(np.cumsum([0, *groups]))  # first row of each row group
+    source = np.concatenate([np.full(len(a), k) for k, a in enumerate(ids)] or [np.zeros(0, int)])
+    row = np.concatenate([np.arange(len(a)) for a in ids] or [np.zeros(0, int)])
+    _, first = np.unique(np.concatenate(ids or [np.zeros(0, np.int64)]), return_index=True)
+    source, row = source[first], row[first]  # (n,) each, in id order
+    # each row's row group within its file, and the last batch that reads each row group
+    group = np.zeros(len(row), dtype=np.int64)
+    for k, bounds in enumerate(starts):
+        mine = source == k
+        group[mine] = np.searchsorted(bounds, row[mine], side="right") - 1
+    batch = np.arange(len(row)) // JOIN_ROWS
+    last_batch = {(int(k), int(g)): int(b) for k, g, b in zip(source, group, batch)}
+    held: dict[tuple[int, int], Any] = {}
+    with atomic_path(main) as tmp, pq.ParquetWriter(tmp, schema, write_page_checksum=True) as out:
+        for b in range(int(batch[-1]) + 1 if len(batch) else 0):
+            sl = slice(b * JOIN_ROWS, (b + 1) * JOIN_ROWS)
+            pieces, order = [], []
+            for k, g in dict.fromkeys(zip(source[sl].tolist(), group[sl].tolist())):
+                if (k, g) not in held:
+                    try:
+                        with pq.ParquetFile(paths[k], page_checksum_verification=True) as file:
+                            held[(k, g)] = _conform(file.read_row_group(g), schema)
+                    except (OSError, ValueError) as exc:
+                        raise DataError(f"`{paths[k]}` is damaged ({_first_line(exc)}); "
+                                        f"{REBUILD}") from None
+                at = np.flatnonzero((source[sl] == k) & (group[sl] == g))
+                pieces.append(held[(k, g)].take(row[sl][at] - starts[k][g]))
+                order.append(at)
+            table = pa.concat_tables(pieces).take(np.argsort(np.concatenate(order)))
+            out.write_table(table, row_group_size=JOIN_ROWS)
+            if visit is not None:
+                visit(table.to_pandas())
+            for key in [key for key in held if last_batch[key] == b]:
+                del held[key]
+    return len(row)
+
+
 def content_hash(df: pd.DataFrame) -> str:
     """Hash of the label-defining columns (floats rounded to 6 significant digits)."""
-    h = hashlib.sha256()
-    for _, row in df.sort_values("scenario_id").iterrows():
-        for col in CONTENT_COLUMNS:
-            v = row[col]
-            if v is None or (isinstance(v, float) and np.isnan(v)):
-                h.update(b"-")
-            elif isinstance(v, (list, np.ndarray)):
-                h.update(np.array2string(np.asarray(v, dtype=float), precision=6,
-                                         floatmode="maxprec", threshold=10**9).encode())
-            elif isinstance(v, float):
-                h.update(f"{v:.6g}".encode())
-            else:
-                h.update(str(v).encode())
-    return h.hexdigest()[:16]
+    digest = ContentHash()
+    digest.update(df)
+    return digest.hexdigest()
+
+
+class ContentHash:
+    """`content_hash` fed batch by batch, in `scenario_id` order: the batches of a table hash
+    to the value of the whole table, without holding it."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._last_id: int | None = None
+
+    def update(self, df: pd.DataFrame) -> None:
+        if not len(df):
+            return
+        df = df.sort_values("scenario_id")
+        first = int(df["scenario_id"].iloc[0])
+        if self._last_id is not None and first <= self._last_id:
+            raise ValueError(f"ContentHash: batch starts at scenario `{first}`, after "
+                             f"`{self._last_id}`; feed batches in scenario_id order")
+        self._last_id = int(df["scenario_id"].iloc[-1])
+        h = self._h
+        for _, row in df.iterrows():
+            for col in CONTENT_COLUMNS:
+                v = row[col]
+                if v is None or (isinstance(v, float) and np.isnan(v)):
+                    h.update(b"-")
+                elif isinstance(v, (list, np.ndarray)):
+                    h.update(np.array2string(np.asarray(v, dtype=float), precision=6,
+                                             floatmode="maxprec", threshold=10**9).encode())
+                elif isinstance(v, float):
+                    h.update(f"{v:.6g}".encode())
+                else:
+                    h.update(str(v).encode())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()[:16]

@@ -17,6 +17,9 @@ from gridtune.grids.labels import STATUSES
 from gridtune.grids.model import GridModel
 
 BASELINE_FOLDS = 5
+# what `summarize` reads of each scenario: these columns and its system totals
+SUMMARY_COLUMNS = ("scenario_id", "status", "certificate", "load_scale", "solve_time_s")
+TOTALS = ("total_pd_mw", "total_qd_mvar", "in_service_max_pg_mw", "branches_in_service")
 
 
 def system_totals(df: pd.DataFrame, grid: GridModel) -> np.ndarray:
@@ -28,6 +31,14 @@ def system_totals(df: pd.DataFrame, grid: GridModel) -> np.ndarray:
         out[i, 1] = float(np.sum(row.qd_mvar))
         out[i, 2] = float(pmax.sum() - pmax[list(row.gen_outages)].sum())
         out[i, 3] = float(grid.branch_in_service.sum() - len(row.outages))
+    return out
+
+
+def summary_rows(df: pd.DataFrame, grid: GridModel) -> pd.DataFrame:
+    """The part of scenario rows `summarize` reads: `SUMMARY_COLUMNS` plus the `TOTALS` in place
+    of the per-bus arrays (a few numbers a scenario: a build keeps these while it joins)."""
+    out = df[list(SUMMARY_COLUMNS)].reset_index(drop=True)
+    out[list(TOTALS)] = system_totals(df, grid) if len(df) else np.zeros((0, len(TOTALS)))
     return out
 
 
@@ -54,7 +65,8 @@ def baseline_auroc(df: pd.DataFrame, grid: GridModel, seed: int = 0) -> dict[str
     if counts.min() < BASELINE_FOLDS:
         return {"auroc": None, "reason": f"needs at least {BASELINE_FOLDS} scenarios of each "
                 f"class, has {int(counts[0])} feasible and {int(counts[1])} infeasible"}
-    X = system_totals(known, grid)
+    X = known[list(TOTALS)].to_numpy() if set(TOTALS) <= set(known.columns) else \
+        system_totals(known, grid)
     model = totals_classifier()
     folds = StratifiedKFold(n_splits=BASELINE_FOLDS, shuffle=True, random_state=seed)
     prob = cross_val_predict(model, X, y, cv=folds, method="predict_proba")[:, 1]
@@ -64,6 +76,8 @@ def baseline_auroc(df: pd.DataFrame, grid: GridModel, seed: int = 0) -> dict[str
 
 
 def summarize(df: pd.DataFrame, grid: GridModel | None = None) -> dict[str, Any]:
+    """Counts, shares, load-scale range, solve times and (with `grid`) the baseline AUROC of
+    scenario rows, or of their `summary_rows`."""
     n = len(df)
     counts = {s: int((df["status"] == s).sum()) if n else 0 for s in STATUSES}
     times = df["solve_time_s"].to_numpy(dtype=float) if n else np.zeros(0)

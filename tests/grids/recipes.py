@@ -1,22 +1,9 @@
 """A tiny case9 recipe for tests that need a real, solver-labelled dataset in seconds."""
 
-RECIPE = """
-case = "case9"
-samples = {samples}
-seed = 5
-[loads]
-scale = {scale}
-noise = 0.05
-[topology]
-n_minus_1 = 0.5
-candidates = 3
-[labels]
-solutions = true
-dc = true
-"""
+from tests.templates import recipe_toml
 
 
 def recipe_file(tmp_path, samples=12, scale='[0.9, 2.2]', name="r.toml"):
     p = tmp_path / name
-    p.write_text(RECIPE.format(samples=samples, scale=scale))
+    p.write_text(recipe_toml(samples, scale=scale, dc=True))
     return p

@@ -53,6 +53,23 @@ def test_dataset_loads_as_pyg_graphs(built):
     assert len(extra) == 5 and all(e.status.item() == 2 for e in extra)
 
 
+def test_manifest_hash_and_summary_are_those_of_the_whole_table(built):
+    # the build hashes and summarises the joined table batch by batch: the figures must be
+    # those of the table read whole (the hash as it was always computed)
+    from gridtune.grids.model import grid_from_dict
+    from gridtune.grids.storage import read_json, read_rows
+    from gridtune.grids.summary import summarize
+    from tests.grids.test_storage import reference_hash
+
+    m = json.loads((built / "manifest.json").read_text())
+    whole = read_rows(built)
+    assert m["content_hash"] == reference_hash(whole)
+    expected = summarize(whole, grid_from_dict(read_json(built / "grid.json")["grid"]))
+    for key in ("samples", "counts", "certificates", "load_scale_range", "baseline"):
+        assert m[key] == expected[key], key
+    assert m["solve_time_s"]["total"] == pytest.approx(expected["solve_time_s"]["total"])
+
+
 def test_same_recipe_same_content_hash(tmp_path, built):
     out = tmp_path / "again"
     build_dataset(load_recipe(recipe_file(tmp_path)), out, workers=2, progress=False)
