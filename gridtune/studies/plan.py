@@ -260,11 +260,19 @@ def make_plan(spec: StudySpec) -> StudyPlan:
 
 def federated_plans(spec: StudySpec, where: str) -> tuple[FederatedPlan, ...]:
     """One `FederatedPlan` per `[[federated]]` entry and seed; the fingerprint hashes the spec as
-    run (the runner binds it to the sites' data, `bind`)."""
+    run (the runner binds it to the sites' data, `bind`). Every region site is checked against
+    its grid."""
+    from gridtune.federated.sites import RegionSite, region_recipe
     from gridtune.studies.spec import federated_specs
 
     out = []
     for name, fed in federated_specs(spec, where).items():
+        for site in fed.sites:  # a region the grid lacks is refused here, before any work
+            if isinstance(site, RegionSite):
+                try:
+                    region_recipe(site, fed.samples)
+                except SpecError as exc:
+                    raise SpecError(f"{where} [[federated]] `{name}`: {exc}") from None
         for seed in spec.seeds:
             one = dataclasses.replace(fed, seeds=(seed,))
             out.append(FederatedPlan(name, seed, one, _hash({"federated": _federated_table(one)})))
