@@ -381,6 +381,10 @@ def load_study(path: str | Path, **overrides: Any) -> StudySpec:
     if "base_dir" in table:
         raise SpecError(f"{where}: unknown key `base_dir`")
     apply_overrides(table, overrides)
+    if not table.get("federated"):  # a transfer study: its matrix keys are required
+        missing = [k for k in ("sources", "targets", "strategies", "labels") if k not in table]
+        if missing:
+            raise SpecError(f"{where}: missing required key `{missing[0]}`")
     table["base_dir"] = str(path.resolve().parent)
     spec = from_table(StudySpec, table, where=where)
     check_files(spec, where)
