@@ -133,7 +133,7 @@ def to_table(obj: Any) -> dict[str, Any]:
         if dataclasses.is_dataclass(v):
             v = to_table(v)
         elif isinstance(v, tuple):
-            v = list(v)
+            v = [to_table(x) if dataclasses.is_dataclass(x) else x for x in v]
         if v is not None:
             out[f.name] = v
     return out

@@ -1,8 +1,10 @@
 """Sites: each a grid's data, split once by its own statuses; opened the same way in every process.
 
-A site is named by its source (a recipe or case name, or a dataset directory's name). The
-coordinating process builds a recipe's data once (`resolve_sites`); clients then open the built
-directory (`open_site`), so no client solves an OPF.
+A site is named by its source (a recipe or case name, or a dataset directory's name), or is a
+region of a grid (`RegionSite`: the grid's recipe with only the region's loads varying, a
+dataset of its own, content-hashed like any recipe). The coordinating process builds a recipe's
+data once (`resolve_sites`); clients then open the built directory (`open_site`), so no client
+solves an OPF.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from gridtune.errors import CheckpointError, DataError
+from gridtune.errors import CheckpointError, DataError, SpecError
+from gridtune.federated.spec import RegionSite, Source
 
 
 @dataclasses.dataclass
@@ -26,24 +29,58 @@ class Site:
     content_hash: str
 
 
-def site_name(source: str) -> str:
-    """`case30_changed` for a recipe or case name, the directory's name for a dataset directory."""
+def site_name(source: Source) -> str:
+    """`case30_changed` for a recipe or case name, the directory's name for a dataset directory,
+    the region's name (`case30-zone1`) for a region of a grid."""
+    if isinstance(source, RegionSite):
+        return source.site_name
     return Path(str(source)).stem
 
 
-def resolve_sites(sources: tuple[str, ...], *, samples: int | None, workers: int | None = None,
+def region_recipe(site: RegionSite, samples: int | None) -> Any:
+    """The recipe of a region site: its grid's recipe with `[loads]` limited to the region,
+    checked against the grid (a zone or bus the grid lacks: `SpecError`, one line)."""
+    from gridtune.grids.changes import recipe_grid
+    from gridtune.grids.recipe import recipe_for
+    from gridtune.grids.regions import region_mask
+    from gridtune.grids.storage import read_manifest
+
+    if Path(site.grid).is_dir():
+        read_manifest(site.grid)  # not a dataset: its own message
+        raise SpecError(f"site `{site.site_name}`: `{site.grid}` is a built dataset; a region's scenarios are "
+                        "drawn from a recipe: name the recipe .toml or case it was built from")
+    recipe = recipe_for(site.grid, samples=samples)
+    try:
+        loads = dataclasses.replace(recipe.loads, zone=site.zone, buses=site.buses)
+        recipe = dataclasses.replace(recipe, loads=loads)
+        region_mask(recipe, recipe_grid(recipe))
+    except SpecError as exc:
+        raise SpecError(f"site `{site.site_name}`: {exc}") from None
+    return recipe
+
+
+def resolve_sites(sources: tuple[Source, ...], *, samples: int | None, workers: int | None = None,
                   progress: bool = False) -> list[str]:
     """Build (or resume) each site's data and return the dataset directories, checking that every
-    site uses this gridtune's feature schema."""
+    site uses this gridtune's feature schema. Every region is checked before any data are built."""
+    from gridtune.grids.build import build_dataset, default_directory
     from gridtune.grids.dataset import open_dataset
+    from gridtune.grids.storage import needs_build
 
     names = [site_name(s) for s in sources]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DataError(f"two sites are both named `{dup}`; give each site a distinct recipe or directory")
+    recipes = {i: region_recipe(s, samples) for i, s in enumerate(sources) if isinstance(s, RegionSite)}
     dirs = []
-    for source in sources:
-        ds = open_dataset(source, samples=samples, workers=workers, progress=progress)
+    for i, source in enumerate(sources):
+        if i in recipes:
+            directory = default_directory(recipes[i])
+            if needs_build(directory, recipes[i].samples):
+                build_dataset(recipes[i], directory, workers=workers, progress=progress)
+            ds = open_dataset(directory, samples=recipes[i].samples)
+        else:
+            ds = open_dataset(source, samples=samples, workers=workers, progress=progress)
         check_site_schema(site_name(source), _view(ds))
         dirs.append(str(ds.directory))
     return dirs

@@ -1,6 +1,7 @@
 """The federated spec: a TOML file read once into frozen dataclasses (`gridtune.specs.from_table`).
 
     sites = ["case9", "case14", "runs/data/case30_changed"]   # recipes, case names or dataset dirs
+    # or regions of one grid: sites = [{grid = "case30", zone = 1}, {grid = "case30", zone = 2}]
     samples = 300           # scenarios per site (default: all)
     seeds = [0, 1, 2]
     split = [0.5, 0.2, 0.3] # train / validation / test of each site, stratified by status
@@ -29,6 +30,46 @@ MODES = ("simulation", "loopback")
 FAILURE_POLICIES = ("drop", "retry")
 PERSONALISATION = ("finetune", "head", "adapter")
 PRIVACY_KINDS = ("none", "record", "client")
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionSite:
+    """A site that is one region of a grid: the grid's scenarios in which only the region's loads
+    vary, every other load at its nominal value (`gridtune.grids.regions`).
+
+    Attributes:
+        grid: a recipe `.toml` or a shipped case / recipe name (the region's scenarios are drawn
+            from it: a built dataset directory cannot be re-drawn).
+        zone: the region as a bus zone (pandapower `bus.zone`; MATPOWER's `BUS_AREA`).
+        buses: or the region as bus indices (pandapower's, as in a recipe's `[changes]`).
+        name: the site's name (default: `<grid>-zone<zone>`, or `<grid>-buses-<b1>-<b2>...`).
+    """
+
+    grid: str
+    zone: int | str | None = None
+    buses: tuple[int, ...] | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.zone is None) == (self.buses is None):
+            raise SpecError(f"site `{self.grid}`: name its region with exactly one of `zone` and `buses`")
+        if self.buses is not None and not self.buses:
+            raise SpecError(f"site `{self.grid}`: key `buses` is empty; list the region's buses")
+        if self.name is not None and (not self.name.strip() or any(c in self.name for c in "/\\")):
+            raise SpecError(f"site name `{self.name}` must be non-empty, without slashes")
+
+    @property
+    def site_name(self) -> str:
+        if self.name is not None:
+            return self.name
+        stem = Path(self.grid).stem
+        if self.zone is not None:
+            return f"{stem}-zone{self.zone}"
+        return f"{stem}-buses-" + "-".join(str(b) for b in self.buses or ())
+
+
+Source = str | RegionSite
+"""A site's data: a recipe, case name or dataset directory, or a region of a grid."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +169,8 @@ class FederatedSpec:
 
     Attributes:
         sites: at least two data sources (recipe `.toml`, shipped case name such as `case30_changed`,
-            or a built dataset directory), one per site; relative paths are relative to the spec.
+            or a built dataset directory), one per site, or regions of a grid (a table, `RegionSite`:
+            `{grid = "case30", zone = 1}`); relative paths are relative to the spec.
         samples: scenarios per site (default: all of a directory; a recipe's own count).
         seeds: one run per seed (default: [0]); a seed fixes splits, weights, batches and noise.
         split: train / validation / test fractions of every site (default: 0.6, 0.2, 0.2).
@@ -147,7 +189,7 @@ class FederatedSpec:
         min_sites: a round with fewer answering sites fails the run (default: 1).
     """
 
-    sites: tuple[str, ...]
+    sites: tuple[str | RegionSite | dict[str, Any], ...]
     samples: int | None = None
     seeds: tuple[int, ...] = (0,)
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
@@ -168,7 +210,11 @@ class FederatedSpec:
 
     def __post_init__(self) -> None:
         from gridtune.grids.split import parse_split
+        from gridtune.specs import from_table
 
+        object.__setattr__(self, "sites", tuple(
+            from_table(RegionSite, s, where=f"site {i + 1}") if isinstance(s, dict) else s
+            for i, s in enumerate(self.sites)))
         if len(self.sites) < 2:
             raise SpecError(f"a federated run needs at least 2 sites, got {len(self.sites)}: "
                             f"`{list(self.sites)}`")
@@ -196,11 +242,31 @@ class FederatedSpec:
 
 def load_spec(path: str | Path, **overrides: Any) -> FederatedSpec:
     """Read a federated spec; relative site paths resolve against the spec's directory."""
-    from gridtune.specs import from_table, read_toml
+    from gridtune.specs import read_toml
 
     path = Path(path)
-    table = {**read_toml(path), **overrides}
+    return spec_from_table(read_toml(path), path.parent, where=str(path), **overrides)
+
+
+def spec_from_table(table: dict[str, Any], base_dir: str | Path, *, where: str, **overrides: Any
+                    ) -> FederatedSpec:
+    """A federated spec from a TOML table (a file's, or one inlined in a study); relative site
+    paths in `table` resolve against `base_dir`, those in `overrides` are taken as given."""
+    from gridtune.specs import from_table
+
+    return from_table(FederatedSpec, {**resolve_site_paths(table, base_dir), **overrides}, where=where)
+
+
+def resolve_site_paths(table: dict[str, Any], base_dir: str | Path) -> dict[str, Any]:
+    """`table` with each site path (a string site, or a region's `grid`) that exists relative to
+    `base_dir` made absolute; names of cases and shipped recipes stay as they are."""
+    base = Path(base_dir)
+
+    def here(ref: Any) -> Any:
+        return str((base / ref).resolve()) if isinstance(ref, str) and (base / ref).exists() else ref
+
     sites = table.get("sites")
-    if isinstance(sites, list) and all(isinstance(s, str) for s in sites):
-        table["sites"] = [str((path.parent / s).resolve()) if (path.parent / s).exists() else s for s in sites]
-    return from_table(FederatedSpec, table, where=str(path))
+    if not isinstance(sites, list):
+        return dict(table)
+    return {**table, "sites": [{**s, "grid": here(s.get("grid"))} if isinstance(s, dict) and "grid" in s
+                               else here(s) for s in sites]}

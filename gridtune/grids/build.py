@@ -121,7 +121,10 @@ def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, work
         from gridtune.grids.calibration import calibrate
 
         start = time.perf_counter()
-        results = calibrate(grid, cands, workers=workers, backend=backend, progress=progress)
+        from gridtune.grids.regions import region_mask
+
+        results = calibrate(grid, cands, workers=workers, backend=backend, progress=progress,
+                            vary=region_mask(recipe, grid))
         if results[0].topology is None:
             raise DataError(f"grid `{grid.name}`: the base topology cannot be calibrated "
                             f"({results[0].rejected_reason}); check the grid data"
@@ -175,11 +178,13 @@ def draw(recipe: Recipe, grid: GridModel, topologies: list[Topology] | tuple[Top
         from gridtune.grids.profiles import cached_profile
 
         profile = cached_profile(recipe.loads.profile, recipe.case, grid, recipe.loads.hours)
+    from gridtune.grids.regions import region_mask
+
     return sample_scenario(
         grid, list(topologies), scenario_id, seed=recipe.seed,
         n_minus_1=recipe.topology.n_minus_1, gen_outages=recipe.topology.gen_outages,
         scale=recipe.loads.scale, band=recipe.loads.band, load_noise=recipe.loads.noise,
-        cost_noise=recipe.costs.noise, profile=profile)
+        cost_noise=recipe.costs.noise, profile=profile, vary=region_mask(recipe, grid))
 
 
 def _label_chunk(chunk: _Chunk) -> list[dict[str, Any]]:
@@ -330,6 +335,9 @@ def _build_locked(recipe: Recipe, directory: Path, *, workers: int, backend: str
 
     repair(directory)
     grid, rating = prepare_grid(recipe, directory)
+    from gridtune.grids.regions import region_mask
+
+    region_mask(recipe, grid)  # a region the grid does not have fails here, once
     if recipe.loads.profile is not None:  # a profile that does not fit the grid fails here, once
         from gridtune.grids.profiles import cached_profile
 

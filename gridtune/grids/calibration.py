@@ -12,6 +12,8 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
 from gridtune.grids.model import GridModel, grid_hash
 from gridtune.grids.scenarios import Topology, uniform_scenario
 
@@ -48,13 +50,15 @@ def _labeller(grid: GridModel) -> Any:
     return _LABELLERS[key]
 
 
-def _feasible(grid: GridModel, topo: Topology, scale: float) -> bool:
-    label = _labeller(grid).label(uniform_scenario(grid, scale, topo))
+def _feasible(grid: GridModel, topo: Topology, scale: float, vary: np.ndarray | None = None) -> bool:
+    label = _labeller(grid).label(uniform_scenario(grid, scale, topo, vary=vary))
     return label.status == "feasible"
 
 
-def critical_scale(grid: GridModel, topo: Topology, *, start: float = START_SCALE) -> CalibrationResult:
-    """Bisect the uniform load scale at which `topo` stops being AC-feasible.
+def critical_scale(grid: GridModel, topo: Topology, *, start: float = START_SCALE,
+                   vary: np.ndarray | None = None) -> CalibrationResult:
+    """Bisect the uniform load scale at which `topo` stops being AC-feasible (with `vary`, a
+    region's buses: the scale of that region's loads, every other load nominal).
 
     Brackets from `start` (feasible: grow by `STEP` until infeasible; infeasible: shrink until
     feasible), then bisects to `REL_RESOLUTION`. Very low loads can be infeasible too (line
@@ -68,7 +72,7 @@ def critical_scale(grid: GridModel, topo: Topology, *, start: float = START_SCAL
     def feasible(scale: float) -> bool:
         nonlocal solves
         solves += 1
-        return _feasible(grid, topo, scale)
+        return _feasible(grid, topo, scale, vary)
 
     def done(topology: Topology | None, reason: str | None = None) -> CalibrationResult:
         return CalibrationResult(topology, reason, solves, time.perf_counter() - t0)
@@ -95,21 +99,23 @@ def critical_scale(grid: GridModel, topo: Topology, *, start: float = START_SCAL
     return done(dataclasses.replace(topo, critical_scale=round(0.5 * (lo + hi), 5)))
 
 
-def _calibrate_task(args: tuple[GridModel, Topology, float]) -> CalibrationResult:
+def _calibrate_task(args: tuple[GridModel, Topology, float, np.ndarray | None]) -> CalibrationResult:
     import warnings
 
     warnings.simplefilter("ignore")  # solver chatter; statuses carry what matters
-    grid, topo, start = args
-    return critical_scale(grid, topo, start=start)
+    grid, topo, start, vary = args
+    return critical_scale(grid, topo, start=start, vary=vary)
 
 
 def calibrate(grid: GridModel, topologies: list[Topology], *, workers: int | None = None,
-              backend: str = "local", progress: bool = False) -> list[CalibrationResult]:
+              backend: str = "local", progress: bool = False, vary: np.ndarray | None = None
+              ) -> list[CalibrationResult]:
     """Critical scale of every topology; the base first, then outages bracketed from just below it
-    (an outage rarely raises the boundary, so the search starts where most of them end)."""
+    (an outage rarely raises the boundary, so the search starts where most of them end). With
+    `vary` (a region's buses) the scale is that of the region's loads alone."""
     from gridtune.parallel import run_tasks
 
-    base = critical_scale(grid, topologies[0])
+    base = critical_scale(grid, topologies[0], vary=vary)
     results: list[CalibrationResult] = [base]
     start = 0.9 * base.topology.critical_scale if base.topology else START_SCALE
     rest = topologies[1:]
@@ -120,7 +126,7 @@ def calibrate(grid: GridModel, topologies: list[Topology], *, workers: int | Non
 
         bar = tqdm(total=len(rest), unit="topology", desc=f"calibrating {grid.name}",
                    dynamic_ncols=True)
-    for i, res in run_tasks(_calibrate_task, [(grid, t, start) for t in rest], workers=workers,
+    for i, res in run_tasks(_calibrate_task, [(grid, t, start, vary) for t in rest], workers=workers,
                             backend=backend):
         out[i] = res
         if bar is not None:

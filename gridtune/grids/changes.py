@@ -51,6 +51,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from gridtune.errors import SpecError, choices_text
+from gridtune.grids.regions import loaded_buses, zone_buses
 from gridtune.specs import from_table
 
 if TYPE_CHECKING:
@@ -374,25 +375,9 @@ def apply_to_net(net: Any, changes: ChangesSpec, *, where: str = "[changes]") ->
                 _check_bus(net, bus, w, "buses")
             buses = set(op.buses)
         else:
-            zones = net.bus.zone.dropna() if "zone" in net.bus else net.bus.zone.iloc[:0]
-            if zones.empty:
-                raise SpecError(f"{w}: the base grid has no bus zones (pandapower `bus.zone` is "
-                                "empty); select the buses with `buses = [...]`")
-            picked = zones[zones.astype(str) == str(op.zone)]
-            if picked.empty:
-                try:
-                    picked = zones[zones.astype(float) == float(op.zone)]
-                except (TypeError, ValueError):
-                    pass
-            if picked.empty:
-                valid = sorted({str(int(z)) if isinstance(z, float) and z.is_integer() else str(z)
-                                for z in zones})
-                raise SpecError(f"{w}: key `zone` = `{op.zone}` names no bus zone of the base grid; "
-                                f"valid zones: {choices_text(valid)}")
-            buses = set(picked.index.astype(int))
+            buses = zone_buses(net, op.zone, w)
+        loaded_buses(net, buses, w)  # a selection without load is refused
         loads = net.load.index[net.load.bus.isin(buses) & net.load.in_service]
-        if len(loads) == 0:
-            raise SpecError(f"{w}: the selected buses carry no load; select buses with loads")
         net.load.loc[loads, "p_mw"] *= op.factor
         net.load.loc[loads, "q_mvar"] *= op.factor
 

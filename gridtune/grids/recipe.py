@@ -14,6 +14,9 @@ Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
     # profile = "matpower:scenarios_ACTIVSg200"  # hourly loads (MATPOWER change table): each scenario
                              # takes a random hour's loads, times `scale` (then a range) and noise
     # hours = [4345, 6552]   # with a profile: only these hours (1-based, inclusive)
+    # zone = 2               # a region: only the loads of this zone (pandapower `bus.zone`, from
+                             # MATPOWER's BUS_AREA) vary; every other load stays nominal
+    # buses = [9, 20, 21]    # or a region by bus indices (as in [changes]); see grids/regions.py
 
     [topology]
     n_minus_1 = 0.5          # share of scenarios with one branch out (grid stays connected)
@@ -58,8 +61,17 @@ class LoadSpec:
     band: float = 0.08
     profile: str | None = None  # MATPOWER load scenarios (grids/profiles.py)
     hours: tuple[int, int] | None = None
+    zone: int | str | None = None  # a region whose loads alone vary (grids/regions.py)
+    buses: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.zone is not None and self.buses is not None:
+            raise SpecError("a region is one of `zone` and `buses`, not both")
+        if self.buses is not None and not self.buses:
+            raise SpecError("key `buses` is empty; list at least one bus of the region")
+        if (self.zone is not None or self.buses is not None) and self.profile is not None:
+            raise SpecError("a load profile sets every bus's load; a region (`zone` / `buses`) "
+                            "varies only its own: use one of them")
         if self.profile is not None and self.scale == "auto":
             raise SpecError(f"with `profile` = `{self.profile}`, key `scale` multiplies the profile's "
                             "hourly loads: give a range, e.g. `scale = [0.95, 1.05]` (\"auto\" calibrates "

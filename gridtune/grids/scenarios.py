@@ -183,17 +183,26 @@ def set_dispatch_parameters(problem_model: object, values: dict[str, np.ndarray]
 
 
 def uniform_scenario(grid: GridModel, scale: float, topology: Topology = Topology(),
-                     scenario_id: int = -1) -> Scenario:
-    """The nominal loads times `scale` on `topology` (used for calibration and tests)."""
-    return Scenario(scenario_id=scenario_id, load_scale=float(scale), pd_mw=grid.pd_mw * scale,
-                    qd_mvar=grid.qd_mvar * scale, branch_out=topology.branch_out,
+                     scenario_id: int = -1, vary: np.ndarray | None = None) -> Scenario:
+    """The nominal loads times `scale` on `topology` (used for calibration and tests); with
+    `vary` (a region's buses, `gridtune.grids.regions`) only those loads are scaled."""
+    factor = np.full(grid.n_bus, float(scale)) if vary is None else np.where(vary, float(scale), 1.0)
+    total = float(scale) if vary is None else _total_scale(grid, factor)
+    return Scenario(scenario_id=scenario_id, load_scale=total, pd_mw=grid.pd_mw * factor,
+                    qd_mvar=grid.qd_mvar * factor, branch_out=topology.branch_out,
                     gen_out=topology.gen_out)
+
+
+def _total_scale(grid: GridModel, factor: np.ndarray) -> float:
+    """The total load relative to the nominal total under per-bus factors (no noise)."""
+    nominal = float(grid.pd_mw.sum())
+    return float(grid.pd_mw @ factor / nominal) if nominal else float(np.mean(factor))
 
 
 def sample_scenario(grid: GridModel, topologies: list[Topology], scenario_id: int, *, seed: int,
                     n_minus_1: float, gen_outages: float, scale: str | tuple[float, float],
                     band: float, load_noise: float, cost_noise: float,
-                    profile: LoadProfile | None = None) -> Scenario:
+                    profile: LoadProfile | None = None, vary: np.ndarray | None = None) -> Scenario:
     """Draw scenario `scenario_id`; see the module docstring for the model.
 
     With `scale="auto"` the global scale is uniform on `critical * (1 -+ band)` of the drawn
@@ -224,6 +233,9 @@ def sample_scenario(grid: GridModel, topologies: list[Topology], scenario_id: in
         low, high = scale  # type: ignore[misc]
     s = float(rng.uniform(low, high))
     factor = s * np.clip(1.0 + load_noise * rng.standard_normal(grid.n_bus), 0.0, None)
+    if vary is not None:
+        factor = np.where(vary, factor, 1.0)
+        s = _total_scale(grid, np.where(vary, s, 1.0))
     cost_scale = None
     if cost_noise > 0:
         cost_scale = np.clip(1.0 + cost_noise * rng.standard_normal(grid.n_gen), 0.05, None)

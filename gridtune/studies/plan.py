@@ -124,6 +124,21 @@ class CellPlan:
 
 
 @dataclasses.dataclass(frozen=True)
+class FederatedPlan:
+    """One federated cell: a `[[federated]]` entry's spec run for one seed, into
+    `<study>/cells/<cell_id>/` (`gridtune.studies.federated_cells`)."""
+
+    name: str
+    seed: int
+    spec: Any  # gridtune.federated.spec.FederatedSpec, its seeds = (seed,)
+    fingerprint: str
+
+    @property
+    def cell_id(self) -> str:
+        return f"federated__{_safe(self.name)}__s{self.seed}"
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyPlan:
     """Everything the runner needs; nothing in it refers back to the spec module.
 
@@ -139,6 +154,7 @@ class StudyPlan:
     pretrain: tuple[PretrainPlan, ...]
     cells: tuple[CellPlan, ...]
     report_sets: tuple[tuple[str, str], ...] = ()
+    federated: tuple[FederatedPlan, ...] = ()
 
     def dataset(self, label: str) -> DatasetPlan:
         return next(d for d in self.datasets if d.label == label)
@@ -160,6 +176,8 @@ class StudyPlan:
             "report_constraints": {label: path for label, path in self.report_sets},
             "cells": self.cell_ids,
             "cell_configs": {c.cell_id: _config_dict(c.config) for c in self.cells},
+            "federated_cells": {f.cell_id: {"name": f.name, "seed": f.seed, "fingerprint": f.fingerprint,
+                                            "spec": _federated_table(f.spec)} for f in self.federated},
         }
 
     def describe(self) -> str:
@@ -196,6 +214,12 @@ class StudyPlan:
         if self.report_sets:
             lines.append("violations reported on every cell: "
                          + ", ".join(label for label, _ in self.report_sets))
+        if self.federated:
+            lines += ["", f"federated cells ({len(self.federated)}; one per entry and seed):"]
+            for f in self.federated:
+                sites = ", ".join(_site_label(s) for s in f.spec.sites)
+                lines.append(f"  {f.cell_id}  [{f.fingerprint}]  ({len(f.spec.sites)} sites: {sites}; "
+                             f"{f.spec.strategy}, {f.spec.rounds} rounds, privacy {f.spec.privacy.kind})")
         return "\n".join(lines)
 
 
@@ -230,7 +254,41 @@ def make_plan(spec: StudySpec) -> StudyPlan:
             "pretrain": pretrain[cell.source].fingerprint,
             "target_recipe": by_label[cell.target].recipe})))
     return StudyPlan(spec.name, spec.task, spec.headline, spec.to_dict(), datasets,
-                     tuple(pretrain.values()), tuple(cell_plans), report_sets)
+                     tuple(pretrain.values()), tuple(cell_plans), report_sets,
+                     federated_plans(spec, where))
+
+
+def federated_plans(spec: StudySpec, where: str) -> tuple[FederatedPlan, ...]:
+    """One `FederatedPlan` per `[[federated]]` entry and seed; the fingerprint hashes the spec as
+    run (the runner binds it to the sites' data, `bind`). Every region site is checked against
+    its grid."""
+    from gridtune.federated.sites import RegionSite, region_recipe
+    from gridtune.studies.spec import federated_specs
+
+    out = []
+    for name, fed in federated_specs(spec, where).items():
+        for site in fed.sites:  # a region the grid lacks is refused here, before any work
+            if isinstance(site, RegionSite):
+                try:
+                    region_recipe(site, fed.samples)
+                except SpecError as exc:
+                    raise SpecError(f"{where} [[federated]] `{name}`: {exc}") from None
+        for seed in spec.seeds:
+            one = dataclasses.replace(fed, seeds=(seed,))
+            out.append(FederatedPlan(name, seed, one, _hash({"federated": _federated_table(one)})))
+    return tuple(out)
+
+
+def _federated_table(spec: Any) -> dict[str, Any]:
+    from gridtune.specs import to_table
+
+    return to_table(spec)
+
+
+def _site_label(site: Any) -> str:
+    from gridtune.federated.sites import site_name
+
+    return site_name(site)
 
 
 def pretrain_config(spec: StudySpec) -> Any:

@@ -477,6 +477,9 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, records: list[dict[
                         f"(positive: transfer helped). Generated "
                         f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}."))
     report_sets = spec.get("constraints", []) + spec.get("report_constraints", [])
+    fed_ids = list(study.get("federated_cells") or {})
+    if fed_ids and not spec.get("sources"):  # federated cells only
+        return blocks + _federated_blocks(fed_ids, store)
     blocks.append(("ul", [
         f"sources: {', '.join(spec.get('sources', []))}",
         f"targets: {', '.join(spec.get('targets', []))}",
@@ -531,15 +534,9 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, records: list[dict[
                          "scenario is familiar, the rest go to the AC-OPF. Mean ± std over seeds; "
                          "coverage should be at least 1 - alpha."),
                    ("table", fb)]
-    failed = failed_cells(frame)
-    blocks.append(("h2", "Failed cells"))
-    if len(failed):
-        blocks.append(("p", f"{len(failed)} cell(s) failed; rerun the study to retry them. "
-                            "Details in `results/<cell_id>.json`."))
-        blocks.append(("ul", [f"`{r['cell_id']}`: {str(r['error']).splitlines()[0] if r['error'] else '?'}"
-                              for r in failed.to_dict("records")]))
-    else:
-        blocks.append(("p", "None."))
+    if fed_ids:
+        return blocks + _federated_blocks(fed_ids, store, failed_cells(frame))
+    blocks += _failed_blocks(failed_cells(frame))
     tables = constraint_tables(records, (metric, higher))
     if tables:
         for cset, table in tables:
@@ -560,6 +557,37 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, records: list[dict[
         for title, path in plot_paths.items():
             blocks.append(("img", title, path))
     return blocks
+
+
+def _failed_blocks(failed: pd.DataFrame) -> list[Block]:
+    blocks: list[Block] = [("h2", "Failed cells")]
+    if len(failed):
+        blocks.append(("p", f"{len(failed)} cell(s) failed; rerun the study to retry them. "
+                            "Details in `results/<cell_id>.json` (`federated/<cell_id>.json`)."))
+        blocks.append(("ul", [f"`{r['cell_id']}`: {str(r['error']).splitlines()[0] if r['error'] else '?'}"
+                              for r in failed.to_dict("records")]))
+    else:
+        blocks.append(("p", "None."))
+    return blocks
+
+
+def _federated_blocks(fed_ids: list[str], store: ResultsStore, failed: pd.DataFrame | None = None
+                      ) -> list[Block]:
+    """The federated cells' tables (`gridtune.studies.federated_cells`), then every failed cell."""
+    from gridtune.studies.federated_cells import federated_tables
+
+    records = store.federated_records(fed_ids)
+    blocks: list[Block] = [
+        ("h2", "Federated cells"),
+        ("p", f"{sum(r.get('status') == 'ok' for r in records)} of {len(fed_ids)} finished. `global`: "
+              "the federated model as released; `local`: trained on the site's data alone; the others "
+              "personalise the global model on each site. Details per cell in "
+              "`cells/<cell_id>/report.md`.")]
+    for name, table, note in federated_tables(records):
+        blocks += [("p", f"`{name}`: {note}"), ("table", table)]
+    rows = [{"cell_id": r["cell_id"], "error": r.get("error")} for r in records if r.get("status") == "failed"]
+    failed = failed if failed is not None else pd.DataFrame(columns=["cell_id", "error"])
+    return blocks + _failed_blocks(pd.concat([failed, pd.DataFrame(rows)]) if rows else failed)
 
 
 def _md_table(df: pd.DataFrame) -> str:

@@ -1,4 +1,5 @@
-"""Run a study plan: datasets -> one pre-training per source -> every cell, in parallel -> report.
+"""Run a study plan: datasets -> one pre-training per source -> every cell, in parallel ->
+federated cells (`gridtune.studies.federated_cells`), one at a time -> report.
 
     outcome = run_study(load_study("quickstart"), Path("runs/quickstart"))
     outcome = run_plan(make_plan(spec), Path("runs/quickstart"))      # the same, plan made first
@@ -404,9 +405,20 @@ def run_plan(plan: StudyPlan, out_dir: str | Path, *, workers: int | None = None
         log(f"[{n}/{len(jobs)}] {record['cell_id']}: {status} ({detail}, "
             f"{record.get('wall_time_s') or 0:.0f} s)")
     store.write_csv(plan.headline, plan.cell_ids)
+    fed_ran = fed_skipped = 0
+    if plan.federated:
+        from gridtune.studies.federated_cells import run_federated_cells
+
+        fed_ran, fed_skipped, fed_failed = run_federated_cells(plan.federated, store, workers=workers,
+                                                               log=log)
+        failed += fed_failed
     md = page = None
     if report:
         md, page = write_report(out)
     summary = summary_text(store.read_csv(), plan.headline)
-    return StudyOutcome(out, len(plan.cells), len(jobs), skipped, failed, md, page, summary,
-                        time.perf_counter() - start)
+    if plan.federated:
+        from gridtune.studies.federated_cells import federated_summary
+
+        summary += "\n" + federated_summary(store.federated_records([f.cell_id for f in plan.federated]))
+    return StudyOutcome(out, len(plan.cells) + len(plan.federated), len(jobs) + fed_ran,
+                        skipped + fed_skipped, failed, md, page, summary, time.perf_counter() - start)

@@ -49,6 +49,14 @@ An example (the dataclasses below list every key and its default; the shipped st
     with_scratch = true             # train the scratch baseline (transfer gain and verdicts)
     conformal_alpha = 0.05          # feasibility: coverage and the solver fallback per cell
 
+    [[federated]]                   # a federated cell per seed (docs/federated.md): a spec file
+    name = "zones"                  # (relative to this file) and / or inline federated keys;
+    spec = "fed_zones.toml"         # inline keys override the file's; `seeds` are the study's
+    rounds = 5
+
+A study may hold only federated cells: `sources`, `targets`, `strategies` and `labels` are then
+left out.
+
 This module holds the typed tables and their validation only. `load_study` reads and validates a
 file (unknown keys and bad values name the file and the key, before any work); the study is then
 resolved once into a plan (`gridtune.studies.plan.make_plan`: recipes, configs, cells,
@@ -249,10 +257,10 @@ class StudySpec:
     """
 
     name: str
-    sources: tuple[str, ...]
-    targets: tuple[str, ...]
-    strategies: tuple[str, ...]
-    labels: tuple[int, ...]
+    sources: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    strategies: tuple[str, ...] = ()
+    labels: tuple[int, ...] = ()
     task: Literal["feasibility", "opf", "cost"] = "feasibility"
     seeds: tuple[int, ...] = (0,)
     unlabeled: int = 0
@@ -267,14 +275,17 @@ class StudySpec:
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     pretrain: PretrainSpec = PretrainSpec()
     finetune: FinetuneSpec = FinetuneSpec()
+    federated: tuple[dict[str, Any], ...] = ()
     base_dir: str = "."
 
     def __post_init__(self) -> None:
         if not self.name.strip() or any(c in self.name for c in "/\\"):
             raise SpecError(f"key `name` = `{self.name}` must be a non-empty name without slashes")
-        for key in ("sources", "targets", "strategies", "labels", "seeds"):
+        transfer = ("sources", "targets", "strategies", "labels")
+        for key in (*transfer, "seeds"):
             values = getattr(self, key)
-            if not values:
+            if not values and (key == "seeds" or not self.federated
+                               or any(getattr(self, k) for k in transfer)):
                 raise SpecError(f"key `{key}` is empty; list at least one")
             if len(set(values)) != len(values):
                 dup = next(v for v in values if list(values).count(v) > 1)
@@ -289,7 +300,7 @@ class StudySpec:
             raise SpecError("key `formulations` is empty but `constraints` are listed")
         if not self.constraints and not self.unconstrained:
             raise SpecError("key `unconstrained` = `false` with no `constraints` leaves no cells")
-        if self.data.samples is not None and max(self.labels) >= self.data.samples:
+        if self.labels and self.data.samples is not None and max(self.labels) >= self.data.samples:
             raise SpecError(f"key `labels` budget `{max(self.labels)}` must be below "
                             f"`data.samples` = `{self.data.samples}` (test scenarios are held out)")
         for name, table in self.formulation_settings.items():
@@ -302,7 +313,7 @@ class StudySpec:
         if self.metric is not None and self.metric not in TASK_METRICS[self.task]:
             raise SpecError(f"key `metric` = `{self.metric}` is not a `{self.task}` metric; valid: "
                             f"{choices_text(TASK_METRICS[self.task])}")
-        if self.pairs == "cross" and all(s == t for s in self.sources for t in self.targets):
+        if self.sources and self.pairs == "cross" and all(s == t for s in self.sources for t in self.targets):
             raise SpecError(f"with `pairs = \"cross\"` the only pair `{self.sources[0]}` -> "
                             f"`{self.sources[0]}` is skipped; add another target or set "
                             "`pairs = \"all\"`")
@@ -370,10 +381,15 @@ def load_study(path: str | Path, **overrides: Any) -> StudySpec:
     if "base_dir" in table:
         raise SpecError(f"{where}: unknown key `base_dir`")
     apply_overrides(table, overrides)
+    if not table.get("federated"):  # a transfer study: its matrix keys are required
+        missing = [k for k in ("sources", "targets", "strategies", "labels") if k not in table]
+        if missing:
+            raise SpecError(f"{where}: missing required key `{missing[0]}`")
     table["base_dir"] = str(path.resolve().parent)
     spec = from_table(StudySpec, table, where=where)
     check_files(spec, where)
     check_study(spec, where)
+    federated_specs(spec, where)  # every federated cell's spec, validated before any work
     return spec
 
 
@@ -462,3 +478,42 @@ def check_study(spec: StudySpec, where: str = "study") -> None:
                 load_constraint_set(spec.constraint_path(ref), spec.task)
             except SpecError as exc:
                 raise SpecError(f"{where}: key `{key}`: {exc}") from None
+
+
+FEDERATED_KEYS = ("name", "spec")
+"""Keys of a `[[federated]]` entry besides the federated spec's own."""
+
+
+def federated_specs(spec: StudySpec, where: str = "study") -> dict[str, Any]:
+    """{name: FederatedSpec} of the `[[federated]]` entries, each validated with the study's seeds.
+
+    An entry names a federated spec file (`spec`, relative to the study) and / or gives federated
+    spec keys inline (overriding the file's; inline site paths are relative to the study).
+    """
+    from gridtune.federated.spec import resolve_site_paths, spec_from_table
+
+    out: dict[str, Any] = {}
+    for i, entry in enumerate(spec.federated):
+        at = f"{where}: [[federated]] entry {i + 1}"
+        name = entry.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
+            raise SpecError(f"{at}: key `name` = `{name}` must name the cell with letters, digits "
+                            "and . _ + - only")
+        if name in out:
+            raise SpecError(f"{at}: name `{name}` is used twice")
+        if "seeds" in entry:
+            raise SpecError(f"{at} (`{name}`): key `seeds` is the study's; remove it from the entry")
+        inline = {k: v for k, v in entry.items() if k not in FEDERATED_KEYS}
+        table: dict[str, Any] = {}
+        ref = entry.get("spec")
+        if ref is not None:
+            path = Path(spec.base_dir) / str(ref)
+            if not path.is_file():
+                raise SpecError(f"{at} (`{name}`): key `spec` names `{ref}`, which does not exist "
+                                f"(looked in `{spec.base_dir}`)")
+            table = resolve_site_paths(read_toml(path), path.resolve().parent)
+            table.pop("seeds", None)
+        table.update(resolve_site_paths(inline, spec.base_dir))
+        out[name] = spec_from_table(table, spec.base_dir, where=f"{at} (`{name}`)",
+                                    seeds=list(spec.seeds))
+    return out

@@ -7,6 +7,7 @@ Layout of a study directory:
     pretrain/<source>/  the source checkpoint, its metrics, and pretrain.json (status, fingerprint)
     cells/<cell_id>/    what fine-tuning wrote for a cell
     results/<cell_id>.json  one record per cell (status ok / failed, metrics, error)
+    federated/<cell_id>.json  one record per federated cell (per-site metrics, epsilon)
     results.csv         one row per cell, rebuilt from the records after every cell
     plots/*.png, report.md, report.html
     checksums.json      size and SHA-256 of study.json, datasets.json, every pretrain.json,
@@ -103,6 +104,30 @@ class ResultsStore:
                 out[path.parent.name] = rec
         return out
 
+    # ---- federated cells -----------------------------------------------------------------
+
+    def federated_path(self, cell_id: str) -> Path:
+        return self.root / "federated" / f"{cell_id}.json"
+
+    def load_federated(self, cell_id: str) -> dict[str, Any] | None:
+        """The stored record of a federated cell, or None; an unreadable record counts as missing."""
+        try:
+            return self._read(self.federated_path(cell_id))
+        except (ValueError, OSError):
+            return None
+
+    def save_federated(self, record: dict[str, Any]) -> Path:
+        if record.get("status") not in STATUSES:
+            raise DataError(f"federated record status `{record.get('status')}`; valid: ok, failed")
+        return _write(self.federated_path(record["cell_id"]), record, self.root)
+
+    def federated_finished(self, cell_id: str, fingerprint: str) -> bool:
+        rec = self.load_federated(cell_id)
+        return rec is not None and rec.get("status") == "ok" and rec.get("fingerprint") == fingerprint
+
+    def federated_records(self, cell_ids: list[str]) -> list[dict[str, Any]]:
+        return [r for r in (self.load_federated(c) for c in cell_ids) if r is not None]
+
     # ---- cells ---------------------------------------------------------------------------
 
     def record_path(self, cell_id: str) -> Path:
@@ -189,7 +214,8 @@ class ResultsStore:
         named = {d.path for d in damages}
         for path in [self.root / "study.json", self.root / "datasets.json",
                      *sorted(self.root.glob("pretrain/*/pretrain.json")),
-                     *(sorted(self.results_dir.glob("*.json")) if self.results_dir.is_dir() else [])]:
+                     *(sorted(self.results_dir.glob("*.json")) if self.results_dir.is_dir() else []),
+                     *sorted(self.root.glob("federated/*.json"))]:
             if path not in named:
                 found = self.damage(path)
                 if found is not None:
@@ -268,15 +294,17 @@ def verify_study(root: str | Path, *, data: bool = True) -> int:
     from gridtune.nn.checkpoint import CONFIG, verify_checkpoint
 
     store = ResultsStore(root)
-    store.read_study()  # not a study directory -> one line saying so
+    study = store.read_study()  # not a study directory -> one line saying so
     damages = store.check()
     if damages:
         raise DataError(damage_message(f"study `{store.root}`", damages))
     checked = len(read_checksums(store.root) or {})
-    for ckpt in sorted({p.parent for p in store.root.glob("*/*/" + CONFIG)}):
+    federated = {store.cell_dir(c) for c in (study or {}).get("federated_cells") or {}}
+    for ckpt in sorted({p.parent for p in store.root.glob("*/*/" + CONFIG)} - federated):
         checked += verify_checkpoint(ckpt)
     for cell in sorted(store.root.glob("cells/*/checksums.json")):
-        if not (cell.parent / CONFIG).is_file():  # a cell without a checkpoint: results only
+        # a cell without a checkpoint (results only), or a federated cell (its spec and results)
+        if not (cell.parent / CONFIG).is_file() or cell.parent in federated:
             found = check_sealed(cell.parent, remedy=RERUN)
             if found:
                 raise DataError(damage_message(f"study `{store.root}`", found))

@@ -49,3 +49,31 @@ def test_a_site_with_another_feature_schema_is_named(tmp_path, capsys, site_dirs
     manifest["schema_version"] = "0"
     (old / "manifest.json").write_text(json.dumps(manifest))
     _fails(capsys, tmp_path, f"sites = {json.dumps([site_dirs[0], str(old)])}", "has feature schema `v0`")
+
+
+@pytest.mark.parametrize(("body", "match"), [
+    ('sites = [{grid = "case30", zone = 7}, {grid = "case30", zone = 1}]',
+     "names no bus zone of the base grid; valid zones: `1`, `2`, `3`"),
+    ('sites = [{grid = "case30", zone = 1}, {grid = "case30", buses = [500]}]',
+     "key `buses` names `500`, which is not an in-service bus of the base grid"),
+    ('sites = [{grid = "case30"}, "case9"]', "site `case30`: name its region with exactly one of `zone` and `buses`"),
+    ('sites = [{grid = "case30", zone = 1, area = 2}, "case9"]', "site 1: unknown key `area`"),
+])
+def test_bad_regions_are_one_line_and_exit_2_before_any_build(tmp_path, capsys, body, match):
+    _fails(capsys, tmp_path, body, match)
+    assert not any((tmp_path / "out").glob("seed-*"))
+
+
+def test_region_sites_are_named_and_survive_the_loopback_job_format(tmp_path):
+    from gridtune.federated.client import Job
+    from gridtune.federated.sites import site_name
+    from gridtune.federated.spec import RegionSite, load_spec
+
+    recipe = tmp_path / "north.toml"
+    recipe.write_text('case = "case30"\n')
+    spec = load_spec(_spec(tmp_path, 'sites = [{grid = "north.toml", zone = 1}, {grid = "case30", zone = "3"},'
+                                     ' {grid = "case30", buses = [2, 3], name = "east"}, "case9"]'))
+    assert spec.sites[0] == RegionSite(grid=str(recipe.resolve()), zone=1)
+    assert [site_name(s) for s in spec.sites] == ["north-zone1", "case30-zone3", "east", "case9"]
+    job = Job(spec, 0, ("a", "b", "c", "d"), ("", "", "", ""))
+    assert Job.from_dict(json.loads(json.dumps(job.to_dict()))).spec == spec
