@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # the modules that turn a case (and a recipe's [changes]) into the grid whose hash is keyed
 GRID_CODE = ("cases.py", "changes.py", "library.py", "matpower.py", "model.py", "rating.py",
-             "repairs.py")
+             "regions.py", "repairs.py")
 
 
 def inputs_digest(recipe: Recipe) -> str:
