@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gridtune.errors import DataError
 from gridtune.files import atomic_write_text
 from gridtune.grids.cases import cache_root, content_key, grid_name
 from gridtune.grids.schema import SCHEMA_VERSION
@@ -84,7 +85,7 @@ def finished_dataset(recipe: Recipe, out_dir: Path | None = None) -> Path | None
         return None
     try:
         manifest = storage.read_json(directory / "manifest.json")
-    except Exception:  # unreadable: the build names and repairs it
+    except DataError:  # unreadable: the build names and repairs it
         return None
     recipe_as_stored = json.loads(json.dumps(recipe.to_dict(), sort_keys=True, default=str))
     if manifest.get("cache_key") != key or manifest.get("recipe") != recipe_as_stored:
