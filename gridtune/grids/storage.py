@@ -377,6 +377,16 @@ def _read_ids(path: Path) -> np.ndarray:
         return file.read(columns=["scenario_id"]).column(0).to_numpy().astype(np.int64)
 
 
+def _verified_ids(path: Path) -> np.ndarray:
+    """The ids of a parquet file read batch by batch, every page CRC of every column checked
+    (`verify_parquet` and the ids in one pass)."""
+    import pyarrow.parquet as pq
+
+    ids = [batch.column("scenario_id").to_numpy() for batch in
+           pq.ParquetFile(path, page_checksum_verification=True).iter_batches(JOIN_ROWS)]
+    return np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, dtype=np.int64)
+
+
 def finished_ids(directory: Path) -> set[int]:
     """Ids of the scenarios already labelled in `directory` (scenarios.parquet and part files).
 
@@ -393,8 +403,7 @@ def finished_ids(directory: Path) -> set[int]:
             raise DataError(f"`{main}` is damaged ({_first_line(exc)}); {REBUILD}") from None
     for part in _part_files(directory):
         try:
-            verify_parquet(part)
-            done.update(_read_ids(part).tolist())
+            done.update(_verified_ids(part).tolist())
         except (OSError, ValueError) as exc:
             _drop_damaged_part(directory, part, exc)
     return done
