@@ -32,6 +32,7 @@ from gridtune.errors import GridtuneError, choices_text
 Backend = Literal["local", "ray"]
 BACKENDS = ("local", "ray")
 RAY_TASK_RETRIES = 2  # a task whose Ray worker died runs again this many times
+RAY_START_ATTEMPTS = 3  # local Ray node start-ups tried before giving up
 
 
 class WorkerLost(GridtuneError):
@@ -214,13 +215,34 @@ def _lost(items: Sequence[Any], indices: list[int], reason: str,
         yield i, on_lost(items[i], reason)
 
 
+def start_ray(workers: int, attempts: int = RAY_START_ATTEMPTS) -> None:
+    """Start a local Ray node with `workers` CPUs, trying again when it fails to come up.
+
+    Ray waits a fixed 30 s for its raylet to register; on a loaded machine (two cores and a test
+    suite) that start-up can time out although nothing is wrong. Each failed start is shut down
+    cleanly before the next; after `attempts` the reason is raised as one `GridtuneError`.
+    """
+    import ray
+
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, ignore_reinit_error=True)
+            return
+        except Exception as exc:  # Ray raises a bare Exception when its node does not start
+            last = exc
+            ray.shutdown()
+    raise GridtuneError(f"Ray could not start a local node in {attempts} attempts ({last}); "
+                        "rerun when the machine is less loaded, or use --backend local")
+
+
 def _run_ray(fn: Callable[[Any], Any], items: Sequence[Any], chunks: list[list[int]], workers: int,
              on_lost: Callable[[Any, str], Any] | None = None) -> Iterator[tuple[int, Any]]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, ignore_reinit_error=True)
+        start_ray(workers)
     from ray.exceptions import RayError, RayTaskError
 
     remote_chunk = ray.remote(num_cpus=1, max_retries=RAY_TASK_RETRIES)(_run_chunk)

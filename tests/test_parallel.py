@@ -38,6 +38,23 @@ def test_ray_backend_matches_local():
     assert got == {i: math.factorial(i) for i in range(7)}
 
 
+@pytest.mark.slow
+def test_ray_start_that_keeps_failing_is_one_error_and_leaves_ray_startable():
+    """Each failed start is shut down before the next try; a later start still works."""
+    import ray
+
+    from gridtune.parallel import start_ray
+
+    with pytest.raises(GridtuneError, match=r"Ray could not start a local node in 2 attempts \(.*CPU"):
+        start_ray(-1, attempts=2)  # a node Ray refuses to start
+    assert not ray.is_initialized()
+    try:
+        start_ray(1)
+        assert ray.cluster_resources().get("CPU") == 1.0
+    finally:
+        ray.shutdown()
+
+
 def nap(seconds: float) -> float:
     import time
 
