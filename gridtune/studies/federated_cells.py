@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gridtune.studies.formatting import mean_sd, pm
 from gridtune.studies.plan import FederatedPlan, bind
 from gridtune.studies.store import ResultsStore
 
@@ -103,11 +104,11 @@ def federated_tables(records: list[dict[str, Any]]) -> list[tuple[str, pd.DataFr
         for site in sites:
             row: dict[str, Any] = {"site": site, "n_test": recs[0]["n_test"].get(site)}
             for m in methods:
-                row[m] = _pm([r["metrics"][site][m].get("auroc") for r in recs])
+                row[m] = pm(mean_sd([r["metrics"][site][m].get("auroc") for r in recs]), ".4f")
             rows.append(row)
         mean_row: dict[str, Any] = {"site": "mean", "n_test": ""}
         for m in methods:
-            mean_row[m] = _pm([r["mean_auroc"].get(m) for r in recs])
+            mean_row[m] = pm(mean_sd([r["mean_auroc"].get(m) for r in recs]), ".4f")
         rows.append(mean_row)
         eps = [r.get("epsilon") for r in recs if r.get("epsilon") is not None]
         note = (f"Test AUROC, mean ± std over seeds {', '.join(str(r['cell']['seed']) for r in recs)}"
@@ -115,15 +116,6 @@ def federated_tables(records: list[dict[str, Any]]) -> list[tuple[str, pd.DataFr
                    if eps else "; no differential privacy") + ".")
         out.append((name, pd.DataFrame(rows), note))
     return out
-
-
-def _pm(values: list[float | None]) -> str:
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return f"{vals[0]:.4f}"
-    return f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1):.4f}"
 
 
 def federated_summary(records: list[dict[str, Any]]) -> str:

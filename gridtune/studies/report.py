@@ -26,6 +26,7 @@ import pandas as pd
 from gridtune.core.verdict import MIN_TEST, transfer_verdict
 from gridtune.files import atomic_write_text
 from gridtune.studies import plots
+from gridtune.studies.formatting import mean_sd, pm
 from gridtune.studies.store import ResultsStore
 
 GROUP = ["source", "target", "constraint", "formulation", "strategy", "labels"]
@@ -341,19 +342,6 @@ def label_efficiency(summ: pd.DataFrame, metric: str, higher: bool) -> pd.DataFr
     return pd.DataFrame(rows).fillna("-") if rows else None
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    if not arr.size:
-        return math.nan, math.nan
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-
-
-def _pm(s: tuple[float, float], fmt: str = ".3g", scale: float = 1.0) -> str:
-    if not np.isfinite(s[0]):
-        return "-"
-    return f"{s[0] * scale:{fmt}} ± {s[1] * scale:{fmt}}"
-
-
 def _ratio(base: float, value: float) -> str:
     if not (np.isfinite(base) and np.isfinite(value)):
         return "-"
@@ -363,11 +351,11 @@ def _ratio(base: float, value: float) -> str:
 
 
 def _viol(recs: list[dict[str, Any]], cset: str, name: str, key: str) -> tuple[float, float]:
-    return _stats([r["violations_by_set"][cset].get(name, {}).get(key) for r in recs])
+    return mean_sd([r["violations_by_set"][cset].get(name, {}).get(key) for r in recs])
 
 
 def _metric_mean(recs: list[dict[str, Any]], metric: str) -> float:
-    return _stats([r["metrics"].get(metric) for r in recs])[0]
+    return mean_sd([r["metrics"].get(metric) for r in recs])[0]
 
 
 def fallback_table(records: list[dict[str, Any]], metric: str) -> pd.DataFrame | None:
@@ -390,12 +378,12 @@ def fallback_table(records: list[dict[str, Any]], metric: str) -> pd.DataFrame |
             "source": source, "target": target, "constraint": constraint, "formulation": formulation,
             "strategy": strategy,
             "labels": labels, "seeds": len(recs),
-            metric: _pm(_stats([r["metrics"].get(metric) for r in recs]), ".4f"),
+            metric: pm(mean_sd([r["metrics"].get(metric) for r in recs]), ".4f"),
             "alpha": _fmt(t[0].get("alpha")),
             "calibration": int(np.mean([x.get("n_calibration") or 0 for x in t])),
-            "coverage": _pm(_stats([x.get("coverage") for x in t]), ".3f"),
-            "answered": _pm(_stats([x.get("answered_share") for x in t]), ".1f", 100.0) + " %",
-            "error among answered": _pm(_stats([x.get("error_among_answered") for x in t]), ".2f", 100.0) + " %",
+            "coverage": pm(mean_sd([x.get("coverage") for x in t]), ".3f"),
+            "answered": pm(mean_sd([x.get("answered_share") for x in t]), ".1f", 100.0) + " %",
+            "error among answered": pm(mean_sd([x.get("error_among_answered") for x in t]), ".2f", 100.0) + " %",
         })
     return pd.DataFrame(rows)
 
@@ -438,12 +426,12 @@ def constraint_tables(records: list[dict[str, Any]], headline: tuple[str, bool]
                                        "strategy": key[2], "labels": key[3], "variant": variant,
                                        "seeds": len(rs)}
                 for n in names:
-                    row[f"{n}: violating (%)"] = _pm(_viol(rs, cset, n, "violation_rate"), ".2f", 100)
-                    row[f"{n}: mean violation"] = _pm(_viol(rs, cset, n, "mean_violation"))
+                    row[f"{n}: violating (%)"] = pm(_viol(rs, cset, n, "violation_rate"), ".2f", 100)
+                    row[f"{n}: mean violation"] = pm(_viol(rs, cset, n, "mean_violation"))
                     row[f"{n}: cut"] = ("1x" if variant == "unconstrained" else
                                         _ratio(_viol(base, cset, n, "mean_violation")[0],
                                                _viol(paired, cset, n, "mean_violation")[0]))
-                row[metric] = _pm(_stats([r["metrics"].get(metric) for r in rs]), ".4f")
+                row[metric] = pm(mean_sd([r["metrics"].get(metric) for r in rs]), ".4f")
                 change = ""
                 if variant != "unconstrained" and paired:
                     if higher:
@@ -455,7 +443,7 @@ def constraint_tables(records: list[dict[str, Any]], headline: tuple[str, bool]
                             for m in rs[0]["metrics"]
                             if (b := _metric_mean(base, m)) and np.isfinite(b))
                 row[f"Δ {metric}" if higher else "Δ metrics"] = change
-                per_epoch = _stats([(r.get("train_wall_time_s") or math.nan)
+                per_epoch = mean_sd([(r.get("train_wall_time_s") or math.nan)
                                     / max(r.get("epochs_run") or 1, 1) for r in rs])
                 row["s / epoch"] = _fmt(per_epoch[0]) if np.isfinite(per_epoch[0]) else "-"
                 rows.append(row)
