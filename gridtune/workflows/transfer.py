@@ -45,7 +45,7 @@ from gridtune.nn.calibration import platt_calibrate
 from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint, seal_checkpoint
 from gridtune.nn.heads import make_head
 from gridtune.nn.loadability import dc_load_scale
-from gridtune.nn.model import build_model
+from gridtune.nn.model import build_model, fill_cuts
 from gridtune.nn.normalizer import Normalizer
 from gridtune.nn.tasks import higher_is_better, make_task, primary_metric, task_for_model
 from gridtune.workflows.configs import TransferConfig, with_fields
@@ -283,6 +283,10 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
         # the same baseline as `with_scratch`: target-fitted statistics, nothing from the source
         model = build_model(model.config, task, Normalizer().fit(train))
     model, fit_result, strat = _train_one(model, strategy, options, train, val, config, extra)
+    # a model that answers the DC loadability from stored cuts (`preset=fast`) swaps the source's
+    # for the target's: the LPs of the target's training split need its scenarios, not their labels
+    cut_graphs = [view.graphs[int(i)] for i in tr_idx] + pool
+    fill_cuts(model, cut_graphs)
     decisions = (_reliability_and_decisions(model, val, test, out_dir if save else None)
                  if task == "feasibility" else {})
     solve = None if view.solve_time_s is None else view.solve_time_s[train_i + val_i]
@@ -316,6 +320,7 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
         torch.manual_seed(seed)
         fresh = build_model(model.config, task, Normalizer().fit(train))
         fresh, scratch_fit, _ = _train_one(fresh, "scratch", {}, train, val, config, constraint_term())
+        fill_cuts(fresh, cut_graphs)
         if task == "feasibility":
             platt_calibrate(fresh, val)
         result.scratch = {"metrics": _test_scores(fresh, test)[0],

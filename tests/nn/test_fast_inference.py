@@ -140,3 +140,20 @@ def test_cut_table_answers_like_the_stored_cuts_and_solves_only_unseen_topologie
                                    answered[0])
     with pytest.raises(GridtuneError, match="`loadability_cuts` .* needs `dc_loadability=true`"):
         ModelConfig(dc_loadability=False, loadability_cuts=True)
+
+
+def test_fine_tuning_a_fast_model_stores_the_targets_cuts(tmp_path):
+    """A `fast` model fine-tuned on another grid answers that grid's topologies from cuts of the
+    target's training split (labels not needed), not from the source's; so does its scratch twin."""
+    import gridtune
+    from gridtune.nn.checkpoint import load_checkpoint
+
+    gridtune.pretrain(graphs("case14", 40, seed=2), tmp_path / "src", task="feasibility",
+                      model=model_preset("fast"), train=gridtune.TrainConfig(epochs=2, batch_size=16))
+    source, _ = load_checkpoint(tmp_path / "src")
+    assert set(source.cuts.sizes[:, 0].tolist()) == {14}
+    gridtune.finetune(tmp_path / "src", graphs("case30", 60, seed=4), tmp_path / "ft", labels=12,
+                      strategy="full", train=gridtune.TrainConfig(epochs=2, batch_size=8),
+                      conformal_alpha=None)
+    tuned, _ = load_checkpoint(tmp_path / "ft")
+    assert len(tuned.cuts) > 0 and set(tuned.cuts.sizes[:, 0].tolist()) == {30}
