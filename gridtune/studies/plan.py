@@ -108,6 +108,11 @@ class PretrainPlan:
     source: str
     config: Any  # gridtune.workflows.configs.PretrainConfig
     fingerprint: str
+    members: tuple[str, ...] = ()  # grid labels pre-trained on: (source,), or a source set's
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            object.__setattr__(self, "members", (self.source,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +176,7 @@ class StudyPlan:
         return {
             "spec": self.spec, "task": self.task, "headline": list(self.headline),
             "recipes": {d.label: d.recipe for d in self.datasets},
-            "pretrain": {p.source: {"config": dataclasses.asdict(p.config),
+            "pretrain": {p.source: {"config": dataclasses.asdict(p.config), "members": list(p.members),
                                     "fingerprint": p.fingerprint} for p in self.pretrain},
             "report_constraints": {label: path for label, path in self.report_sets},
             "cells": self.cell_ids,
@@ -193,9 +198,10 @@ class StudyPlan:
         lines += ["", f"pre-training, once per source ({len(self.pretrain)}):"]
         for p in self.pretrain:
             t, m = p.config.train, p.config.model
+            across = f" (one model across {', '.join(p.members)})" if p.members != (p.source,) else ""
             lines.append(f"  {p.source:<16} {t.epochs} epochs, lr {t.lr:g}"
                          f"{', ' + t.lr_schedule if t.lr_schedule else ''}, {m.conv} "
-                         f"{m.hidden}x{m.layers}, seed {t.seed}  [{p.fingerprint}]")
+                         f"{m.hidden}x{m.layers}, seed {t.seed}{across}  [{p.fingerprint}]")
         scratch = sum(c.cell.with_scratch for c in self.cells)
         lines += ["", f"cells ({len(self.cells)}; {scratch} also train the scratch baseline of "
                   "their group):"]
@@ -237,11 +243,15 @@ def make_plan(spec: StudySpec) -> StudyPlan:
     by_label = {d.label: d for d in datasets}
     report_sets = _report_sets(spec, where)
     cells = expand(spec)
-    sources = list(dict.fromkeys(c.source for c in cells))
+    members = source_labels(spec)
     pconfig = pretrain_config(spec)
-    pretrain = {s: PretrainPlan(s, pconfig, _hash({
-        "task": spec.task, "config": _pretrain_dict(pconfig),
-        "source_recipe": by_label[s].recipe})) for s in sources}
+    pretrain = {}
+    for s in dict.fromkeys(c.source for c in cells):
+        grids = members[s]
+        recipe: Any = (by_label[s].recipe if grids == (s,)
+                       else [by_label[m].recipe for m in grids])
+        pretrain[s] = PretrainPlan(s, pconfig, _hash({
+            "task": spec.task, "config": _pretrain_dict(pconfig), "source_recipe": recipe}), grids)
     cell_plans = []
     for cell in cells:
         try:
@@ -493,12 +503,25 @@ def grid_refs(spec: StudySpec) -> dict[str, str]:
     """Grid label -> resolved recipe reference, sources first, in spec order; two references
     with one label are an error."""
     out: dict[str, str] = {}
-    for ref in spec.sources + spec.targets:
+    for ref in [m for src in spec.sources for m in spec.source_members(src)] + list(spec.targets):
         resolved = spec.resolve(ref)
         label = grid_label(resolved)
         if out.setdefault(label, resolved) != resolved:
             raise SpecError(f"study `{spec.name}`: grids `{out[label]}` and `{resolved}` share "
                             f"the name `{label}`; rename one recipe file")
+    return out
+
+
+def source_labels(spec: StudySpec) -> dict[str, tuple[str, ...]]:
+    """Source label -> the grid labels it pre-trains on: `(label,)` for one grid, the members'
+    labels for a `[source_sets]` entry (labelled by the set's name)."""
+    out = {}
+    for ref in spec.sources:
+        if ref in spec.source_sets:
+            out[ref] = tuple(grid_label(spec.resolve(m)) for m in spec.source_sets[ref])
+        else:
+            label = grid_label(spec.resolve(ref))
+            out[label] = (label,)
     return out
 
 
@@ -559,14 +582,13 @@ def expand(spec: StudySpec) -> list[Cell]:
         for form in spec.formulations:
             constraint_options.append((constraint_label(ref), form,
                                        constraint_variant(spec, ref, form)))
-    labels = {ref: grid_label(spec.resolve(ref)) for ref in spec.sources + spec.targets}
+    members = source_labels(spec)
     cells: list[Cell] = []
     seen_groups: set[tuple[str, int, int, str, str]] = set()
-    for source_ref in spec.sources:
-        source = labels[source_ref]
+    for source, grids in members.items():
         for target_ref in spec.targets:
-            target = labels[target_ref]
-            if spec.pairs == "cross" and source == target:
+            target = grid_label(spec.resolve(target_ref))
+            if spec.pairs == "cross" and target in grids:
                 continue
             for constraint, form, cpath in constraint_options:
                 for n in spec.labels:

@@ -468,8 +468,10 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, records: list[dict[
     fed_ids = list(study.get("federated_cells") or {})
     if fed_ids and not spec.get("sources"):  # federated cells only
         return blocks + _federated_blocks(fed_ids, store)
+    sets = spec.get("source_sets") or {}
     blocks.append(("ul", [
-        f"sources: {', '.join(spec.get('sources', []))}",
+        "sources: " + ", ".join(f"{s} (one model across {' + '.join(sets[s])})" if s in sets else s
+                                for s in spec.get("sources", [])),
         f"targets: {', '.join(spec.get('targets', []))}",
         f"strategies: {', '.join(spec.get('strategies', []))}",
         f"label budgets: {', '.join(str(x) for x in spec.get('labels', []))}; seeds: "

@@ -148,20 +148,29 @@ def _open(ref: DatasetRef) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainJob:
-    source: DatasetRef
+    label: str
+    sources: tuple[DatasetRef, ...]  # one grid, or a source set's members
     config: Any  # PretrainConfig
     out_dir: str
     fingerprint: str
     threads: int
 
 
+def source_hash(plan: PretrainPlan, datasets: dict[str, DatasetRef]) -> str:
+    """The content hash of what a source pre-trains on (its grids' hashes, joined, for a set)."""
+    return "+".join(datasets[m].content_hash for m in plan.members)
+
+
 def _pretrain_job(job: PretrainJob) -> dict[str, Any]:
     """Worker: pre-train one source; returns {"ok": bool, "error", "test"} (never raises)."""
     start = time.perf_counter()
     try:
+        from gridtune.grids.dataset import open_dataset
         from gridtune.workflows.pretrain import pretrain
 
-        result = pretrain(_open(job.source), job.out_dir, job.config, threads=job.threads)
+        data = (_open(job.sources[0]) if len(job.sources) == 1 else
+                [open_dataset(r.directory, samples=r.samples) for r in job.sources])
+        result = pretrain(data, job.out_dir, job.config, threads=job.threads)
         return {"ok": True, "fingerprint": job.fingerprint,
                 "wall_time_s": time.perf_counter() - start, "test": result.test.get("model"),
                 "epochs_run": result.epochs_run}
@@ -182,9 +191,8 @@ def pretrain_sources(plans: list[PretrainPlan], datasets: dict[str, DatasetRef],
     result: dict[str, tuple[str | None, str | None]] = {}
     jobs = []
     for p in plans:
-        ref = datasets[p.source]
         directory = store.pretrain_dir(p.source)
-        fp = bind(p.fingerprint, ref.content_hash)
+        fp = bind(p.fingerprint, source_hash(p, datasets))
         damaged = store.damage(directory / "pretrain.json")
         if damaged is not None:
             log(f"pretrain {p.source}: `{damaged.path}` {damaged.problem}; pre-training again")
@@ -194,12 +202,13 @@ def pretrain_sources(plans: list[PretrainPlan], datasets: dict[str, DatasetRef],
             log(f"pretrain {p.source}: reusing {directory}")
             result[p.source] = (str(directory), None)
             continue
-        jobs.append(PretrainJob(ref, p.config, str(directory), fp, threads=_threads()))
+        jobs.append(PretrainJob(p.source, tuple(datasets[m] for m in p.members), p.config,
+                                str(directory), fp, threads=_threads()))
     if jobs:
-        log(f"pretrain: {len(jobs)} source(s) ({', '.join(j.source.label for j in jobs)})")
+        log(f"pretrain: {len(jobs)} source(s) ({', '.join(j.label for j in jobs)})")
     for i, done in run_tasks(_pretrain_job, jobs, workers=min(workers, max(1, len(jobs))),
                              backend=backend, on_lost=_lost_pretrain):
-        source = jobs[i].source.label
+        source = jobs[i].label
         store.save_pretrain(source, done)
         if done["ok"]:
             log(f"pretrain {source}: done in {done['wall_time_s']:.0f} s")
@@ -376,7 +385,7 @@ def run_plan(plan: StudyPlan, out_dir: str | Path, *, workers: int | None = None
     datasets = prepare_datasets(plan.datasets, workers=workers, backend=backend, log=log,
                                 progress=progress)
     store.write_datasets({k: dataclasses.asdict(v) for k, v in datasets.items()})
-    prints = {c.cell_id: bind(c.fingerprint, datasets[c.cell.source].content_hash,
+    prints = {c.cell_id: bind(c.fingerprint, source_hash(plan.pretrain_for(c.cell.source), datasets),
                               datasets[c.cell.target].content_hash) for c in plan.cells}
     for c in plan.cells:
         damaged = store.damage(store.record_path(c.cell_id))

@@ -19,7 +19,11 @@ An example (the dataclasses below list every key and its default; the shipped st
     formulations = ["lagrangian", "penalty_x10"]  # each constrained cell runs one; a name of
                                     # [formulation_settings] is a formulation with its own settings
     report_constraints = []         # further sets whose test violations every cell reports
-    pairs = "cross"                 # cross: skip source == target; all: keep them
+    pairs = "cross"                 # cross: skip source == target (or a member of the source
+                                    # set); all: keep them
+
+    [source_sets]                   # a source named here is ONE model pre-trained across these
+    ieee4 = ["case14", "case30", "case39", "case57"]   # grids (multi-source); list it in sources
 
     [formulation_settings.penalty_x10]   # a variant: formulation + settings for every set
     formulation = "penalty"
@@ -270,6 +274,7 @@ class StudySpec:
     unconstrained: bool = True
     report_constraints: tuple[str, ...] = ()
     pairs: Literal["cross", "all"] = "cross"
+    source_sets: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     metric: str | None = None
     data: DataSpec = DataSpec()
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -313,7 +318,9 @@ class StudySpec:
         if self.metric is not None and self.metric not in TASK_METRICS[self.task]:
             raise SpecError(f"key `metric` = `{self.metric}` is not a `{self.task}` metric; valid: "
                             f"{choices_text(TASK_METRICS[self.task])}")
-        if self.sources and self.pairs == "cross" and all(s == t for s in self.sources for t in self.targets):
+        self._check_source_sets()
+        if self.sources and self.pairs == "cross" and all(
+                t in self.source_members(s) for s in self.sources for t in self.targets):
             raise SpecError(f"with `pairs = \"cross\"` the only pair `{self.sources[0]}` -> "
                             f"`{self.sources[0]}` is skipped; add another target or set "
                             "`pairs = \"all\"`")
@@ -335,6 +342,31 @@ class StudySpec:
         if self.metric is None:
             return HEADLINE[self.task]
         return self.metric, not ERROR_WORDS.intersection(self.metric.split("_"))
+
+    def _check_source_sets(self) -> None:
+        sets = {}
+        for name, members in self.source_sets.items():
+            if not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
+                raise SpecError(f"key `source_sets.{name}`: name a set with letters, digits and "
+                                ". _ + - only")
+            if (not isinstance(members, (list, tuple)) or len(members) < 2
+                    or not all(isinstance(m, str) and m for m in members)):
+                raise SpecError(f"key `source_sets.{name}` must list at least two grids (case "
+                                f"names, recipe .toml paths or dataset directories), got `{members}`")
+            if len(set(members)) != len(members):
+                raise SpecError(f"key `source_sets.{name}` lists a grid twice")
+            if name not in self.sources:
+                raise SpecError(f"key `source_sets.{name}` is not listed in `sources`; list it "
+                                "there or remove it")
+            sets[name] = tuple(members)
+        object.__setattr__(self, "source_sets", sets)
+        for name in self.targets:
+            if name in sets:
+                raise SpecError(f"key `targets` names source set `{name}`; a target is one grid")
+
+    def source_members(self, ref: str) -> tuple[str, ...]:
+        """The grids a `sources` entry pre-trains on: a source set's members, or the entry."""
+        return self.source_sets.get(ref, (ref,))
 
     def resolve(self, ref: str) -> str:
         """A recipe path or dataset directory (resolved against the spec's directory), or a case
@@ -396,7 +428,10 @@ def load_study(path: str | Path, **overrides: Any) -> StudySpec:
 def check_files(spec: StudySpec, where: str) -> None:
     """Recipe / constraint paths exist and case names are known."""
     for key in ("sources", "targets"):
-        for ref in getattr(spec, key):
+        refs = getattr(spec, key)
+        if key == "sources":
+            refs = [m for ref in refs for m in spec.source_members(ref)]
+        for ref in refs:
             if is_dataset_directory(spec.resolve(ref)):
                 continue
             if ref.endswith(".toml"):

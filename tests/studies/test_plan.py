@@ -160,6 +160,41 @@ def test_fingerprints_follow_what_changes_a_result(tmp_path):
     assert [c.fingerprint for c in again.cells] == [c.fingerprint for c in base.cells]
 
 
+SET = BASE.replace('sources = ["case9"]', 'sources = ["small", "case9"]').replace(
+    'targets = ["case14"]', 'targets = ["case14", "case30"]') + """
+[source_sets]
+small = ["case9", "case14"]
+"""
+
+
+def test_a_source_set_is_one_pretraining_across_its_grids(tmp_path):
+    plan = make_plan(load_study(write(tmp_path, SET)))
+    assert {p.source: p.members for p in plan.pretrain} == {"small": ("case9", "case14"),
+                                                            "case9": ("case9",)}
+    assert [d.label for d in plan.datasets] == ["case9", "case14", "case30"]  # members built once
+    pairs = {(c.cell.source, c.cell.target) for c in plan.cells}
+    # cross: a set never targets its own members
+    assert pairs == {("small", "case30"), ("case9", "case14"), ("case9", "case30")}
+    alone = make_plan(load_study(write(tmp_path, BASE)))
+    assert plan.pretrain_for("case9").fingerprint == alone.pretrain[0].fingerprint
+    assert plan.pretrain_for("small").fingerprint != alone.pretrain[0].fingerprint
+    assert plan.to_dict()["pretrain"]["small"]["members"] == ["case9", "case14"]
+    assert "small            " in plan.describe() and "one model across case9, case14" in plan.describe()
+
+
+@pytest.mark.parametrize("change, match", [
+    ('small = ["case9"]', r"key `source_sets.small` must list at least two grids"),
+    ('small = ["case9", "case9"]', r"key `source_sets.small` lists a grid twice"),
+    ('other = ["case9", "case14"]', r"key `source_sets.other` is not listed in `sources`"),
+    ('small = ["case9", "nowhere"]', r"key `sources` names unknown case `nowhere`"),
+])
+def test_bad_source_sets(tmp_path, change, match):
+    with pytest.raises(SpecError, match=match):
+        load_study(write(tmp_path, SET.replace('small = ["case9", "case14"]', change)))
+    with pytest.raises(SpecError, match=r"key `targets` names source set `small`"):
+        load_study(write(tmp_path, SET.replace('targets = ["case14", "case30"]', 'targets = ["small"]')))
+
+
 def test_study_plan_command_prints_cells_and_runs_nothing(tmp_path, capsys, monkeypatch):
     import gridtune.studies.runner as runner
 

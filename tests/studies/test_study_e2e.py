@@ -257,3 +257,24 @@ def test_reduced_benchmark_specs_run(study, tmp_path, capsys, name, labels, cell
         if name == "constraints_power_balance":
             assert "## Constraint `nodal_balance` (test split)" in text
             assert "Δ metrics" in table
+
+
+def test_a_source_set_pretrains_one_model_across_its_grids(study, tmp_path):
+    """`[source_sets]`: one checkpoint trained on both grids (its per-source scores name them),
+    fine-tuned on the target; rerun, the pre-training is reused."""
+    path = tmp_path / "set.toml"
+    path.write_text(SPEC.replace('sources = ["case9"]', 'sources = ["both"]')
+                    .replace('strategies = ["full", "linear-probe"]', 'strategies = ["full"]')
+                    .replace("labels = [10, 20]", 'labels = [10]\npairs = "all"')
+                    + '\n[source_sets]\nboth = ["case9", "case14"]\n')
+    lines: list[str] = []
+    outcome = run_study(load_study(path), tmp_path / "out", workers=1, log=lines.append,
+                        progress=False, report=False)
+    assert (outcome.ran, outcome.failed) == (1, 0)
+    metrics = json.loads((tmp_path / "out" / "pretrain" / "both" / "metrics.json").read_text())
+    assert set(metrics["per_source"]) == {"case9", "case14"}
+    again: list[str] = []
+    rerun = run_study(load_study(path), tmp_path / "out", workers=1, log=again.append,
+                      progress=False)
+    assert not any(line.startswith("pretrain:") for line in again)
+    assert "sources: both (one model across case9 + case14)" in rerun.report_md.read_text()
