@@ -240,6 +240,22 @@ def _pretrain_table(store: ResultsStore, metric: str) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if rows else None
 
 
+def zero_shot_table(records: list[dict[str, Any]], metric: str) -> pd.DataFrame | None:
+    """One row per (source, target): the source model's test `metric` on the target before any
+    fine-tuning, mean ± std over seeds (each seed draws its own split), and the test size."""
+    seen: dict[tuple[str, str], dict[int, tuple[float | None, Any]]] = {}
+    for r in records:
+        cell = r.get("cell") or {}
+        if r.get("status") != "ok" or not r.get("zero_shot"):
+            continue
+        by_seed = seen.setdefault((cell["source"], cell["target"]), {})
+        by_seed.setdefault(cell["seed"], (r["zero_shot"].get(metric), r.get("n_test")))
+    rows = [{"source": s, "target": t,
+             f"zero-shot {metric}": pm(mean_sd(v[0] for v in by_seed.values()), ".4f"), "seeds": len(by_seed), "n_test": min(int(v[1] or 0) for v in by_seed.values())}
+            for (s, t), by_seed in seen.items()]
+    return pd.DataFrame(rows) if rows else None
+
+
 def _verdict_blocks(summ: pd.DataFrame) -> list[Block]:
     blocks: list[Block] = [("h2", "Transfer verdicts")]
     if summ.empty:
@@ -495,6 +511,12 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, records: list[dict[
     pre = _pretrain_table(store, metric)
     if pre is not None:
         blocks += [("h2", "Pre-training (once per source)"), ("table", pre)]
+    zero = zero_shot_table(records, metric)
+    if zero is not None:
+        blocks += [("h2", "Zero-shot on the targets"),
+                   ("p", f"Each source model's test `{metric}` on the target before any target "
+                         "label (the cells' own test splits; `n_test`: the smallest)."),
+                   ("table", zero)]
     blocks += [("h2", "Results"),
                ("p", "Mean ± std over seeds; `n_test`: target test-split graphs per cell; "
                      "labels with the AC-OPF solver time they cost (mean over seeds)."),

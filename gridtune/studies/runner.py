@@ -306,6 +306,8 @@ def normalise_result(raw: dict[str, Any], set_labels: dict[str, str] | None = No
         out["reliability"] = raw["reliability"]
     if raw.get("trust"):
         out["trust"] = _scalars(raw["trust"])
+    if raw.get("zero_shot"):
+        out["zero_shot"] = _scalars(raw["zero_shot"])
     constraints = raw.get("constraints")
     if constraints:
         out["violations"] = {name: _scalars(v) for name, v in (constraints.get("test") or {}).items()}

@@ -90,7 +90,8 @@ class FinetuneResult(_Result):
     table of the calibrated model on the test split; `violations` maps each of
     `TransferConfig.report_constraints` to its violation report on the test split. `trust` (with
     `TransferConfig.conformal_alpha`) holds the conformal coverage and the solver fallback on
-    the test split (`trust_summary`).
+    the test split (`trust_summary`). `zero_shot` holds the source checkpoint's metrics on the
+    same test split before any training on the target (null for `scratch`).
     """
 
     checkpoint: str
@@ -129,6 +130,7 @@ class FinetuneResult(_Result):
     reliability: list[dict[str, float]] | None = None
     violations: dict[str, dict[str, Any]] | None = None
     trust: dict[str, Any] | None = None
+    zero_shot: dict[str, Any] | None = None
     wall_time_s: float = 0.0
 
     FILE: ClassVar[str] = "finetune.json"

@@ -242,6 +242,8 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
     test = task_graphs([view.graphs[i] for i in te_idx], task)
     if not test:
         raise DataError(f"data `{view.name}` has no test graphs with a `{task}` target")
+    # what the source model scores on the target before it sees a single target label
+    zero_shot = None if strategy == "scratch" else _test_scores(model, test)[0]
 
     unlabeled_loader = None
     pool: list[Any] = []
@@ -305,7 +307,8 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
         best_val=fit_result.best_val, train_wall_time_s=fit_result.wall_time_s,
         label_solver_time_s=None if solve is None or not np.isfinite(solve).any()
         else float(np.nansum(solve)),
-        calibration=decisions.get("calibration"), decision_curve=decisions.get("decision_curve"))
+        calibration=decisions.get("calibration"), decision_curve=decisions.get("decision_curve"),
+        zero_shot=zero_shot)
     if cfg.constraints is not None:
         from gridtune.constraints.api import constraint_report
         result.constraints = {

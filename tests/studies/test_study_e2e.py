@@ -182,7 +182,10 @@ def test_records_carry_what_the_report_reads(study):
     assert rec["status"] == "ok" and rec["n_test"] > 0
     assert rec["reliability"] and {"lower", "count", "mean_prob", "frac_positive"} <= set(
         rec["reliability"][0])
+    assert rec["zero_shot"]["auroc"] is not None  # the source model before fine-tuning
     text = (out / "report.md").read_text()
+    zero = text.split("## Zero-shot on the targets")[1].split("##")[0]
+    assert f"| case9 | case14 | {rec['zero_shot']['auroc']:.4f} ± 0.0000 | 1 |" in zero
     assert "## Transfer verdicts" in text and "inconclusive (one seed)" in text
     assert "negative transfer" not in text.split("## Results")[1].split("## Transfer")[0]
 

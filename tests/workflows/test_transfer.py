@@ -100,6 +100,11 @@ def test_result_carries_the_documented_vocabulary(source, target, tmp_path):
     from gridtune.workflows.results import FinetuneResult
 
     assert FinetuneResult.load(tmp_path).to_dict() == json.loads(json.dumps(r))
+    # zero-shot: the source checkpoint itself scored on the same test split, before training
+    test = split_indices(transfer.resolve_data(target).statuses, 0, tuple(r["split"]))[2]
+    source_on_test = transfer._test_scores(load_checkpoint(source)[0], [target[int(i)] for i in test])[0]
+    assert r["zero_shot"]["auroc"] == pytest.approx(source_on_test["auroc"])
+    assert finetune(source, target, tmp_path / "s", labels=16, strategy="scratch", train=FAST)["zero_shot"] is None
     with pytest.raises(DataError, match="cannot read FinetuneResult"):
         FinetuneResult.load(tmp_path / "missing")
 
