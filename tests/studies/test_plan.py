@@ -209,6 +209,19 @@ def test_study_plan_command_prints_cells_and_runs_nothing(tmp_path, capsys, monk
     assert "unknown action `explain`" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name, cells, members", [
+    ("changed_grid_case118", 60, ("case118",)),
+    ("new_grid_case118", 20, ("case14", "case30", "case39", "case57")),
+])
+def test_transfer_target_specs_validate(name, cells, members):
+    path = BENCHMARKS / f"{name}.toml"
+    assert f"gridtune study run benchmarks/{name}.toml --out runs/{name}" in path.read_text()
+    plan = make_plan(load_study(path))
+    assert len(plan.cells) == cells and plan.pretrain[0].members == members
+    assert len({c.cell.seed for c in plan.cells}) == 5  # headline figures: five seeds
+    assert {c.cell.strategy: c.config.unlabeled for c in plan.cells}["self-training"] == 1000
+
+
 @pytest.mark.parametrize("name, cells, task", [
     ("transfer_curve", 72, "feasibility"),
     ("constraints_monotone", 18, "feasibility"),
