@@ -358,6 +358,58 @@ def label_efficiency(summ: pd.DataFrame, metric: str, higher: bool) -> pd.DataFr
     return pd.DataFrame(rows).fillna("-") if rows else None
 
 
+def fewer_labels_table(frame: pd.DataFrame, headline: tuple[str, bool]) -> pd.DataFrame | None:
+    """Each strategy at a label budget against scratch at every larger budget, paired by seed
+    (a seed draws one split for every budget): the gain with its bootstrap interval and verdict
+    (`transfer_verdict`: at least 3 seeds and a test split of `MIN_TEST`). A row is only
+    `informative` where scratch itself is shown to gain from the larger budget (its own verdict
+    at the smaller budget against the larger one is negative); otherwise a small-budget strategy
+    "reaching" scratch there says nothing about labels saved."""
+    metric, higher = headline
+    scratch_col = f"scratch_{metric}"
+    ok = frame[frame["status"] == "ok"]
+    if ok.empty or scratch_col not in ok or ok["labels"].nunique() < 2:
+        return None
+    rows = []
+    for key, sub in ok.groupby(["source", "target", "constraint", "formulation"], sort=False):
+        carriers = sub.dropna(subset=[scratch_col])
+        scratch = {int(b): dict(zip(g["seed"], pd.to_numeric(g[scratch_col]), strict=True))
+                   for b, g in carriers.groupby("labels")}
+        n_test = pd.to_numeric(sub.get("n_test"), errors="coerce").dropna()
+        n = int(n_test.min()) if len(n_test) else None
+        where = f"{key[0]} -> {key[1]}" + ("" if key[2] == "none" else f", {key[2]} / {key[3]}")
+        for small in sorted(scratch):
+            for big in (b for b in sorted(scratch) if b > small):
+                own = _paired(scratch[small], scratch[big], headline, n)
+                informative = own is not None and own.negative_transfer
+                strategies = [("scratch", scratch[small])] + [
+                    (st, dict(zip(g["seed"], pd.to_numeric(g[metric]), strict=True)))
+                    for st, g in sub[sub["labels"] == small].groupby("strategy", sort=False)]
+                for name, mine in strategies:
+                    v = own if name == "scratch" else _paired(mine, scratch[big], headline, n)
+                    if v is None:
+                        continue
+                    rows.append({"source -> target": where, "strategy": name,
+                                 "labels": small, "scratch labels": big,
+                                 f"{metric} - scratch's": f"{v.gain_mean:+.4f} [{v.ci_low:+.4f}, "
+                                                         f"{v.ci_high:+.4f}]",
+                                 "seeds": v.n_seeds,
+                                 "verdict": {"positive transfer": "better", "negative transfer": "worse"}
+                                 .get(v.label, "no difference shown"),
+                                 "informative": "yes" if informative else "no"})
+    return pd.DataFrame(rows) if rows else None
+
+
+def _paired(mine: dict[Any, float], theirs: dict[Any, float], headline: tuple[str, bool],
+            n_test: int | None) -> Any:
+    """`transfer_verdict` of `mine` against `theirs` over the seeds both have (None: none)."""
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None
+    return transfer_verdict([mine[x] for x in seeds], [theirs[x] for x in seeds], metric=headline[0],
+                            higher_is_better=headline[1], n_test=n_test, min_test=MIN_TEST)
+
+
 def _ratio(base: float, value: float) -> str:
     if not (np.isfinite(base) and np.isfinite(value)):
         return "-"
@@ -537,6 +589,18 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, records: list[dict[
                          f"(mean `{metric}`) than each strategy at its own budget; `< N`: below "
                          "scratch at every budget."),
                    ("table", eff)]
+    fewer = fewer_labels_table(frame, (metric, higher))
+    if fewer is not None:
+        blocks += [("h2", "Fewer labels than scratch"),
+                   ("p", f"Each strategy with `labels` target labels against scratch with more "
+                         f"(`scratch labels`), paired by seed: the gain in `{metric}` with a 95% "
+                         "bootstrap interval. `better` / `worse` only when the interval excludes "
+                         "zero (at least 3 seeds and a test split of at least "
+                         f"{MIN_TEST}). `informative`: scratch itself is worse at `labels` than "
+                         "at `scratch labels` (its own row); where it is not, matching scratch "
+                         "there says nothing about labels saved. Rows `scratch`: scratch at "
+                         "`labels` against itself at `scratch labels`."),
+                   ("table", fewer)]
     fb = fallback_table(records, metric)
     if fb is not None:
         blocks += [("h2", "Conformal coverage and solver fallback (test split)"),

@@ -277,3 +277,47 @@ def test_report_shows_coverage_and_the_solver_fallback_beside_the_headline(study
 def test_report_without_conformal_cells_has_no_fallback_section(study_dir):
     md, _ = write_report(study_dir)
     assert "solver fallback" not in md.read_text()
+
+
+def budget_records(scratch: dict[int, list[float]], full: dict[int, list[float]],
+                   n_test: int = 1200) -> list[dict]:
+    """case9 -> case14, `full` and its scratch baseline per budget and seed."""
+    recs = []
+    for labels, values in full.items():
+        for seed, value in enumerate(values):
+            cell = Cell("case9", "case14", "full", labels, seed, with_scratch=True)
+            recs.append({"cell_id": cell.cell_id, "cell": cell.to_dict(), "fingerprint": "f",
+                         "status": "ok", "metrics": {"auroc": value},
+                         "scratch": {"auroc": scratch[labels][seed]}, "n_test": n_test})
+    return recs
+
+
+def test_fewer_labels_compares_each_budget_with_scratch_at_larger_ones(tmp_path):
+    from gridtune.studies.report import fewer_labels_table
+
+    recs = budget_records(scratch={50: [0.90, 0.91, 0.92], 500: [0.95, 0.955, 0.96]},
+                          full={50: [0.96, 0.962, 0.97], 500: [0.97, 0.975, 0.98]})
+    table = fewer_labels_table(results_frame(recs, ("auroc", True)), ("auroc", True))
+    rows = {(r["strategy"], r["labels"]): r for r in table.to_dict("records")}
+    assert set(rows) == {("scratch", 50), ("full", 50)}  # only smaller budget vs larger scratch
+    assert rows["scratch", 50]["verdict"] == "worse" and rows["scratch", 50]["informative"] == "yes"
+    assert rows["full", 50]["verdict"] == "better" and rows["full", 50]["scratch labels"] == 500
+    assert rows["full", 50]["auroc - scratch's"].startswith("+0.0090 [")
+    # scratch flat between the budgets: reaching it says nothing about labels saved
+    flat = budget_records(scratch={50: [0.95, 0.96, 0.955], 500: [0.955, 0.955, 0.956]},
+                          full={50: [0.96, 0.962, 0.97], 500: [0.97, 0.975, 0.98]})
+    table = fewer_labels_table(results_frame(flat, ("auroc", True)), ("auroc", True))
+    assert set(table["informative"]) == {"no"}
+    # a small test split: intervals shown, no verdict
+    small = budget_records(scratch={50: [0.90, 0.91, 0.92], 500: [0.95, 0.955, 0.96]},
+                           full={50: [0.96, 0.962, 0.97], 500: [0.97, 0.975, 0.98]}, n_test=400)
+    table = fewer_labels_table(results_frame(small, ("auroc", True)), ("auroc", True))
+    assert set(table["verdict"]) == {"no difference shown"}
+    store = ResultsStore(tmp_path)
+    for r in recs:
+        store.save(r)
+    write_json(tmp_path / "study.json", {"spec": {"name": "t", "task": "feasibility"},
+                                         "headline": ["auroc", True],
+                                         "cells": [r["cell_id"] for r in recs]})
+    text = write_report(tmp_path)[0].read_text()
+    assert "| case9 -> case14 | full | 50 | 500 | +0.0090 [" in text.split("## Fewer labels than scratch")[1]
