@@ -53,6 +53,12 @@ _REFERENCE = [False]
 _APPROXIMATE = [False]
 
 
+def fresh_state() -> None:
+    """Forget every stored result and warm start (`_CACHE`, `basis_lp`'s topologies)."""
+    _CACHE.clear()
+    basis_lp.clear()
+
+
 @contextlib.contextmanager
 def uncached() -> Iterator[None]:
     """Solve every LP afresh inside the block: what inference on unseen scenarios costs (a timing

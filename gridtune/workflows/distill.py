@@ -36,6 +36,7 @@ from gridtune.grids.view import resolve_data, task_graphs
 from gridtune.nn.batching import MODEL_INPUTS, input_batches
 from gridtune.nn.calibration import platt_calibrate
 from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint, seal_checkpoint
+from gridtune.nn.loadability import fresh_state
 from gridtune.nn.model import ModelConfig, build_model, count_parameters, fill_cuts, model_preset
 from gridtune.nn.normalizer import Normalizer
 from gridtune.nn.tasks import make_task
@@ -146,6 +147,7 @@ def _distill(teacher_dir: Path, data: Any, out: Path, config: DistillConfig, *, 
     from gridtune.grids.dataset import open_dataset
 
     start = time.perf_counter()
+    fresh_state()  # numbers independent of what this process solved before
     teacher, meta = load_checkpoint(teacher_dir)
     if teacher.task != "feasibility":
         raise SpecError(f"distillation needs a feasibility teacher; `{teacher_dir}` is a `{teacher.task}` model")

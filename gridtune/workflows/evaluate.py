@@ -26,6 +26,7 @@ from gridtune.grids.view import (
     unknown_as_infeasible,
 )
 from gridtune.nn.checkpoint import load_checkpoint
+from gridtune.nn.loadability import fresh_state
 
 
 def _check_task_data(task: str, view: DataView) -> None:
@@ -49,6 +50,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
     spec file), the report gains `constraints`: per constraint `violation_rate`,
     `mean_violation`, `max_violation` on the same test split. Returns the report.
     """
+    fresh_state()  # numbers independent of what this process solved before
     model, meta = load_checkpoint(checkpoint)
     view = resolve_data(data, samples=samples)
     check_schema(view, str(meta["schema_version"]))

@@ -35,6 +35,7 @@ from gridtune.grids.view import (
 )
 from gridtune.nn.calibration import platt_calibrate
 from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint, seal_checkpoint
+from gridtune.nn.loadability import fresh_state
 from gridtune.nn.model import build_model, count_parameters, fill_cuts
 from gridtune.nn.normalizer import Normalizer
 from gridtune.nn.tasks import make_task, task_for_model
@@ -108,6 +109,7 @@ def _pretrain(data: Any, out: Path, config: PretrainConfig, *, workers: int | No
               progress: bool) -> PretrainResult:
     task, seed = config.task, config.train.seed
     start = time.perf_counter()
+    fresh_state()  # numbers independent of what this process solved before
     include_unknown = config.include_unknown and task == "feasibility"
 
     def read(source: Any) -> DataView:

@@ -44,7 +44,7 @@ from gridtune.grids.view import check_schema, resolve_data, task_graphs
 from gridtune.nn.calibration import platt_calibrate
 from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint, seal_checkpoint
 from gridtune.nn.heads import make_head
-from gridtune.nn.loadability import dc_load_scale
+from gridtune.nn.loadability import dc_load_scale, fresh_state
 from gridtune.nn.model import build_model, fill_cuts
 from gridtune.nn.normalizer import Normalizer
 from gridtune.nn.tasks import higher_is_better, make_task, primary_metric, task_for_model
@@ -225,6 +225,7 @@ def finetune(checkpoint: str | Path, data: Any, out_dir: str | Path,
 def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferConfig, *,
               save: bool) -> FinetuneResult:
     start = time.perf_counter()
+    fresh_state()  # numbers independent of what this process solved before
     seed, strategy = cfg.seed, cfg.strategy
     model, meta = load_checkpoint(checkpoint)
     task = model.task
