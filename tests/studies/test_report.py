@@ -181,6 +181,16 @@ def test_reliability_pooling_weights_bins_by_count():
     np.testing.assert_allclose(y, [0.25, 1.0])
 
 
+def stored_report(root: Path, recs: list[dict]) -> tuple[Path, Path]:
+    """A study directory holding `recs` (feasibility, AUROC headline), its report written."""
+    store = ResultsStore(root)
+    for r in recs:
+        store.save(r)
+    write_json(root / "study.json", {"spec": {"name": "t", "task": "feasibility"},
+                                     "headline": ["auroc", True], "cells": [r["cell_id"] for r in recs]})
+    return write_report(root)
+
+
 def two_seed_records(gains: list[float], *, n_test: int = 45, solve: float = 20.0) -> list[dict]:
     """One group (case9 -> case14, `full`, 100 labels) with the given gain per seed."""
     recs = []
@@ -203,13 +213,7 @@ def test_a_negative_mean_gain_whose_interval_spans_zero_is_inconclusive(tmp_path
     text = summary_text(frame, ("auroc", True))
     assert "0 negative transfer" in text and "1 inconclusive" in text
     assert "100 labels = 20 s" in text  # the AC-OPF solver time of the labels
-    store = ResultsStore(tmp_path)
-    for r in recs:
-        store.save(r)
-    write_json(tmp_path / "study.json", {"spec": {"name": "t", "task": "feasibility"},
-                                         "headline": ["auroc", True],
-                                         "cells": [r["cell_id"] for r in recs]})
-    md, page = write_report(tmp_path)
+    md, page = stored_report(tmp_path, recs)
     text = md.read_text()
     results = text.split("## Results")[1].split("##")[0]
     assert "| 100 (20 s) | 2 |" in results
@@ -313,11 +317,5 @@ def test_fewer_labels_compares_each_budget_with_scratch_at_larger_ones(tmp_path)
                            full={50: [0.96, 0.962, 0.97], 500: [0.97, 0.975, 0.98]}, n_test=400)
     table = fewer_labels_table(results_frame(small, ("auroc", True)), ("auroc", True))
     assert set(table["verdict"]) == {"no difference shown"}
-    store = ResultsStore(tmp_path)
-    for r in recs:
-        store.save(r)
-    write_json(tmp_path / "study.json", {"spec": {"name": "t", "task": "feasibility"},
-                                         "headline": ["auroc", True],
-                                         "cells": [r["cell_id"] for r in recs]})
-    text = write_report(tmp_path)[0].read_text()
+    text = stored_report(tmp_path, recs)[0].read_text()
     assert "| case9 -> case14 | full | 50 | 500 | +0.0090 [" in text.split("## Fewer labels than scratch")[1]
