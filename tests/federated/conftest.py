@@ -38,7 +38,9 @@ def _tiny_spec(sites: list[str], **fields):
     from gridtune.federated.spec import FederatedSpec, Personalisation
     from gridtune.nn.model import ModelConfig
 
-    base = dict(sites=tuple(sites), split=(0.5, 0.25, 0.25), rounds=2, round_timeout_s=300.0,
+    # a generous round timeout: Flower expires a round's messages after it, and on a loaded
+    # machine (two cores, a test suite beside other jobs) Ray's start-up alone can take minutes
+    base = dict(sites=tuple(sites), split=(0.5, 0.25, 0.25), rounds=2, round_timeout_s=1800.0,
                 model=ModelConfig(hidden=8, layers=1, head_hidden=8, dc_loadability=False),
                 personalise=Personalisation(methods=("finetune", "head"), epochs=2, patience=2, local_epochs=2))
     base.update(fields)
