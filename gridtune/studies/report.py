@@ -379,12 +379,12 @@ def fewer_labels_table(frame: pd.DataFrame, headline: tuple[str, bool]) -> pd.Da
         n = int(n_test.min()) if len(n_test) else None
         where = f"{key[0]} -> {key[1]}" + ("" if key[2] == "none" else f", {key[2]} / {key[3]}")
         for small in sorted(scratch):
+            strategies = [("scratch", scratch[small])] + [
+                (st, dict(zip(g["seed"], pd.to_numeric(g[metric]), strict=True)))
+                for st, g in sub[sub["labels"] == small].groupby("strategy", sort=False)]
             for big in (b for b in sorted(scratch) if b > small):
                 own = _paired(scratch[small], scratch[big], headline, n)
                 informative = own is not None and own.negative_transfer
-                strategies = [("scratch", scratch[small])] + [
-                    (st, dict(zip(g["seed"], pd.to_numeric(g[metric]), strict=True)))
-                    for st, g in sub[sub["labels"] == small].groupby("strategy", sort=False)]
                 for name, mine in strategies:
                     v = own if name == "scratch" else _paired(mine, scratch[big], headline, n)
                     if v is None:
