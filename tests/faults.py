@@ -110,8 +110,10 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-def run(argv: list[str], root: Path, kill_after_s: float | None = None) -> tuple[int, bool, str]:
-    """Run `gridtune ARGV`; with `kill_after_s`, SIGKILL its process group at that moment.
+def run(argv: list[str], root: Path, kill_after_s: float | None = None,
+        kill_when: Path | None = None) -> tuple[int, bool, str]:
+    """Run `gridtune ARGV`; with `kill_after_s`, SIGKILL its process group at that moment; with
+    `kill_when`, as soon as that file exists.
 
     Returns (exit code, whether it was killed, stderr). A run that must finish and does not
     raises with its stderr.
@@ -123,6 +125,11 @@ def run(argv: list[str], root: Path, kill_after_s: float | None = None) -> tuple
                                 start_new_session=True)
         killed = False
         try:
+            if kill_when is not None:
+                while proc.poll() is None and not kill_when.exists():
+                    time.sleep(0.02)
+                if proc.poll() is None:
+                    raise subprocess.TimeoutExpired(proc.args, 0)
             proc.wait(timeout=kill_after_s)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the command and every worker it started
@@ -130,7 +137,7 @@ def run(argv: list[str], root: Path, kill_after_s: float | None = None) -> tuple
             killed = True
     text = log.read_text()
     log.unlink()
-    if kill_after_s is None and proc.returncode != 0:
+    if not killed and proc.returncode != 0 and kill_after_s is None:
         raise RuntimeError(f"gridtune {' '.join(argv)} exited {proc.returncode}: {text[-2000:]}")
     return proc.returncode, killed, text
 

@@ -9,7 +9,16 @@ import random
 
 import pytest
 
-from tests.faults import kill_and_resume, prepare, reference, two_studies_one_cache, workloads
+from tests.faults import (
+    _argv,
+    _setup,
+    kill_and_resume,
+    prepare,
+    reference,
+    run,
+    two_studies_one_cache,
+    workloads,
+)
 
 pytestmark = pytest.mark.slow
 SEED = 18
@@ -31,6 +40,23 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(shared, index):
     point = kill_and_resume(w, root, rng.uniform(0.4, 0.9) * wall_s, expected, 0)
     assert point.equal, (w.name, point)
     assert "Traceback" not in point.resume_stderr
+
+
+def test_a_pretraining_killed_after_an_epoch_continues_from_it(shared):
+    """Killed once its first epoch's training state is on disk: the rerun says it resumes
+    there (not from epoch 0) and leaves the uninterrupted run's checkpoint metrics."""
+    root, data = shared
+    w = workloads(data)[1]
+    assert w.name == "pretrain"
+    expected, _ = reference(w, root)
+    work = root / "kill-pretrain-epoch"
+    _setup(work, root, 40)
+    _, killed, _ = run(_argv(w, work, root), root, kill_when=work / "out" / "fit_state.pt")
+    assert killed
+    _, _, err = run(_argv(w, work, root), root)
+    assert "resuming training after epoch" in err, err
+    assert w.result(work) == expected
+    assert not (work / "out" / "fit_state.pt").exists()  # gone once the checkpoint is written
 
 
 def test_two_studies_sharing_one_cache_both_complete_with_equal_results(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from gridtune.core.resume import FitResume, FitState
 from gridtune.errors import SpecError, TrainingError
 
 ExtraLoss = Callable[[nn.Module, Any, int], Tensor]
@@ -211,6 +213,7 @@ def fit(
     score_penalty: Callable[[nn.Module, Any], float] | None = None,
     val_violation: ValViolation | None = None,
     progress: bool = False,
+    resume: FitResume | None = None,
 ) -> FitResult:
     """Train `model` with AdamW and early stopping on `task.val_score` (higher is better).
 
@@ -244,7 +247,15 @@ def fit(
             of constrained learning (Cotter et al. 2019, "Two-player games for efficient
             non-convex constrained optimization", section 5; Chamon and Ribeiro 2020).
         progress: show a tqdm bar over epochs.
+        resume: write the training state to `resume.path` after every epoch and, when a state
+            written under the same `resume.key` is there, continue after its epoch
+            (`gridtune.core.resume`); the result equals an uninterrupted fit's. Only for fits
+            without hooks: a hook's own state (a Lagrange multiplier, a teacher) is not saved.
     """
+    if resume is not None and any(h is not None for h in (extra_loss, on_epoch_start, score_penalty,
+                                                          val_violation)):
+        raise TrainingError(f"task `{task.name}`: a resumable fit takes no hooks (their state "
+                            "is not saved); pass resume=None")
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     if param_groups is None:
@@ -259,7 +270,7 @@ def fit(
                  if config.lr_schedule == "cosine" else None)
     result = FitResult()
     all_params = [p for g in optimizer.param_groups for p in g["params"]]
-    trained: dict[int, int] = {}  # id -> numel of every parameter trainable in some epoch
+    trained: dict[int, int] = {}  # position -> numel of every parameter trainable in some epoch
     # epochs are ranked by a tuple key; unconstrained: (score, tie_break), constrained:
     # (tier, ...) with tier 2 = within target, 1 = violating, 0 = not enforced yet
     best_key: tuple[float, ...] = (-math.inf, -math.inf)
@@ -267,7 +278,24 @@ def fit(
     since_best = 0
     binding = val_violation is None  # constrained: has an epoch missed the target yet?
     step = 0
-    epochs: Any = range(config.epochs)
+    first_epoch, spent_s = 0, 0.0
+    state = FitState.load(resume) if resume is not None else None
+    if state is not None:
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        if scheduler is not None and state.scheduler is not None:
+            scheduler.load_state_dict(state.scheduler)
+        best_state, best_key, since_best = state.best_state, tuple(state.best_key), state.since_best
+        binding, step, trained, spent_s = state.binding, state.step, dict(state.trained), state.wall_time_s
+        result.history, result.best_epoch = list(state.history), state.best_epoch
+        result.best_val, result.epochs_run = dict(state.best_val), state.epoch + 1
+        torch.set_rng_state(state.torch_rng)
+        if state.loader_rng is not None and _loader_generator(train_loader) is not None:
+            _loader_generator(train_loader).set_state(state.loader_rng)
+        first_epoch = config.epochs if state.stopped else state.epoch + 1
+        print(f"gridtune: resuming training after epoch {state.epoch + 1} of {config.epochs} "
+              f"({resume.path})", file=sys.stderr)
+    epochs: Any = range(first_epoch, config.epochs)
     if progress:
         from tqdm import tqdm
         epochs = tqdm(epochs, desc=f"fit {task.name}", unit="epoch")
@@ -275,7 +303,7 @@ def fit(
         model.train()
         if on_epoch_start is not None:
             on_epoch_start(epoch, model)
-        trained.update({id(p): p.numel() for p in all_params if p.requires_grad})
+        trained.update({i: p.numel() for i, p in enumerate(all_params) if p.requires_grad})
         total = extra_total = 0.0
         n_batches = 0
         for batch in train_loader:
@@ -336,7 +364,18 @@ def fit(
         result.history.append(row)
         if progress:
             epochs.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row.get('val_score', 0):.4f}")
-        if val_loader is not None and since_best >= config.patience:
+        stop = val_loader is not None and since_best >= config.patience
+        if resume is not None:
+            gen = _loader_generator(train_loader)
+            FitState(key=resume.key, epoch=epoch, stopped=stop, model=model.state_dict(),
+                     optimizer=optimizer.state_dict(),
+                     scheduler=scheduler.state_dict() if scheduler is not None else None,
+                     best_state=best_state, best_key=best_key, best_epoch=result.best_epoch,
+                     best_val=result.best_val, history=result.history, since_best=since_best,
+                     binding=binding, step=step, trained=trained, torch_rng=torch.get_rng_state(),
+                     loader_rng=gen.get_state() if gen is not None else None,
+                     wall_time_s=spent_s + time.perf_counter() - start).save(resume.path)
+        if stop:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -344,5 +383,11 @@ def fit(
         result.best_epoch = result.epochs_run - 1
     model.train(False)
     result.trainable_parameters = sum(trained.values())
-    result.wall_time_s = time.perf_counter() - start
+    result.wall_time_s = spent_s + time.perf_counter() - start
     return result
+
+
+def _loader_generator(loader: Any) -> torch.Generator | None:
+    """The generator a loader shuffles with (`make_loader` sets one), if any."""
+    gen = getattr(loader, "generator", None)
+    return gen if isinstance(gen, torch.Generator) else None

@@ -8,11 +8,18 @@ the model trains with early stopping on the validation split (`gridtune.core.tra
 feasibility probabilities are Platt-calibrated on the validation split (Platt 1999); the test
 split is scored beside the baseline (`gridtune.evaluation.evaluate.evaluate_model`). The
 checkpoint, `metrics.json` (a `PretrainResult`) and `history.json` go to `out_dir`.
+
+Training writes its state to `out_dir/fit_state.pt` after every epoch; a pre-training killed
+part way and run again with the same data and configuration continues after the last finished
+epoch and ends with the same model (`gridtune.core.resume`). The file goes once the checkpoint
+is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gridtune.core.resume import FitResume
 from gridtune.core.trainer import fit, make_loader, torch_threads
 from gridtune.errors import DataError
 from gridtune.evaluation.evaluate import evaluate_model
@@ -41,6 +49,8 @@ from gridtune.nn.normalizer import Normalizer
 from gridtune.nn.tasks import make_task, task_for_model
 from gridtune.workflows.configs import PretrainConfig, with_fields
 from gridtune.workflows.results import PretrainResult
+
+FIT_STATE = "fit_state.pt"
 
 
 def class_balance(graphs: list[Any]) -> dict[str, float]:
@@ -138,8 +148,10 @@ def _pretrain(data: Any, out: Path, config: PretrainConfig, *, workers: int | No
         ssl_report = self_supervise(net, [view.graphs[i] for i in tr_idx], sources, config)
     fit_task = make_task(task, **class_balance(train)) if task == "feasibility" else task_for_model(net)
     batch = config.train.batch_size
+    resume = FitResume(out / FIT_STATE, _run_key(config, view.content_hash, tr_idx, va_idx))
     fitted = fit(net, make_loader(train, batch, shuffle=True, seed=seed),
-                 make_loader(val, batch, shuffle=False), fit_task, config.train, progress=progress)
+                 make_loader(val, batch, shuffle=False), fit_task, config.train, progress=progress,
+                 resume=resume)
     fill_cuts(net, [view.graphs[i] for i in tr_idx])  # with `loadability_cuts`: before calibrating
     calibration = platt_calibrate(net, val) if task == "feasibility" else None
     test_report = evaluate_model(net, view, split=(tr_idx, te_idx))
@@ -168,7 +180,18 @@ def _pretrain(data: Any, out: Path, config: PretrainConfig, *, workers: int | No
     result.save(out)
     write_json(out / "history.json", fitted.history, indent=1)
     seal_checkpoint(out, [result.FILE, "history.json"])
+    (out / FIT_STATE).unlink(missing_ok=True)
     return result
+
+
+def _run_key(config: PretrainConfig, data_hash: str, train_idx: np.ndarray, val_idx: np.ndarray
+             ) -> str:
+    """What a saved training state must match to be resumed: the configuration, the data and
+    the split (`gridtune.core.resume`)."""
+    text = json.dumps({"config": dataclasses.asdict(config), "data": data_hash,
+                       "train": train_idx.tolist(), "val": val_idx.tolist()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def leave_one_out(sources: list[Any], out_dir: str | Path, config: PretrainConfig | None = None, *,
