@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -148,20 +151,44 @@ def test_damaged_files_are_named_and_only_their_part_runs_again(study):
     assert verify_study(out) > 10
 
 
-def test_cells_run_on_ray(study):
+def _kill_first_ray_task(killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the first Ray worker seen running a task (its title is `ray::_run_chunk`)."""
+    import psutil
+
+    while not stop.is_set() and not killed:
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if (proc.info["cmdline"] or [""])[0].startswith("ray::_run_chunk"):
+                os.kill(proc.info["pid"], signal.SIGKILL)
+                killed.append(proc.info["pid"])
+                break
+        time.sleep(0.05)
+
+
+def test_cells_run_on_ray_and_a_killed_worker_is_retried(study):
+    """The documented rule: a Ray worker killed mid-cell is retried on a new worker (up to
+    `RAY_TASK_RETRIES` times) and the cell ends with the result it has without the kill."""
     ray = pytest.importorskip("ray")
     spec, out, _, _ = study
     records = sorted((out / "results").glob("*.json"))
     retry = sum(json.loads(p.read_text())["status"] != "ok" for p in records)  # failed cells rerun
     victim = next(p for p in reversed(records) if json.loads(p.read_text())["status"] == "ok")
+    before = json.loads(victim.read_text())["metrics"]
     victim.unlink()
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_first_ray_task, args=(killed, stop), daemon=True)
+    killer.start()
     try:
         again = run_study(spec, out, workers=1, backend="ray", log=lambda s: None,
                           progress=False, report=False)
     finally:
+        stop.set()
+        killer.join()
         ray.shutdown()
+    assert killed, "no Ray worker was seen running a cell"
     assert (again.ran, again.skipped, again.failed) == (1 + retry, 3 - retry, 0)
-    assert json.loads(victim.read_text())["status"] == "ok"
+    record = json.loads(victim.read_text())
+    assert record["status"] == "ok" and record["metrics"] == before
 
 
 def test_a_built_dataset_directory_can_be_a_target(study, tmp_path):
