@@ -52,6 +52,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
     """
     fresh_state()  # numbers independent of what this process solved before
     model, meta = load_checkpoint(checkpoint)
+    constraint_set = None
+    if constraints is not None:  # a set that does not fit the task fails before any data is built
+        from gridtune.constraints.api import load_constraint_set
+
+        constraint_set = load_constraint_set(constraints, meta["task"])
     view = resolve_data(data, samples=samples)
     check_schema(view, str(meta["schema_version"]))
     if meta.get("include_unknown"):
@@ -60,17 +65,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, *, out_dir: str | Pat
     seed = int(meta.get("split_seed", 0))
     fractions = tuple(meta.get("split_fractions", SPLIT_FRACTIONS))  # the split it was trained on
     tr, _, te = split_indices(view.statuses, seed, fractions)
-    if constraints is not None:
-        from gridtune.constraints.api import load_constraint_set
-
-        constraint_set = load_constraint_set(constraints, meta["task"])  # fails before any work
     with torch_threads(threads):
         report = evaluate_model(model, view, split=(tr, te))
         if meta["task"] == "feasibility":  # conformal coverage and the solver fallback, if calibrated
             from gridtune.workflows.trust import trust_section
 
             report.update(trust_section(model, checkpoint, view, te, out_dir if plots else None))
-        if constraints is not None:
+        if constraint_set is not None:
             from gridtune.constraints.metrics import evaluate_constraints
 
             test = task_graphs([view.graphs[i] for i in te], meta["task"])

@@ -104,9 +104,13 @@ def test_constraints_add_violation_metrics_on_the_test_split(checkpoints):
                                                          "max_violation"}
 
 
-def test_constraint_that_does_not_apply_fails_before_evaluating(checkpoints, capsys):
-    # a shipped constraint set named on the command line, without a path
+def test_constraint_that_does_not_apply_fails_before_any_data_is_built(checkpoints, capsys,
+                                                                       tmp_path, monkeypatch):
+    # a shipped constraint set named on the command line, without a path; `case9` names the
+    # shipped recipe, whose dataset is not built in this cache: refused before building it
+    monkeypatch.setenv("GRIDTUNE_CACHE", str(tmp_path / "cache"))
     assert main(["evaluate", str(checkpoints / "feas"), "--data", "case9",
                  "--constraints", "nodal_balance"]) == 2
     err = capsys.readouterr().err
     assert "feasibility" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "cache").exists()
