@@ -31,7 +31,7 @@ into a batch (PyG's `Batch.from_data_list` for the default model, as `gridtune e
 `gridtune.nn.batching.collate_inputs` for the fast one, and PyG's too, for comparison), every
 model input (DC power flow, stress columns, the LP when the model has one: solved, not cached),
 normalisation, GNN, head and calibration. Not inside: reading the dataset and building each
-scenario's graph from its stored row (`to_graph`), timed on its own and printed beside it. Then
+scenario's graph from its stored row (`GraphBuilder`), timed on its own and printed beside it. Then
 the test AUROC of each fast checkpoint (and of `--checkpoint`) with a 95% percentile bootstrap
 interval over the test graphs, and their mean ± std over the checkpoints given (seeds).
 
@@ -263,7 +263,7 @@ def end_to_end(args, model, test, te, dataset, view, solver_s, row) -> None:
     from torch_geometric.data import Batch
 
     from gridtune.grids import storage
-    from gridtune.grids.features import to_graph
+    from gridtune.grids.features import GraphBuilder
     from gridtune.nn.batching import collate_inputs
     from gridtune.nn.checkpoint import load_checkpoint
     from gridtune.nn.loadability import uncached
@@ -304,8 +304,9 @@ def end_to_end(args, model, test, te, dataset, view, solver_s, row) -> None:
     rows = dataset.frame.to_dict("records")
     scenarios = [storage.row_to_scenario(rows[i]) for i in te]
     start = CLOCK[0]()
+    build = GraphBuilder(dataset.grid)  # as a dataset builds its graphs: topology parts shared
     for sc in scenarios:
-        to_graph(dataset.grid, sc, None)
+        build(sc, None)
     graph_rate = len(scenarios) / max(CLOCK[0]() - start, 1e-9)
 
     with torch.no_grad():
@@ -328,7 +329,7 @@ def end_to_end(args, model, test, te, dataset, view, solver_s, row) -> None:
     row("  DC flow + stress inputs", r["inputs"])
     row("  fast model on a batch", r["model"], "(inputs, normalise, GNN, head)")
     both = 1.0 / (1.0 / r["fast"] + 1.0 / graph_rate)
-    row("graph from a stored scenario", graph_rate, "(to_graph, one scenario at a time; not inside the above)")
+    row("graph from a stored scenario", graph_rate, "(GraphBuilder, one scenario at a time; not inside the above)")
     row("fast model incl. to_graph", both, "(from scenario rows)")
     if solver_s is not None:
         print(f"  1000x the solver ({solver_s:.4f} s / scenario) needs {1000.0 / solver_s:.0f} graphs/s: "

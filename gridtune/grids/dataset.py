@@ -17,7 +17,7 @@ from torch_geometric.data import Data, InMemoryDataset
 
 from gridtune.errors import DataError
 from gridtune.grids import storage
-from gridtune.grids.features import to_graph
+from gridtune.grids.features import GraphBuilder
 from gridtune.grids.model import GridModel, grid_from_dict
 from gridtune.grids.scenarios import UNLABELED_ID_OFFSET, Topology
 from gridtune.grids.storage import read_manifest, verify_dataset
@@ -51,7 +51,8 @@ class GridDataset(InMemoryDataset):
         self.content_hash = (self.manifest["content_hash"] if samples is None
                              else storage.content_hash(self.frame))
         self.statuses = self.frame["status"].to_numpy().astype(str)
-        graphs = [to_graph(self.grid, storage.row_to_scenario(r), storage.row_to_label(r))
+        build = GraphBuilder(self.grid)
+        graphs = [build(storage.row_to_scenario(r), storage.row_to_label(r))
                   for r in self.frame.to_dict("records")]
         if not graphs:
             raise DataError(f"dataset `{self.directory}` holds no scenarios")
@@ -66,7 +67,8 @@ class GridDataset(InMemoryDataset):
         topos = [Topology(tuple(t["branch_out"]), tuple(t["gen_out"]), t["critical_scale"])
                  for t in calib["topologies"]]
         first = UNLABELED_ID_OFFSET + seed * 10_000_000
-        return [to_graph(self.grid, draw(recipe, self.grid, topos, first + i), None) for i in range(n)]
+        build = GraphBuilder(self.grid)
+        return [build(draw(recipe, self.grid, topos, first + i), None) for i in range(n)]
 
     def summary(self) -> dict[str, Any]:
         return {k: self.manifest.get(k) for k in ("samples", "counts", "unknown_share",

@@ -77,3 +77,31 @@ def test_nominal_load_is_the_grids_own_whatever_the_scenario(case14_grid):
     np.testing.assert_allclose(base.nominal_load_pu.numpy(), np.column_stack([g.pd_mw, g.qd_mvar]) / 100, rtol=1e-6)
     torch.testing.assert_close(heavy.nominal_load_pu, base.nominal_load_pu)
     np.testing.assert_allclose(heavy.x[:, BUS_FEATURES.index("pd_pu")].sum().item(), 1.3 * g.pd_mw.sum() / 100, rtol=1e-5)
+
+
+def test_a_builder_reused_across_scenarios_gives_each_ones_own_graph(case14_grid):
+    """Shared topology and generator-set parts never leak from one scenario into another: every
+    graph equals the features computed for that scenario alone."""
+    import dataclasses
+
+    from gridtune.grids.features import GraphBuilder, branch_features, bus_features
+
+    g = case14_grid
+    rng = np.random.default_rng(0)
+    topologies = [Topology(), Topology(branch_out=(3,)), Topology(gen_out=(1,)),
+                  Topology(branch_out=(3, 7), gen_out=(1,))]
+    build = GraphBuilder(g)
+    for i in range(24):
+        topo = topologies[i % 4]
+        s = uniform_scenario(g, 0.8 + 0.02 * i, topo, scenario_id=i)
+        s = dataclasses.replace(s, pd_mw=s.pd_mw * rng.uniform(0.9, 1.1, g.n_bus),
+                                cost_scale=rng.uniform(0.8, 1.2, g.n_gen) if i % 3 == 0 else None)
+        data = build(s)
+        x = bus_features(g, s.pd_mw, s.qd_mvar, s.gen_out, s.cost_scale)
+        ei, ea = branch_features(g, s.branch_out)
+        assert torch.equal(data.x, torch.tensor(x, dtype=torch.float32)), i
+        assert torch.equal(data.edge_index, torch.tensor(ei)), i
+        assert torch.equal(data.edge_attr, torch.tensor(ea, dtype=torch.float32)), i
+        fresh = to_graph(g, s)
+        assert all(torch.equal(data[k], fresh[k]) for k in ("x", "edge_attr", "load_scale",
+                                                             "nominal_load_pu", "scenario_id"))
