@@ -77,3 +77,15 @@ def test_region_sites_are_named_and_survive_the_loopback_job_format(tmp_path):
     assert [site_name(s) for s in spec.sites] == ["north-zone1", "case30-zone3", "east", "case9"]
     job = Job(spec, 0, ("a", "b", "c", "d"), ("", "", "", ""))
     assert Job.from_dict(json.loads(json.dumps(job.to_dict()))).spec == spec
+
+
+@pytest.mark.parametrize("name", ["federated_sites", "federated_sites_dp", "federated_sites_b128",
+                                  "federated_sites_dp_b128", "federated_sites_few_labels"])
+def test_benchmark_specs_load(name):
+    from pathlib import Path
+
+    from gridtune.federated.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.toml")
+    assert len(spec.sites) == 4 and len(spec.seeds) == 3
+    assert spec.samples * spec.split[2] >= 500  # every site scored on at least 500 scenarios
