@@ -36,9 +36,10 @@ the test AUROC of each fast checkpoint (and of `--checkpoint`) with a 95% percen
 interval over the test graphs, and their mean ± std over the checkpoints given (seeds).
 
     python benchmarks/bench_inference.py --checkpoint runs/feas-s0 --fast runs/fast-s0 runs/fast-s1 \
-        runs/fast-s2 --clock cpu --end-to-end-only With `--sizes`, untrained models of those
-`hidden x layers` (head width = hidden) are timed the same way with the LP answered from the
-cache: the GNN's own cost at each size.
+        runs/fast-s2 --clock cpu --end-to-end-only
+
+With `--sizes`, untrained models of those `hidden x layers` (head width = hidden) are timed the
+same way with the LP answered from the cache: the GNN's own cost at each size.
 
 Timings on a shared machine move with its load; the ratio new / old is taken within one run, and
 `--clock cpu` times the process's own CPU seconds (single-threaded work: the wall time it would
