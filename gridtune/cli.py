@@ -16,7 +16,8 @@ from gridtune import __version__
 from gridtune.errors import GridtuneError
 
 COMMANDS = (
-    "cases", "data", "pretrain", "distill", "finetune", "evaluate", "calibrate", "predict", "federated", "study", "report", "demo",
+    "cases", "data", "pretrain", "distill", "finetune", "evaluate", "calibrate", "predict", "federated", "study", "report",
+    "verify", "demo",
 )
 
 
