@@ -99,7 +99,7 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
         torch.manual_seed(seed)
         params = [p for p in model.parameters() if p.requires_grad]
         anchor = [p.detach().clone() for p in params]
-        optimizer = torch.optim.AdamW(params, lr=spec.train.lr, weight_decay=0.0)
+        optimizer = spec.train.round_optimizer_for(params)
         model.train()
 
         def proximal() -> Any:

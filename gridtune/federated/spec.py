@@ -72,6 +72,9 @@ Source = str | RegionSite
 """A site's data: a recipe, case name or dataset directory, or a region of a grid."""
 
 
+ROUND_OPTIMIZERS = ("adamw", "sgd")
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalTraining:
     """Optimisation on a site (federated rounds, personalisation and the local-only baseline).
@@ -80,16 +83,45 @@ class LocalTraining:
         lr: learning rate of AdamW (under DP-SGD it steps on the privatised gradients) (default: 3e-3).
         batch_size: graphs per step; under record-level DP the expected batch of Poisson
             sampling (default: 32).
+        round_optimizer: the optimizer of a site's steps in the federated rounds: `adamw`
+            (default) or `sgd` (with `momentum`). Personalisation and local-only training keep
+            AdamW at `lr`. Under record-level DP, AdamW's per-coordinate scaling lifts the noise
+            on coordinates whose true gradient is small to full-size steps (docs/federated.md);
+            SGD does not.
+        round_lr: learning rate of those steps (default: `lr`).
+        momentum: SGD momentum (default: 0.9; only with `round_optimizer = "sgd"`).
     """
 
     lr: float = 3e-3
     batch_size: int = 32
+    round_optimizer: str | None = None
+    round_lr: float | None = None
+    momentum: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SpecError(f"[train] lr must be a positive number, got `{self.lr}`")
         if self.batch_size < 1:
             raise SpecError(f"[train] batch_size must be a positive integer, got `{self.batch_size}`")
+        if self.round_optimizer not in (None, *ROUND_OPTIMIZERS):
+            raise SpecError(f"[train] round_optimizer `{self.round_optimizer}` is unknown; valid: "
+                            + ", ".join(f"`{o}`" for o in ROUND_OPTIMIZERS))
+        if self.round_lr is not None and not (self.round_lr > 0 and math.isfinite(self.round_lr)):
+            raise SpecError(f"[train] round_lr must be a positive number, got `{self.round_lr}`")
+        if self.momentum is not None:
+            if self.round_optimizer != "sgd":
+                raise SpecError("[train] momentum is for round_optimizer = \"sgd\"; set it or drop momentum")
+            if not 0 <= self.momentum < 1:
+                raise SpecError(f"[train] momentum must lie in [0, 1), got `{self.momentum}`")
+
+    def round_optimizer_for(self, params: list[Any]) -> Any:
+        """The optimizer of a site's steps in a federated round."""
+        import torch
+
+        lr = self.round_lr if self.round_lr is not None else self.lr
+        if self.round_optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=0.9 if self.momentum is None else self.momentum)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
 
 @dataclasses.dataclass(frozen=True)

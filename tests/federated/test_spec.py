@@ -89,3 +89,50 @@ def test_benchmark_specs_load(name):
     spec = load_spec(Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.toml")
     assert len(spec.sites) == 4 and len(spec.seeds) == 3
     assert spec.samples * spec.split[2] >= 500  # every site scored on at least 500 scenarios
+
+
+@pytest.mark.parametrize(("train", "match"), [
+    ('round_optimizer = "rmsprop"', "round_optimizer `rmsprop` is unknown; valid: `adamw`, `sgd`"),
+    ("round_lr = 0.0", "round_lr must be a positive number, got `0.0`"),
+    ("momentum = 0.5", "momentum is for round_optimizer = \"sgd\""),
+    ('round_optimizer = "sgd"\nmomentum = 1.0', "momentum must lie in [0, 1), got `1.0`"),
+])
+def test_a_bad_round_optimizer_is_one_line(capsys, tmp_path, train, match):
+    _fails(capsys, tmp_path, f'sites = ["case9", "case14"]\n[train]\n{train}', match)
+
+
+def test_defaults_leave_the_spec_table_and_so_study_fingerprints_unchanged():
+    from gridtune.federated.spec import FederatedSpec
+    from gridtune.specs import to_table
+
+    assert set(to_table(FederatedSpec(sites=("a", "b")))["train"]) == {"lr", "batch_size"}
+
+
+def test_a_round_with_sgd_steps_by_round_lr_on_the_clipped_gradient(site_dirs, tiny_spec):
+    """One local step (the whole training split as one batch, momentum 0): the new weights are
+    the old minus `round_lr` times the gradient, clipped to norm 5 as every round step is."""
+    import numpy as np
+    import torch
+
+    from gridtune.core.trainer import make_loader
+    from gridtune.federated.client import Job, local_round, site_model, site_task
+    from gridtune.federated.spec import LocalTraining
+    from gridtune.federated.weights import get_weights
+
+    spec = tiny_spec(site_dirs, local_epochs=1, train=LocalTraining(
+        lr=1e-3, batch_size=10_000, round_optimizer="sgd", round_lr=0.05, momentum=0.0))
+    job = Job(spec, 0, ("case9", "case9_other"), tuple(site_dirs))
+    site = job.site(0)
+    model = site_model(job, site)
+    start = get_weights(model)
+    new, n, _ = local_round(job, 0, start, server_round=1)
+    assert n == len(site.train)
+    batch = next(iter(make_loader(site.train, 10_000, shuffle=False)))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    site_task(site).loss(model(batch), batch).backward()
+    torch.nn.utils.clip_grad_norm_(params, 5.0)
+    expected = [p.detach().numpy() - 0.05 * p.grad.numpy() for p in params]
+    assert len(new) == len(expected)
+    for got, want in zip(new, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
