@@ -142,7 +142,7 @@ def run(argv: list[str], root: Path, kill_after_s: float | None = None,
     return proc.returncode, killed, text
 
 
-def _setup(work: Path, root: Path, samples: int) -> None:
+def fresh_work(work: Path, root: Path, samples: int) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -150,16 +150,16 @@ def _setup(work: Path, root: Path, samples: int) -> None:
     (work / "study.toml").write_text(study_toml("faults", data=str(root / "data")))
 
 
-def _argv(w: Workload, work: Path, root: Path) -> list[str]:
+def workload_argv(w: Workload, work: Path, root: Path) -> list[str]:
     return [a.replace("{work}", str(work)).replace("{data_ckpt}", str(root / "ckpt")) for a in w.argv]
 
 
 def reference(w: Workload, root: Path, samples: int = 40) -> tuple[Any, float]:
     """The uninterrupted run's result and wall time."""
     work = root / f"ref-{w.name.replace(' ', '-')}"
-    _setup(work, root, samples)
+    fresh_work(work, root, samples)
     start = time.perf_counter()
-    run(_argv(w, work, root), root)
+    run(workload_argv(w, work, root), root)
     return w.result(work), time.perf_counter() - start
 
 
@@ -176,9 +176,9 @@ def kill_and_resume(w: Workload, root: Path, kill_after_s: float, expected: Any,
                     samples: int = 40) -> KillPoint:
     """Kill `w` after `kill_after_s`, rerun it to completion, compare with `expected`."""
     work = root / f"kill-{w.name.replace(' ', '-')}-{index}"
-    _setup(work, root, samples)
-    _, killed, _ = run(_argv(w, work, root), root, kill_after_s=kill_after_s)
-    _, _, err = run(_argv(w, work, root), root)
+    fresh_work(work, root, samples)
+    _, killed, _ = run(workload_argv(w, work, root), root, kill_after_s=kill_after_s)
+    _, _, err = run(workload_argv(w, work, root), root)
     got = w.result(work)
     shutil.rmtree(work)
     return KillPoint(w.name, kill_after_s, killed, got == expected, err)

@@ -10,13 +10,13 @@ import random
 import pytest
 
 from tests.faults import (
-    _argv,
-    _setup,
+    fresh_work,
     kill_and_resume,
     prepare,
     reference,
     run,
     two_studies_one_cache,
+    workload_argv,
     workloads,
 )
 
@@ -50,10 +50,10 @@ def test_a_pretraining_killed_after_an_epoch_continues_from_it(shared):
     assert w.name == "pretrain"
     expected, _ = reference(w, root)
     work = root / "kill-pretrain-epoch"
-    _setup(work, root, 40)
-    _, killed, _ = run(_argv(w, work, root), root, kill_when=work / "out" / "fit_state.pt")
+    fresh_work(work, root, 40)
+    _, killed, _ = run(workload_argv(w, work, root), root, kill_when=work / "out" / "fit_state.pt")
     assert killed
-    _, _, err = run(_argv(w, work, root), root)
+    _, _, err = run(workload_argv(w, work, root), root)
     assert "resuming training after epoch" in err, err
     assert w.result(work) == expected
     assert not (work / "out" / "fit_state.pt").exists()  # gone once the checkpoint is written
