@@ -85,9 +85,7 @@ class LocalTraining:
             sampling (default: 32).
         round_optimizer: the optimizer of a site's steps in the federated rounds: `adamw`
             (default) or `sgd` (with `momentum`). Personalisation and local-only training keep
-            AdamW at `lr`. Under record-level DP, AdamW's per-coordinate scaling lifts the noise
-            on coordinates whose true gradient is small to full-size steps (docs/federated.md);
-            SGD does not.
+            AdamW at `lr`. What each gives under record-level DP: docs/federated.md.
         round_lr: learning rate of those steps (default: `lr`).
         momentum: SGD momentum (default: 0.9; only with `round_optimizer = "sgd"`).
     """
