@@ -110,6 +110,12 @@ def write_json(path: str | Path, obj: Any, *, indent: int = 2, sort_keys: bool =
 
 # ---- checksums ---------------------------------------------------------------------------------
 
+def json_digest(payload: Any) -> str:
+    """SHA-256 (hex) of `payload` as sorted-key JSON (other values as `str`): a key for
+    "the same configuration and data" (study fingerprints, resumable training states)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def file_digest(path: str | Path) -> dict[str, Any]:
     """`{"bytes": size, "sha256": hex digest}` of a file."""
     h = hashlib.sha256()

@@ -8,8 +8,6 @@ import argparse
 import sys
 from pathlib import Path
 
-KINDS = ("dataset", "checkpoint", "study")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check datasets, checkpoints and study directories against "

@@ -279,6 +279,7 @@ def fit(
     binding = val_violation is None  # constrained: has an epoch missed the target yet?
     step = 0
     first_epoch, spent_s = 0, 0.0
+    shuffling = _loader_generator(train_loader)
     state = FitState.load(resume) if resume is not None else None
     if state is not None:
         model.load_state_dict(state.model)
@@ -290,8 +291,8 @@ def fit(
         result.history, result.best_epoch = list(state.history), state.best_epoch
         result.best_val, result.epochs_run = dict(state.best_val), state.epoch + 1
         torch.set_rng_state(state.torch_rng)
-        if state.loader_rng is not None and _loader_generator(train_loader) is not None:
-            _loader_generator(train_loader).set_state(state.loader_rng)
+        if state.loader_rng is not None and shuffling is not None:
+            shuffling.set_state(state.loader_rng)
         first_epoch = config.epochs if state.stopped else state.epoch + 1
         print(f"gridtune: resuming training after epoch {state.epoch + 1} of {config.epochs} "
               f"({resume.path})", file=sys.stderr)
@@ -366,14 +367,13 @@ def fit(
             epochs.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row.get('val_score', 0):.4f}")
         stop = val_loader is not None and since_best >= config.patience
         if resume is not None:
-            gen = _loader_generator(train_loader)
             FitState(key=resume.key, epoch=epoch, stopped=stop, model=model.state_dict(),
                      optimizer=optimizer.state_dict(),
                      scheduler=scheduler.state_dict() if scheduler is not None else None,
                      best_state=best_state, best_key=best_key, best_epoch=result.best_epoch,
                      best_val=result.best_val, history=result.history, since_best=since_best,
                      binding=binding, step=step, trained=trained, torch_rng=torch.get_rng_state(),
-                     loader_rng=gen.get_state() if gen is not None else None,
+                     loader_rng=shuffling.get_state() if shuffling is not None else None,
                      wall_time_s=spent_s + time.perf_counter() - start).save(resume.path)
         if stop:
             break

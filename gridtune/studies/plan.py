@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gridtune.errors import GridtuneError, SpecError
+from gridtune.files import json_digest
 from gridtune.specs import from_table
 from gridtune.studies.spec import (
     StudySpec,
@@ -390,8 +391,7 @@ def _file_hash(path: str) -> str:
 
 
 def _hash(payload: Any) -> str:
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return json_digest(payload)[:16]
 
 
 def bind(fingerprint: str, *content_hashes: str) -> str:

@@ -18,8 +18,6 @@ is written.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from gridtune.core.resume import FitResume
 from gridtune.core.trainer import fit, make_loader, torch_threads
 from gridtune.errors import DataError
 from gridtune.evaluation.evaluate import evaluate_model
-from gridtune.files import write_json
+from gridtune.files import json_digest, write_json
 from gridtune.grids.split import split_indices
 from gridtune.grids.view import (
     DataView,
@@ -188,10 +186,8 @@ def _run_key(config: PretrainConfig, data_hash: str, train_idx: np.ndarray, val_
              ) -> str:
     """What a saved training state must match to be resumed: the configuration, the data and
     the split (`gridtune.core.resume`)."""
-    text = json.dumps({"config": dataclasses.asdict(config), "data": data_hash,
-                       "train": train_idx.tolist(), "val": val_idx.tolist()},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_digest({"config": dataclasses.asdict(config), "data": data_hash,
+                        "train": train_idx.tolist(), "val": val_idx.tolist()})
 
 
 def leave_one_out(sources: list[Any], out_dir: str | Path, config: PretrainConfig | None = None, *,
