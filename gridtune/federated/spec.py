@@ -103,7 +103,7 @@ class LocalTraining:
             raise SpecError(f"[train] batch_size must be a positive integer, got `{self.batch_size}`")
         if self.round_optimizer not in (None, *ROUND_OPTIMIZERS):
             raise SpecError(f"[train] round_optimizer `{self.round_optimizer}` is unknown; valid: "
-                            + ", ".join(f"`{o}`" for o in ROUND_OPTIMIZERS))
+                            f"{choices_text(ROUND_OPTIMIZERS)}")
         if self.round_lr is not None and not (self.round_lr > 0 and math.isfinite(self.round_lr)):
             raise SpecError(f"[train] round_lr must be a positive number, got `{self.round_lr}`")
         if self.momentum is not None:
