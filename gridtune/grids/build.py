@@ -22,7 +22,7 @@ from gridtune.grids import storage
 from gridtune.grids.labels import Label
 from gridtune.grids.model import GridModel, grid_from_dict, grid_hash, grid_to_dict
 from gridtune.grids.rating import rerate
-from gridtune.grids.recipe import Recipe
+from gridtune.grids.recipe import LabelSpec, Recipe
 from gridtune.grids.scenarios import (
     Topology,
     candidate_topologies,
@@ -149,16 +149,17 @@ def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, work
 
 # ---- labelling tasks (run in worker processes) -------------------------------------------------
 
-_LABELLER_CACHE: dict[tuple[str, bool, bool, bool, str], Any] = {}
+_LABELLER_CACHE: dict[tuple[str, LabelSpec], Any] = {}
 
 
-def _labeller(grid: GridModel, solutions: bool, dc: bool, sdp: bool, solver: str = "pips") -> Any:
+def _labeller(grid: GridModel, labels: LabelSpec) -> Any:
     from gridtune.grids.labeller import Labeller
 
-    key = (grid_hash(grid), solutions, dc, sdp, solver)
+    key = (grid_hash(grid), labels)
     if key not in _LABELLER_CACHE:
         _LABELLER_CACHE.clear()
-        _LABELLER_CACHE[key] = Labeller(grid, solutions=solutions, dc=dc, sdp=sdp, solver=solver)
+        _LABELLER_CACHE[key] = Labeller(grid, solutions=labels.solutions, dc=labels.dc,
+                                        sdp=labels.sdp, solver=labels.solver, cycles=labels.cycles)
     return _LABELLER_CACHE[key]
 
 
@@ -192,8 +193,7 @@ def _label_chunk(chunk: _Chunk) -> list[dict[str, Any]]:
 
     # solver chatter ("solution may be inaccurate") is handled by the labeller's status logic
     warnings.simplefilter("ignore")
-    labels = chunk.recipe.labels
-    labeller = _labeller(chunk.grid, labels.solutions, labels.dc, labels.sdp, labels.solver)
+    labeller = _labeller(chunk.grid, chunk.recipe.labels)
     rows = []
     for sid in chunk.ids:
         scenario = draw(chunk.recipe, chunk.grid, chunk.topologies, sid)

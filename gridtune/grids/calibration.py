@@ -38,15 +38,16 @@ _LABELLERS: dict[str, Any] = {}
 def _labeller(grid: GridModel) -> Any:
     """One label-only Labeller per grid and process (building one compiles cvxpy problems).
 
-    No SDP: calibration asks only "is the AC-OPF feasible here"; an SDP certificate would not
-    change that answer and costs seconds to tens of seconds near the boundary.
+    No SDP and no cycle relaxation: calibration asks only "is the AC-OPF feasible here"; a
+    certificate of infeasibility would not change that answer and costs up to tens of seconds
+    near the boundary.
     """
     from gridtune.grids.labeller import Labeller
 
     key = grid_hash(grid)
     if key not in _LABELLERS:
         _LABELLERS.clear()
-        _LABELLERS[key] = Labeller(grid, solutions=False, dc=False, sdp=False)
+        _LABELLERS[key] = Labeller(grid, solutions=False, dc=False, sdp=False, cycles=False)
     return _LABELLERS[key]
 
 

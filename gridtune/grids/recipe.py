@@ -35,6 +35,9 @@ Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
     solutions = true         # full AC-OPF for feasible scenarios (regression targets); false:
                              # a point recovered from the relaxation is enough (labels only)
     dc = true                # also solve the DC-OPF (baseline for OPF predictions)
+    cycles = true            # run the cycle relaxation (SOC + PSD cuts on cycles) where SOC is
+                             # feasible but the first AC solver failed (certifies most infeasibles
+                             # SOC misses, ~0.5 s on case118)
     sdp = true               # run the chordal SDP where SOC is feasible but AC failed (certifies
                              # more infeasibles; on case118 it took ~10 s and ended inaccurate)
     solver = "pips"          # AC-OPF solver tried first, "pips" or "ipopt"; the other one is the
@@ -140,12 +143,14 @@ class LabelSpec:
     dc: bool = True
     sdp: bool = True
     solver: Literal["ipopt", "pips"] = "pips"
+    cycles: bool = True
 
 
 # Keys added after datasets were first cached, with the value that reproduces the behaviour from
 # before they existed. At that value they stay out of `Recipe.cache_key`, so datasets built before
 # the key was added keep their cache entry instead of being labelled again.
-KEYS_ADDED_LATER: dict[tuple[str, str], Any] = {("labels", "sdp"): True, ("labels", "solver"): "pips"}
+KEYS_ADDED_LATER: dict[tuple[str, str], Any] = {("labels", "sdp"): True, ("labels", "solver"): "pips",
+                                                ("labels", "cycles"): False}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,13 +49,28 @@ def test_far_beyond_capacity_is_certified_by_soc(case14_labeller, case14_grid):
     assert label.objective is None and label.pg_mw is None
 
 
-def test_case30_boundary_needs_the_sdp(case30_grid):
-    """AC fails at 1.06 and SOC is still feasible there; only the SDP certifies infeasibility.
-    Without the SDP the honest answer is `unknown`, never `infeasible`."""
+class CountingLabeller(Labeller):
+    """A Labeller that records which AC solvers it ran."""
+
+    def solve_ac(self, scenario, solver):
+        self.ran = [*getattr(self, "ran", []), solver]
+        return super().solve_ac(scenario, solver)
+
+
+def test_case30_boundary_needs_a_relaxation_tighter_than_soc(case30_grid):
+    """AC fails at 1.06 and SOC is still feasible there; the cycle relaxation certifies
+    infeasibility after the first solver failed (so the second is not run), else the SDP.
+    With neither the honest answer is `unknown`, never `infeasible`."""
     scn = uniform_scenario(case30_grid, 1.06)
-    label = Labeller(case30_grid, dc=False).label(scn)
+    labeller = CountingLabeller(case30_grid, dc=False)
+    label = labeller.label(scn)
+    assert (label.status, label.certificate) == ("infeasible", "cycle-infeasible")
+    assert labeller.ran == ["pips"]
+    no_cycles = CountingLabeller(case30_grid, dc=False, cycles=False)
+    label = no_cycles.label(scn)
     assert (label.status, label.certificate) == ("infeasible", "sdp-infeasible")
-    no_sdp = Labeller(case30_grid, dc=False, sdp=False).label(scn)
+    assert no_cycles.ran == ["pips", "ipopt"]
+    no_sdp = Labeller(case30_grid, dc=False, sdp=False, cycles=False).label(scn)
     assert (no_sdp.status, no_sdp.certificate) == ("unknown", "ac-failed")
     assert "AC-OPF did not converge" in no_sdp.reason
     assert no_sdp.relaxation_objective is not None  # SOC was feasible: no certificate from it

@@ -31,7 +31,8 @@ def test_samples_override_keeps_cache_key(tmp_path):
 
 def test_keys_added_later_keep_old_cache_entries_at_their_old_behaviour(tmp_path):
     """`[labels] sdp = true` is what every dataset did before the key existed: same key as a recipe
-    hashed without it (so old caches stay valid); `sdp = false` labels differently: a new key."""
+    hashed without it (so old caches stay valid); `sdp = false` labels differently: a new key.
+    `cycles` defaults to the new behaviour (fewer unknowns): only `cycles = false` keeps the old key."""
     import hashlib
     import json
 
@@ -42,11 +43,13 @@ def test_keys_added_later_keep_old_cache_entries_at_their_old_behaviour(tmp_path
     assert default.cache_key() == explicit.cache_key() != off.cache_key()
     ipopt = load_recipe(write(tmp_path, base + '[labels]\nsolver = "ipopt"\n'))
     assert ipopt.cache_key() != default.cache_key()  # another solver may label differently
-    before = default.to_dict()
+    old_behaviour = load_recipe(write(tmp_path, base + "[labels]\ncycles = false\n"))
+    assert old_behaviour.cache_key() != default.cache_key()  # cycle certificates change labels
+    before = old_behaviour.to_dict()
     before.pop("samples")
-    del before["labels"]["sdp"]  # the recipe as hashed before `sdp` and `solver` existed
-    del before["labels"]["solver"]
-    assert default.cache_key() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    for key in ("sdp", "solver", "cycles"):  # the recipe as hashed before these keys existed
+        del before["labels"][key]
+    assert old_behaviour.cache_key() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @pytest.mark.parametrize("text, message", [
