@@ -40,7 +40,7 @@ Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
                              # SOC misses, ~0.5 s on case118)
     sdp = true               # run the chordal SDP where SOC is feasible but AC failed (certifies
                              # more infeasibles; on case118 it took ~10 s and ended inaccurate)
-    solver = "pips"          # AC-OPF solver tried first, "pips" or "ipopt"; the other one is the
+    solver = "ipopt"         # AC-OPF solver tried first, "ipopt" or "pips"; the other one is the
                              # second solver (docs/data.md, "AC-OPF solvers")
 """
 
@@ -142,7 +142,7 @@ class LabelSpec:
     solutions: bool = True
     dc: bool = True
     sdp: bool = True
-    solver: Literal["ipopt", "pips"] = "pips"
+    solver: Literal["ipopt", "pips"] = "ipopt"
     cycles: bool = True
 
 

@@ -32,7 +32,8 @@ def test_samples_override_keeps_cache_key(tmp_path):
 def test_keys_added_later_keep_old_cache_entries_at_their_old_behaviour(tmp_path):
     """`[labels] sdp = true` is what every dataset did before the key existed: same key as a recipe
     hashed without it (so old caches stay valid); `sdp = false` labels differently: a new key.
-    `cycles` defaults to the new behaviour (fewer unknowns): only `cycles = false` keeps the old key."""
+    `cycles` and `solver` default to the newer behaviour (fewer unknowns, Ipopt first): only
+    `cycles = false` with `solver = "pips"` keeps the old key."""
     import hashlib
     import json
 
@@ -42,9 +43,10 @@ def test_keys_added_later_keep_old_cache_entries_at_their_old_behaviour(tmp_path
     off = load_recipe(write(tmp_path, base + "[labels]\nsdp = false\n"))
     assert default.cache_key() == explicit.cache_key() != off.cache_key()
     ipopt = load_recipe(write(tmp_path, base + '[labels]\nsolver = "ipopt"\n'))
-    assert ipopt.cache_key() != default.cache_key()  # another solver may label differently
-    old_behaviour = load_recipe(write(tmp_path, base + "[labels]\ncycles = false\n"))
-    assert old_behaviour.cache_key() != default.cache_key()  # cycle certificates change labels
+    pips = load_recipe(write(tmp_path, base + '[labels]\nsolver = "pips"\n'))
+    assert ipopt.cache_key() == default.cache_key() != pips.cache_key()  # Ipopt first by default
+    old_behaviour = load_recipe(write(tmp_path, base + '[labels]\ncycles = false\nsolver = "pips"\n'))
+    assert old_behaviour.cache_key() != pips.cache_key()  # cycle certificates change labels
     before = old_behaviour.to_dict()
     before.pop("samples")
     for key in ("sdp", "solver", "cycles"):  # the recipe as hashed before these keys existed
