@@ -13,7 +13,7 @@ Order of work for one scenario, cheapest certificate first:
    `ipopt_opf.py`, warm-started). Converged and re-checks => `feasible` (`ac-opf`) with the
    solution as the regression target.
 4. The first solver failed: the cycle relaxation (SOC with PSD cuts on the grid's cycles,
-   tighter than SOC, ~0.5 s on case118; built on first use). Infeasible => `infeasible`
+   tighter than SOC, ~0.3 s on case118; built on first use). Infeasible => `infeasible`
    (`cycle-infeasible`): no solver can succeed, so the second one is not run.
 5. Second-solver rule: the other solver, from another starting point (PIPS: the middle of the
    bounds; Ipopt: a warm start), gets its chance; converged and re-checks => `feasible` (`ac-opf`).

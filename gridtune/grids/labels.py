@@ -5,8 +5,8 @@ Statuses:
                 violations under `Tolerances`), or a point recovered from a relaxation passed an
                 AC power flow against every limit (`certificate = "soc-recovered"`; then only the
                 label is known, not the optimal solution).
-    infeasible  certified: a convex relaxation of the AC-OPF (SOC or SDP) is infeasible.
-    unknown     the AC solver failed and nothing certified infeasibility. Never relabelled.
+    infeasible  certified: a convex relaxation of the AC-OPF (SOC, cycle or SDP) is infeasible.
+    unknown     both AC solvers failed and nothing certified infeasibility. Never relabelled.
     error       the solver crashed; `reason` says why. The build goes on.
 """
 
@@ -53,13 +53,15 @@ class Label:
         certificate: what decided the status: `"ac-opf"` (feasible, solution stored),
             `"soc-recovered"` / `"ac-recovered"` (feasible: a point recovered from the SOC solution
             or from an early-stopped AC-OPF passed the re-check; no optimal solution stored),
-            `"soc-infeasible"`, `"sdp-infeasible"`, `"ac-failed"` (unknown) or `"crash"` (error).
+            `"soc-infeasible"`, `"cycle-infeasible"`, `"sdp-infeasible"`, `"ac-failed"` (unknown)
+            or `"crash"` (error).
         objective: AC-OPF cost in $/h (None unless an AC-OPF solution is known).
         pg_mw, qg_mvar: generator dispatch (n_gen,), None unless known.
         vm_pu, va_degree: bus voltages (n_bus,), None unless known.
         loading_percent: branch loading (n_branch,), None unless known.
         branch_flow_mva: max(|S_from|, |S_to|) per branch (n_branch,), None unless known.
-        relaxation_objective: lower bound from the SOC (or SDP) relaxation, $/h.
+        relaxation_objective: lower bound from the SOC (or the tighter cycle / SDP) relaxation,
+            $/h.
         dc_status / dc_objective / dc_pg_mw / dc_va_degree: DC-OPF result (None if not run).
         solve_time_s: wall time spent labelling this scenario.
         reason: why the status is `unknown` / `error` (solver message).

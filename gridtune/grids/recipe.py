@@ -37,7 +37,7 @@ Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
     dc = true                # also solve the DC-OPF (baseline for OPF predictions)
     cycles = true            # run the cycle relaxation (SOC + PSD cuts on cycles) where SOC is
                              # feasible but the first AC solver failed (certifies most infeasibles
-                             # SOC misses, ~0.5 s on case118)
+                             # SOC misses, ~0.3 s on case118)
     sdp = true               # run the chordal SDP where SOC is feasible but AC failed (certifies
                              # more infeasibles; on case118 it took ~10 s and ended inaccurate)
     solver = "ipopt"         # AC-OPF solver tried first, "ipopt" or "pips"; the other one is the

@@ -13,7 +13,7 @@ triangulated minimum cycle basis (3x3 PSD cuts on the grid's cycles, after Kocuk
 "Strong SOCP relaxations for the optimal power flow problem", Operations Research 64(6), 2016):
 SOC says nothing about angles summing to zero around a cycle, and that is where it is loose on
 meshed, line-limited grids. Every triangle is a principal submatrix of `V V^H`, so the cuts are
-valid; small cones keep it a fraction of the chordal SDP's cost (case118: ~0.5 s against ~10 s).
+valid; small cones keep it a fraction of the chordal SDP's cost (case118: ~0.3 s against ~10 s).
 
 Every constraint of the AC-OPF holds for `W = V V^H` of any AC-feasible point, so:
     relaxation infeasible  =>  AC-OPF infeasible (a certificate), and
@@ -44,10 +44,10 @@ from gridtune.grids.scenarios import Scenario, dispatch_values, set_dispatch_par
 
 CERTIFIED_INFEASIBLE = {cp.INFEASIBLE}  # "infeasible_inaccurate" is not a certificate
 # Clarabel's optimality tolerances for the cycle relaxation. At its defaults (1e-8) it stopped
-# `optimal_inaccurate` on every one of 112 AC-feasible case118 recipe scenarios; at 1e-7 on 2 of
-# 400. On the 212 scenarios of the shipped case118 recipe that both AC solvers fail: 106 certified
-# infeasible, 27 inaccurate, 148 s in all; 500 iterations instead of Clarabel's 200 certified 108
-# in 192 s. Infeasibility tolerances stay Clarabel's.
+# `optimal_inaccurate` on every one of 112 AC-feasible case118 recipe scenarios. At 1e-7, on the
+# shipped case118 recipe: 398 of 400 AC-feasible scenarios `optimal` (2 inaccurate, none
+# infeasible); of the 212 that both AC solvers failed, 112 certified infeasible, 7 inaccurate,
+# 0.33 s each. Infeasibility tolerances stay Clarabel's.
 CYCLE_SOLVER_OPTIONS = {"tol_feas": 1e-7, "tol_gap_abs": 1e-7, "tol_gap_rel": 1e-7}
 
 
@@ -302,7 +302,7 @@ class SdpRelaxation(_Relaxation):
         super().__init__(grid, edges)
 
     def _cone(self, pair_index: dict[tuple[int, int], int]) -> list[cp.Constraint]:
-        return clique_psd(self, self.cliques, pair_index)
+        return clique_psd(self, self.cliques, pair_index, tied=True)
 
 
 def triangulated_cycles(grid: GridModel) -> list[list[int]]:
@@ -336,8 +336,8 @@ class CycleRelaxation(_Relaxation):
 
     Certifies infeasibility where SOC cannot at a fraction of the chordal SDP's cost: on the
     shipped case118 recipe it settled half of the scenarios that both AC solvers failed and SOC
-    left open, ~0.5 s each; it never called an AC-feasible scenario infeasible
-    (`benchmarks/bench_certificates.py`).
+    left open, ~0.3 s each, and called none of 400 AC-feasible scenarios infeasible
+    (`benchmarks/bench_certificates.py`, docs/data.md).
 
     Args:
         grid: the grid (not modified).
@@ -357,14 +357,61 @@ class CycleRelaxation(_Relaxation):
 
 
 def clique_psd(relaxation: _Relaxation, cliques: list[list[int]],
-               pair_index: dict[tuple[int, int], int]) -> list[cp.Constraint]:
+               pair_index: dict[tuple[int, int], int], *, tied: bool = False) -> list[cp.Constraint]:
     """`W_C >= 0` on each clique C (sorted buses), over the relaxation's shared (w, wr, wi).
 
-    Written as the real matrix `[[Re W_C, -Im W_C], [Im W_C, Re W_C]] >= 0` (size 2|C|): one PSD
-    variable per clique whose upper-triangle entries are tied to the shared variables exactly
-    once, so the equalities stay linearly independent (tying the full matrix duplicates every
-    equality and made Clarabel fail).
+    Written as the real matrix `[[Re W_C, -Im W_C], [Im W_C, Re W_C]] >= 0` (size 2|C|). Two
+    forms of the same constraint:
+    - affine (default): the matrix is an affine expression of the shared variables (one sparse
+      map for all cliques), so the cone needs no variables or equality rows of its own. On
+      case118's cycle relaxation: half the time and about 40% fewer Clarabel iterations than the
+      tied form, same optima to 1e-5.
+    - tied (`tied=True`, the chordal SDP's): one PSD variable per clique whose upper-triangle
+      entries are tied to the shared variables exactly once, so the equalities stay linearly
+      independent (tying the full matrix duplicates every equality and made Clarabel fail). The
+      SDP keeps it: at Clarabel's default tolerances the affine form ended `optimal_inaccurate` on
+      case30's nominal scenario, and the SDP's certificates stay those of datasets built with it.
     """
+    if tied:
+        return _tied_psd(relaxation, cliques, pair_index)
+    nb, npair = relaxation.grid.n_bus, len(relaxation.pairs)
+    z = cp.hstack([relaxation.w, relaxation.wr, relaxation.wi])  # (nb + 2 npair,)
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    sizes = []
+    offset = 0
+    for clique in cliques:
+        k = len(clique)
+        size = 2 * k
+
+        def put(r: int, c: int, col: int, v: float, offset=offset, size=size) -> None:
+            rows.append(offset + c * size + r)  # column-major position in the clique's matrix
+            cols.append(col)
+            vals.append(v)
+
+        for a, i in enumerate(clique):
+            put(a, a, i, 1.0)
+            put(k + a, k + a, i, 1.0)
+            for b in range(a + 1, k):
+                p = pair_index[(i, clique[b])]
+                for r, c in ((a, b), (b, a), (k + a, k + b), (k + b, k + a)):
+                    put(r, c, nb + p, 1.0)                 # Re W_ab in both diagonal blocks
+                for r, c, v in ((k + a, b, 1.0), (b, k + a, 1.0), (k + b, a, -1.0), (a, k + b, -1.0)):
+                    put(r, c, nb + npair + p, v)           # Im W_ab = -Im W_ba, off-diagonal blocks
+        sizes.append(size)
+        offset += size * size
+    flat = sp.csr_matrix((vals, (rows, cols)), shape=(offset, nb + 2 * npair)) @ z
+    cons = []
+    offset = 0
+    for size in sizes:
+        cons.append(cp.reshape(flat[offset: offset + size * size], (size, size), order="F") >> 0)
+        offset += size * size
+    return cons
+
+
+def _tied_psd(relaxation: _Relaxation, cliques: list[list[int]],
+              pair_index: dict[tuple[int, int], int]) -> list[cp.Constraint]:
     nb, npair = relaxation.grid.n_bus, len(relaxation.pairs)
     z = cp.hstack([relaxation.w, relaxation.wr, relaxation.wi])  # (nb + 2 npair,)
     cons = []
