@@ -94,7 +94,7 @@ class DcOpf:
         values = dispatch_values(g, scenario, self._cost)
         set_dispatch_parameters(self, values)
         try:
-            self.problem.solve(solver=cp.CLARABEL)
+            self.problem.solve(solver=cp.CLARABEL, warm_start=False)
         except cp.SolverError as exc:
             return DcOpfResult(f"solver_error: {exc}", float("nan"), None, None,
                                time.perf_counter() - start)

@@ -235,7 +235,7 @@ class _Relaxation:
         start = time.perf_counter()
         self._set(scenario, margin)
         try:
-            self.problem.solve(solver=cp.CLARABEL, **self.solver_options)
+            self.problem.solve(solver=cp.CLARABEL, warm_start=False, **self.solver_options)
         except cp.SolverError as exc:
             return RelaxationResult(f"solver_error: {exc}", float("nan"), None, None, None,
                                     time.perf_counter() - start)

@@ -12,6 +12,7 @@ from gridtune.core.strategies import (  # noqa: F401
     linear_probe,
     lora,
     partial,
+    replay,
     scratch,
     self_training,
 )
