@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pre-adapt", type=int, default=0, metavar="EPOCHS",
                    help="two-stage: masked-feature reconstruction on the unlabelled scenarios "
                         "for EPOCHS epochs before fine-tuning (needs --unlabeled; default: 0)")
+    p.add_argument("--source-data", nargs="+", default=[], metavar="DATA",
+                   help="strategy replay: the source's labelled data (recipe, dataset directory or "
+                        "case name; each grid of a multi-source model); its training split is replayed")
+    p.add_argument("--source-samples", type=int, metavar="N",
+                   help="scenarios read from each --source-data, as pre-training read them "
+                        "(default: the checkpoint's own count for one source)")
     p.add_argument("--seed", type=int, nargs="+", default=[0],
                    help="one or more seeds; several give a transfer verdict (default: 0)")
     p.add_argument("--out", type=Path, help="output directory")
@@ -80,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
                               unlabeled=args.unlabeled, constraints=args.constraints,
                               formulation=args.formulation, with_scratch=not args.no_scratch,
                               pre_adapt_epochs=args.pre_adapt, normalizer=args.normalizer,
-                              split=args.split, train=train, conformal_alpha=args.conformal_alpha)
+                              split=args.split, train=train, conformal_alpha=args.conformal_alpha,
+                              source_data=tuple(args.source_data), source_samples=args.source_samples)
                for seed in seeds]
     results = []
     for config in configs:

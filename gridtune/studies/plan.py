@@ -377,6 +377,10 @@ def _config_dict(config: Any, hashed: bool = False) -> dict[str, Any]:
     out = dataclasses.asdict(config)
     if out.get("conformal_alpha") is None:
         out.pop("conformal_alpha", None)  # cells without it keep the fingerprints they always had
+    # the runner binds replay cells to the source's dataset directories (`replay_sources`); the
+    # fingerprint already holds the source's content hash
+    out.pop("source_data", None)
+    out.pop("source_samples", None)
     if hashed:
         if out.get("constraints"):
             out["constraints"] = _file_hash(out["constraints"])

@@ -272,6 +272,19 @@ def _lost_pretrain(job: PretrainJob, reason: str) -> dict[str, Any]:
     return {"ok": False, "error": f"WorkerLost: {reason}", "wall_time_s": 0.0}
 
 
+def replay_sources(cell: Any, plan: StudyPlan, datasets: dict[str, DatasetRef]) -> Any:
+    """The cell's `TransferConfig`; a `replay` cell's also names the source's dataset
+    directories (each member of a source set) and the scenarios pre-training read from them."""
+    from gridtune.core.registry import strategy_class
+
+    if not strategy_class(cell.cell.strategy).needs_source:
+        return cell.config
+    members = [datasets[m] for m in plan.pretrain_for(cell.cell.source).members]
+    counts = {m.samples for m in members}
+    return dataclasses.replace(cell.config, source_data=tuple(m.directory for m in members),
+                               source_samples=counts.pop() if len(counts) == 1 else None)
+
+
 def _fine_tune(job: CellJob) -> dict[str, Any]:
     """Run the cell's `TransferConfig` and keep what the store, report and plots need."""
     from gridtune.workflows.transfer import finetune
@@ -400,7 +413,7 @@ def run_plan(plan: StudyPlan, out_dir: str | Path, *, workers: int | None = None
     sources = list(dict.fromkeys(c.cell.source for c in todo))
     checkpoints = pretrain_sources([plan.pretrain_for(s) for s in sources], datasets, store,
                                    workers=workers, backend=backend, log=log)
-    jobs = [CellJob(c.cell, prints[c.cell_id], c.config, *checkpoints[c.cell.source],
+    jobs = [CellJob(c.cell, prints[c.cell_id], replay_sources(c, plan, datasets), *checkpoints[c.cell.source],
                     datasets[c.cell.target], str(store.cell_dir(c.cell_id)), plan.report_sets,
                     _threads()) for c in todo]
     metric = plan.headline[0]

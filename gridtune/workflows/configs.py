@@ -11,6 +11,7 @@ study spec (`[pretrain]`, `[finetune]`, `[model]` tables) alike.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from gridtune.constraints.formulations import FORMULATIONS
@@ -105,6 +106,12 @@ class TransferConfig:
             never trained on; they cost solver time beyond `labels`, reported as
             `trust.n_calibration`) and score the solver fallback on the test split: coverage,
             share answered by the model, error among answered (default: none).
+        source_data: the source's labelled data for strategy `replay` (recipes, dataset
+            directories or case names; for a model pre-trained across several grids, each of
+            them); only their training split (the checkpoint's split seed and fractions) is
+            replayed (default: none).
+        source_samples: scenarios read from each source, as pre-training read them (default:
+            the checkpoint's own count for one source, else all).
     """
 
     labels: int
@@ -120,6 +127,8 @@ class TransferConfig:
     split: tuple[float, float, float] = SPLIT_FRACTIONS
     report_constraints: tuple[str, ...] = ()
     conformal_alpha: float | None = None
+    source_data: tuple[str, ...] = ()
+    source_samples: int | None = None
 
     def __post_init__(self) -> None:
         from gridtune.core.conformal import check_alpha
@@ -140,6 +149,12 @@ class TransferConfig:
                                 "epochs and unlabelled target data (`--unlabeled N`)")
         if cls.needs_unlabeled and self.unlabeled == 0:
             raise GridtuneError(f"strategy `{self.strategy}` needs unlabelled target data: pass `--unlabeled N`")
+        source_data = (self.source_data,) if isinstance(self.source_data, (str, Path)) else self.source_data
+        object.__setattr__(self, "source_data", tuple(str(s) for s in source_data))
+        if self.source_data and not cls.needs_source:
+            raise GridtuneError(f"--source-data is read by strategy `replay` only, not `{self.strategy}`")
+        if self.source_samples is not None and self.source_samples < 1:
+            raise GridtuneError(f"--source-samples must be at least 1, got `{self.source_samples}`")
         if self.constraints is not None:
             object.__setattr__(self, "constraints", str(self.constraints))
         object.__setattr__(self, "train", dataclasses.replace(self.train, seed=self.seed))

@@ -34,12 +34,12 @@ from gridtune.core.adapt import adapt
 from gridtune.core.calibration import calibrate, plot_reliability, probabilities
 from gridtune.core.decision import net_benefit, plot_decision_curve, useful_thresholds
 from gridtune.core.metrics import reliability_table
-from gridtune.core.registry import make_strategy
+from gridtune.core.registry import make_strategy, strategy_class
 from gridtune.core.trainer import TrainConfig, make_loader, predict, torch_threads
 from gridtune.core.verdict import MIN_TEST, Verdict, transfer_verdict
 from gridtune.errors import DataError, GridtuneError
 from gridtune.files import write_json
-from gridtune.grids.split import split_indices
+from gridtune.grids.split import SPLIT_FRACTIONS, split_indices
 from gridtune.grids.view import check_schema, resolve_data, task_graphs
 from gridtune.nn.calibration import platt_calibrate
 from gridtune.nn.checkpoint import load_checkpoint, save_checkpoint, seal_checkpoint
@@ -126,9 +126,39 @@ def unlabeled_pool(data: Any, spare: list[Any], n: int, seed: int, task: str) ->
         drawn = min(OPF_POOL_DRAW_FACTOR * n, int(drawn * n / max(len(kept), 1) * 1.1) + 1)
 
 
-def _strategy_options(name: str, model: Any, unlabeled_loader: Any) -> dict[str, Any]:
-    from gridtune.core.registry import strategy_class
+def replay_graphs(sources: Sequence[str], meta: dict[str, Any], task: str,
+                  samples: int | None) -> list[Any]:
+    """The source's labelled training graphs for strategy `replay`: each source's training split
+    as the checkpoint's pre-training drew it (its split seed and fractions), with a `task` target.
 
+    `samples` scenarios are read from each source (default: the checkpoint's own count when it was
+    trained on one source, so the split is the one pre-training used; else every scenario).
+    """
+    if not sources:
+        raise GridtuneError(f"strategy `replay` needs the source's labelled data: pass `--source-data "
+                            f"DATA` (this checkpoint was trained on `{meta.get('data')}`)")
+    seed = int(meta.get("split_seed", 0))
+    fractions = tuple(meta.get("split_fractions", SPLIT_FRACTIONS))
+    if samples is None and len(sources) == 1:
+        split = (meta.get("metrics") or {}).get("split") or {}
+        counted = [split.get(k) for k in ("train", "val", "test")]
+        samples = sum(counted) if all(isinstance(c, int) for c in counted) else None
+    graphs: list[Any] = []
+    for source in sources:
+        view = resolve_data(source, samples=samples)
+        check_schema(view, meta["schema_version"])
+        tr_idx, _, _ = split_indices(view.statuses, seed, fractions)
+        graphs += task_graphs([view.graphs[i] for i in tr_idx], task)
+    if not graphs:
+        raise DataError(f"source data {', '.join(f'`{s}`' for s in sources)} hold no training graphs "
+                        f"with a `{task}` target to replay")
+    return graphs
+
+
+def _strategy_options(name: str, model: Any, unlabeled_loader: Any, source_loader: Any = None
+                      ) -> dict[str, Any]:
+    if strategy_class(name).needs_source:
+        return {"source": source_loader}
     if strategy_class(name).needs_unlabeled:
         if unlabeled_loader is None:
             raise GridtuneError(f"strategy `{name}` needs unlabelled target data: pass `--unlabeled N`")
@@ -152,6 +182,8 @@ def _train_one(model: Any, strategy_name: str, options: dict[str, Any], train: l
         model.logit_bias.fill_(0.0)
     else:
         task = task_for_model(model)
+    if "source" in options:  # replay: the source batches take the same loss as the target's
+        options = {**options, "loss": task.loss}
     strategy = make_strategy(strategy_name, **options)
     batch = label_batch_size(len(train), config.batch_size)
     model, result = adapt(model, strategy, make_loader(train, batch, shuffle=True, seed=config.seed),
@@ -274,7 +306,11 @@ def _finetune(checkpoint: str | Path, data: Any, out_dir: Path, cfg: TransferCon
     if cfg.normalizer == "target" and strategy != "scratch":
         model.normalizer = Normalizer().fit(train + list(pool))
     extra = constraint_term()
-    options = _strategy_options(strategy, model, unlabeled_loader)
+    source_loader = None
+    if strategy_class(strategy).needs_source:
+        replayed = replay_graphs(cfg.source_data, meta, task, cfg.source_samples)
+        source_loader = make_loader(replayed, config.batch_size, shuffle=True, seed=seed)
+    options = _strategy_options(strategy, model, unlabeled_loader, source_loader)
     pre_adapt_report = None
     if cfg.pre_adapt_epochs > 0:
         from gridtune.core.ssl import pre_adapt

@@ -303,3 +303,24 @@ def test_formulation_variants_train_on_a_copy_with_their_settings(tmp_path, cach
 def test_bad_formulation_variants(tmp_path, change, match):
     with pytest.raises(SpecError, match=match):
         make_plan(load_study(write(tmp_path, VARIANTS.replace(*change))))
+
+
+def test_replay_cells_are_bound_to_their_source_datasets(tmp_path):
+    """A `replay` cell gets the directories of every grid its source pre-trained on (and their
+    scenario count) when the runner makes its job; its plan fingerprint is the same whichever
+    directories those are, since the source's content hash is bound to it at run time."""
+    from gridtune.studies.runner import DatasetRef, replay_sources
+
+    text = SET.replace('strategies = ["full", "dann"]', 'strategies = ["full", "replay"]')
+    plan = make_plan(load_study(write(tmp_path, text)))
+    refs = {label: DatasetRef(label, f"/data/{label}", 300, "h", {}) for label in ("case9", "case14", "case30")}
+    replay = [c for c in plan.cells if c.cell.strategy == "replay"]
+    assert replay and all(c.config.source_data == () for c in replay)
+    by_source = {c.cell.source: replay_sources(c, plan, refs) for c in replay}
+    assert by_source["small"].source_data == ("/data/case9", "/data/case14")
+    assert by_source["case9"].source_data == ("/data/case9",)
+    assert by_source["case9"].source_samples == 300
+    full = next(c for c in plan.cells if c.cell.strategy == "full")
+    assert replay_sources(full, plan, refs) is full.config
+    again = make_plan(load_study(write(tmp_path, text)))
+    assert [c.fingerprint for c in again.cells] == [c.fingerprint for c in plan.cells]

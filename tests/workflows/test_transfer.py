@@ -166,6 +166,10 @@ def test_cli_lists_strategies_and_reports_a_verdict(source, tmp_path, capsys, mo
     assert main(["finetune", "--from", str(source), "--data", "x", "--labels", "5",
                  "--strategy", "warp", "--out", str(tmp_path)]) == 2
     assert "unknown strategy `warp`" in capsys.readouterr().err
+    assert "  replay " in listed
+    assert main(["finetune", "--from", str(source), "--data", "x", "--labels", "5", "--strategy", "full",
+                 "--source-data", "case9", "--out", str(tmp_path)]) == 2
+    assert "--source-data is read by strategy `replay` only, not `full`" in capsys.readouterr().err
 
 
 def test_constraints_are_trained_and_reported(source, target, tmp_path):
@@ -235,3 +239,34 @@ def test_conformal_alpha_calibrates_on_the_target_validation_split_and_scores_th
     assert t["error_among_answered"] is None or 0.0 <= t["error_among_answered"] <= 1.0
     with pytest.raises(GridtuneError, match="conformal alpha `1.5` is not valid"):
         finetune(source, data, tmp_path / "bad", labels=20, strategy="full", conformal_alpha=1.5)
+
+
+def test_replay_rehearses_the_source_training_split(target, tmp_path):
+    """A checkpoint pre-trained on a dataset directory, fine-tuned with `replay` on it: the replayed
+    graphs are exactly the source's training split (the checkpoint's split seed and fractions),
+    the run completes, and the settings it cannot use are refused in one line each."""
+    from gridtune.grids.dataset import open_dataset
+    from gridtune.nn.checkpoint import load_checkpoint
+    from tests.nn.synthetic import pretrain, write_dataset
+
+    data = tmp_path / "case9-data"
+    write_dataset(data, "case9", n=60, seed=0)
+    ckpt = tmp_path / "ckpt"
+    pretrain(str(data), task="feasibility", out_dir=ckpt, epochs=2, hidden=16, layers=2, batch_size=16,
+             split=(0.6, 0.2, 0.2), seed=3)
+    _, meta = load_checkpoint(ckpt)
+    replayed = transfer.replay_graphs([str(data)], meta, "feasibility", None)
+    ds = open_dataset(data)
+    train_idx, _, _ = split_indices(ds.statuses, 3, (0.6, 0.2, 0.2))
+    expected = {int(ds[i].scenario_id) for i in train_idx if ds.statuses[i] in ("feasible", "infeasible")}
+    assert {int(g.scenario_id) for g in replayed} == expected
+    r = finetune(ckpt, target, labels=20, strategy="replay", source_data=(str(data),),
+                 out_dir=tmp_path / "replay", train=FAST)
+    assert r["strategy"] == "replay" and 0.0 <= r["metrics"]["auroc"] <= 1.0
+    assert r["strategy_config"]["weight"] == 1.0 and len(r["strategy_config"]["history"]) > 0
+    with pytest.raises(GridtuneError, match="strategy `replay` needs the source's labelled data: "
+                                            "pass `--source-data DATA`"):
+        finetune(ckpt, target, labels=20, strategy="replay", out_dir=tmp_path / "x", train=FAST)
+    with pytest.raises(GridtuneError, match="--source-data is read by strategy `replay` only, not `full`"):
+        finetune(ckpt, target, labels=20, strategy="full", source_data=(str(data),),
+                 out_dir=tmp_path / "x", train=FAST)

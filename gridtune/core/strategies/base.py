@@ -93,6 +93,9 @@ class Strategy:
     # True for strategies that learn from unlabelled target data (domain adaptation): callers
     # must pass them an `unlabeled` loader
     needs_unlabeled: ClassVar[bool] = False
+    # True for strategies that keep training on the source's labelled data (rehearsal): callers
+    # must pass them a `source` loader and the task's `loss`
+    needs_source: ClassVar[bool] = False
 
     def __init__(self) -> None:
         # Modules whose weights are frozen: kept in eval mode during training so normalisation

@@ -15,7 +15,7 @@ Works on any model and task: the source batches come as any iterable the model a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -37,7 +37,7 @@ class Replay(Strategy):
 
     name = "replay"
     description = "full fine-tuning + the task loss on the source's own labelled data (rehearsal)"
-    needs_source: ClassVar[bool] = True
+    needs_source = True
 
     def __init__(self, source: Iterable[Any] | None = None,
                  loss: Callable[[Any, Any], Tensor] | None = None, weight: float = 1.0,
