@@ -48,7 +48,12 @@ from gridtune.grids.opf import (
     scenario_ppc,
     solve_ac_opf,
 )
-from gridtune.grids.relaxations import CycleRelaxation, RelaxationResult, SdpRelaxation, SocRelaxation
+from gridtune.grids.relaxations import (
+    CycleRelaxation,
+    RelaxationResult,
+    SdpRelaxation,
+    SocRelaxation,
+)
 from gridtune.grids.scenarios import Scenario, Topology
 from gridtune.grids.scenarios import uniform_scenario as _uniform
 

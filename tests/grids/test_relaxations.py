@@ -9,10 +9,9 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from gridtune.grids.labeller import uniform_scenario
+from gridtune.grids.labeller import Labeller, uniform_scenario
 from gridtune.grids.model import grid_from_net
 from gridtune.grids.opf import solve_ac_opf
-from gridtune.grids.labeller import Labeller
 from gridtune.grids.relaxations import (
     CycleRelaxation,
     SdpRelaxation,

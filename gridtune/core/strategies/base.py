@@ -10,6 +10,7 @@ the same objects adapt a grid GNN, a CNN or a transformer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -144,6 +145,61 @@ class Strategy:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+class OnBase(Strategy):
+    """A strategy that adds a loss term to a base strategy, which decides what trains (domain
+    alignment, self-training, replay). Subclasses call `super().prepare` and define `extra_loss`.
+
+    Args:
+        base: name of the strategy that decides what trains.
+    """
+
+    def __init__(self, base: str = "full") -> None:
+        super().__init__()
+        self.base = base
+        self._base: Strategy = build(base)
+
+    def prepare(self, model: nn.Module, sample_batch: Any = None) -> nn.Module:
+        return self._base.prepare(model, sample_batch)
+
+    def param_groups(self, model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+        return self._base.param_groups(model, config)
+
+    def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
+        self._base.on_epoch_start(epoch, model)
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        return self._base.finalize(model)
+
+
+class Cycled:
+    """Batches of an iterable drawn one at a time and restarted when it runs out (the unlabelled
+    target batches of domain strategies, the source batches of `replay`).
+
+    Args:
+        batches: any re-iterable of batches (a DataLoader, a list).
+        empty: the error message when it yields nothing.
+    """
+
+    def __init__(self, batches: Any, empty: str) -> None:
+        self.batches, self.empty = batches, empty
+        self._iter: Iterator[Any] | None = None
+
+    def restart(self) -> None:
+        self._iter = None
+
+    def next(self) -> Any:
+        if self._iter is None:
+            self._iter = iter(self.batches)
+        try:
+            return next(self._iter)
+        except StopIteration:
+            self._iter = iter(self.batches)
+            try:
+                return next(self._iter)
+            except StopIteration:
+                raise GridtuneError(self.empty) from None
 
 
 def freeze_all_but_head(model: nn.Module, strategy: Strategy) -> None:

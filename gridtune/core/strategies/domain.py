@@ -7,7 +7,7 @@ for grids these are target scenarios without OPF labels (`--unlabeled N`), which
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -21,12 +21,11 @@ from gridtune.core.domain import (
     mmd_loss,
     subsample_rows,
 )
-from gridtune.core.strategies.base import Strategy, build, register
-from gridtune.core.trainer import TrainConfig
+from gridtune.core.strategies.base import Cycled, OnBase, register
 from gridtune.errors import GridtuneError
 
 
-class DomainStrategy(Strategy):
+class DomainStrategy(OnBase):
     """Shared machinery: delegate freezing to `base`, add `weight * loss(z_source, z_target)`.
 
     Args:
@@ -40,15 +39,13 @@ class DomainStrategy(Strategy):
 
     def __init__(self, unlabeled: Iterable[Any] | None = None, weight: float = 1.0,
                  base: str = "full", max_rows: int = 512) -> None:
-        super().__init__()
+        super().__init__(base)
         if weight < 0:
             raise GridtuneError(f"{self.name}: weight must be >= 0, got `{weight}`")
         self.unlabeled = unlabeled
         self.weight = weight
-        self.base = base
         self.max_rows = max_rows
-        self._base: Strategy = build(base)
-        self._iter: Iterator[Any] | None = None
+        self._targets = Cycled(unlabeled, f"strategy `{self.name}`: the unlabelled data are empty")
         self._gen = torch.Generator().manual_seed(0)
         self.history: list[float] = []
 
@@ -56,30 +53,12 @@ class DomainStrategy(Strategy):
         if self.unlabeled is None:
             raise GridtuneError(f"strategy `{self.name}` needs unlabelled target data "
                                 "(`unlabeled=...`; on the command line `--unlabeled N`)")
-        self._iter = None
+        self._targets.restart()
         self._gen.manual_seed(torch.initial_seed() % (2**63))
-        return self._base.prepare(model, sample_batch)
-
-    def param_groups(self, model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-        return self._base.param_groups(model, config)
-
-    def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
-        self._base.on_epoch_start(epoch, model)
-
-    def finalize(self, model: nn.Module) -> nn.Module:
-        return self._base.finalize(model)
+        return super().prepare(model, sample_batch)
 
     def _target_batch(self) -> Any:
-        if self._iter is None:
-            self._iter = iter(self.unlabeled)  # type: ignore[arg-type]
-        try:
-            return next(self._iter)
-        except StopIteration:
-            self._iter = iter(self.unlabeled)  # type: ignore[arg-type]
-            try:
-                return next(self._iter)
-            except StopIteration:
-                raise GridtuneError(f"strategy `{self.name}`: the unlabelled data are empty") from None
+        return self._targets.next()
 
     def domain_loss(self, zs: Tensor, zt: Tensor, step: int) -> Tensor:
         raise NotImplementedError

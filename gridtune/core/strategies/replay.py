@@ -14,18 +14,17 @@ Works on any model and task: the source batches come as any iterable the model a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from torch import Tensor, nn
 
-from gridtune.core.strategies.base import Strategy, build, register
-from gridtune.core.trainer import TrainConfig
+from gridtune.core.strategies.base import Cycled, OnBase, register
 from gridtune.errors import GridtuneError
 
 
 @register
-class Replay(Strategy):
+class Replay(OnBase):
     """Fine-tuning plus the task loss on labelled source batches (cycled).
 
     Args:
@@ -42,44 +41,22 @@ class Replay(Strategy):
     def __init__(self, source: Iterable[Any] | None = None,
                  loss: Callable[[Any, Any], Tensor] | None = None, weight: float = 1.0,
                  base: str = "full") -> None:
-        super().__init__()
+        super().__init__(base)
         if not weight >= 0:
             raise GridtuneError(f"replay: weight must be >= 0, got `{weight}`")
-        self.source, self.loss, self.weight, self.base = source, loss, weight, base
-        self._base: Strategy = build(base)
-        self._iter: Iterator[Any] | None = None
+        self.source, self.loss, self.weight = source, loss, weight
+        self._sources = Cycled(source, "strategy `replay`: the source data are empty")
         self.history: list[float] = []
 
     def prepare(self, model: nn.Module, sample_batch: Any = None) -> nn.Module:
         if self.source is None or self.loss is None:
             raise GridtuneError("strategy `replay` needs the source's labelled data and the task's "
                                 "loss (`source=...`, `loss=...`; on the command line `--source-data DATA`)")
-        self._iter = None
-        return self._base.prepare(model, sample_batch)
-
-    def param_groups(self, model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-        return self._base.param_groups(model, config)
-
-    def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
-        self._base.on_epoch_start(epoch, model)
-
-    def finalize(self, model: nn.Module) -> nn.Module:
-        return self._base.finalize(model)
-
-    def _source_batch(self) -> Any:
-        if self._iter is None:
-            self._iter = iter(self.source)  # type: ignore[arg-type]
-        try:
-            return next(self._iter)
-        except StopIteration:
-            self._iter = iter(self.source)  # type: ignore[arg-type]
-            try:
-                return next(self._iter)
-            except StopIteration:
-                raise GridtuneError("strategy `replay`: the source data are empty") from None
+        self._sources.restart()
+        return super().prepare(model, sample_batch)
 
     def extra_loss(self, model: nn.Module, batch: Any, step: int) -> Tensor:
-        src = self._source_batch()
+        src = self._sources.next()
         loss = self.loss(model(src), src)  # type: ignore[misc]
         self.history.append(float(loss.detach()))
         return self.weight * loss
