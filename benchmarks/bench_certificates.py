@@ -26,26 +26,25 @@ import warnings
 from typing import Any
 
 import numpy as np
+from bench_labelling import _decided
 
-from gridtune.grids.build import default_directory, draw, prepare_grid, prepare_topologies
-from gridtune.grids.labeller import Labeller
+from gridtune.grids.build import (
+    default_directory,
+    draw,
+    labeller_for,
+    prepare_grid,
+    prepare_topologies,
+)
 from gridtune.grids.labels import Label
 from gridtune.grids.recipe import Recipe, recipe_for
 from gridtune.parallel import run_tasks
 
-_LABELLERS: dict[Any, Labeller] = {}
-
 
 def _label_task(item: tuple[Recipe, Any, tuple, int]) -> Label:
-    """Label scenario `sid` of `recipe` (worker side; one Labeller per recipe and path)."""
+    """Label scenario `sid` of `recipe` (worker side; the build's Labeller for its `[labels]`)."""
     recipe, grid, topologies, sid = item
     warnings.simplefilter("ignore")
-    key = (recipe.cache_key(), recipe.labels)
-    if key not in _LABELLERS:
-        labels = recipe.labels
-        _LABELLERS[key] = Labeller(grid, solutions=labels.solutions, dc=labels.dc, sdp=labels.sdp,
-                                   solver=labels.solver, cycles=labels.cycles)
-    return _LABELLERS[key].label(draw(recipe, grid, topologies, sid))
+    return labeller_for(grid, recipe.labels).label(draw(recipe, grid, topologies, sid))
 
 
 def label_all(recipe: Recipe, grid: Any, topologies: tuple, samples: int, workers: int
@@ -57,10 +56,6 @@ def label_all(recipe: Recipe, grid: Any, topologies: tuple, samples: int, worker
     out = dict(run_tasks(bench_certificates._label_task, items, workers=workers,
                          chunksize=max(1, samples // (8 * workers))))
     return [out[i] for i in range(samples)], time.perf_counter() - start
-
-
-def _decided(label: Label) -> bool:
-    return label.status in ("feasible", "infeasible")
 
 
 def run_recipe(name: str, samples: int, workers: int, solver: str | None) -> None:

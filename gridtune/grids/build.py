@@ -152,7 +152,8 @@ def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, work
 _LABELLER_CACHE: dict[tuple[str, LabelSpec], Any] = {}
 
 
-def _labeller(grid: GridModel, labels: LabelSpec) -> Any:
+def labeller_for(grid: GridModel, labels: LabelSpec) -> Any:
+    """The `Labeller` of `grid` with a recipe's `[labels]` settings, one kept per process."""
     from gridtune.grids.labeller import Labeller
 
     key = (grid_hash(grid), labels)
@@ -193,7 +194,7 @@ def _label_chunk(chunk: _Chunk) -> list[dict[str, Any]]:
 
     # solver chatter ("solution may be inaccurate") is handled by the labeller's status logic
     warnings.simplefilter("ignore")
-    labeller = _labeller(chunk.grid, chunk.recipe.labels)
+    labeller = labeller_for(chunk.grid, chunk.recipe.labels)
     rows = []
     for sid in chunk.ids:
         scenario = draw(chunk.recipe, chunk.grid, chunk.topologies, sid)
