@@ -222,6 +222,28 @@ def test_transfer_target_specs_validate(name, cells, members):
     assert {c.cell.strategy: c.config.unlabeled for c in plan.cells}["self-training"] == 1000
 
 
+def test_changed_grid_variants_spec_keeps_the_targets_changes_out_of_pre_training():
+    name = "changed_grid_case118_variants"
+    path = BENCHMARKS / f"{name}.toml"
+    assert f"gridtune study run benchmarks/{name}.toml --out runs/" in path.read_text()
+    plan = make_plan(load_study(path))
+    assert plan.pretrain[0].members == ("case118", "case118_variant_east", "case118_variant_central")
+    assert len(plan.cells) == 20 and len({c.cell.seed for c in plan.cells}) == 5
+    recipes = {d.label: d.recipe for d in plan.datasets}
+    target = recipes["case118_changed"]["changes"]
+    for member in plan.pretrain[0].members[1:]:
+        changes = recipes[member]["changes"]
+        assert changes and changes["scale_loads"][0]["factor"] == 1.2
+        assert not {g["gen"] for g in changes["remove_generators"]} & {
+            g["gen"] for g in target["remove_generators"]}
+        assert not set(changes["scale_loads"][0]["buses"]) & set(target["scale_loads"][0]["buses"])
+        assert {(b["from_bus"], b["to_bus"]) for b in changes["add_branches"]}.isdisjoint(
+            (b["from_bus"], b["to_bus"]) for b in target["add_branches"])
+        # the variant is the shipped base recipe plus its changes, at half the size
+        assert {k: v for k, v in recipes[member].items() if k not in ("changes", "samples")} == {
+            k: v for k, v in recipes["case118"].items() if k != "samples"}
+
+
 @pytest.mark.parametrize("name, cells, task", [
     ("transfer_curve", 72, "feasibility"),
     ("constraints_monotone", 18, "feasibility"),
