@@ -78,6 +78,7 @@ def prepare_datasets(datasets: tuple[DatasetPlan, ...], *, workers: int | None, 
                      log: Log, progress: bool = True) -> dict[str, DatasetRef]:
     """Build (or reuse from the cache) every source and target dataset of the plan."""
     from gridtune.grids.dataset import open_dataset
+    from gridtune.grids.recipe import recipe_for
     from gridtune.grids.storage import needs_build, read_manifest
 
     refs: dict[str, DatasetRef] = {}
@@ -89,10 +90,11 @@ def prepare_datasets(datasets: tuple[DatasetPlan, ...], *, workers: int | None, 
             if needs_build(directory, d.samples):
                 log(f"dataset {d.label}: building {d.samples} scenarios in {directory}")
                 start = time.perf_counter()
+                source = recipe_for(d.ref).source  # names a changed grid after its recipe file
                 if backend == "local":
-                    _build_in_fresh_process(d.recipe, directory, workers, progress)
+                    _build_in_fresh_process(d.recipe, directory, workers, progress, source)
                 else:
-                    _build_job(d.recipe, str(directory), workers, progress, backend)
+                    _build_job(d.recipe, str(directory), workers, progress, backend, source)
                 log(f"dataset {d.label}: built in {time.perf_counter() - start:.0f} s")
             else:
                 log(f"dataset {d.label}: cached ({read_manifest(directory)['samples']} scenarios) "
@@ -104,7 +106,7 @@ def prepare_datasets(datasets: tuple[DatasetPlan, ...], *, workers: int | None, 
 
 
 def _build_in_fresh_process(table: dict[str, Any], directory: Path, workers: int | None,
-                            progress: bool) -> None:
+                            progress: bool, source: str | None = None) -> None:
     """Build one dataset in a newly spawned interpreter.
 
     The build forks its labelling workers. Forked from this process (threads of torch, tqdm and
@@ -117,16 +119,18 @@ def _build_in_fresh_process(table: dict[str, Any], directory: Path, workers: int
 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        pool.submit(_build_job, table, str(directory), workers, progress).result()
+        pool.submit(_build_job, table, str(directory), workers, progress, "local", source).result()
 
 
 def _build_job(table: dict[str, Any], directory: str, workers: int | None, progress: bool,
-               backend: str = "local") -> None:
+               backend: str = "local", source: str | None = None) -> None:
+    """Build the dataset of recipe `table`; `source` is the recipe file it was read from (the
+    table does not hold it), which names a changed grid as `gridtune data build FILE` does."""
     from gridtune.grids.build import build_dataset
     from gridtune.grids.recipe import Recipe
     from gridtune.specs import from_table
 
-    recipe = from_table(Recipe, table, where="study recipe")
+    recipe = dataclasses.replace(from_table(Recipe, table, where="study recipe"), source=source)
     build_dataset(recipe, Path(directory), workers=workers, backend=backend, progress=progress)
 
 

@@ -97,3 +97,29 @@ def test_record_json_is_strict(tmp_path):
 
     write_json(tmp_path / "r.json", {"a": float("nan"), "b": [float("inf"), 1.0]})
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": None, "b": [None, 1.0]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["local", "in-process"])
+def test_a_study_names_a_changed_grid_after_its_recipe_file(tmp_path, backend, monkeypatch):
+    """A changed recipe's grid is named after its file, in a study as by `gridtune data build`:
+    the table a study builds from no longer holds the file, and without it every changed variant
+    of one case would be built as `<case>_changed` (so two variants shared one name)."""
+    from gridtune.grids.storage import read_manifest
+    from gridtune.studies import runner
+    from gridtune.studies.plan import make_plan
+    from gridtune.studies.spec import load_study
+
+    (tmp_path / "case14_grown.toml").write_text(
+        'case = "case14"\nsamples = 4\n[loads]\nscale = [0.9, 1.1]\n[topology]\nn_minus_1 = 0.25\n'
+        'candidates = 2\n[[changes.scale_loads]]\nbuses = [3, 4]\nfactor = 1.2\n')
+    (tmp_path / "study.toml").write_text(
+        'name = "s"\ntask = "feasibility"\nsources = ["case14_grown.toml"]\ntargets = ["case14_grown.toml"]\n'
+        'pairs = "all"\nstrategies = ["full"]\nlabels = [4]\nseeds = [0]\n')
+    plan = make_plan(load_study(tmp_path / "study.toml"))
+    if backend == "in-process":  # what the ray backend runs, here without a fresh interpreter
+        monkeypatch.setattr(runner, "_build_in_fresh_process",
+                            lambda table, d, w, p, source: runner._build_job(table, str(d), w, p, "local", source))
+    refs = runner.prepare_datasets(plan.datasets, workers=1, backend="local", log=lambda _: None,
+                                   progress=False)
+    assert read_manifest(refs["case14_grown"].directory)["grid"]["name"] == "case14_grown"
