@@ -59,15 +59,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def _data_api():
-    try:  # current layout
-        from gridtune.grids.split import split_indices
-        from gridtune.grids.view import resolve_data, task_graphs
-    except ImportError:  # earlier layout
-        from gridtune.nn.pretrain import resolve_data, split_indices, task_graphs
-    return resolve_data, split_indices, task_graphs
-
-
 CLOCK = [time.perf_counter]
 
 
@@ -105,18 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--end-to-end-only", action="store_true",
                    help="skip the LP-method comparison (old / new / cold / cut bounds) and the parts")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for AUROC intervals (default: 2000)")
+    p.add_argument("--batch-sizes", default="",
+                   help="with --end-to-end-only: also time the fast model end to end on batches of these sizes "
+                        "(e.g. 256,1024,4096), each filled with fresh draws of the dataset's recipe")
     args = p.parse_args(argv)
     CLOCK[0] = time.perf_counter if args.clock == "wall" else time.process_time
 
     from torch_geometric.loader import DataLoader
 
+    from gridtune.grids.split import split_indices
+    from gridtune.grids.view import resolve_data, task_graphs
     from gridtune.nn import basis_lp
     from gridtune.nn.loadability import cut_bounds, loadability_features, reference_lp, uncached
     from gridtune.nn.model import ModelConfig, _batch_vector, _dc_flow, build_model
     from gridtune.nn.normalizer import Normalizer
     from gridtune.nn.stress import stress_features
 
-    resolve_data, split_indices, task_graphs = _data_api()
     torch.set_num_threads(1)
     from gridtune.grids.dataset import open_dataset
 
@@ -332,6 +327,9 @@ def end_to_end(args, model, test, te, dataset, view, solver_s, row) -> None:
     both = 1.0 / (1.0 / r["fast"] + 1.0 / graph_rate)
     row("graph from a stored scenario", graph_rate, "(GraphBuilder, one scenario at a time; not inside the above)")
     row("fast model incl. to_graph", both, "(from scenario rows)")
+    sizes = [int(v) for v in args.batch_sizes.split(",") if v.strip()]
+    if sizes:
+        batch_sweep(sizes, fast, dataset, solver_s, args, row)
     if solver_s is not None:
         print(f"  1000x the solver ({solver_s:.4f} s / scenario) needs {1000.0 / solver_s:.0f} graphs/s: "
               f"fast path {'MEETS' if r['fast'] * solver_s >= 1000 else 'MISSES'} it "
@@ -363,6 +361,34 @@ def end_to_end(args, model, test, te, dataset, view, solver_s, row) -> None:
     if len(fast_values) > 1:
         print(f"  fast checkpoints: mean {np.mean(fast_values):.4f} ± {np.std(fast_values, ddof=1):.4f} "
               f"(std over {len(fast_values)}); min {min(fast_values):.4f}")
+
+
+def batch_sweep(sizes: list[int], fast, dataset, solver_s, args, row) -> None:
+    """The fast model end to end on one batch of each size, from scenarios to probabilities.
+
+    Each batch holds `size` fresh draws of the dataset's recipe (`GridDataset.unlabeled_scenarios`,
+    no OPF solve, seeds of their own): unseen loads on the recipe's topologies, no graph repeated.
+    Timed per batch: building the graphs (`GraphBuilder`, as the dataset builds them), batching
+    (`collate_inputs`), every input, GNN and head; best of `--repeats` after one warm-up."""
+    from gridtune.grids.features import GraphBuilder
+    from gridtune.nn.batching import collate_inputs
+
+    print("\nbatch size: the fast model on one batch of fresh recipe draws, from scenario to probability")
+    for size in sizes:
+        scenarios = dataset.unlabeled_scenarios(size, args.seed + 1)
+        build = GraphBuilder(dataset.grid)
+
+        def graphs_to_probs(chunk):
+            return fast(collate_inputs(chunk))
+
+        def scenarios_to_probs(chunk, build=build):
+            return fast(collate_inputs([build(sc, None) for sc in chunk]))
+
+        with torch.no_grad():
+            model_rate = _best(graphs_to_probs, [[build(sc, None) for sc in scenarios]], args.repeats)
+            both = _best(scenarios_to_probs, [scenarios], args.repeats)
+        row(f"  batch of {size}", both, f"incl. graph building; from graphs {model_rate:.0f} graphs/s"
+            + (f" ({model_rate * solver_s:.0f}x)" if solver_s is not None else ""))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,11 @@ class GridDataset(InMemoryDataset):
 
     def unlabeled(self, n: int, seed: int = 0) -> list[Data]:
         """`n` extra scenarios of the same recipe, without labels (no OPF solve: cheap)."""
+        build = GraphBuilder(self.grid)
+        return [build(sc, None) for sc in self.unlabeled_scenarios(n, seed)]
+
+    def unlabeled_scenarios(self, n: int, seed: int = 0) -> list[Any]:
+        """The scenarios behind `unlabeled` (loads and outages drawn, no graph built)."""
         from gridtune.grids.build import draw
 
         recipe = _recipe_from_manifest(self.manifest)
@@ -67,8 +72,7 @@ class GridDataset(InMemoryDataset):
         topos = [Topology(tuple(t["branch_out"]), tuple(t["gen_out"]), t["critical_scale"])
                  for t in calib["topologies"]]
         first = UNLABELED_ID_OFFSET + seed * 10_000_000
-        build = GraphBuilder(self.grid)
-        return [build(draw(recipe, self.grid, topos, first + i), None) for i in range(n)]
+        return [draw(recipe, self.grid, topos, first + i) for i in range(n)]
 
     def summary(self) -> dict[str, Any]:
         return {k: self.manifest.get(k) for k in ("samples", "counts", "unknown_share",

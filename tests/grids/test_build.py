@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from gridtune.cli import main
 from gridtune.errors import DataError
 from gridtune.grids.build import build_dataset
 from gridtune.grids.dataset import open_dataset
+from gridtune.grids.features import GraphBuilder
 from gridtune.grids.recipe import load_recipe
 from tests.grids.recipes import recipe_file
 
@@ -51,6 +53,9 @@ def test_dataset_loads_as_pyg_graphs(built):
     assert set(ds.statuses) <= {"feasible", "infeasible", "unknown", "error"}
     extra = ds.unlabeled(5)
     assert len(extra) == 5 and all(e.status.item() == 2 for e in extra)
+    scenarios = ds.unlabeled_scenarios(5)  # the draws behind them, fresh scenario ids
+    assert [torch.equal(GraphBuilder(ds.grid)(sc, None).x, e.x) for sc, e in zip(scenarios, extra)] == [True] * 5
+    assert not {sc.scenario_id for sc in scenarios} & set(ds.frame.scenario_id)
 
 
 def test_manifest_hash_and_summary_are_those_of_the_whole_table(built):
