@@ -156,7 +156,9 @@ class DispatchProjection:
         self.p_hat.value = p_hat
         start = time.perf_counter()
         try:
-            self.problem.solve(solver=self.solver)
+            # warm_start=False: cvxpy would otherwise re-use the previous solve's solver object, so
+            # a projection's last digits would depend on the scenarios projected before it
+            self.problem.solve(solver=self.solver, warm_start=False)
         except cp.error.SolverError as exc:
             status = f"solver_error: {exc}"
         else:

@@ -137,3 +137,17 @@ def test_project_model_outputs(tight_case9, tiny_net):
     assert summary["n_infeasible"] == 0
     for g, r in zip(tight_case9, results, strict=True):
         check_feasible(g, r.pg_pu)
+
+
+def test_a_projection_does_not_depend_on_the_ones_before_it(tight_case9):
+    """cvxpy re-uses a Parameter problem's solver object (settings, scaling) between solves unless
+    told not to; a projection must be the same number whatever was projected before."""
+    graph = tight_case9[0]
+    pmax = graph.x[:, X["max_pg_pu"]].numpy()
+    rng = np.random.default_rng(1)
+    guesses = [pmax * rng.uniform(0.0, 1.3, pmax.shape) for _ in range(4)]
+    alone = [DispatchProjection(graph).project(graph, g).pg_pu for g in guesses]
+    proj = DispatchProjection(graph)
+    in_turn = [proj.project(graph, g).pg_pu for g in guesses]
+    for a, b in zip(alone, in_turn, strict=True):
+        assert np.array_equal(a, b)
