@@ -228,8 +228,14 @@ def test_changed_grid_variants_spec_keeps_the_targets_changes_out_of_pre_trainin
     assert f"gridtune study run benchmarks/{name}.toml --out runs/" in path.read_text()
     plan = make_plan(load_study(path))
     assert plan.pretrain[0].members == ("case118", "case118_variant_east", "case118_variant_central")
-    assert len(plan.cells) == 20 and len({c.cell.seed for c in plan.cells}) == 5
+    assert len(plan.cells) == 40 and len({c.cell.seed for c in plan.cells}) == 5
     recipes = {d.label: d.recipe for d in plan.datasets}
+    # the control: the base grid alone, as many scenarios as the family, the same cached dataset
+    control = plan.pretrain_for("case118_6000")
+    assert control.members == ("case118_6000",) and "changes" not in recipes["case118_6000"]
+    assert recipes["case118_6000"]["samples"] == 3000 + 2 * 1500
+    assert {d.label: d.directory for d in plan.datasets}["case118_6000"] == {
+        d.label: d.directory for d in plan.datasets}["case118"]
     target = recipes["case118_changed"]["changes"]
     for member in plan.pretrain[0].members[1:]:
         changes = recipes[member]["changes"]
