@@ -400,6 +400,51 @@ def fewer_labels_table(frame: pd.DataFrame, headline: tuple[str, bool]) -> pd.Da
     return pd.DataFrame(rows) if rows else None
 
 
+def sources_table(frame: pd.DataFrame, records: list[dict[str, Any]], headline: tuple[str, bool]
+                  ) -> pd.DataFrame | None:
+    """Where several sources share a target: each later source against each earlier one, per
+    strategy and label budget and zero-shot, paired by seed (the seed draws the target's split
+    and labels, whatever the source): the gain in the headline metric (positive: the later source
+    better) with its bootstrap interval and verdict (`transfer_verdict`, at least 3 seeds and a test split of `MIN_TEST`).
+    Which pre-training transfers better, told apart from seed-to-seed spread."""
+    metric, _ = headline
+    ok = frame[frame["status"] == "ok"]
+    if ok.empty or ok["source"].nunique() < 2:
+        return None
+    values: dict[tuple, dict[str, dict[int, float]]] = {}  # (target, constraint, what) -> source -> seed
+    n_tests: dict[tuple, list[int]] = {}
+    for _, r in ok.iterrows():
+        key = (r["target"], r["constraint"], r["formulation"], r["strategy"], int(r["labels"]))
+        values.setdefault(key, {}).setdefault(r["source"], {})[int(r["seed"])] = float(r[metric])
+        n_tests.setdefault(key, []).append(int(r["n_test"]))
+    for rec in records:
+        cell = rec.get("cell") or {}
+        zs = (rec.get("zero_shot") or {}).get(metric) if rec.get("status") == "ok" else None
+        if zs is None:
+            continue
+        key = (cell["target"], cell.get("constraint", "none"), cell.get("formulation", "none"), "zero-shot", 0)
+        values.setdefault(key, {}).setdefault(cell["source"], {})[int(cell["seed"])] = float(zs)
+        n_tests.setdefault(key, []).append(int(rec.get("n_test") or 0))
+    rows = []
+    for key in sorted(values, key=lambda k: (k[0], k[1], k[2], k[3] != "zero-shot", k[3], k[4])):
+        target, constraint, formulation, strategy, labels = key
+        by_source = values[key]
+        names = list(by_source)
+        for j, later in enumerate(names):
+            for earlier in names[:j]:
+                v = _paired(by_source[later], by_source[earlier], headline, min(n_tests[key]))
+                if v is None:
+                    continue
+                rows.append({"target": target + ("" if constraint == "none" else f", {constraint} / {formulation}"),
+                             "strategy": strategy, "labels": labels if strategy != "zero-shot" else 0,
+                             "source": later, "against": earlier,
+                             f"{metric} gain": f"{v.gain_mean:+.4f} [{v.ci_low:+.4f}, {v.ci_high:+.4f}]",
+                             "seeds": v.n_seeds,
+                             "verdict": {"positive transfer": "better", "negative transfer": "worse"}
+                             .get(v.label, "no difference shown")})
+    return pd.DataFrame(rows) if rows else None
+
+
 def _paired(mine: dict[Any, float], theirs: dict[Any, float], headline: tuple[str, bool],
             n_test: int | None) -> Any:
     """`transfer_verdict` of `mine` against `theirs` over the seeds both have (None: none)."""
@@ -589,6 +634,16 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, records: list[dict[
                          f"(mean `{metric}`) than each strategy at its own budget; `< N`: below "
                          "scratch at every budget."),
                    ("table", eff)]
+    compared = sources_table(frame, records, (metric, higher))
+    if compared is not None:
+        blocks += [("h2", "Sources compared"),
+                   ("p", f"Where several sources share a target: the gain in `{metric}` of `source` over "
+                         "`against` (positive: `source` better) for the same strategy, labels and seed "
+                         "(one split and label draw per seed), with a 95% bootstrap interval; "
+                         "`zero-shot` before any target label. "
+                         "`better` / `worse` only when the interval excludes zero (at least 3 seeds "
+                         f"and a test split of at least {MIN_TEST})."),
+                   ("table", compared)]
     fewer = fewer_labels_table(frame, (metric, higher))
     if fewer is not None:
         blocks += [("h2", "Fewer labels than scratch"),

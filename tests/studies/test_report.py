@@ -319,3 +319,33 @@ def test_fewer_labels_compares_each_budget_with_scratch_at_larger_ones(tmp_path)
     assert set(table["verdict"]) == {"no difference shown"}
     text = stored_report(tmp_path, recs)[0].read_text()
     assert "| case9 -> case14 | full | 50 | 500 | +0.0090 [" in text.split("## Fewer labels than scratch")[1]
+
+
+def test_sources_compared_pairs_each_source_with_the_earlier_ones_by_seed(tmp_path):
+    from gridtune.studies.report import sources_table
+
+    def records(source, values, zero_shot, n_test=1600, scratch=True):
+        recs = []
+        for seed, (value, zs) in enumerate(zip(values, zero_shot, strict=True)):
+            cell = Cell(source, "case14", "full", 50, seed, with_scratch=scratch)
+            recs.append({"cell_id": cell.cell_id, "cell": cell.to_dict(), "fingerprint": "f", "status": "ok",
+                         "metrics": {"auroc": value}, "zero_shot": {"auroc": zs}, "n_test": n_test,
+                         **({"scratch": {"auroc": 0.9}} if scratch else {})})
+        return recs
+
+    single = records("case9", [0.950, 0.952, 0.949, 0.951, 0.950], [0.940, 0.941, 0.939, 0.942, 0.940])
+    family = records("family", [0.960, 0.961, 0.958, 0.962, 0.960], [0.941, 0.939, 0.941, 0.940, 0.940],
+                     scratch=False)
+    table = sources_table(results_frame(single + family, ("auroc", True)), single + family, ("auroc", True))
+    rows = {r["strategy"]: r for r in table.to_dict("records")}
+    assert set(rows) == {"zero-shot", "full"} and list(table["strategy"]) == ["zero-shot", "full"]
+    assert (rows["full"]["source"], rows["full"]["against"], rows["full"]["seeds"]) == ("family", "case9", 5)
+    assert rows["full"]["auroc gain"].startswith("+0.0098 [") and rows["full"]["verdict"] == "better"
+    assert rows["zero-shot"]["verdict"] == "no difference shown"  # +-0.001 seed to seed: no claim
+    # one source: no table; a small test split: intervals, no verdict
+    assert sources_table(results_frame(single, ("auroc", True)), single, ("auroc", True)) is None
+    small = records("case9", [0.95] * 5, [0.94] * 5, 400) + records("family", [0.96] * 5, [0.94] * 5, 400, False)
+    assert set(sources_table(results_frame(small, ("auroc", True)), small, ("auroc", True))["verdict"]) == {
+        "no difference shown"}
+    text = stored_report(tmp_path, single + family)[0].read_text()
+    assert "| case14 | full | 50 | family | case9 | +0.0098 [" in text.split("## Sources compared")[1]
