@@ -372,7 +372,8 @@ def end_to_end(args, model, test, te, dataset, view, solver_s, row) -> None:
             auc, lo, hi = auroc_interval(probs, labels, args.boot)
             if m is not model:
                 fast_values.append(auc)
-            print(f"  {name:<40} split seed {seed}: {labels.size} test graphs ({int(labels.sum())} infeasible), "
+            which = "held out" if args.held_out_split is not None else f"split seed {seed}"
+            print(f"  {name:<40} {which}: {labels.size} test graphs ({int(labels.sum())} infeasible), "
                   f"AUROC {auc:.4f} [{lo:.4f}, {hi:.4f}]")
     if len(fast_values) > 1:
         print(f"  fast checkpoints: mean {np.mean(fast_values):.4f} ± {np.std(fast_values, ddof=1):.4f} "
