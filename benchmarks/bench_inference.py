@@ -323,19 +323,23 @@ def end_to_end(args, model, test, te, dataset, view, solver_s, row) -> None:
              "fast_pyg": _best(fast_pyg, chunks, args.repeats),
              "collate_pyg": _best(collate_pyg, chunks, args.repeats),
              "collate": _best(collate_inputs, chunks, args.repeats),
-             "inputs": _best(fast_inputs, batches, args.repeats), "model": _best(fast, batches, args.repeats)}
+             "model": _best(fast, batches, args.repeats)}
+        if fast.config.dc_flow or fast.config.stress_features:
+            r["inputs"] = _best(fast_inputs, batches, args.repeats)
     cfg = fast.config
     print(f"\nend to end, {len(test)} test graphs as the dataset holds them -> probabilities "
           f"(batches of <= {args.batch_size}; default: every LP solved, warm topologies)")
     row("default model", r["default"], "PyG batching + inputs (LP solved) + GNN")
     row("fast model", r["fast"], f"collate_inputs + inputs + GNN; {cfg.hidden} x {cfg.layers}, "
-        f"dc_loadability {cfg.dc_loadability}, edge_readout {cfg.edge_readout}; ratio fast / default "
+        f"dc_loadability {cfg.dc_loadability}, dc_flow {cfg.dc_flow}, stress {cfg.stress_features}, "
+        f"edge_readout {cfg.edge_readout}; ratio fast / default "
         f"{r['fast'] / r['default']:.0f}")
     row("fast model, PyG batching", r["fast_pyg"])
     print("  parts of the fast path (graphs/s of that part alone)")
     row("  batching, collate_inputs", r["collate"])
     row("  batching, PyG", r["collate_pyg"])
-    row("  DC flow + stress inputs", r["inputs"])
+    if cfg.dc_flow or cfg.stress_features:
+        row("  DC flow + stress inputs", r["inputs"])
     row("  fast model on a batch", r["model"], "(inputs, normalise, GNN, head)")
     both = 1.0 / (1.0 / r["fast"] + 1.0 / graph_rate)
     row("graph from a stored scenario", graph_rate, "(GraphBuilder, one scenario at a time; not inside the above)")

@@ -67,6 +67,7 @@ def test_batched_flows_equal_each_graph_solved_alone():
 def test_fast_preset_and_its_option_form():
     cfg = model_preset("fast")
     assert (cfg.hidden, cfg.layers, cfg.edge_readout, cfg.loadability_cuts) == (16, 2, False, True)
+    assert not (cfg.dc_flow or cfg.stress_features) and cfg.dc_loadability  # the loadability alone
     assert model_preset("fast", hidden=32).hidden == 32
     with pytest.raises(GridtuneError, match="unknown model preset `quick`; valid: `fast`"):
         model_preset("quick")
