@@ -48,6 +48,7 @@ LOADABILITY_BRANCH = ("dc_limit_loading",)  # |flow| / rating at the loadability
 # solved graph, see `_lookup_or_solve`
 _CACHE: dict[bytes, tuple[float, np.ndarray, np.ndarray, bool]] = {}
 _CACHE_MAX = 40_000  # keys, two per graph; about 3 kB a graph on case118, so at most ~60 MB
+_TOPOLOGY_KEYS: dict[bytes, bytes] = {}  # `graph_groups` key -> topology key (`_topology_groups`)
 _USE_CACHE = [True]
 _REFERENCE = [False]
 _APPROXIMATE = [False]
@@ -56,6 +57,7 @@ _APPROXIMATE = [False]
 def fresh_state() -> None:
     """Forget every stored result and warm start (`_CACHE`, `basis_lp`'s topologies)."""
     _CACHE.clear()
+    _TOPOLOGY_KEYS.clear()
     basis_lp.clear()
 
 
@@ -305,10 +307,19 @@ def loadability_features(x_raw: Tensor, edge_index: Tensor, edge_attr_raw: Tenso
 
 def _topology_groups(xr: np.ndarray, ei: np.ndarray, ea: np.ndarray, idx: np.ndarray, n_graphs: int
                      ) -> Iterator[tuple[np.ndarray, np.ndarray, bytes]]:
-    """The graphs of a batch grouped by LP topology: (bus ids (k, n), branch-row ids (k, 2E), key)."""
+    """The graphs of a batch grouped by LP topology: (bus ids (k, n), branch-row ids (k, 2E), key).
+
+    `graph_groups`' own key hashes exactly the arrays `_topology_bytes` encodes (the LP columns and
+    the local edge index), so it stands for the topology key in `_TOPOLOGY_KEYS` and a topology seen
+    before is not encoded and hashed again."""
     lay = layout(idx, ei, n_graphs)
-    for _, nodes, edges, _ in graph_groups(lay, ei, xr[:, _LP_BUS], ea[:, _LP_BRANCH]):
-        yield nodes, edges, _digest(_topology_bytes(xr[nodes[0]], ei[:, edges[0]] - nodes[0, 0], ea[edges[0]]))
+    for _, nodes, edges, group_key in graph_groups(lay, ei, xr[:, _LP_BUS], ea[:, _LP_BRANCH]):
+        key = _TOPOLOGY_KEYS.get(group_key)
+        if key is None:
+            key = _digest(_topology_bytes(xr[nodes[0]], ei[:, edges[0]] - nodes[0, 0], ea[edges[0]]))
+            if len(_TOPOLOGY_KEYS) < _CACHE_MAX:
+                _TOPOLOGY_KEYS[group_key] = key
+        yield nodes, edges, key
 
 
 def solved_topologies(graphs: Any, batch_size: int = 256) -> list[tuple[bytes, basis_lp.Topology]]:

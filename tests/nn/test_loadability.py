@@ -184,6 +184,31 @@ def test_graph_groups_find_equal_structures_only():
     assert len(groups) == len(outs) and len({k for *_, k in groups}) == len(groups)
 
 
+def test_graph_groups_of_a_mixed_batch_match_those_of_each_grid_alone():
+    """Graphs of two grids interleaved: each size's graphs are no longer consecutive in the
+    batch (the gathering path); the groups and their keys are those of each grid batched alone
+    (the path that reads the batch's arrays in place)."""
+    from gridtune.nn.topology import graph_groups, layout
+
+    def groups(graphs):
+        batch = next(iter(DataLoader(graphs, batch_size=len(graphs))))
+        ei, ea, idx = batch.edge_index.numpy(), batch.edge_attr.double().numpy(), batch.batch.numpy()
+        found = list(graph_groups(layout(idx, ei), ei, batch.x.double().numpy()[:, :2], ea))
+        return {key for *_, key in found}, found
+
+    a, b = _graphs("case9", 6, seed=3, outages=2), _graphs("case14", 6, seed=4, outages=2)
+    mixed = [g for pair in zip(a, b, strict=True) for g in pair]
+    alone_a, _ = groups(a)
+    alone_b, _ = groups(b)
+    together, found = groups(mixed)
+    assert together == alone_a | alone_b  # the same keys, whichever path made them
+    for gid, nodes, _edges, _key in found:
+        for g in gid:
+            assert torch.equal(mixed[g].edge_attr, mixed[gid[0]].edge_attr)
+        assert nodes.shape[1] == mixed[gid[0]].num_nodes
+    assert sorted(int(g) for gid, *_ in found for g in gid) == list(range(12))
+
+
 def test_cut_bounds_answer_without_a_solve_and_leave_the_cache_alone(monkeypatch):
     monkeypatch.setattr(lp, "_CACHE", {})
     basis_lp.clear()
