@@ -228,7 +228,9 @@ def test_changed_grid_variants_spec_keeps_the_targets_changes_out_of_pre_trainin
     assert f"gridtune study run benchmarks/{name}.toml --out runs/" in path.read_text()
     plan = make_plan(load_study(path))
     assert plan.pretrain[0].members == ("case118", "case118_variant_east", "case118_variant_central")
-    assert len(plan.cells) == 40 and len({c.cell.seed for c in plan.cells}) == 5
+    assert len(plan.cells) == 60 and len({c.cell.seed for c in plan.cells}) == 5
+    assert plan.pretrain_for("case118_family_6000").members == (
+        "case118_6000", "case118_variant_east", "case118_variant_central")
     recipes = {d.label: d.recipe for d in plan.datasets}
     # the control: the base grid alone, as many scenarios as the family, the same cached dataset
     control = plan.pretrain_for("case118_6000")
