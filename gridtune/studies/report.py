@@ -393,9 +393,7 @@ def fewer_labels_table(frame: pd.DataFrame, headline: tuple[str, bool]) -> pd.Da
                                  "labels": small, "scratch labels": big,
                                  f"{metric} - scratch's": f"{v.gain_mean:+.4f} [{v.ci_low:+.4f}, "
                                                          f"{v.ci_high:+.4f}]",
-                                 "seeds": v.n_seeds,
-                                 "verdict": {"positive transfer": "better", "negative transfer": "worse"}
-                                 .get(v.label, "no difference shown"),
+                                 "seeds": v.n_seeds, "verdict": _compared(v),
                                  "informative": "yes" if informative else "no"})
     return pd.DataFrame(rows) if rows else None
 
@@ -405,8 +403,9 @@ def sources_table(frame: pd.DataFrame, records: list[dict[str, Any]], headline: 
     """Where several sources share a target: each later source against each earlier one, per
     strategy and label budget and zero-shot, paired by seed (the seed draws the target's split
     and labels, whatever the source): the gain in the headline metric (positive: the later source
-    better) with its bootstrap interval and verdict (`transfer_verdict`, at least 3 seeds and a test split of `MIN_TEST`).
-    Which pre-training transfers better, told apart from seed-to-seed spread."""
+    better) with its bootstrap interval and verdict (`transfer_verdict`, at least 3 seeds and a
+    test split of `MIN_TEST`). Which pre-training transfers better, told apart from seed-to-seed
+    spread."""
     metric, _ = headline
     ok = frame[frame["status"] == "ok"]
     if ok.empty or ok["source"].nunique() < 2:
@@ -436,13 +435,15 @@ def sources_table(frame: pd.DataFrame, records: list[dict[str, Any]], headline: 
                 if v is None:
                     continue
                 rows.append({"target": target + ("" if constraint == "none" else f", {constraint} / {formulation}"),
-                             "strategy": strategy, "labels": labels if strategy != "zero-shot" else 0,
-                             "source": later, "against": earlier,
+                             "strategy": strategy, "labels": labels, "source": later, "against": earlier,
                              f"{metric} gain": f"{v.gain_mean:+.4f} [{v.ci_low:+.4f}, {v.ci_high:+.4f}]",
-                             "seeds": v.n_seeds,
-                             "verdict": {"positive transfer": "better", "negative transfer": "worse"}
-                             .get(v.label, "no difference shown")})
+                             "seeds": v.n_seeds, "verdict": _compared(v)})
     return pd.DataFrame(rows) if rows else None
+
+
+def _compared(v: Any) -> str:
+    """A paired comparison's verdict in the words of a table that compares two models."""
+    return {"positive transfer": "better", "negative transfer": "worse"}.get(v.label, "no difference shown")
 
 
 def _paired(mine: dict[Any, float], theirs: dict[Any, float], headline: tuple[str, bool],
