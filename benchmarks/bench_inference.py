@@ -39,9 +39,10 @@ interval over the test graphs, and their mean ± std over the checkpoints given 
         runs/fast-s2 --clock cpu --end-to-end-only
 
 `--held-out-from N` scores AUROC on the scenarios of `--data` from index N on instead: with a
-dataset extended past the one the checkpoints were trained on (`gridtune data build case118
---samples 6000 --out DIR` over a copy of the 3000-scenario build), thousands of test graphs none of
-them saw, where a 15% test split holds about 430 (too few to tell 0.97 from 0.96). Refused unless
+dataset built past the part the checkpoints were trained on (`gridtune data build case118 --samples
+6000 --out DIR`, then `gridtune pretrain --data DIR --samples 3000 ...`: scenario i depends only on
+the recipe and i), thousands of test graphs none of them saw, where a 15% test split holds about
+430 (too few to tell 0.97 from 0.96). Refused unless
 every checkpoint was trained on exactly the first N scenarios (data hash). `--batch-sizes 256,4096`
 times the fast model end to end on one batch of each size of fresh recipe draws.
 
