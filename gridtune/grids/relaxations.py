@@ -9,8 +9,8 @@ and Low ("Zero duality gap in optimal power flow problems", IEEE Trans. Power Sy
 by the matrix-completion theorem (Grone et al. 1984; Molzahn et al., "Implementation of a
 large-scale optimal power flow solver based on semidefinite programming", IEEE TPS 28(4), 2013).
 Between them, the cycle relaxation keeps SOC and adds `W >= 0` on the triangles of a
-triangulated short cycle basis (3x3 PSD cuts on the grid's cycles, after Kocuk, Dey and Sun,
-"Strong SOCP relaxations for the optimal power flow problem", Operations Research 64(6), 2016):
+triangulated cycle basis, a minimum one where that is cheap (3x3 PSD cuts on the grid's cycles,
+after Kocuk, Dey and Sun, "Strong SOCP relaxations for the optimal power flow problem", Operations Research 64(6), 2016):
 SOC says nothing about angles summing to zero around a cycle, and that is where it is loose on
 meshed, line-limited grids. Every triangle is a principal submatrix of `V V^H`, so the cuts are
 valid; small cones keep it a fraction of the chordal SDP's cost (case118: ~0.3 s against ~10 s).
@@ -329,7 +329,7 @@ def triangulated_cycles(grid: GridModel) -> list[list[int]]:
 
 
 def short_cycle_basis(g: nx.Graph) -> list[list[int]]:
-    """A cycle basis of short cycles, each a list of buses in ring order, in about a second on a
+    """A cycle basis of short cycles, each a list of buses in ring order, in seconds on a
     2000-bus grid.
 
     Candidates: for every edge, the edge closed by the shortest path between its ends that avoids
