@@ -349,3 +349,37 @@ def test_sources_compared_pairs_each_source_with_the_earlier_ones_by_seed(tmp_pa
         "no difference shown"}
     text = stored_report(tmp_path, single + family)[0].read_text()
     assert "| case14 | full | 50 | family | case9 | +0.0098 [" in text.split("## Sources compared")[1]
+
+
+def test_reach_names_the_first_budget_whose_mean_reaches_the_target_and_its_solver_hours(tmp_path):
+    from gridtune.studies.report import reach_table
+
+    recs = budget_records(scratch={50: [0.90, 0.91, 0.92], 500: [0.95, 0.955, 0.96]},
+                          full={50: [0.96, 0.94, 0.97], 500: [0.97, 0.975, 0.98]})
+    for r in recs:
+        r["label_solver_time_s"] = 36.0 * r["cell"]["labels"]  # 36 s of AC-OPF a label
+        r["zero_shot"] = {"auroc": 0.80 + 0.01 * r["cell"]["seed"]}
+    frame = results_frame(recs, ("auroc", True))
+    table = reach_table(frame, summary_table(frame, ("auroc", True)), recs, ("auroc", True), 0.95)
+    rows = table.set_index("strategy").to_dict("index")
+    assert rows["full"]["labels to reach auroc 0.95"] == 50  # mean 0.9567 at 50 labels
+    assert rows["full"]["seeds reaching"] == "2 of 3" and rows["full"]["AC-OPF hours"] == "0.50"
+    assert rows["scratch"]["labels to reach auroc 0.95"] == 500  # mean 0.955, all three seeds
+    assert rows["scratch"]["seeds reaching"] == "3 of 3" and rows["scratch"]["AC-OPF hours"] == "5.00"
+    assert rows["zero-shot"]["labels to reach auroc 0.95"] == "not reached"
+    # a target no budget reaches: the best mean and a lower bound on the hours
+    high = reach_table(frame, summary_table(frame, ("auroc", True)), recs, ("auroc", True), 0.99)
+    rows = high.set_index("strategy").to_dict("index")
+    assert rows["scratch"]["labels to reach auroc 0.99"] == "not reached (> 500)"
+    assert rows["scratch"]["mean auroc there"] == "best 0.9550 at 500"
+    assert rows["scratch"]["AC-OPF hours"] == "> 5.00"
+    # the report carries it only when the spec asks
+    store = ResultsStore(tmp_path)
+    for r in recs:
+        store.save(r)
+    write_json(tmp_path / "study.json", {"spec": {"name": "t", "task": "feasibility", "reach": 0.95},
+                                         "headline": ["auroc", True],
+                                         "cells": [r["cell_id"] for r in recs]})
+    text = write_report(tmp_path)[0].read_text()
+    assert "## Labels and solver time to reach auroc 0.95" in text
+    assert "| case9 -> case14 | scratch | 500 | 3 of 3 | 0.9550 | 5.00 |" in text

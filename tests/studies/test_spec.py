@@ -210,6 +210,17 @@ def test_metric_must_belong_to_the_task(tmp_path):
         load_study(write(tmp_path, BASE + 'metric = "mape_cost"\n'))
 
 
+def test_reach_is_a_finite_number_and_leaves_the_cells_alone(tmp_path):
+    base = make_plan(load_study(write(tmp_path, BASE)))
+    plan = make_plan(load_study(write(tmp_path, BASE + "reach = 0.95\n")))
+    assert plan.spec["reach"] == 0.95  # a report setting: no cell is re-run for it
+    assert [c.fingerprint for c in plan.cells] == [c.fingerprint for c in base.cells]
+    with pytest.raises(SpecError, match=r"key `reach` = `nan` must be a finite value"):
+        load_study(write(tmp_path, BASE + "reach = nan\n"))
+    with pytest.raises(SpecError, match=r"reach"):
+        load_study(write(tmp_path, BASE + 'reach = "high"\n'))
+
+
 def test_self_supervised_pretraining_reaches_the_plan_and_leaves_other_fingerprints_alone(tmp_path):
     import dataclasses
 
