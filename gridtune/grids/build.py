@@ -124,7 +124,7 @@ def prepare_topologies(recipe: Recipe, grid: GridModel, directory: Path, *, work
         from gridtune.grids.regions import region_mask
 
         results = calibrate(grid, cands, workers=workers, backend=backend, progress=progress,
-                            vary=region_mask(recipe, grid))
+                            vary=region_mask(recipe, grid), solver=recipe.loads.calibration_solver)
         if results[0].topology is None:
             raise DataError(f"grid `{grid.name}`: the base topology cannot be calibrated "
                             f"({results[0].rejected_reason}); check the grid data"

@@ -35,8 +35,8 @@ class CalibrationResult:
 _LABELLERS: dict[str, Any] = {}
 
 
-def _labeller(grid: GridModel) -> Any:
-    """One label-only Labeller per grid and process (building one compiles cvxpy problems).
+def _labeller(grid: GridModel, solver: str) -> Any:
+    """One label-only Labeller per grid, solver and process (building one compiles cvxpy problems).
 
     No SDP and no cycle relaxation: calibration asks only "is the AC-OPF feasible here"; a
     certificate of infeasibility would not change that answer and costs up to tens of seconds
@@ -44,20 +44,22 @@ def _labeller(grid: GridModel) -> Any:
     """
     from gridtune.grids.labeller import Labeller
 
-    key = grid_hash(grid)
+    key = f"{grid_hash(grid)}:{solver}"
     if key not in _LABELLERS:
         _LABELLERS.clear()
-        _LABELLERS[key] = Labeller(grid, solutions=False, dc=False, sdp=False, cycles=False)
+        _LABELLERS[key] = Labeller(grid, solutions=False, dc=False, sdp=False, cycles=False,
+                                   solver=solver)
     return _LABELLERS[key]
 
 
-def _feasible(grid: GridModel, topo: Topology, scale: float, vary: np.ndarray | None = None) -> bool:
-    label = _labeller(grid).label(uniform_scenario(grid, scale, topo, vary=vary))
+def _feasible(grid: GridModel, topo: Topology, scale: float, vary: np.ndarray | None = None,
+              solver: str = "pips") -> bool:
+    label = _labeller(grid, solver).label(uniform_scenario(grid, scale, topo, vary=vary))
     return label.status == "feasible"
 
 
 def critical_scale(grid: GridModel, topo: Topology, *, start: float = START_SCALE,
-                   vary: np.ndarray | None = None) -> CalibrationResult:
+                   vary: np.ndarray | None = None, solver: str = "pips") -> CalibrationResult:
     """Bisect the uniform load scale at which `topo` stops being AC-feasible (with `vary`, a
     region's buses: the scale of that region's loads, every other load nominal).
 
@@ -65,6 +67,7 @@ def critical_scale(grid: GridModel, topo: Topology, *, start: float = START_SCAL
     feasible), then bisects to `REL_RESOLUTION`. Very low loads can be infeasible too (line
     charging raises voltages beyond what generators can absorb), so the search never goes below
     `LOW_SCALE`. `unknown` counts as not feasible: the boundary sought is where the AC-OPF fails.
+    `solver` is tried first at each probe (the Labeller's `solver`; the other one second).
     """
     import time
 
@@ -73,7 +76,7 @@ def critical_scale(grid: GridModel, topo: Topology, *, start: float = START_SCAL
     def feasible(scale: float) -> bool:
         nonlocal solves
         solves += 1
-        return _feasible(grid, topo, scale, vary)
+        return _feasible(grid, topo, scale, vary, solver)
 
     def done(topology: Topology | None, reason: str | None = None) -> CalibrationResult:
         return CalibrationResult(topology, reason, solves, time.perf_counter() - t0)
@@ -100,23 +103,24 @@ def critical_scale(grid: GridModel, topo: Topology, *, start: float = START_SCAL
     return done(dataclasses.replace(topo, critical_scale=round(0.5 * (lo + hi), 5)))
 
 
-def _calibrate_task(args: tuple[GridModel, Topology, float, np.ndarray | None]) -> CalibrationResult:
+def _calibrate_task(args: tuple[GridModel, Topology, float, np.ndarray | None, str]
+                    ) -> CalibrationResult:
     import warnings
 
     warnings.simplefilter("ignore")  # solver chatter; statuses carry what matters
-    grid, topo, start, vary = args
-    return critical_scale(grid, topo, start=start, vary=vary)
+    grid, topo, start, vary, solver = args
+    return critical_scale(grid, topo, start=start, vary=vary, solver=solver)
 
 
 def calibrate(grid: GridModel, topologies: list[Topology], *, workers: int | None = None,
-              backend: str = "local", progress: bool = False, vary: np.ndarray | None = None
-              ) -> list[CalibrationResult]:
+              backend: str = "local", progress: bool = False, vary: np.ndarray | None = None,
+              solver: str = "pips") -> list[CalibrationResult]:
     """Critical scale of every topology; the base first, then outages bracketed from just below it
     (an outage rarely raises the boundary, so the search starts where most of them end). With
     `vary` (a region's buses) the scale is that of the region's loads alone."""
     from gridtune.parallel import run_tasks
 
-    base = critical_scale(grid, topologies[0], vary=vary)
+    base = critical_scale(grid, topologies[0], vary=vary, solver=solver)
     results: list[CalibrationResult] = [base]
     start = 0.9 * base.topology.critical_scale if base.topology else START_SCALE
     rest = topologies[1:]
@@ -127,7 +131,7 @@ def calibrate(grid: GridModel, topologies: list[Topology], *, workers: int | Non
 
         bar = tqdm(total=len(rest), unit="topology", desc=f"calibrating {grid.name}",
                    dynamic_ncols=True)
-    for i, res in run_tasks(_calibrate_task, [(grid, t, start, vary) for t in rest], workers=workers,
+    for i, res in run_tasks(_calibrate_task, [(grid, t, start, vary, solver) for t in rest], workers=workers,
                             backend=backend):
         out[i] = res
         if bar is not None:

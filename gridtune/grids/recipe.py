@@ -11,6 +11,9 @@ Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
     scale = "auto"           # or [low, high]: uniform global load scale
     noise = 0.05             # std of the per-load multiplicative noise (Q follows P)
     band = 0.08              # with "auto": sample within +-band around each topology's boundary
+    calibration_solver = "pips"  # with "auto": the AC solver of the boundary bisection; "ipopt"
+                             # is several times faster on large grids (PIPS: about 15 s a solve on
+                             # case_ACTIVSg2000) and may place a boundary slightly elsewhere
     # profile = "matpower:scenarios_ACTIVSg200"  # hourly loads (MATPOWER change table): each scenario
                              # takes a random hour's loads, times `scale` (then a range) and noise
     # hours = [4345, 6552]   # with a profile: only these hours (1-based, inclusive)
@@ -56,6 +59,8 @@ from gridtune.errors import SpecError
 from gridtune.grids.changes import ChangesSpec
 from gridtune.specs import from_table, read_toml, shipped_path, to_table
 
+CALIBRATION_SOLVERS = ("pips", "ipopt")
+
 
 @dataclasses.dataclass(frozen=True)
 class LoadSpec:
@@ -66,6 +71,7 @@ class LoadSpec:
     hours: tuple[int, int] | None = None
     zone: int | str | None = None  # a region whose loads alone vary (grids/regions.py)
     buses: tuple[int, ...] | None = None
+    calibration_solver: str = "pips"  # AC solver of the boundary bisection (grids/calibration.py)
 
     def __post_init__(self) -> None:
         if self.zone is not None and self.buses is not None:
@@ -95,6 +101,9 @@ class LoadSpec:
             raise SpecError(f"key `noise` = `{self.noise}` must lie in [0, 0.5)")
         if not 0 < self.band < 0.5:
             raise SpecError(f"key `band` = `{self.band}` must lie in (0, 0.5)")
+        if self.calibration_solver not in CALIBRATION_SOLVERS:
+            raise SpecError(f"key `calibration_solver` = `{self.calibration_solver}` is not known; "
+                            f"valid: {', '.join(f'`{x}`' for x in CALIBRATION_SOLVERS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +159,8 @@ class LabelSpec:
 # before they existed. At that value they stay out of `Recipe.cache_key`, so datasets built before
 # the key was added keep their cache entry instead of being labelled again.
 KEYS_ADDED_LATER: dict[tuple[str, str], Any] = {("labels", "sdp"): True, ("labels", "solver"): "pips",
-                                                ("labels", "cycles"): False}
+                                                ("labels", "cycles"): False,
+                                                ("loads", "calibration_solver"): "pips"}
 
 
 @dataclasses.dataclass(frozen=True)
