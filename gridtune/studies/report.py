@@ -717,9 +717,10 @@ def build_blocks(study: dict[str, Any], frame: pd.DataFrame, records: list[dict[
                          "`better` / `worse` only when the interval excludes zero (at least 3 seeds "
                          f"and a test split of at least {MIN_TEST})."),
                    ("table", compared)]
-    reach = spec.get("reach")
-    reached = None if reach is None else reach_table(frame, summ, records, (metric, higher), reach)
-    if reached is not None:
+    for reach in spec.get("reach") or ():
+        reached = reach_table(frame, summ, records, (metric, higher), reach)
+        if reached is None:
+            continue
         blocks += [("h2", f"Labels and solver time to reach {metric} {reach:g}"),
                    ("p", f"The smallest label budget whose mean `{metric}` over seeds reaches "
                          f"{reach:g}, the seeds that reach it there, and the AC-OPF solver time "

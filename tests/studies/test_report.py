@@ -377,9 +377,10 @@ def test_reach_names_the_first_budget_whose_mean_reaches_the_target_and_its_solv
     store = ResultsStore(tmp_path)
     for r in recs:
         store.save(r)
-    write_json(tmp_path / "study.json", {"spec": {"name": "t", "task": "feasibility", "reach": 0.95},
+    write_json(tmp_path / "study.json", {"spec": {"name": "t", "task": "feasibility", "reach": [0.95, 0.99]},
                                          "headline": ["auroc", True],
                                          "cells": [r["cell_id"] for r in recs]})
     text = write_report(tmp_path)[0].read_text()
     assert "## Labels and solver time to reach auroc 0.95" in text
     assert "| case9 -> case14 | scratch | 500 | 3 of 3 | 0.9550 | 5.00 |" in text
+    assert "## Labels and solver time to reach auroc 0.99" in text

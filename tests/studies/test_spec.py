@@ -212,13 +212,13 @@ def test_metric_must_belong_to_the_task(tmp_path):
 
 def test_reach_is_a_finite_number_and_leaves_the_cells_alone(tmp_path):
     base = make_plan(load_study(write(tmp_path, BASE)))
-    plan = make_plan(load_study(write(tmp_path, BASE + "reach = 0.95\n")))
-    assert plan.spec["reach"] == 0.95  # a report setting: no cell is re-run for it
+    plan = make_plan(load_study(write(tmp_path, BASE + "reach = [0.95, 0.99]\n")))
+    assert list(plan.spec["reach"]) == [0.95, 0.99]  # a report setting: no cell is re-run for it
     assert [c.fingerprint for c in plan.cells] == [c.fingerprint for c in base.cells]
-    with pytest.raises(SpecError, match=r"key `reach` = `nan` must be a finite value"):
-        load_study(write(tmp_path, BASE + "reach = nan\n"))
+    with pytest.raises(SpecError, match=r"key `reach` holds `nan`; list finite values"):
+        load_study(write(tmp_path, BASE + "reach = [0.95, nan]\n"))
     with pytest.raises(SpecError, match=r"reach"):
-        load_study(write(tmp_path, BASE + 'reach = "high"\n'))
+        load_study(write(tmp_path, BASE + 'reach = ["high"]\n'))
 
 
 def test_self_supervised_pretraining_reaches_the_plan_and_leaves_other_fingerprints_alone(tmp_path):
