@@ -94,6 +94,11 @@ class ModelConfig:
             topologies in the model (`gridtune.nn.cut_table`, filled after training) and answer
             the loadability from them at inference, no solve; a topology the model never saw is
             solved (default: False).
+        input_clip: clamp every standardised bus and branch input to [-input_clip, input_clip]
+            (default: None, no clamp). A grid unlike the training grids can put inputs hundreds
+            of the training standard deviations away (e.g. generator minimum output on a grid
+            whose training grids had none), which saturates the output; a bound keeps a model
+            answering there.
 
     The defaults are the settings behind the case118 and case30 figures in docs/results.md
     ("Pre-training"), where the effect of each input is tabulated.
@@ -118,6 +123,7 @@ class ModelConfig:
     stress_features: bool = True
     dc_loadability: bool = True
     loadability_cuts: bool = False
+    input_clip: float | None = None
 
     def __post_init__(self) -> None:
         resolve_conv(self.conv)
@@ -126,6 +132,8 @@ class ModelConfig:
                 raise GridtuneError(f"model setting `{name}` must be at least 1, got `{getattr(self, name)}`")
         if not 0.0 <= self.dropout < 1.0:
             raise GridtuneError(f"model setting `dropout` must lie in [0, 1), got `{self.dropout}`")
+        if self.input_clip is not None and not self.input_clip > 0:
+            raise GridtuneError(f"model setting `input_clip` must be positive, got `{self.input_clip}`")
         if self.loadability_cuts and not self.dc_loadability:
             raise GridtuneError("model setting `loadability_cuts` answers the DC loadability input: "
                                 "it needs `dc_loadability=true`")
@@ -195,6 +203,9 @@ class GridModelNet(nn.Module):
         x_raw, ea_raw = batch.x, batch.edge_attr
         index = _batch_vector(batch)
         x, ea = self.normalizer.bus(x_raw), self.normalizer.branch(ea_raw)
+        if self.config.input_clip is not None:
+            x, ea = x.clamp(-self.config.input_clip, self.config.input_clip), \
+                ea.clamp(-self.config.input_clip, self.config.input_clip)
         if self.config.dc_flow or self.config.stress_features:
             theta, flow, loading, q_flow = _dc_flows(x_raw, batch.edge_index, ea_raw, index,
                                                      reactive=self.config.stress_features)

@@ -183,3 +183,22 @@ def test_edge_readout_sees_branch_loading_directly():
     edge_part = slice(16, 48)  # [mean h, mean/max branch states, max h, context]
     assert not torch.allclose(z[:, edge_part], z_rated[:, edge_part])
 
+
+
+def test_input_clip_bounds_standardised_inputs_far_outside_the_training_range(mixed):
+    """A column constant on the training grids (std floored at 0.01) far off on another grid: the
+    clipped model answers as it would at the bound, the unclipped one follows the huge value."""
+    norm = Normalizer().fit(mixed)
+    col = BUS_FEATURES.index("min_pg_pu")
+    far, edge = mixed[0].clone(), mixed[0].clone()
+    far.x[:, col] = norm.x_mean[col] + 500 * norm.x_std[col]
+    edge.x[:, col] = norm.x_mean[col] + 5 * norm.x_std[col]
+    outs = {}
+    for clip in (None, 5.0):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(hidden=16, layers=2, input_clip=clip), "feasibility", norm).eval()
+        outs[clip] = (model(far), model(edge))
+    torch.testing.assert_close(outs[5.0][0], outs[5.0][1])
+    assert not torch.allclose(outs[None][0], outs[None][1])
+    with pytest.raises(GridtuneError, match="`input_clip` must be positive"):
+        ModelConfig(input_clip=0.0)
