@@ -379,6 +379,15 @@ def reach_table(frame: pd.DataFrame, summ: pd.DataFrame, records: list[dict[str,
     for key, sub in ok.groupby(["source", "target", "constraint", "formulation"], sort=False):
         where = f"{key[0]} -> {key[1]}" + ("" if key[2] == "none" else f", {key[2]} / {key[3]}")
         target_cost = cost.get(str(key[1]), {})
+
+        def row(strategy: str, labels: Any, seeds: str, there: str, hours: str) -> None:
+            rows.append({"source -> target": where, "strategy": strategy,
+                         f"labels to reach {metric} {reach:g}": labels, "seeds reaching": seeds,
+                         f"mean {metric} there": there, "AC-OPF hours": hours})
+
+        def hours(budget: int, prefix: str = "") -> str:
+            return f"{prefix}{target_cost[budget] / 3600:.2f}" if budget in target_cost else "-"
+
         curves: list[tuple[str, dict[int, pd.Series]]] = []
         if scratch_col in sub and sub[scratch_col].notna().any():
             curves.append(("scratch", {int(b): g.groupby("seed")[scratch_col].first()
@@ -388,33 +397,22 @@ def reach_table(frame: pd.DataFrame, summ: pd.DataFrame, records: list[dict[str,
         shot = zero.get((str(key[0]), str(key[1])))
         if shot and key[2] == "none":
             seeds = pd.Series(shot, dtype=float)
-            rows.append({"source -> target": where, "strategy": "zero-shot",
-                         f"labels to reach {metric} {reach:g}": 0 if meets(seeds.mean()) else "not reached",
-                         "seeds reaching": f"{int(seeds.map(meets).sum())} of {len(seeds)}",
-                         f"mean {metric} there": f"{seeds.mean():.4f}",
-                         "AC-OPF hours": "0" if meets(seeds.mean()) else "-"})
+            hit = meets(seeds.mean())
+            row("zero-shot", 0 if hit else "not reached", f"{int(seeds.map(meets).sum())} of {len(seeds)}",
+                f"{seeds.mean():.4f}", "0" if hit else "-")
         for name, curve in curves:
             means = {b: pd.to_numeric(v, errors="coerce").dropna() for b, v in sorted(curve.items())}
             means = {b: v for b, v in means.items() if len(v)}
             if not means:
                 continue
-            hit = next((b for b, v in means.items() if meets(v.mean())), None)
-            if hit is None:
+            budget = next((b for b, v in means.items() if meets(v.mean())), None)
+            if budget is None:
                 best = (max if higher else min)(means, key=lambda b: means[b].mean())
-                rows.append({"source -> target": where, "strategy": name,
-                             f"labels to reach {metric} {reach:g}": f"not reached (> {max(means)})",
-                             "seeds reaching": "-",
-                             f"mean {metric} there": f"best {means[best].mean():.4f} at {best}",
-                             "AC-OPF hours": (f"> {target_cost[max(means)] / 3600:.2f}"
-                                              if max(means) in target_cost else "-")})
-                continue
-            v = means[hit]
-            rows.append({"source -> target": where, "strategy": name,
-                         f"labels to reach {metric} {reach:g}": hit,
-                         "seeds reaching": f"{int(v.map(meets).sum())} of {len(v)}",
-                         f"mean {metric} there": f"{v.mean():.4f}",
-                         "AC-OPF hours": (f"{target_cost[hit] / 3600:.2f}" if hit in target_cost
-                                          else "-")})
+                row(name, f"not reached (> {max(means)})", "-",
+                    f"best {means[best].mean():.4f} at {best}", hours(max(means), "> "))
+            else:
+                v = means[budget]
+                row(name, budget, f"{int(v.map(meets).sum())} of {len(v)}", f"{v.mean():.4f}", hours(budget))
     return pd.DataFrame(rows) if rows else None
 
 
