@@ -375,18 +375,10 @@ def reach_table(frame: pd.DataFrame, summ: pd.DataFrame, records: list[dict[str,
     def meets(v: float) -> bool:
         return bool(v >= reach) if higher else bool(v <= reach)
 
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for key, sub in ok.groupby(["source", "target", "constraint", "formulation"], sort=False):
         where = f"{key[0]} -> {key[1]}" + ("" if key[2] == "none" else f", {key[2]} / {key[3]}")
         target_cost = cost.get(str(key[1]), {})
-
-        def row(strategy: str, labels: Any, seeds: str, there: str, hours: str) -> None:
-            rows.append({"source -> target": where, "strategy": strategy,
-                         f"labels to reach {metric} {reach:g}": labels, "seeds reaching": seeds,
-                         f"mean {metric} there": there, "AC-OPF hours": hours})
-
-        def hours(budget: int, prefix: str = "") -> str:
-            return f"{prefix}{target_cost[budget] / 3600:.2f}" if budget in target_cost else "-"
 
         curves: list[tuple[str, dict[int, pd.Series]]] = []
         if scratch_col in sub and sub[scratch_col].notna().any():
@@ -398,8 +390,9 @@ def reach_table(frame: pd.DataFrame, summ: pd.DataFrame, records: list[dict[str,
         if shot and key[2] == "none":
             seeds = pd.Series(shot, dtype=float)
             hit = meets(seeds.mean())
-            row("zero-shot", 0 if hit else "not reached", f"{int(seeds.map(meets).sum())} of {len(seeds)}",
-                f"{seeds.mean():.4f}", "0" if hit else "-")
+            rows.append((where, "zero-shot", 0 if hit else "not reached",
+                         f"{int(seeds.map(meets).sum())} of {len(seeds)}", f"{seeds.mean():.4f}",
+                         "0" if hit else "-"))
         for name, curve in curves:
             means = {b: pd.to_numeric(v, errors="coerce").dropna() for b, v in sorted(curve.items())}
             means = {b: v for b, v in means.items() if len(v)}
@@ -408,12 +401,21 @@ def reach_table(frame: pd.DataFrame, summ: pd.DataFrame, records: list[dict[str,
             budget = next((b for b, v in means.items() if meets(v.mean())), None)
             if budget is None:
                 best = (max if higher else min)(means, key=lambda b: means[b].mean())
-                row(name, f"not reached (> {max(means)})", "-",
-                    f"best {means[best].mean():.4f} at {best}", hours(max(means), "> "))
+                rows.append((where, name, f"not reached (> {max(means)})", "-",
+                             f"best {means[best].mean():.4f} at {best}",
+                             _hours(target_cost, max(means), "> ")))
             else:
                 v = means[budget]
-                row(name, budget, f"{int(v.map(meets).sum())} of {len(v)}", f"{v.mean():.4f}", hours(budget))
-    return pd.DataFrame(rows) if rows else None
+                rows.append((where, name, budget, f"{int(v.map(meets).sum())} of {len(v)}",
+                             f"{v.mean():.4f}", _hours(target_cost, budget)))
+    columns = ["source -> target", "strategy", f"labels to reach {metric} {reach:g}",
+               "seeds reaching", f"mean {metric} there", "AC-OPF hours"]
+    return pd.DataFrame(rows, columns=columns) if rows else None
+
+
+def _hours(cost: dict[int, float], budget: int, prefix: str = "") -> str:
+    """The AC-OPF solver time of a label budget in hours, or `-` where it was not recorded."""
+    return f"{prefix}{cost[budget] / 3600:.2f}" if budget in cost else "-"
 
 
 def _zero_shot_by_pair(records: list[dict[str, Any]], metric: str
