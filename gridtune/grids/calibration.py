@@ -52,8 +52,8 @@ def _labeller(grid: GridModel, solver: str) -> Any:
     return _LABELLERS[key]
 
 
-def _feasible(grid: GridModel, topo: Topology, scale: float, vary: np.ndarray | None = None,
-              solver: str = "pips") -> bool:
+def _feasible(grid: GridModel, topo: Topology, scale: float, vary: np.ndarray | None,
+              solver: str) -> bool:
     label = _labeller(grid, solver).label(uniform_scenario(grid, scale, topo, vary=vary))
     return label.status == "feasible"
 
