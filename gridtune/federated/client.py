@@ -8,7 +8,9 @@ weights leaving the site are DP-SGD outputs (`gridtune.federated.privacy`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,7 @@ import torch
 
 from gridtune.federated.sites import Site, open_site
 from gridtune.federated.spec import FederatedSpec
-from gridtune.federated.weights import derived_seed, get_weights, set_weights
+from gridtune.federated.weights import derived_seed, get_weights, set_weights, shared_parameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +57,28 @@ class Job:
 
 
 def site_model(job: Job, site: Site) -> Any:
-    """The grid model as `gridtune.workflows.pretrain` builds it, with this site's normaliser
-    and the run's initial weights (seeded by the run seed alone, so every site and the server
-    start from the same weights)."""
+    """The run's initial model on a site: the spec's `init` checkpoint (its weights and input
+    normaliser), or the grid model as `gridtune.workflows.pretrain` builds it with this site's
+    normaliser and weights seeded by the run seed alone. Either way every site and the server
+    start from the same weights."""
     from gridtune.nn.model import build_model
     from gridtune.nn.normalizer import Normalizer
 
+    if job.spec.init is not None:
+        model = copy.deepcopy(_init_model(job.spec.init))
+        model.train()
+        return model
     torch.manual_seed(job.seed)
     return build_model(job.spec.model, "feasibility", Normalizer().fit(site.train))
+
+
+@functools.lru_cache(maxsize=2)
+def _init_model(checkpoint: str) -> Any:
+    """The `init` checkpoint's model, read once per process (a simulated client is rebuilt every
+    round); callers take a copy."""
+    from gridtune.nn.checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint)[0]
 
 
 def site_task(site: Site) -> Any:
@@ -90,14 +106,17 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
     site = job.site(index)
     with torch_threads(1):
         model = site_model(job, site)
-        set_weights(model, weights)
+        set_weights(model, weights, spec.shared_parameters)
         task = site_task(site)
         # under DP nothing computed from the site's data leaves it except the privatised weights
         val = np.nan if spec.privacy.kind != "none" else float(score(model, site.val, task).get("auroc", np.nan))
         metrics = {"site": float(index), "val_auroc_global": val}
         seed = derived_seed(job.seed, server_round, index)
         torch.manual_seed(seed)
-        params = [p for p in model.parameters() if p.requires_grad]
+        model.requires_grad_(False)  # what is not shared stays as the run started it
+        params = shared_parameters(model, spec.shared_parameters)
+        for p in params:
+            p.requires_grad_(True)
         anchor = [p.detach().clone() for p in params]
         optimizer = spec.train.round_optimizer_for(params)
         model.train()
@@ -140,7 +159,7 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, 5.0)
                     optimizer.step()
-        return get_weights(model), len(site.train), metrics
+        return get_weights(model, spec.shared_parameters), len(site.train), metrics
 
 
 def make_client(job: Job, index: int) -> Any:

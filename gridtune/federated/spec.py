@@ -9,7 +9,9 @@
     strategy = "fedavg"     # `fedavg`, `fedprox` or `reptile`
     rounds = 10
     local_epochs = 1
-    [model]                 # gridtune.nn.model.ModelConfig
+    init = "runs/public"    # optional: start from a checkpoint pre-trained on data no site holds
+    shared = "head"         # with init: the rounds train and release the head alone
+    [model]                 # gridtune.nn.model.ModelConfig (with init: the checkpoint's)
     [train]                 # lr, batch_size of local training
     [personalise]           # methods, epochs, local-only baseline epochs
     [privacy]               # kind = "none" | "record" | "client", epsilon, delta, ...
@@ -30,6 +32,7 @@ MODES = ("simulation", "loopback")
 FAILURE_POLICIES = ("drop", "retry")
 PERSONALISATION = ("finetune", "head", "adapter")
 PRIVACY_KINDS = ("none", "record", "client")
+SHARED = ("all", "head")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +220,13 @@ class FederatedSpec:
             restarted and it rejoins from the next round) (default: `drop`).
         round_timeout_s: a round waits at most this long for a site (default: 300).
         min_sites: a round with fewer answering sites fails the run (default: 1).
+        init: a feasibility checkpoint pre-trained on data no site holds (`gridtune pretrain` on
+            other grids): every site starts from its weights and its input normaliser, and its
+            model config is the run's (a `[model]` table must then match it) (default: none; the
+            run's seed draws the initial weights and each site fits its own normaliser).
+        shared: the parameters the rounds train, exchange and release: `all`, or `head` (the
+            encoder stays the checkpoint's, so no site's data reach it before personalisation;
+            needs `init`) (default: `all`).
     """
 
     sites: tuple[str | RegionSite | dict[str, Any], ...]
@@ -237,6 +247,8 @@ class FederatedSpec:
     train: LocalTraining = dataclasses.field(default_factory=LocalTraining)
     personalise: Personalisation = dataclasses.field(default_factory=Personalisation)
     privacy: Privacy = dataclasses.field(default_factory=Privacy)
+    init: str | None = None
+    shared: str | None = None
 
     def __post_init__(self) -> None:
         from gridtune.grids.split import parse_split
@@ -268,6 +280,37 @@ class FederatedSpec:
             raise SpecError(f"round_timeout_s must be > 0, got `{self.round_timeout_s}`")
         if self.min_sites > len(self.sites):
             raise SpecError(f"min_sites `{self.min_sites}` exceeds the {len(self.sites)} sites")
+        if self.shared not in (None, *SHARED):
+            raise SpecError(f"shared `{self.shared}` is unknown; valid: {choices_text(SHARED)}")
+        if self.shared == "head" and self.init is None:
+            raise SpecError('shared = "head" trains a head on a pre-trained encoder: set `init` to a checkpoint '
+                            "pre-trained on data no site holds (gridtune pretrain)")
+        if self.init is not None:
+            object.__setattr__(self, "model", init_model_config(self.init))
+
+    @property
+    def shared_parameters(self) -> str:
+        return self.shared or "all"
+
+
+def init_model_config(checkpoint: str) -> ModelConfig:
+    """The model config of the run's `init` checkpoint, which must be a feasibility model on this
+    gridtune's feature schema."""
+    from gridtune.errors import CheckpointError
+    from gridtune.grids.features import SCHEMA_VERSION
+    from gridtune.nn.checkpoint import model_config, read_config
+
+    try:
+        config = read_config(checkpoint)
+    except CheckpointError as exc:
+        raise SpecError(f"init: {exc}") from None
+    if config["task"] != "feasibility":
+        raise SpecError(f"init: checkpoint `{checkpoint}` is for task `{config['task']}`; a federated run "
+                        "trains `feasibility`")
+    if str(config["schema_version"]) != SCHEMA_VERSION:
+        raise SpecError(f"init: checkpoint `{checkpoint}` uses feature schema `v{config['schema_version']}`, "
+                        f"the sites use `v{SCHEMA_VERSION}`; pre-train it again on current data")
+    return model_config(config, f"init `{checkpoint}` [model]")
 
 
 def load_spec(path: str | Path, **overrides: Any) -> FederatedSpec:
@@ -282,19 +325,31 @@ def spec_from_table(table: dict[str, Any], base_dir: str | Path, *, where: str, 
                     ) -> FederatedSpec:
     """A federated spec from a TOML table (a file's, or one inlined in a study); relative site
     paths in `table` resolve against `base_dir`, those in `overrides` are taken as given."""
-    from gridtune.specs import from_table
+    from gridtune.specs import from_table, to_table
 
-    return from_table(FederatedSpec, {**resolve_site_paths(table, base_dir), **overrides}, where=where)
+    table = {**resolve_site_paths(table, base_dir), **overrides}
+    spec = from_table(FederatedSpec, table, where=where)
+    if spec.init is not None and "model" in table:  # the keys it gives must agree with the checkpoint
+        given = from_table(ModelConfig, {**to_table(spec.model), **table["model"]}, where=f"{where} [model]")
+        if given != spec.model:
+            diff = [f"{f.name} {getattr(given, f.name)!r} (checkpoint: {getattr(spec.model, f.name)!r})"
+                    for f in dataclasses.fields(ModelConfig) if getattr(given, f.name) != getattr(spec.model, f.name)]
+            raise SpecError(f"{where}: [model] differs from the init checkpoint's: {', '.join(diff)}; "
+                            "drop [model] (the checkpoint's is used)")
+    return spec
 
 
 def resolve_site_paths(table: dict[str, Any], base_dir: str | Path) -> dict[str, Any]:
-    """`table` with each site path (a string site, or a region's `grid`) that exists relative to
-    `base_dir` made absolute; names of cases and shipped recipes stay as they are."""
+    """`table` with each site path (a string site, or a region's `grid`) and the `init` checkpoint
+    that exist relative to `base_dir` made absolute; names of cases and shipped recipes stay as
+    they are."""
     base = Path(base_dir)
 
     def here(ref: Any) -> Any:
         return str((base / ref).resolve()) if isinstance(ref, str) and (base / ref).exists() else ref
 
+    if "init" in table:
+        table = {**table, "init": here(table["init"])}
     sites = table.get("sites")
     if not isinstance(sites, list):
         return dict(table)

@@ -1,8 +1,10 @@
-"""The shared part of a site's model: its trainable parameters, as numpy arrays in a fixed order.
+"""The shared part of a site's model: its parameters, as numpy arrays in a fixed order.
 
-Buffers stay on the site: the input normaliser (fitted on the site's own training split, as in
-FedBN, Li et al. 2021, which keeps normalisation local) and the Platt calibration. So the
-released global model is the parameters alone, and no site's input statistics leave it.
+`shared = "all"` exchanges every parameter, `shared = "head"` those of the head alone (the
+encoder stays the `init` checkpoint's). Buffers stay on the site: the input normaliser (fitted on
+the site's own training split, as in FedBN, Li et al. 2021, which keeps normalisation local; or
+the `init` checkpoint's) and the Platt calibration. So the released global model is the shared
+parameters alone, and no site's input statistics leave it.
 """
 
 from __future__ import annotations
@@ -12,13 +14,18 @@ import torch
 from torch import nn
 
 
-def get_weights(model: nn.Module) -> list[np.ndarray]:
-    """Every parameter in `named_parameters` order, as float64 arrays (exact for float32)."""
-    return [p.detach().cpu().numpy().astype(np.float64) for _, p in model.named_parameters()]
+def shared_parameters(model: nn.Module, shared: str = "all") -> list[nn.Parameter]:
+    """The parameters a round exchanges, in `named_parameters` order: all, or the head's."""
+    return [p for name, p in model.named_parameters() if shared == "all" or name.startswith("head.")]
 
 
-def set_weights(model: nn.Module, weights: list[np.ndarray]) -> None:
-    params = [p for _, p in model.named_parameters()]
+def get_weights(model: nn.Module, shared: str = "all") -> list[np.ndarray]:
+    """The shared parameters as float64 arrays (exact for float32)."""
+    return [p.detach().cpu().numpy().astype(np.float64) for p in shared_parameters(model, shared)]
+
+
+def set_weights(model: nn.Module, weights: list[np.ndarray], shared: str = "all") -> None:
+    params = shared_parameters(model, shared)
     if len(params) != len(weights):
         raise ValueError(f"{len(weights)} arrays for {len(params)} parameters")
     with torch.no_grad():

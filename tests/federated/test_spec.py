@@ -35,6 +35,33 @@ def test_bad_specs_are_one_line_and_exit_2(tmp_path, capsys, body, match):
     _fails(capsys, tmp_path, body, match)
 
 
+@pytest.mark.parametrize(("body", "match"), [
+    ('shared = "head"', 'shared = "head" trains a head on a pre-trained encoder: set `init` to a checkpoint'),
+    ('shared = "encoder"', "shared `encoder` is unknown; valid: `all`, `head`"),
+    ('init = "no_such_checkpoint"', "init: checkpoint `no_such_checkpoint` does not exist"),
+])
+def test_bad_init_or_shared_is_one_line(tmp_path, capsys, body, match):
+    _fails(capsys, tmp_path, f'sites = ["case9", "case14"]\n{body}', match)
+
+
+def test_init_brings_the_checkpoints_model_and_a_different_model_table_is_refused(tmp_path, capsys,
+                                                                                 public_checkpoint):
+    import os
+
+    from gridtune.federated.spec import load_spec, spec_from_table
+    from gridtune.nn.model import ModelConfig
+    from gridtune.specs import to_table
+
+    relative = os.path.relpath(public_checkpoint, tmp_path)  # resolved against the spec's directory
+    body = f'sites = ["case9", "case14"]\ninit = "{relative}"\nshared = "head"\n'
+    spec = load_spec(_spec(tmp_path, body))
+    assert spec.init == public_checkpoint
+    assert spec.model == ModelConfig(hidden=8, layers=1, head_hidden=8, dc_loadability=False, input_clip=5.0)
+    assert spec_from_table(to_table(spec), tmp_path, where="config.json") == spec  # the run's config reads back
+    _fails(capsys, tmp_path, body + "[model]\nhidden = 16\n",
+           "[model] differs from the init checkpoint's: hidden 16 (checkpoint: 8); drop [model]")
+
+
 def test_a_noise_multiplier_that_cannot_reach_epsilon_stops_before_training(tmp_path, capsys, site_dirs):
     body = (f"sites = {json.dumps(site_dirs)}\nrounds = 50\n[privacy]\nkind = \"record\"\nepsilon = 1.0\n"
             "noise_multiplier = 0.5\n")
