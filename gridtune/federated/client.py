@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -95,11 +96,55 @@ def score(model: Any, graphs: list[Any], task: Any) -> dict[str, float]:
     return evaluate(model, make_loader(graphs, 256, shuffle=False), task)
 
 
+class Embedded(NamedTuple):
+    """A training graph as the head sees it on a frozen encoder: its embedding and its label
+    (torch's default collation stacks a list of them into one batch of the same type)."""
+
+    z: torch.Tensor
+    y_infeasible: torch.Tensor
+
+
+def embedded(model: Any, graphs: list[Any]) -> list[Embedded]:
+    """Each graph's embedding by the (frozen) encoder, computed once, in eval mode."""
+    from gridtune.core.trainer import make_loader
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for batch in make_loader(graphs, 256, shuffle=False):
+            z, y = model.embed(batch), batch.y_infeasible.view(-1)
+            out += [Embedded(z[i], y[i]) for i in range(len(y))]
+    model.train()
+    return out
+
+
+def head_example_loss(model: Any, task: Any) -> Callable[[Embedded], torch.Tensor]:
+    """The loss of one embedded graph through the head (DP-SGD's per-example loss on a frozen
+    encoder; equal to `privacy.graph_loss` for the graph)."""
+
+    def loss(example: Embedded) -> torch.Tensor:
+        one = Embedded(example.z.unsqueeze(0), example.y_infeasible.view(1))
+        return task.loss(model.head_logits(one.z), one)
+
+    return loss
+
+
+def round_task(job: Job, site: Site) -> Any:
+    """The loss of the rounds: class-balanced from the site's counts, or, with `init`, unweighted,
+    so that under record-level DP no statistic of the site's data shapes a gradient (the
+    normaliser is then the public checkpoint's too)."""
+    from gridtune.nn.tasks import make_task
+
+    return make_task("feasibility") if job.spec.init is not None else site_task(site)
+
+
 def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: int,
                 proximal_mu: float = 0.0) -> tuple[list[np.ndarray], int, dict[str, float]]:
     """Train site `index` from `weights` for the spec's local epochs; return the new weights, the
     number of training graphs and metrics (without DP, the received global model's validation
-    AUROC; under record-level DP, the noise multiplier used)."""
+    AUROC; under record-level DP, the noise multiplier used). With `shared = "head"` the
+    encoder is frozen: each training graph is embedded once and the head trains on the
+    embeddings (the same losses and gradients as through the whole model)."""
     from gridtune.core.trainer import make_loader, torch_threads
 
     spec = job.spec
@@ -107,7 +152,7 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
     with torch_threads(1):
         model = site_model(job, site)
         set_weights(model, weights, spec.shared_parameters)
-        task = site_task(site)
+        task = round_task(job, site)
         # under DP nothing computed from the site's data leaves it except the privatised weights
         val = np.nan if spec.privacy.kind != "none" else float(score(model, site.val, task).get("auroc", np.nan))
         metrics = {"site": float(index), "val_auroc_global": val}
@@ -120,26 +165,36 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
         anchor = [p.detach().clone() for p in params]
         optimizer = spec.train.round_optimizer_for(params)
         model.train()
+        if spec.shared_parameters == "head":
+            examples: list[Any] = embedded(model, site.train)
+
+            def forward(batch: Any) -> Any:
+                return model.head_logits(batch.z)
+        else:
+            examples, forward = site.train, model
 
         def proximal() -> Any:
             return 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
 
         if spec.privacy.kind == "record":
             from gridtune.federated.privacy import (
+                graph_loss,
                 poisson_sample,
                 private_gradient,
                 sample_rate,
                 steps_per_epoch,
             )
 
+            example_loss = (head_example_loss(model, task) if spec.shared_parameters == "head"
+                            else graph_loss(model, task.loss))
             sigma = job.noise_multipliers[index]
-            n = len(site.train)
+            n = len(examples)
             rate = sample_rate(n, spec.train.batch_size)
             gen = torch.Generator().manual_seed(seed)
             for _ in range(spec.local_epochs * steps_per_epoch(n, spec.train.batch_size)):
-                chosen = [site.train[i] for i in poisson_sample(n, rate, gen)]
+                chosen = [examples[i] for i in poisson_sample(n, rate, gen)]
                 optimizer.zero_grad(set_to_none=True)
-                grads = private_gradient(model, chosen, task.loss, params, clip_norm=spec.privacy.clip_norm,
+                grads = private_gradient(example_loss, chosen, params, clip_norm=spec.privacy.clip_norm,
                                          noise_multiplier=sigma, expected_batch=rate * n, generator=gen)
                 if proximal_mu > 0:  # data-independent: added after the noise, costs no privacy
                     prox = torch.autograd.grad(proximal(), params, allow_unused=True)
@@ -149,11 +204,11 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
                 optimizer.step()
             metrics["noise_multiplier"] = sigma
         else:
-            loader = make_loader(site.train, spec.train.batch_size, shuffle=True, seed=seed)
+            loader = make_loader(examples, spec.train.batch_size, shuffle=True, seed=seed)
             for _ in range(spec.local_epochs):
                 for batch in loader:
                     optimizer.zero_grad(set_to_none=True)
-                    loss = task.loss(model(batch), batch)
+                    loss = task.loss(forward(batch), batch)
                     if proximal_mu > 0:
                         loss = loss + proximal()
                     loss.backward()

@@ -18,7 +18,7 @@ step at sample rate 1 (every site takes part).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,18 +70,31 @@ def sample_rate(n_train: int, batch_size: int) -> float:
     return min(1.0, batch_size / n_train)
 
 
+def per_example_gradients(example_loss: Callable[[Any], Tensor], examples: Sequence[Any],
+                          params: list[nn.Parameter]) -> list[list[Tensor]]:
+    """Each example's gradient of its own loss `example_loss(example)`."""
+    out = []
+    for example in examples:
+        grads = torch.autograd.grad(example_loss(example), params, allow_unused=True)
+        out.append([torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads, strict=True)])
+    return out
+
+
+def graph_loss(model: nn.Module, loss_fn: Any) -> Callable[[Any], Tensor]:
+    """The loss of one graph through the whole model (a micro-batch of one graph)."""
+    from torch_geometric.data import Batch
+
+    def loss(graph: Any) -> Tensor:
+        batch = Batch.from_data_list([graph])
+        return loss_fn(model(batch), batch)
+
+    return loss
+
+
 def per_graph_gradients(model: nn.Module, graphs: Sequence[Any], loss_fn: Any,
                         params: list[nn.Parameter]) -> list[list[Tensor]]:
     """Each graph's gradient of its own loss (a micro-batch of one graph)."""
-    from torch_geometric.data import Batch
-
-    out = []
-    for g in graphs:
-        batch = Batch.from_data_list([g])
-        loss = loss_fn(model(batch), batch)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        out.append([torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads, strict=True)])
-    return out
+    return per_example_gradients(graph_loss(model, loss_fn), graphs, params)
 
 
 def clip_and_sum(grads: list[list[Tensor]], clip_norm: float) -> list[Tensor]:
@@ -96,11 +109,12 @@ def clip_and_sum(grads: list[list[Tensor]], clip_norm: float) -> list[Tensor]:
     return total
 
 
-def private_gradient(model: nn.Module, graphs: Sequence[Any], loss_fn: Any, params: list[nn.Parameter],
+def private_gradient(example_loss: Callable[[Any], Tensor], examples: Sequence[Any], params: list[nn.Parameter],
                      *, clip_norm: float, noise_multiplier: float, expected_batch: float,
                      generator: torch.Generator) -> list[Tensor]:
-    """One DP-SGD gradient: clipped per-graph sum plus Gaussian noise, over the expected batch."""
-    summed = (clip_and_sum(per_graph_gradients(model, graphs, loss_fn, params), clip_norm) if graphs
+    """One DP-SGD gradient: clipped per-example sum plus Gaussian noise, over the expected batch.
+    An example is a graph (`graph_loss`) or, on a frozen encoder, a graph's embedding."""
+    summed = (clip_and_sum(per_example_gradients(example_loss, examples, params), clip_norm) if examples
               else [torch.zeros_like(p) for p in params])
     std = noise_multiplier * clip_norm
     return [(s + std * torch.randn(s.shape, generator=generator, dtype=s.dtype)) / expected_batch

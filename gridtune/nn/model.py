@@ -235,10 +235,10 @@ class GridModelNet(nn.Module):
         return torch.cat([h, *(p[index] for p in pooled), context[index]], dim=-1)  # (N, D)
 
     def forward(self, batch: Any) -> Tensor:
+        if self.task == "feasibility":
+            return self.head_logits(self.embed(batch))
         out = self.head(self.embed(batch))
         nz = self.normalizer
-        if self.task == "feasibility":
-            return out * self.logit_scale + self.logit_bias
         if self.task == "cost":
             return nz.cost_mean + nz.cost_std * out
         out = nz.opf_mean + nz.opf_std * out  # (N, 4) physical per-unit
@@ -247,6 +247,12 @@ class GridModelNet(nn.Module):
         if self.config.balance_pg:
             out = balance_generation(out, batch, _batch_vector(batch))
         return out
+
+    def head_logits(self, z: Tensor) -> Tensor:
+        """Feasibility logits of embeddings `z` (B, embed_dim): the head and its calibration, so
+        that `forward(batch) == head_logits(embed(batch))`; on a frozen encoder the embeddings
+        can be computed once and the head trained on them."""
+        return self.head(z) * self.logit_scale + self.logit_bias
 
 
 DC_FLOW_DIMS = (1, 1)  # (bus angle, branch loading)

@@ -55,6 +55,30 @@ def test_per_graph_clipping_bounds_each_graphs_contribution(site_dirs, tiny_spec
     assert float(torch.sqrt(sum((g ** 2).sum() for g in clip_and_sum([odd], clip)))) == pytest.approx(clip, rel=1e-5)
 
 
+def test_on_a_frozen_encoder_each_embedded_graph_has_its_graphs_head_gradient(site_dirs, tiny_spec,
+                                                                              public_checkpoint):
+    from gridtune.federated.client import Job, embedded, head_example_loss, round_task, site_model
+    from gridtune.federated.privacy import per_example_gradients
+    from gridtune.federated.weights import shared_parameters
+
+    job = Job(tiny_spec(site_dirs, init=public_checkpoint, shared="head"), 0, ("a", "b"), tuple(site_dirs))
+    site = job.site(0)
+    model = site_model(job, site)
+    model.requires_grad_(False)
+    params = shared_parameters(model, "head")
+    for p in params:
+        p.requires_grad_(True)
+    task = round_task(job, site)
+    assert task.pos_weight == 1.0  # with init the rounds' loss takes no statistic of the site's data
+    graphs = site.train[:6]
+    by_graph = per_graph_gradients(model, graphs, task.loss, params)
+    by_embedding = per_example_gradients(head_example_loss(model, task), embedded(model, graphs), params)
+    assert any(float(g.abs().sum()) > 0 for per in by_graph for g in per)
+    for a, b in zip(by_graph, by_embedding, strict=True):
+        for ga, gb in zip(a, b, strict=True):
+            torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-7)
+
+
 def test_client_level_release_depends_on_raw_updates_only_through_their_clipped_form():
     rng = np.random.default_rng(0)
     deltas = [rng.normal(size=50) for _ in range(3)]
