@@ -118,6 +118,17 @@ def test_benchmark_specs_load(name):
     assert spec.samples * spec.split[2] >= 500  # every site scored on at least 500 scenarios
 
 
+def test_the_public_encoder_benchmark_spec_loads_with_its_checkpoint(public_checkpoint):
+    from pathlib import Path
+
+    from gridtune.federated.spec import load_spec
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "federated_sites_dp_public.toml"
+    spec = load_spec(path, init=public_checkpoint)  # the spec names the checkpoint its comment builds
+    assert spec.shared == "head" and spec.privacy.epsilon == 8.0 and len(spec.seeds) == 3
+    assert spec.samples * spec.split[2] >= 500
+
+
 @pytest.mark.parametrize(("train", "match"), [
     ('round_optimizer = "rmsprop"', "round_optimizer `rmsprop` is unknown; valid: `adamw`, `sgd`"),
     ("round_lr = 0.0", "round_lr must be a positive number, got `0.0`"),
