@@ -26,11 +26,12 @@ def check_task(task: str) -> str:
 
 
 class Head(nn.Module):
-    """MLP head `embed_dim -> hidden -> hidden -> outputs`.
+    """MLP head `embed_dim -> hidden -> hidden -> outputs`, or linear `embed_dim -> outputs`
+    with `hidden = 0`.
 
     Args:
         embed_dim: width of the representation from `embed`.
-        hidden: hidden width (default: 64).
+        hidden: hidden width; 0 for a linear head (default: 64).
         outputs: values per graph (graph-level tasks) or per bus (node-level); a single output is
             squeezed so graph-level heads return (B,).
 
@@ -40,7 +41,7 @@ class Head(nn.Module):
 
     def __init__(self, embed_dim: int, hidden: int = 64, outputs: int = 1) -> None:
         super().__init__()
-        self.mlp = mlp([embed_dim, hidden, hidden, outputs])
+        self.mlp = mlp([embed_dim, outputs] if hidden == 0 else [embed_dim, hidden, hidden, outputs])
         self.outputs = outputs
 
     def forward(self, z: Tensor) -> Tensor:

@@ -69,7 +69,8 @@ class ModelConfig:
         layers: message-passing blocks (default: 4).
         heads: attention heads for `gatv2` / `transformer` (default: 4).
         dropout: dropout inside blocks (default: 0.0).
-        head_hidden: hidden width of the task head (default: 64).
+        head_hidden: hidden width of the task head; 0 makes the head linear (a logistic
+            regression on the embedding for `feasibility`) (default: 64).
         balance_pg: `opf` only: shift predicted generation so that the system active-power
             balance holds under the AC branch model at the predicted voltages (default: True).
         dc_flow: append the DC power flow's bus angle and branch loading (`dc_flow_features`)
@@ -127,9 +128,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         resolve_conv(self.conv)
-        for name in ("hidden", "layers", "heads", "head_hidden"):
+        for name in ("hidden", "layers", "heads"):
             if getattr(self, name) < 1:
                 raise GridtuneError(f"model setting `{name}` must be at least 1, got `{getattr(self, name)}`")
+        if self.head_hidden < 0:
+            raise GridtuneError(f"model setting `head_hidden` must be at least 0 (0: a linear head), "
+                                f"got `{self.head_hidden}`")
         if not 0.0 <= self.dropout < 1.0:
             raise GridtuneError(f"model setting `dropout` must lie in [0, 1), got `{self.dropout}`")
         if self.input_clip is not None and not self.input_clip > 0:
