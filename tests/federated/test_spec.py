@@ -118,15 +118,19 @@ def test_benchmark_specs_load(name):
     assert spec.samples * spec.split[2] >= 500  # every site scored on at least 500 scenarios
 
 
-def test_the_public_encoder_benchmark_spec_loads_with_its_checkpoint(public_checkpoint):
+def test_the_public_encoder_benchmark_specs_load_with_their_checkpoint(public_checkpoint):
+    import dataclasses
     from pathlib import Path
 
-    from gridtune.federated.spec import load_spec
+    from gridtune.federated.spec import Privacy, load_spec
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "federated_sites_dp_public.toml"
-    spec = load_spec(path, init=public_checkpoint)  # the spec names the checkpoint its comment builds
-    assert spec.shared == "head" and spec.privacy.epsilon == 8.0 and len(spec.seeds) == 3
-    assert spec.samples * spec.split[2] >= 500
+    root = Path(__file__).resolve().parents[2] / "benchmarks"
+    # each spec names the checkpoint its comment builds
+    dp = load_spec(root / "federated_sites_dp_public.toml", init=public_checkpoint)
+    plain = load_spec(root / "federated_sites_public.toml", init=public_checkpoint)
+    assert dp.shared == "head" and dp.privacy.epsilon == 8.0 and len(dp.seeds) == 3
+    assert dp.samples * dp.split[2] >= 500
+    assert plain == dataclasses.replace(dp, privacy=Privacy())  # the same run without DP
 
 
 @pytest.mark.parametrize(("train", "match"), [
