@@ -202,3 +202,17 @@ def test_input_clip_bounds_standardised_inputs_far_outside_the_training_range(mi
     assert not torch.allclose(outs[None][0], outs[None][1])
     with pytest.raises(GridtuneError, match="`input_clip` must be positive"):
         ModelConfig(input_clip=0.0)
+
+
+def test_head_hidden_zero_is_a_linear_head_whose_logits_come_from_the_embedding(mixed):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=16, layers=2, head_hidden=0), "feasibility").eval()
+    linear = list(model.head.mlp)
+    assert len(linear) == 1 and isinstance(linear[0], nn.Linear)
+    assert (linear[0].in_features, linear[0].out_features) == (model.embed_dim, 1)
+    batch = next(iter(DataLoader(mixed, batch_size=len(mixed))))
+    with torch.no_grad():
+        model.logit_scale.fill_(2.0)  # a calibrated model: head_logits applies it too
+        torch.testing.assert_close(model.head_logits(model.embed(batch)), model(batch))
+    with pytest.raises(GridtuneError, match="`head_hidden` must be at least 0"):
+        ModelConfig(head_hidden=-1)
