@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,3 +41,24 @@ def case9_grid():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return grid_from_net(pn.case9(), "case9")
+
+
+_CASE9 = Path(__file__).resolve().parents[1] / "gridtune" / "resources" / "datasets" / "case9.toml"
+
+
+@pytest.fixture(scope="session")
+def public_checkpoint(tmp_path_factory) -> str:
+    """A small feasibility model pre-trained on case9 scenarios of another seed than the
+    federated tests' sites (a public model for `init`)."""
+    from gridtune.core.trainer import TrainConfig
+    from gridtune.nn.model import ModelConfig
+    from gridtune.workflows.pretrain import pretrain
+
+    root = tmp_path_factory.mktemp("fed-public")
+    recipe = root / "case9_public.toml"
+    recipe.write_text(_CASE9.read_text().replace("seed = 0", "seed = 11"))
+    out = root / "model"
+    pretrain(str(recipe), out, samples=40, workers=1,
+             model=ModelConfig(hidden=8, layers=1, head_hidden=8, dc_loadability=False, input_clip=5.0),
+             train=TrainConfig(epochs=3, patience=3))
+    return str(out)

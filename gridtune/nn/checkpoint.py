@@ -15,6 +15,7 @@ do not fit the config.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,15 @@ def verify_checkpoint(path: str | Path, *, deep: bool = True) -> int:
         raise CheckpointError(damage_message(f"checkpoint `{p}`", damages))
     read_config(p)
     return len(read_checksums(p) or {})
+
+
+def weights_digest(path: str | Path) -> str:
+    """A short SHA-256 of a checkpoint's weights file: equal digests, the same weights."""
+    h = hashlib.sha256()
+    with open(locate(path) / WEIGHTS, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def locate(path: str | Path) -> Path:

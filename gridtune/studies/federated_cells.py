@@ -31,12 +31,15 @@ Log = Callable[[str], None]
 
 
 def site_hashes(plan: FederatedPlan, *, workers: int | None) -> list[str]:
-    """Build (or reuse) the cell's site data; the content hash of each site's scenarios."""
+    """Build (or reuse) the cell's site data; the content hash of each site's scenarios, and the
+    digest of the `init` checkpoint's weights when the spec starts from one."""
     from gridtune.federated.sites import resolve_sites
     from gridtune.grids.dataset import open_dataset
+    from gridtune.nn.checkpoint import weights_digest
 
     dirs = resolve_sites(plan.spec.sites, samples=plan.spec.samples, workers=workers)
-    return [str(open_dataset(d, samples=plan.spec.samples, progress=False).content_hash) for d in dirs]
+    hashes = [str(open_dataset(d, samples=plan.spec.samples, progress=False).content_hash) for d in dirs]
+    return hashes + ([f"init:{weights_digest(plan.spec.init)}"] if plan.spec.init is not None else [])
 
 
 def run_federated_cells(plans: tuple[FederatedPlan, ...], store: ResultsStore, *,

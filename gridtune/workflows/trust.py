@@ -31,7 +31,6 @@ joins them to grid checkpoints and data.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -55,7 +54,7 @@ from gridtune.files import atomic_path, write_json
 from gridtune.grids.features import BRANCH_FEATURES
 from gridtune.grids.split import SPLIT_FRACTIONS, split_indices
 from gridtune.grids.view import DataView, check_schema, resolve_data, unknown_as_infeasible
-from gridtune.nn.checkpoint import WEIGHTS, load_checkpoint, locate, seal_checkpoint
+from gridtune.nn.checkpoint import load_checkpoint, locate, seal_checkpoint, weights_digest
 
 CALIBRATION_FILE = "conformal.json"
 FAMILIARITY_FILE = "familiarity.safetensors"
@@ -115,14 +114,6 @@ def _check_feasibility(meta: dict[str, Any], where: Path) -> None:
     if meta["task"] not in ("feasibility", "opf"):
         raise CheckpointError(f"checkpoint `{where}` has task `{meta['task']}`: conformal calibration is "
                               "for `feasibility` checkpoints (sets) and `opf` checkpoints (intervals)")
-
-
-def _weights_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path / WEIGHTS, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _ids(view: DataView) -> tuple[str, np.ndarray]:
@@ -215,7 +206,7 @@ def calibrate(checkpoint: str | Path, data: Any, *, alpha: float = 0.05, mondria
         "data": view.name, "data_hash": view.content_hash,
         "same_data_as_training": own_data,
         "calibration_set": how, "n_calibration": int(cal.size), "n_labelled": int(labelled.sum()),
-        "weights_digest": _weights_digest(where), "seed": seed,
+        "weights_digest": weights_digest(where), "seed": seed,
     }
     write_json(where / CALIBRATION_FILE, record, indent=1)
     seal_checkpoint(where, [CALIBRATION_FILE, FAMILIARITY_FILE], optional=True)
@@ -259,7 +250,7 @@ def load_calibration(checkpoint: str | Path) -> tuple[ConformalClassifier, Famil
         fam = Familiarity.from_state(record["familiarity"], load_file(str(where / FAMILIARITY_FILE)))
     except (OSError, ValueError, KeyError, TypeError, DataError) as exc:
         raise CheckpointError(f"checkpoint `{where}` has a corrupt calibration: {exc}") from None
-    if record.get("weights_digest") != _weights_digest(where):
+    if record.get("weights_digest") != weights_digest(where):
         raise CheckpointError(f"the calibration beside `{where}` was made for other weights; re-run "
                               f"`gridtune calibrate {where} --data DATA`")
     return conformal, fam, record
@@ -605,7 +596,7 @@ def _calibrate_opf(where: Path, model: Any, meta: dict[str, Any], view: DataView
               "data": view.name, "data_hash": view.content_hash,
               "same_data_as_training": view.content_hash == meta.get("data_hash"),
               "calibration_set": how, "n_calibration": len(graphs), "n_buses": int(o["group"].size),
-              "weights_digest": _weights_digest(where), "seed": seed}
+              "weights_digest": weights_digest(where), "seed": seed}
     write_json(where / CALIBRATION_FILE, record, indent=1)
     seal_checkpoint(where, [CALIBRATION_FILE], optional=True)
     return {"checkpoint": str(where), "file": str(where / CALIBRATION_FILE), "task": "opf",
@@ -636,7 +627,7 @@ def load_intervals(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
         reg = ConformalRegressor.from_dict(record["intervals"])
     except (OSError, ValueError, KeyError, TypeError, DataError) as exc:
         raise CheckpointError(f"checkpoint `{where}` has a corrupt calibration: {exc}") from None
-    if record.get("weights_digest") != _weights_digest(where):
+    if record.get("weights_digest") != weights_digest(where):
         raise CheckpointError(f"the calibration beside `{where}` was made for other weights; re-run "
                               f"`gridtune calibrate {where} --data DATA`")
     return reg, record

@@ -58,19 +58,3 @@ def simulated(site_dirs, tmp_path_factory):
     out = tmp_path_factory.mktemp("simulated")
     return spec, run_federated(spec, out), out
 
-
-@pytest.fixture(scope="session")
-def public_checkpoint(tmp_path_factory) -> str:
-    """A small feasibility model pre-trained on case9 scenarios no site holds (another seed)."""
-    from gridtune.core.trainer import TrainConfig
-    from gridtune.nn.model import ModelConfig
-    from gridtune.workflows.pretrain import pretrain
-
-    root = tmp_path_factory.mktemp("fed-public")
-    recipe = root / "case9_public.toml"
-    recipe.write_text(CASE9.read_text().replace("seed = 0", "seed = 11"))
-    out = root / "model"
-    pretrain(str(recipe), out, samples=40, workers=1,
-             model=ModelConfig(hidden=8, layers=1, head_hidden=8, dc_loadability=False, input_clip=5.0),
-             train=TrainConfig(epochs=3, patience=3))
-    return str(out)

@@ -69,3 +69,26 @@ def test_a_bad_federated_cell_is_one_line_and_exit_2(study_file, tmp_path, capsy
     assert code == 2 and len(err.splitlines()) == 1, err
     assert match in err, err
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_a_federated_cell_from_init_is_bound_to_the_checkpoints_weights(study_file, public_checkpoint, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from gridtune.federated.spec import load_spec
+    from gridtune.studies.federated_cells import site_hashes
+    from gridtune.studies.plan import FederatedPlan
+
+    other = tmp_path / "public"
+    shutil.copytree(public_checkpoint, other)
+    weights = load_file(str(other / "model.safetensors"))
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1.0
+    save_file(weights, str(other / "model.safetensors"))
+    fed = study_file.parent / "fed.toml"
+    hashes = [site_hashes(FederatedPlan("public", 0, load_spec(fed, init=str(ckpt), shared="head"), "f"),
+                          workers=1) for ckpt in (public_checkpoint, other)]
+    plain = site_hashes(FederatedPlan("plain", 0, load_spec(fed), "f"), workers=1)
+    assert hashes[0][:-1] == hashes[1][:-1] == plain  # the same sites' data ...
+    assert hashes[0][-1] != hashes[1][-1]  # ... from another public model: the cell runs again
