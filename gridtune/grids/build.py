@@ -160,7 +160,8 @@ def labeller_for(grid: GridModel, labels: LabelSpec) -> Any:
     if key not in _LABELLER_CACHE:
         _LABELLER_CACHE.clear()
         _LABELLER_CACHE[key] = Labeller(grid, solutions=labels.solutions, dc=labels.dc,
-                                        sdp=labels.sdp, solver=labels.solver, cycles=labels.cycles)
+                                        sdp=labels.sdp, solver=labels.solver, cycles=labels.cycles,
+                                        obbt=labels.obbt)
     return _LABELLER_CACHE[key]
 
 

@@ -19,7 +19,10 @@ Order of work for one scenario, cheapest certificate first:
    bounds; Ipopt: a warm start), gets its chance; converged and re-checks => `feasible` (`ac-opf`).
 6. Both failed: a recovered SOC point still certifies feasibility (`soc-recovered`); else the
    chordal SDP relaxation (tighter still; built on first use). Infeasible => `infeasible`
-   (`sdp-infeasible`). Else `unknown` (`ac-failed`), with both solvers' messages.
+   (`sdp-infeasible`).
+7. Still open: the cycle relaxation with bounds tightened by optimization (`obbt = True`; seconds
+   a scenario, built on first use). Infeasible => `infeasible` (`obbt-infeasible`). Else
+   `unknown` (`ac-failed`), with both solvers' messages.
 
 With `solver = "ipopt"` the label-only mode skips the early-stopped PIPS of step 2: a full
 warm-started Ipopt solve costs less, and its solution is kept.
@@ -49,6 +52,7 @@ from gridtune.grids.opf import (
     solve_ac_opf,
 )
 from gridtune.grids.relaxations import (
+    BoundTightenedRelaxation,
     CycleRelaxation,
     RelaxationResult,
     SdpRelaxation,
@@ -94,6 +98,8 @@ class Labeller:
         cycles: run the cycle relaxation where SOC is feasible but the first AC solver failed
             (default: True).
         sdp: run the chordal SDP where SOC is feasible but the AC-OPF failed (default: True).
+        obbt: run the bound-tightened cycle relaxation where every other step left the
+            scenario open (default: False).
         solver: the AC-OPF solver tried first, `"pips"` (default) or `"ipopt"`; the other one is
             the second solver.
 
@@ -106,23 +112,26 @@ class Labeller:
 
     def __init__(self, grid: GridModel, *, solutions: bool = True,
                  tolerances: Tolerances = DEFAULT_TOLERANCES, dc: bool = True, sdp: bool = True,
-                 solver: str = "pips", cycles: bool = True):
+                 solver: str = "pips", cycles: bool = True, obbt: bool = False):
         if solver not in SOLVERS:
             raise ValueError(f"solver `{solver}` is not known; valid: "
                              + ", ".join(f"`{s}`" for s in SOLVERS))
         self.grid, self.solutions, self.tolerances = grid, solutions, tolerances
         self.use_dc, self.use_sdp, self.use_cycles, self.solver = dc, sdp, cycles, solver
+        self.use_obbt = obbt
         self._ipopt: Any = None
         self.solved_by = {"pips": 0, "ipopt": 0, "second": 0}
         self.soc = SocRelaxation(grid)
         self.dc = DcOpf(grid) if dc else None
         self._sdp: SdpRelaxation | None = None
         self._cycles: CycleRelaxation | None = None
+        self._obbt: BoundTightenedRelaxation | None = None
         self._recovery_tries, self._recovery_wins = 0, 0
 
     def __getstate__(self) -> dict[str, Any]:
         return {"grid": self.grid, "solutions": self.solutions, "tolerances": self.tolerances,
-                "dc": self.use_dc, "sdp": self.use_sdp, "solver": self.solver, "cycles": self.use_cycles}
+                "dc": self.use_dc, "sdp": self.use_sdp, "solver": self.solver, "cycles": self.use_cycles,
+                "obbt": self.use_obbt}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         grid = state.pop("grid")
@@ -139,6 +148,12 @@ class Labeller:
         if self._cycles is None:
             self._cycles = CycleRelaxation(self.grid)
         return self._cycles
+
+    @property
+    def obbt(self) -> BoundTightenedRelaxation:
+        if self._obbt is None:
+            self._obbt = BoundTightenedRelaxation(self.grid)
+        return self._obbt
 
     @property
     def ipopt(self) -> Any:
@@ -228,18 +243,27 @@ class Labeller:
         if self.use_sdp:
             try:
                 sdp = self.sdp.solve(scenario)
-            except Exception as exc:  # the SDP is a last resort: its failure leaves `unknown`
-                return Label(status="unknown", certificate="ac-failed", relaxation_objective=bound,
-                             reason=f"{reason}; SDP relaxation failed: {type(exc).__name__}: {exc}",
-                             **dc_fields)
-            if sdp.infeasible:
-                return Label(status="infeasible", certificate="sdp-infeasible",
-                             relaxation_objective=bound, **dc_fields)
-            if sdp.status == "optimal":
-                bound = sdp.objective if bound is None else max(bound, sdp.objective)
-                reason += f"; SDP relaxation feasible (bound {sdp.objective:.6g})"
+            except Exception as exc:  # the SDP is a last resort: its failure leaves it open
+                reason += f"; SDP relaxation failed: {type(exc).__name__}: {exc}"
             else:
-                reason += f"; SDP relaxation status `{sdp.status}`"
+                if sdp.infeasible:
+                    return Label(status="infeasible", certificate="sdp-infeasible",
+                                 relaxation_objective=bound, **dc_fields)
+                if sdp.status == "optimal":
+                    bound = sdp.objective if bound is None else max(bound, sdp.objective)
+                    reason += f"; SDP relaxation feasible (bound {sdp.objective:.6g})"
+                else:
+                    reason += f"; SDP relaxation status `{sdp.status}`"
+        if self.use_obbt:
+            try:
+                status, _ = self.obbt.tighten(scenario)
+            except Exception as exc:  # as the SDP: a failure leaves `unknown`
+                reason += f"; bound tightening failed: {type(exc).__name__}: {exc}"
+            else:
+                if status == "infeasible":
+                    return Label(status="infeasible", certificate="obbt-infeasible",
+                                 relaxation_objective=bound, **dc_fields)
+                reason += f"; bound-tightened relaxation `{status}`"
         return Label(status="unknown", certificate="ac-failed", relaxation_objective=bound,
                      reason=reason, **dc_fields)
 

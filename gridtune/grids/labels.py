@@ -53,7 +53,8 @@ class Label:
         certificate: what decided the status: `"ac-opf"` (feasible, solution stored),
             `"soc-recovered"` / `"ac-recovered"` (feasible: a point recovered from the SOC solution
             or from an early-stopped AC-OPF passed the re-check; no optimal solution stored),
-            `"soc-infeasible"`, `"cycle-infeasible"`, `"sdp-infeasible"`, `"ac-failed"` (unknown)
+            `"soc-infeasible"`, `"cycle-infeasible"`, `"sdp-infeasible"`, `"obbt-infeasible"`,
+            `"ac-failed"` (unknown)
             or `"crash"` (error).
         objective: AC-OPF cost in $/h (None unless an AC-OPF solution is known).
         pg_mw, qg_mvar: generator dispatch (n_gen,), None unless known.

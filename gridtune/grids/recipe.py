@@ -153,13 +153,14 @@ class LabelSpec:
     sdp: bool = True
     solver: Literal["ipopt", "pips"] = "ipopt"
     cycles: bool = True
+    obbt: bool = False
 
 
 # Keys added after datasets were first cached, with the value that reproduces the behaviour from
 # before they existed. At that value they stay out of `Recipe.cache_key`, so datasets built before
 # the key was added keep their cache entry instead of being labelled again.
 KEYS_ADDED_LATER: dict[tuple[str, str], Any] = {("labels", "sdp"): True, ("labels", "solver"): "pips",
-                                                ("labels", "cycles"): False,
+                                                ("labels", "cycles"): False, ("labels", "obbt"): False,
                                                 ("loads", "calibration_solver"): "pips"}
 
 

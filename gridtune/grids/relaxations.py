@@ -154,6 +154,7 @@ class _Relaxation:
         a_t = sp.csr_matrix((np.ones(nl), (t, rows)), shape=(nb, nl))
         c_g = sp.csr_matrix((np.ones(ng), (grid.gen_bus, np.arange(ng))), shape=(nb, ng))
         gs, bs = grid.gs_mw / base, grid.bs_mvar / base
+        self.cost_cone = cp.SOC(cost_epi + 1, cp.vstack([2 * self.pg, cost_epi - 1]))
 
         cons = [
             c_g @ self.pg - self.pd - cp.multiply(gs, self.w) == a_f @ pf + a_t @ pt,
@@ -162,7 +163,7 @@ class _Relaxation:
             self.pg >= self.pmin, self.pg <= self.pmax,
             self.qg >= self.qmin, self.qg <= self.qmax,
             # pg^2 <= epi  <=>  ||(2 pg, epi - 1)|| <= epi + 1
-            cp.SOC(cost_epi + 1, cp.vstack([2 * self.pg, cost_epi - 1])),
+            self.cost_cone,
         ]
         rate = grid.rate_a_mva / base
         lim = np.flatnonzero((rate > 0) & (rate < 1e10 / base))
@@ -529,3 +530,322 @@ def _tied_psd(relaxation: _Relaxation, cliques: list[list[int]],
         m = sp.csr_matrix((vals, (rows, cols)), shape=(len(ent_r), nb + 2 * npair))
         cons.append(x[np.array(ent_r), np.array(ent_c)] == m @ z)
     return cons
+
+
+# Bound tightening: margins that keep every tightened bound valid for all AC-feasible points
+# although the bounds come from solves accurate to Clarabel's tolerances (~1e-8): each bound
+# problem's optimum is widened by this much (p.u. of W) before it becomes a bound.
+BOUND_MARGIN = 1e-4
+OBBT_PASSES = 3          # rounds of bound problems (each round re-tightens from the last bounds)
+OBBT_RATIO_STEPS = 2     # Dinkelbach steps per angle bound and round
+OBBT_SETTLED = 1e-4      # stop once no bound moved by more than this in a round (p.u. / rad)
+
+
+@dataclasses.dataclass
+class Bounds:
+    """Bounds valid for every AC-feasible point of one scenario.
+
+    Attributes:
+        w_lo, w_hi: (n_bus,) bounds on |V_i|^2.
+        th_lo, th_hi: (n_pair,) bounds on the angle of W_ij = V_i conj(V_j) (radians), for the
+            pairs where `known`; elsewhere unbounded.
+        known: (n_pair,) which angle bounds hold (their width is below pi).
+    """
+
+    w_lo: np.ndarray
+    w_hi: np.ndarray
+    th_lo: np.ndarray
+    th_hi: np.ndarray
+    known: np.ndarray
+
+
+class BoundTightenedRelaxation(CycleRelaxation):
+    """The cycle relaxation strengthened by optimization-based bound tightening (OBBT).
+
+    Bounds on each |V_i|^2 and on the angle of each branch's `W_ij` are tightened by minimising
+    and maximising them over the relaxation itself (each bound problem is the relaxation with a
+    linear objective, so every AC-feasible point stays inside), and re-imposed as constraints:
+    the box on `W_ii`, a wedge `theta_lo <= angle(W_ij) <= theta_hi` (two half-planes through
+    the origin) and the two lifted nonlinear cuts that the voltage and angle bounds imply
+    together (Coffrin, Hijazi and Van Hentenryck, "Strengthening the SDP relaxation of AC power
+    flows with convex envelopes, bound tightening, and valid inequalities", IEEE Trans. Power
+    Systems 32(5), 2017). Tighter bounds make a tighter relaxation and the next round tightens
+    further; the relaxation with the final bounds is infeasible (or a bound problem is) only if
+    the AC-OPF is.
+
+    Angle bounds: the largest angle of `W_ij` over a convex set is a fractional program,
+    solved by Dinkelbach steps; each step's optimum gives a valid bound by itself (below), so a
+    few steps suffice. Rotated by the mid-angle `phi` of the current bounds, with
+    `u = Re(W_ij e^{-j phi})` and `s = Im(W_ij e^{-j phi})`, a bound problem returns
+    `F = max (s - t u)`; for an AC point with `|W_ij| = v_i v_j` and relative angle `a`,
+    `s - t u = v_i v_j sqrt(1 + t^2) sin(a - atan t) <= F`, so `a <= atan t + asin(F / (v_i v_j
+    sqrt(1 + t^2)))`. Voltage magnitudes enter through their bounds only, so the bounds are
+    valid for AC points, not for every point of the relaxation (which need not have
+    `|W_ij| = v_i v_j`). Every bound is widened by `BOUND_MARGIN` before use.
+
+    The bound problems are solved by Clarabel directly on one compiled problem per round
+    (only the objective vector changes), so a round costs the compilation plus many small
+    conic solves.
+
+    Args:
+        grid: the grid (not modified).
+        passes: rounds of bound tightening (default: `OBBT_PASSES`).
+        ratio_steps: Dinkelbach steps per angle bound and round (default: `OBBT_RATIO_STEPS`).
+    """
+
+    name = "obbt"
+
+    def __init__(self, grid: GridModel, *, passes: int = OBBT_PASSES,
+                 ratio_steps: int = OBBT_RATIO_STEPS):
+        self.passes, self.ratio_steps = passes, ratio_steps
+        super().__init__(grid)
+        # without the cost's epigraph, whose free direction would leave every bound problem's
+        # optimal set unbounded (Clarabel then stops `AlmostSolved`)
+        self.feasibility = cp.Problem(cp.Minimize(0), [c for c in self.problem.constraints
+                                                       if c is not self.cost_cone])
+        branch_pairs = {(min(a, b), max(a, b)) for a, b in zip(grid.f_bus, grid.t_bus, strict=False)
+                        if a != b}
+        self.tightened = np.array([k for k, p in enumerate(self.pairs) if p in branch_pairs])
+        self.last_bounds: Bounds | None = None
+        self.rounds = self.solves = 0  # of the last `tighten`: rounds run, conic solves
+
+    def _cone(self, pair_index: dict[tuple[int, int], int]) -> list[cp.Constraint]:
+        cons = super()._cone(pair_index)
+        n = len(self.pairs)
+        i = np.array([p[0] for p in self.pairs])
+        j = np.array([p[1] for p in self.pairs])
+        names = ("hi_c", "hi_s", "lo_c", "lo_s", "kr", "ki", "a1", "b1", "e1", "a2", "b2", "e2")
+        self.cut = {k: cp.Parameter(n, name=f"cut_{k}") for k in names}
+        c = self.cut
+        wi_, wj_ = self.w[i], self.w[j]
+        lifted = cp.multiply(c["kr"], self.wr) + cp.multiply(c["ki"], self.wi)
+        cons += [
+            # angle(W) <= theta_hi: sin(angle - theta_hi) <= 0; angle >= theta_lo likewise
+            cp.multiply(c["hi_c"], self.wi) - cp.multiply(c["hi_s"], self.wr) <= 0,
+            cp.multiply(c["lo_s"], self.wr) - cp.multiply(c["lo_c"], self.wi) <= 0,
+            lifted - cp.multiply(c["a1"], wi_) - cp.multiply(c["b1"], wj_) >= c["e1"],
+            lifted - cp.multiply(c["a2"], wi_) - cp.multiply(c["b2"], wj_) >= c["e2"],
+        ]
+        self._set_cuts(None)
+        return cons
+
+    def _set_cuts(self, bounds: Bounds | None) -> None:
+        """Cut parameters for `bounds` (None: every cut off, the plain cycle relaxation)."""
+        n = len(self.pairs)
+        zero = np.zeros(n)
+        if bounds is None:
+            for k, p in self.cut.items():
+                p.value = np.full(n, -1.0) if k in ("e1", "e2") else zero
+            return
+        on = bounds.known.astype(float)
+        lo = np.where(bounds.known, bounds.th_lo, 0.0)
+        hi = np.where(bounds.known, bounds.th_hi, 0.0)
+        i = np.array([p[0] for p in self.pairs])
+        j = np.array([p[1] for p in self.pairs])
+        vl, vu = np.sqrt(bounds.w_lo), np.sqrt(bounds.w_hi)
+        vli, vlj, vui, vuj = vl[i], vl[j], vu[i], vu[j]
+        si, sj = vli + vui, vlj + vuj
+        phi, delta = (hi + lo) / 2, (hi - lo) / 2
+        cd = np.cos(delta)
+        c = self.cut
+        c["hi_c"].value, c["hi_s"].value = on * np.cos(hi), on * np.sin(hi)
+        c["lo_c"].value, c["lo_s"].value = on * np.cos(lo), on * np.sin(lo)
+        c["kr"].value, c["ki"].value = on * si * sj * np.cos(phi), on * si * sj * np.sin(phi)
+        c["a1"].value, c["b1"].value = on * vuj * cd * sj, on * vui * cd * si
+        c["e1"].value = np.where(bounds.known, vui * vuj * cd * (vli * vlj - vui * vuj), -1.0)
+        c["a2"].value, c["b2"].value = on * vlj * cd * sj, on * vli * cd * si
+        c["e2"].value = np.where(bounds.known, -vli * vlj * cd * (vli * vlj - vui * vuj), -1.0)
+
+    # ---- bound tightening --------------------------------------------------------------------
+    def tighten(self, scenario: Scenario) -> tuple[str, Bounds]:
+        """Run the rounds of bound tightening for `scenario`.
+
+        Each round tightens the voltage bounds, re-imposes them, then tightens the angle bounds
+        and re-imposes those; before each block the relaxation with the current bounds is
+        solved for feasibility. Stops early once no bound moves by more than `OBBT_SETTLED`.
+
+        Returns (status, bounds): `"infeasible"` when the relaxation with valid bounds, or one of
+        its bound problems, is certified infeasible (Clarabel's `PrimalInfeasible`; its
+        `AlmostPrimalInfeasible` certifies nothing), else `"optimal"` or the status that
+        stopped the feasibility solve (e.g. `"NumericalError"`, no certificate either).
+        """
+        g = self.grid
+        npair = len(self.pairs)
+        bounds = Bounds(g.min_vm_pu ** 2, g.max_vm_pu ** 2, np.zeros(npair), np.zeros(npair),
+                        np.zeros(npair, dtype=bool))
+        self._set(scenario, 0.0)
+        self.solves = 0
+        status = "optimal"
+        for rounds in range(1, self.passes + 1):
+            self.rounds = rounds
+            before = dataclasses.replace(bounds)
+            for block in (self._tighten_voltages, self._tighten_angles):
+                status, bounds = block(self._bound_problems(bounds), bounds)
+                if status != "optimal":
+                    self.last_bounds = bounds
+                    return status, bounds
+            moved = max(np.abs(bounds.w_lo - before.w_lo).max(), np.abs(bounds.w_hi - before.w_hi).max(),
+                        np.abs(np.where(before.known, bounds.th_lo - before.th_lo, 0)).max(),
+                        np.abs(np.where(before.known, bounds.th_hi - before.th_hi, 0)).max())
+            if moved < OBBT_SETTLED and before.known.sum() == bounds.known.sum():
+                break
+        status = self._bound_problems(bounds).feasibility()
+        self.last_bounds = bounds
+        return status, bounds
+
+    def _apply(self, bounds: Bounds) -> None:
+        self.w_min.value, self.w_max.value = bounds.w_lo, bounds.w_hi  # crossed: infeasible
+        self._set_cuts(bounds)
+
+    def _bound_problems(self, bounds: Bounds) -> _BoundProblems:
+        self._apply(bounds)
+        return _BoundProblems(self, self.feasibility.get_problem_data(cp.CLARABEL))
+
+    def _tighten_voltages(self, problems: _BoundProblems, bounds: Bounds) -> tuple[str, Bounds]:
+        status = problems.feasibility()
+        if status != "optimal":
+            return status, bounds
+        lo, hi = bounds.w_lo.copy(), bounds.w_hi.copy()
+        for k in range(self.grid.n_bus):
+            for sign in (1.0, -1.0):
+                status, _, val = problems.minimise({"w": {k: sign}})
+                if status == "infeasible":
+                    return status, bounds
+                if status != "optimal":
+                    continue
+                if sign > 0:
+                    lo[k] = max(lo[k], val - BOUND_MARGIN)
+                else:
+                    hi[k] = min(hi[k], -val + BOUND_MARGIN)
+        return "optimal", dataclasses.replace(bounds, w_lo=lo, w_hi=hi)
+
+    def _tighten_angles(self, problems: _BoundProblems, bounds: Bounds) -> tuple[str, Bounds]:
+        status = problems.feasibility()
+        if status != "optimal":
+            return status, bounds
+        th_lo, th_hi, known = bounds.th_lo.copy(), bounds.th_hi.copy(), bounds.known.copy()
+        vl, vu = np.sqrt(bounds.w_lo), np.sqrt(bounds.w_hi)
+        for p in self.tightened:
+            i, j = self.pairs[p]
+            if not bounds.known[p]:
+                status, _, val = problems.minimise({"wr": {p: 1.0}})
+                if status == "infeasible":
+                    return status, bounds
+                m = val - BOUND_MARGIN
+                if status == "optimal" and m > 0:  # every AC point has Re W_ij >= m > 0
+                    half = np.arccos(min(1.0, m / (vu[i] * vu[j])))
+                    th_lo[p], th_hi[p], known[p] = -half, half, True
+                continue
+            lo, hi = bounds.th_lo[p], bounds.th_hi[p]
+            phi, delta = (hi + lo) / 2, (hi - lo) / 2
+            c, s_ = np.cos(phi), np.sin(phi)
+            for side in (1.0, -1.0):
+                t, best = 0.0, delta
+                for _ in range(self.ratio_steps):
+                    # maximise side * s - t u, with u + j s = W_ij e^{-j phi}
+                    status, x, val = problems.minimise(
+                        {"wr": {p: side * s_ + t * c}, "wi": {p: -side * c + t * s_}})
+                    if status == "infeasible":
+                        return status, bounds
+                    if status != "optimal":
+                        break
+                    f = -val + BOUND_MARGIN
+                    scale = np.sqrt(1 + t * t) * (vl[i] * vl[j] if f >= 0 else vu[i] * vu[j])
+                    if f / scale <= 1 and np.arcsin(f / scale) <= np.pi / 2 - delta:
+                        best = min(best, np.arctan(t) + np.arcsin(f / scale))
+                    wr, wi = problems.value(x, "wr", p), problems.value(x, "wi", p)
+                    u = c * wr + s_ * wi
+                    if u <= 1e-9:
+                        break
+                    t = side * (c * wi - s_ * wr) / u  # Dinkelbach: the maximiser's ratio
+                if side > 0:
+                    th_hi[p] = min(th_hi[p], phi + best)
+                else:
+                    th_lo[p] = max(th_lo[p], phi - best)
+        return "optimal", dataclasses.replace(bounds, th_lo=th_lo, th_hi=th_hi, known=known)
+
+    def solve(self, scenario: Scenario, *, margin: float = 0.0) -> RelaxationResult:
+        """Tighten the bounds for `scenario`, then solve the relaxation with them (cost
+        objective). `margin` must be 0: a restricted problem's bounds would not be valid."""
+        if margin:
+            raise ValueError("bound tightening needs the true relaxation (margin = 0)")
+        start = time.perf_counter()
+        status, bounds = self.tighten(scenario)
+        if status != "optimal":
+            return RelaxationResult(status, float("nan"), None, None, None,
+                                    time.perf_counter() - start)
+        self._apply(bounds)
+        try:
+            self.problem.solve(solver=cp.CLARABEL, warm_start=False, **self.solver_options)
+        except cp.SolverError as exc:
+            return RelaxationResult(f"solver_error: {exc}", float("nan"), None, None, None,
+                                    time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        if self.problem.status != cp.OPTIMAL:
+            return RelaxationResult(self.problem.status, float("nan"), None, None, None, elapsed)
+        base = self.grid.base_mva
+        return RelaxationResult(self.problem.status, float(self.problem.value),
+                                np.sqrt(np.maximum(self.w.value, 0.0)), self.pg.value * base,
+                                self.qg.value * base, elapsed)
+
+
+class _BoundProblems:
+    """The relaxation with fixed bounds compiled once, re-solved by Clarabel with linear
+    objectives over (w, wr, wi) (one solver; only its objective vector changes)."""
+
+    def __init__(self, relaxation: BoundTightenedRelaxation, compiled: tuple) -> None:
+        import clarabel
+        from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import dims_to_solver_cones
+
+        self.relaxation = relaxation
+        data, _, inverse = compiled
+        offsets = next(d.var_offsets for d in reversed(inverse) if hasattr(d, "var_offsets"))
+        self.offsets = {"w": offsets[relaxation.w.id], "wr": offsets[relaxation.wr.id],
+                        "wi": offsets[relaxation.wi.id]}
+        self.n = data["A"].shape[1]
+        settings = clarabel.DefaultSettings()
+        settings.verbose = False
+        for key, value in relaxation.solver_options.items():
+            setattr(settings, key, value)
+        self.solver = clarabel.DefaultSolver(sp.csc_matrix((self.n, self.n)), np.zeros(self.n),
+                                             data["A"], data["b"],
+                                             dims_to_solver_cones(data["dims"]), settings)
+        self.updatable = self.solver.is_data_update_allowed()
+        self.args = (data["A"], data["b"], dims_to_solver_cones(data["dims"]), settings)
+
+    def value(self, x: np.ndarray, name: str, k: int) -> float:
+        return float(x[self.offsets[name] + k])
+
+    def feasibility(self) -> str:
+        return self._solve(np.zeros(self.n))[0]
+
+    def minimise(self, objective: dict[str, dict[int, float]]) -> tuple[str, np.ndarray | None, float]:
+        """Minimise a linear function of (w, wr, wi), given as {name: {index: coefficient}}.
+
+        Returns (status, x, value): `"infeasible"` only on Clarabel's `PrimalInfeasible`;
+        `"optimal"` on `Solved` or `AlmostSolved` with the smaller of the primal and dual
+        objectives (bounds built from it are widened by `BOUND_MARGIN`); else Clarabel's status.
+        """
+        q = np.zeros(self.n)
+        for name, terms in objective.items():
+            for k, v in terms.items():
+                q[self.offsets[name] + k] += v
+        return self._solve(q)
+
+    def _solve(self, q: np.ndarray) -> tuple[str, np.ndarray | None, float]:
+        import clarabel
+
+        self.relaxation.solves += 1
+        if self.updatable:
+            self.solver.update(q=q)
+        else:
+            a, b, cones, settings = self.args
+            self.solver = clarabel.DefaultSolver(sp.csc_matrix((self.n, self.n)), q, a, b, cones,
+                                                 settings)
+        sol = self.solver.solve()
+        status = str(sol.status)
+        if status == "PrimalInfeasible":
+            return "infeasible", None, float("nan")
+        if status not in ("Solved", "AlmostSolved"):
+            return status, None, float("nan")
+        return "optimal", np.asarray(sol.x), float(min(sol.obj_val, sol.obj_val_dual))
