@@ -536,8 +536,10 @@ def _tied_psd(relaxation: _Relaxation, cliques: list[list[int]],
 # although the bounds come from solves accurate to Clarabel's tolerances (~1e-8): each bound
 # problem's optimum is widened by this much (p.u. of W) before it becomes a bound.
 BOUND_MARGIN = 1e-4
-OBBT_PASSES = 3          # rounds of bound problems (each round re-tightens from the last bounds)
-OBBT_RATIO_STEPS = 2     # Dinkelbach steps per angle bound and round
+OBBT_PASSES = 4          # rounds of bound problems (each round re-tightens from the last bounds)
+OBBT_RATIO_STEPS = 1     # Dinkelbach steps per angle bound and round
+OBBT_VOLTAGE_ROUNDS = 1  # rounds that also tighten the voltage bounds (the first ones)
+OBBT_WIDENING = (1e-3, 1e-2)  # bounds widened by these (p.u. / rad) after a numerical failure
 OBBT_SETTLED = 1e-4      # stop once no bound moved by more than this in a round (p.u. / rad)
 
 
@@ -596,8 +598,8 @@ class BoundTightenedRelaxation(CycleRelaxation):
     name = "obbt"
 
     def __init__(self, grid: GridModel, *, passes: int = OBBT_PASSES,
-                 ratio_steps: int = OBBT_RATIO_STEPS):
-        self.passes, self.ratio_steps = passes, ratio_steps
+                 ratio_steps: int = OBBT_RATIO_STEPS, voltage_rounds: int = OBBT_VOLTAGE_ROUNDS):
+        self.passes, self.ratio_steps, self.voltage_rounds = passes, ratio_steps, voltage_rounds
         super().__init__(grid)
         # without the cost's epigraph, whose free direction would leave every bound problem's
         # optimal set unbounded (Clarabel then stops `AlmostSolved`)
@@ -619,7 +621,7 @@ class BoundTightenedRelaxation(CycleRelaxation):
         c = self.cut
         wi_, wj_ = self.w[i], self.w[j]
         lifted = cp.multiply(c["kr"], self.wr) + cp.multiply(c["ki"], self.wi)
-        cons += [
+        self.bound_cuts = [
             # angle(W) <= theta_hi: sin(angle - theta_hi) <= 0; angle >= theta_lo likewise
             cp.multiply(c["hi_c"], self.wi) - cp.multiply(c["hi_s"], self.wr) <= 0,
             cp.multiply(c["lo_s"], self.wr) - cp.multiply(c["lo_c"], self.wi) <= 0,
@@ -627,7 +629,7 @@ class BoundTightenedRelaxation(CycleRelaxation):
             lifted - cp.multiply(c["a2"], wi_) - cp.multiply(c["b2"], wj_) >= c["e2"],
         ]
         self._set_cuts(None)
-        return cons
+        return cons + self.bound_cuts
 
     def _set_cuts(self, bounds: Bounds | None) -> None:
         """Cut parameters for `bounds` (None: every cut off, the plain cycle relaxation)."""
@@ -679,11 +681,14 @@ class BoundTightenedRelaxation(CycleRelaxation):
         for rounds in range(1, self.passes + 1):
             self.rounds = rounds
             before = dataclasses.replace(bounds)
-            for block in (self._tighten_voltages, self._tighten_angles):
+            blocks = [self._tighten_angles]
+            if rounds <= self.voltage_rounds:
+                blocks.insert(0, self._tighten_voltages)
+            for block in blocks:
                 status, bounds = block(self._bound_problems(bounds), bounds)
                 if status != "optimal":
                     self.last_bounds = bounds
-                    return status, bounds
+                    return self._widened(status, bounds), bounds
             moved = max(np.abs(bounds.w_lo - before.w_lo).max(), np.abs(bounds.w_hi - before.w_hi).max(),
                         np.abs(np.where(before.known, bounds.th_lo - before.th_lo, 0)).max(),
                         np.abs(np.where(before.known, bounds.th_hi - before.th_hi, 0)).max())
@@ -691,7 +696,21 @@ class BoundTightenedRelaxation(CycleRelaxation):
                 break
         status = self._bound_problems(bounds).feasibility()
         self.last_bounds = bounds
-        return status, bounds
+        return self._widened(status, bounds), bounds
+
+    def _widened(self, status: str, bounds: Bounds) -> str:
+        """`status`, or `"infeasible"` if the relaxation is certified infeasible with `bounds`
+        widened by one of `OBBT_WIDENING` (wider bounds are still valid). Near-collapsed bounds
+        leave a sliver of a feasible set on which Clarabel can stop with a numerical error
+        instead of a certificate either way."""
+        if status in ("optimal", "infeasible"):
+            return status
+        for widen in OBBT_WIDENING:
+            wide = Bounds(np.maximum(bounds.w_lo - widen, 0.0), bounds.w_hi + widen,
+                          bounds.th_lo - widen, bounds.th_hi + widen, bounds.known)
+            if self._bound_problems(wide).feasibility() == "infeasible":
+                return "infeasible"
+        return status
 
     def _apply(self, bounds: Bounds) -> None:
         self.w_min.value, self.w_max.value = bounds.w_lo, bounds.w_hi  # crossed: infeasible
