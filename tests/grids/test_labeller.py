@@ -76,6 +76,22 @@ def test_case30_boundary_needs_a_relaxation_tighter_than_soc(case30_grid):
     assert no_sdp.relaxation_objective is not None  # SOC was feasible: no certificate from it
 
 
+@pytest.mark.slow
+def test_bound_tightening_is_the_last_certificate_before_unknown(case30_grid):
+    """A case30 scenario just beyond the boundary that both AC solvers fail while the cycle
+    relaxation and the chordal SDP stay feasible: `unknown` without bound tightening,
+    `obbt-infeasible` with it (tests/grids/test_relaxations.py, `CASE30_GAP_FACTORS`)."""
+    from tests.grids.test_relaxations import _gap_scenario
+
+    scn = _gap_scenario(case30_grid, 0.994)
+    without = Labeller(case30_grid, dc=False).label(scn)
+    assert (without.status, without.certificate) == ("unknown", "ac-failed")
+    labeller = Labeller(case30_grid, dc=False, obbt=True)
+    label = labeller.label(scn)
+    assert (label.status, label.certificate) == ("infeasible", "obbt-infeasible")
+    assert pickle.loads(pickle.dumps(labeller)).use_obbt
+
+
 def test_crash_gives_error_with_reason(case14_labeller, case14_grid):
     scn = uniform_scenario(case14_grid, 1.0)
     scn.pd_mw[4] = np.nan

@@ -33,7 +33,8 @@ def test_keys_added_later_keep_old_cache_entries_at_their_old_behaviour(tmp_path
     """`[labels] sdp = true` is what every dataset did before the key existed: same key as a recipe
     hashed without it (so old caches stay valid); `sdp = false` labels differently: a new key.
     `cycles` and `solver` default to the newer behaviour (fewer unknowns, Ipopt first): only
-    `cycles = false` with `solver = "pips"` keeps the old key."""
+    `cycles = false` with `solver = "pips"` keeps the old key. `obbt` is off by default and
+    off keeps the key."""
     import hashlib
     import json
 
@@ -47,9 +48,12 @@ def test_keys_added_later_keep_old_cache_entries_at_their_old_behaviour(tmp_path
     assert ipopt.cache_key() == default.cache_key() != pips.cache_key()  # Ipopt first by default
     old_behaviour = load_recipe(write(tmp_path, base + '[labels]\ncycles = false\nsolver = "pips"\n'))
     assert old_behaviour.cache_key() != pips.cache_key()  # cycle certificates change labels
+    obbt = load_recipe(write(tmp_path, base + "[labels]\nobbt = true\n"))
+    obbt_off = load_recipe(write(tmp_path, base + "[labels]\nobbt = false\n"))
+    assert obbt_off.cache_key() == default.cache_key() != obbt.cache_key()
     before = old_behaviour.to_dict()
     before.pop("samples")
-    for key in ("sdp", "solver", "cycles"):  # the recipe as hashed before these keys existed
+    for key in ("sdp", "solver", "cycles", "obbt"):  # the recipe as hashed before these keys existed
         del before["labels"][key]
     del before["loads"]["calibration_solver"]
     assert old_behaviour.cache_key() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]

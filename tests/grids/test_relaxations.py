@@ -13,6 +13,8 @@ from gridtune.grids.labeller import Labeller, uniform_scenario
 from gridtune.grids.model import grid_from_net
 from gridtune.grids.opf import solve_ac_opf
 from gridtune.grids.relaxations import (
+    Bounds,
+    BoundTightenedRelaxation,
     CycleRelaxation,
     SdpRelaxation,
     SocRelaxation,
@@ -250,3 +252,108 @@ def test_a_solve_does_not_depend_on_the_solves_before_it(case30_grid):
         problem.solve(b)
         again = problem.solve(a)
         assert (again.status, again.objective) == (first.status, first.objective), type(problem).__name__
+
+
+# pandapower's case30 with these per-bus load factors times a scale (a recipe scenario's loads,
+# rounded): both AC solvers find a re-checked point up to a scale of about 0.9904; the
+# bound-tightened relaxation is infeasible from about 0.992, the chordal SDP from 0.9964 and
+# the cycle relaxation from 0.9982.
+CASE30_GAP_FACTORS = np.array([
+    0.0, 1.0405, 1.0518, 1.0249, 0.0, 0.0, 1.1575, 1.0425, 0.0, 1.0387, 0.0, 0.9857, 0.0, 0.9702,
+    1.0355, 1.0713, 0.9932, 0.8927, 0.972, 1.0296, 1.0544, 0.0, 1.0043, 0.9647, 0.0, 1.0389, 0.0,
+    0.0, 1.0616, 1.0872])
+
+
+def _gap_scenario(grid, scale):
+    f = CASE30_GAP_FACTORS * scale
+    return Scenario(0, scale, grid.pd_mw * f, grid.qd_mvar * f)
+
+
+def _pair_angles(relaxation, va_degree):
+    va = np.deg2rad(va_degree)
+    i = np.array([p[0] for p in relaxation.pairs])
+    j = np.array([p[1] for p in relaxation.pairs])
+    return np.angle(np.exp(1j * (va[i] - va[j])))
+
+
+def test_bound_cuts_hold_for_every_voltage_within_the_bounds(case9_grid):
+    """The wedge and the two lifted cuts hold at `W = V V^H` for random voltages within random
+    bounds, including voltages on the bounds' corners (where the cuts are tight)."""
+    obbt = BoundTightenedRelaxation(case9_grid)
+    rng = np.random.default_rng(3)
+    i = np.array([p[0] for p in obbt.pairs])
+    j = np.array([p[1] for p in obbt.pairs])
+    worst = np.inf
+    for trial in range(200):
+        vl = rng.uniform(0.85, 1.05, case9_grid.n_bus)
+        vu = vl + rng.uniform(0.0, 0.15, case9_grid.n_bus)
+        v = vl + rng.uniform(0, 1, case9_grid.n_bus) * (vu - vl)
+        corner = rng.uniform(size=case9_grid.n_bus) < 0.3
+        v[corner] = np.where(rng.uniform(size=corner.sum()) < 0.5, vl[corner], vu[corner])
+        va = rng.uniform(-0.6, 0.6, case9_grid.n_bus)
+        ang = np.angle(np.exp(1j * (va[i] - va[j])))
+        below, above = rng.uniform(0, 1.2, len(ang)), rng.uniform(0, 1.2, len(ang))
+        if trial % 2:
+            below[rng.uniform(size=len(ang)) < 0.3] = 0.0  # the angle on its bound
+        bounds = Bounds(vl ** 2, vu ** 2, ang - below, ang + above,
+                        rng.uniform(size=len(ang)) < 0.8)
+        obbt._set_cuts(bounds)
+        w = v * np.exp(1j * va)
+        obbt.w.value = v ** 2
+        obbt.wr.value = (w[i] * np.conj(w[j])).real
+        obbt.wi.value = (w[i] * np.conj(w[j])).imag
+        for cut in obbt.bound_cuts:
+            worst = min(worst, -float(np.max(cut.violation())))
+    assert worst >= -1e-12
+
+
+@pytest.mark.parametrize("name, scales", [("case9", (1.6, 1.9)),
+                                          pytest.param("case14", (1.7, 2.0), marks=pytest.mark.slow)])
+def test_bound_tightening_never_cuts_off_an_ac_solution(name, scales, request):
+    """Noisy scenarios near the boundary, half with an outage: where an AC solver finds a
+    re-checked point, bound tightening never certifies infeasibility, and the point lies within
+    every tightened bound (voltage magnitudes squared, branch angle differences)."""
+    grid = request.getfixturevalue(f"{name}_grid")
+    labeller = Labeller(grid, dc=False, sdp=False, cycles=False)
+    obbt = BoundTightenedRelaxation(grid)
+    safe = connectivity_safe_branches(grid)
+    rng = np.random.default_rng(1)
+    checked = 0
+    for k in range(10):
+        scale = rng.uniform(*scales)
+        f = scale * np.clip(1 + 0.05 * rng.standard_normal(grid.n_bus), 0, None)
+        scn = Scenario(k, scale, grid.pd_mw * f, grid.qd_mvar * f,
+                       branch_out=(int(safe[k % len(safe)]),) if k % 2 else ())
+        ac = labeller.label(scn)
+        if ac.status != "feasible" or ac.vm_pu is None:
+            continue
+        status, b = obbt.tighten(scn)
+        assert status != "infeasible", (name, k)
+        w = ac.vm_pu ** 2
+        assert np.all(w >= b.w_lo - 1e-6) and np.all(w <= b.w_hi + 1e-6), (name, k)
+        ang = _pair_angles(obbt, ac.va_degree)[b.known]
+        assert np.all(ang >= b.th_lo[b.known]) and np.all(ang <= b.th_hi[b.known]), (name, k)
+        checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.slow
+def test_bound_tightening_certifies_where_the_cycle_relaxation_and_sdp_do_not(case30_grid):
+    """On the case30 ray above: AC-feasible just below the boundary (bound tightening keeps the
+    AC point inside its bounds), certified infeasible just above it, where the cycle
+    relaxation and the chordal SDP are still feasible."""
+    obbt = BoundTightenedRelaxation(case30_grid)
+    feasible = _gap_scenario(case30_grid, 0.988)
+    ac = Labeller(case30_grid, dc=False, sdp=False, cycles=False).label(feasible)
+    assert ac.status == "feasible"
+    status, b = obbt.tighten(feasible)
+    assert status != "infeasible"
+    ang = _pair_angles(obbt, ac.va_degree)[b.known]
+    assert np.all(ang >= b.th_lo[b.known]) and np.all(ang <= b.th_hi[b.known])
+    tightened, cycles = obbt.solve(feasible), CycleRelaxation(case30_grid).solve(feasible)
+    if tightened.status == cycles.status == "optimal":  # else no bound to compare
+        assert cycles.objective * (1 - 1e-6) <= tightened.objective <= ac.objective * (1 + 1e-6)
+    beyond = _gap_scenario(case30_grid, 0.994)
+    assert not CycleRelaxation(case30_grid).solve(beyond).infeasible
+    assert not SdpRelaxation(case30_grid).solve(beyond).infeasible
+    assert obbt.tighten(beyond)[0] == "infeasible"
