@@ -4,7 +4,8 @@ Record level (DP-SGD, Abadi et al. 2016, "Deep learning with differential privac
 draws a Poisson sample of the site's training graphs (rate `q = batch_size / n`), computes each
 graph's gradient on its own (a micro-batch of one graph: the grid GNN's inputs include per-graph
 physics computed outside autograd, which `torch.func.vmap` cannot batch, and Opacus's module
-wrapper does not cover PyG's message-passing layers), clips it to L2 norm `C`, sums, adds
+wrapper does not cover PyG's message-passing layers; on a frozen encoder, `shared = "head"`, the
+graph's embedding through the head), clips it to L2 norm `C`, sums, adds
 `N(0, (sigma C)^2)` per coordinate and divides by the expected batch size `q n`. Opacus serves
 for accounting only: `RDPAccountant` (Mironov 2017; Mironov, Talwar and Zhang 2019) composes the
 site's steps over every round into epsilon at delta.
