@@ -33,7 +33,7 @@ def global_model(job, rounds: int) -> list[np.ndarray]:
     from gridtune.federated.server import aggregate
     from gridtune.federated.weights import get_weights
 
-    weights = get_weights(site_model(job, job.site(0)), job.spec.shared_parameters)
+    weights = get_weights(site_model(job, job.site(0)), job.spec.shares)
     for r in range(1, rounds + 1):
         answers = [(i, *local_round(job, i, weights, r)[:2]) for i in range(len(job.site_names))]
         weights, _ = aggregate(job.spec, job.seed, r, weights, answers)
@@ -48,7 +48,7 @@ def site_aurocs(job, weights: list[np.ndarray]) -> dict[str, float]:
     for i, name in enumerate(job.site_names):
         site = job.site(i)
         model = site_model(job, site)
-        set_weights(model, weights, job.spec.shared_parameters)
+        set_weights(model, weights, job.spec.shares)
         out[name] = float(score(model, site.test, site_task(site))["auroc"])
     return out
 

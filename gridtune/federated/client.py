@@ -151,7 +151,7 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
     site = job.site(index)
     with torch_threads(1):
         model = site_model(job, site)
-        set_weights(model, weights, spec.shared_parameters)
+        set_weights(model, weights, spec.shares)
         task = round_task(job, site)
         # under DP nothing computed from the site's data leaves it except the privatised weights
         val = np.nan if spec.privacy.kind != "none" else float(score(model, site.val, task).get("auroc", np.nan))
@@ -159,13 +159,13 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
         seed = derived_seed(job.seed, server_round, index)
         torch.manual_seed(seed)
         model.requires_grad_(False)  # what is not shared stays as the run started it
-        params = shared_parameters(model, spec.shared_parameters)
+        params = shared_parameters(model, spec.shares)
         for p in params:
             p.requires_grad_(True)
         anchor = [p.detach().clone() for p in params]
         optimizer = spec.train.round_optimizer_for(params)
         model.train()
-        if spec.shared_parameters == "head":
+        if spec.shares == "head":
             examples: list[Any] = embedded(model, site.train)
 
             def forward(batch: Any) -> Any:
@@ -185,7 +185,7 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
                 steps_per_epoch,
             )
 
-            example_loss = (head_example_loss(model, task) if spec.shared_parameters == "head"
+            example_loss = (head_example_loss(model, task) if spec.shares == "head"
                             else graph_loss(model, task.loss))
             sigma = job.noise_multipliers[index]
             n = len(examples)
@@ -214,7 +214,7 @@ def local_round(job: Job, index: int, weights: list[np.ndarray], server_round: i
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, 5.0)
                     optimizer.step()
-        return get_weights(model, spec.shared_parameters), len(site.train), metrics
+        return get_weights(model, spec.shares), len(site.train), metrics
 
 
 def make_client(job: Job, index: int) -> Any:

@@ -52,13 +52,13 @@ def evaluate_site(job: Job, index: int, weights: list[np.ndarray]) -> dict[str, 
     out: dict[str, dict[str, float]] = {}
     with torch_threads(1):
         model = site_model(job, site)
-        set_weights(model, weights, job.spec.shared_parameters)
+        set_weights(model, weights, job.spec.shares)
         out["global"] = score(model, site.test, task)
         seed = derived_seed(job.seed, index)
         batch = job.spec.train.batch_size
         for method in job.spec.personalise.methods:
             model = site_model(job, site)
-            set_weights(model, weights, job.spec.shared_parameters)
+            set_weights(model, weights, job.spec.shares)
             config = _train_config(job, job.spec.personalise.epochs, seed)
             model, _ = adapt(model, _strategy(method, job), make_loader(site.train, batch, shuffle=True, seed=seed),
                              make_loader(site.val, 256, shuffle=False), task, config)

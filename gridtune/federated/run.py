@@ -76,7 +76,7 @@ def train_federated(job: Job, work_dir: Path, *, on_round: Callable[[int, Any], 
     from gridtune.federated.server import make_strategy
 
     _, client_noise, _ = privacy_plan(job) if job.spec.privacy.kind == "client" else ((), None, {})
-    initial = get_weights(site_model(job, job.site(0)), job.spec.shared_parameters)
+    initial = get_weights(site_model(job, job.site(0)), job.spec.shares)
     nodes: dict[str, Any] = {}
     hook = None if on_round is None else (lambda r: on_round(r, nodes.get("nodes")))
     strategy = make_strategy(job.spec, job.seed, initial, len(job.site_names), client_noise=client_noise,

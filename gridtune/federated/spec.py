@@ -289,7 +289,8 @@ class FederatedSpec:
             object.__setattr__(self, "model", init_model_config(self.init))
 
     @property
-    def shared_parameters(self) -> str:
+    def shares(self) -> str:
+        """What the rounds exchange: `all` or `head` (`shared`, default `all`)."""
         return self.shared or "all"
 
 
