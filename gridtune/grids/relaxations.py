@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import cvxpy as cp
 import networkx as nx
@@ -842,11 +843,15 @@ class _BoundProblems:
         settings.verbose = False
         for key, value in relaxation.solver_options.items():
             setattr(settings, key, value)
-        self.solver = clarabel.DefaultSolver(sp.csc_matrix((self.n, self.n)), np.zeros(self.n),
-                                             data["A"], data["b"],
-                                             dims_to_solver_cones(data["dims"]), settings)
-        self.updatable = self.solver.is_data_update_allowed()
         self.args = (data["A"], data["b"], dims_to_solver_cones(data["dims"]), settings)
+        self.solver = self._new_solver(np.zeros(self.n))
+        self.updatable = self.solver.is_data_update_allowed()
+
+    def _new_solver(self, q: np.ndarray) -> Any:
+        import clarabel
+
+        a, b, cones, settings = self.args
+        return clarabel.DefaultSolver(sp.csc_matrix((self.n, self.n)), q, a, b, cones, settings)
 
     def value(self, x: np.ndarray, name: str, k: int) -> float:
         return float(x[self.offsets[name] + k])
@@ -868,15 +873,11 @@ class _BoundProblems:
         return self._solve(q)
 
     def _solve(self, q: np.ndarray) -> tuple[str, np.ndarray | None, float]:
-        import clarabel
-
         self.relaxation.solves += 1
         if self.updatable:
             self.solver.update(q=q)
         else:
-            a, b, cones, settings = self.args
-            self.solver = clarabel.DefaultSolver(sp.csc_matrix((self.n, self.n)), q, a, b, cones,
-                                                 settings)
+            self.solver = self._new_solver(q)
         sol = self.solver.solve()
         status = str(sol.status)
         if status == "PrimalInfeasible":
