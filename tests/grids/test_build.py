@@ -96,10 +96,10 @@ def test_extend_keeps_finished_scenarios(tmp_path, built):
     assert json.loads((out / "manifest.json").read_text())["content_hash"] == full
 
 
-def test_interrupted_build_resumes(tmp_path):
-    # 120 scenarios (~10 s on a quiet machine, ~12 a second): the interrupt lands mid-build; with
-    # 40 a quiet CI machine finished before the signal arrived
-    n = 120
+def test_sigterm_stops_a_build_cleanly_and_keeps_finished_rows(tmp_path):
+    # 4000 scenarios: far more than any machine labels before the signal lands (~110 a second on
+    # a fast one); the process is stopped after its first part file, so the size costs nothing
+    n = 4000
     recipe = recipe_file(tmp_path, samples=n)
     out = tmp_path / "cut"
     # flush after every chunk, so a part exists long before the build could finish
@@ -110,7 +110,8 @@ def test_interrupted_build_resumes(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "parts").glob("part-*.parquet")):
-        time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        time.sleep(0.05)
     # SIGTERM, handled like Ctrl-C by the CLI: a test run started in the background (nohup, CI
     # scripts) inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt
     proc.send_signal(signal.SIGTERM)
@@ -120,11 +121,38 @@ def test_interrupted_build_resumes(tmp_path):
     assert not (out / "manifest.json").exists()
     kept = pd.concat([pd.read_parquet(p) for p in (out / "parts").glob("*.parquet")])
     assert 0 < len(kept) < n
-    build_dataset(load_recipe(recipe), out, workers=1, progress=False)
+
+
+def test_interrupted_build_resumes_where_it_stopped(tmp_path, built, monkeypatch):
+    # the third chunk of four scenarios is interrupted (in this process: workers=1 labels in
+    # order), so exactly the first eight rows are on disk when the rerun starts
+    from gridtune.grids import build as build_module
+
+    label_chunk, calls = build_module._label_chunk, []
+
+    def interrupted(chunk):
+        calls.append(chunk)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return label_chunk(chunk)
+
+    recipe = load_recipe(recipe_file(tmp_path))
+    out = tmp_path / "cut"
+    monkeypatch.setattr(build_module, "_label_chunk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(recipe, out, workers=1, progress=False, flush_every_s=0)
+    monkeypatch.undo()
+    assert not (out / "manifest.json").exists()
+    kept = pd.concat([pd.read_parquet(p) for p in (out / "parts").glob("*.parquet")])
+    assert sorted(kept.scenario_id) == list(range(8))
+    build_dataset(recipe, out, workers=1, progress=False)
     df = pd.read_parquet(out / "scenarios.parquet").set_index("scenario_id")
-    assert len(df) == n
+    assert len(df) == 12
     kept = kept.set_index("scenario_id")
+    # the eight were not solved again: their recorded solve times are unchanged
     pd.testing.assert_series_equal(df.loc[kept.index, "solve_time_s"], kept["solve_time_s"])
+    full = json.loads((built / "manifest.json").read_text())["content_hash"]
+    assert json.loads((out / "manifest.json").read_text())["content_hash"] == full
 
 
 def test_directory_of_another_recipe_is_refused(tmp_path, built, capsys):
