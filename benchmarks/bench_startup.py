@@ -68,7 +68,8 @@ def main() -> int:
     p.add_argument("--case", default="case118", help="a stock case with a bracket in bench_labelling.BOUNDARY")
     p.add_argument("--samples", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--solver", default="pips", choices=["pips", "ipopt"])
+    p.add_argument("--solver", default="ipopt", choices=["pips", "ipopt"],
+                   help="AC-OPF solver tried first (default: ipopt, the recipes' default)")
     args = p.parse_args()
 
     import pandapower.networks as pn
