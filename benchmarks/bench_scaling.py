@@ -8,7 +8,9 @@ topology's critical scale, 5% per-load noise, a connectivity-safe N-1 outage on 
 scenarios, Ipopt first: `bench_startup.RECIPE`) is built from scratch by `gridtune data build
 --workers W` in a fresh process with an empty cache, once per configuration, one after the other.
 
-Printed per configuration: the whole command's wall time; the labelling phase's wall time (from
+Printed per configuration: the whole command's wall time and CPU time (summed over its
+processes, Ray's included, as last sampled: up to 0.2 s of each process's end is missed); the
+labelling phase's wall time (from
 `calibration.json`, written just before the first scenario is labelled, to `manifest.json`); the
 peak resident memory of the main process and of the largest other processes (the workers; on
 Ray also its own services), sampled every 0.2 s; and,
@@ -37,27 +39,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def run_build(recipe: Path, out: Path, env: dict[str, str], workers: int,
-              backend: str) -> tuple[float, int, list[int]]:
-    """Run the build; (wall s, main process peak RSS bytes, each other process's peak RSS bytes)."""
+              backend: str) -> tuple[float, float, int, list[int]]:
+    """Run the build; (wall s, CPU s summed over its processes as last sampled, main process
+    peak RSS bytes, each other process's peak RSS bytes)."""
     argv = [sys.executable, "-m", "gridtune.cli", "data", "build", str(recipe), "--out", str(out),
             "--workers", str(workers), "--backend", backend]
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     root = psutil.Process(proc.pid)
     peaks: dict[int, int] = {}
+    cpu_s: dict[int, float] = {}
     while proc.poll() is None:
-        try:
-            for p in (root, *root.children(recursive=True)):
-                peaks[p.pid] = max(peaks.get(p.pid, 0), p.memory_info().rss)
-        except psutil.Error:
-            pass
+        for p in (root, *root.children(recursive=True)):
+            try:
+                with p.oneshot():
+                    peaks[p.pid] = max(peaks.get(p.pid, 0), p.memory_info().rss)
+                    t = p.cpu_times()
+                    cpu_s[p.pid] = t.user + t.system
+            except psutil.Error:
+                pass
         time.sleep(0.2)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, sum(cpu_s.values())
     if proc.returncode != 0:
         raise SystemExit(f"`gridtune data build --workers {workers} --backend {backend}` exited "
                          f"{proc.returncode}:\n{proc.stderr.read() if proc.stderr else ''}")
     main_peak = peaks.pop(proc.pid, 0)
-    return wall, main_peak, sorted(peaks.values(), reverse=True)
+    return wall, cpu, main_peak, sorted(peaks.values(), reverse=True)
 
 
 def labelling_wall_s(out: Path) -> float:
@@ -103,18 +110,18 @@ def main() -> int:
         for workers, backend in configs:
             out = root / f"ds-{workers}-{backend}"
             env = {**os.environ, "GRIDTUNE_CACHE": str(root / f"cache-{workers}-{backend}")}
-            wall, main_peak, others = run_build(recipe, out, env, workers, backend)
-            rows.append((workers, backend, out, wall, labelling_wall_s(out), main_peak, others))
+            wall, cpu, main_peak, others = run_build(recipe, out, env, workers, backend)
+            rows.append((workers, backend, out, wall, cpu, labelling_wall_s(out), main_peak, others))
             print(f"built: {workers} worker(s), {backend}: {wall:.1f} s", flush=True)
 
         print(f"\n{args.case}: {args.samples} scenarios, load scale {0.9 * crit:.3f}-{1.1 * crit:.3f} "
               f"(critical {crit:.3f}), N-1 on half, Ipopt first; {psutil.cpu_count()} CPUs")
-        print(f"{'workers':>7} {'backend':>7} {'wall s':>7} {'labelling s':>11} {'scen/s':>7} "
+        print(f"{'workers':>7} {'backend':>7} {'wall s':>7} {'CPU s':>6} {'labelling s':>11} {'scen/s':>7} "
               f"{'speed-up':>8}  peak MiB: main / largest others")
-        base = rows[0][4]
-        for workers, backend, _, wall, lab, main_peak, others in rows:
+        base = rows[0][5]
+        for workers, backend, _, wall, cpu, lab, main_peak, others in rows:
             mib = " ".join(f"{o / 2**20:.0f}" for o in others[:workers]) or "-"
-            print(f"{workers:>7} {backend:>7} {wall:>7.1f} {lab:>11.1f} {args.samples / lab:>7.2f} "
+            print(f"{workers:>7} {backend:>7} {wall:>7.1f} {cpu:>6.1f} {lab:>11.1f} {args.samples / lab:>7.2f} "
                   f"{base / lab:>7.2f}x  {main_peak / 2**20:.0f} / {mib}")
         for workers, backend, out, *_ in rows[1:]:
             print(f"labels, {workers} workers ({backend}) vs 1 worker: {compare_labels(rows[0][2], out)}")
