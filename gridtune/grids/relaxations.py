@@ -308,26 +308,59 @@ class SdpRelaxation(_Relaxation):
 
 
 # Above this cycle rank (branches - buses + components) the cycle basis is `short_cycle_basis`:
-# networkx's minimum cycle basis takes 1.4 s on case118 (rank 62), 15 s on case300 (110) and
-# grows about as rank^2 x buses (extrapolated: an hour or more on a 2000-bus grid, rank 668).
+# networkx's minimum cycle basis takes 1.0-1.4 s on case118 (rank 62), 11-15 s on case300 (110)
+# and grows about as rank^2 x buses (extrapolated: an hour or more on a 2000-bus grid, rank 668);
+# below it, `minimum_cycle_basis` keeps each grid's on disk.
 EXACT_BASIS_MAX_RANK = 150
 
 
 def triangulated_cycles(grid: GridModel) -> list[list[int]]:
     """Triangles (sorted bus triples) that fan-triangulate each cycle of a cycle basis of the grid
     graph (parallel branches count once); a triangle's third side may be a chord. The basis is a
-    minimum one up to `EXACT_BASIS_MAX_RANK`, `short_cycle_basis` above."""
+    minimum one up to `EXACT_BASIS_MAX_RANK` (kept on disk: `minimum_cycle_basis`),
+    `short_cycle_basis` above."""
     g = nx.Graph()
     g.add_nodes_from(range(grid.n_bus))
     g.add_edges_from((int(a), int(b)) for a, b in zip(grid.f_bus, grid.t_bus, strict=False) if a != b)
     rank = g.number_of_edges() - g.number_of_nodes() + nx.number_connected_components(g)
-    basis = nx.minimum_cycle_basis(g) if rank <= EXACT_BASIS_MAX_RANK else short_cycle_basis(g)
+    basis = minimum_cycle_basis(g) if rank <= EXACT_BASIS_MAX_RANK else short_cycle_basis(g)
     triangles: set[tuple[int, ...]] = set()
     for cycle in basis:
         ring = _cycle_order(g, cycle)
         for k in range(1, len(ring) - 1):
             triangles.add(tuple(sorted((ring[0], ring[k], ring[k + 1]))))
     return [list(t) for t in sorted(triangles)]
+
+
+def minimum_cycle_basis(g: nx.Graph) -> list[list[int]]:
+    """networkx's minimum cycle basis of `g`, computed once per graph and networkx version and
+    kept under `$GRIDTUNE_CACHE/cycles/` (10.6 s on case300, paid again by every labelling
+    worker otherwise). A file that cannot be read is computed again; one that cannot be written
+    costs only the time."""
+    import hashlib
+    import json
+
+    from gridtune.files import atomic_write_text
+    from gridtune.grids.cases import cache_root
+
+    # nodes and edges in the graph's own order, which networkx's result (and the order of each
+    # cycle's buses, which `_cycle_order` starts from) follows
+    graph = [list(map(int, g.nodes)), [[int(u), int(v)] for u, v in g.edges]]
+    digest = hashlib.sha256(json.dumps([nx.__version__, graph]).encode()).hexdigest()
+    path = cache_root() / "cycles" / f"{digest[:24]}.json"
+    try:
+        basis = json.loads(path.read_text())
+        if isinstance(basis, list) and all(isinstance(c, list) and all(isinstance(u, int) for u in c)
+                                           for c in basis):
+            return basis
+    except (OSError, ValueError):
+        pass
+    basis = [[int(u) for u in cycle] for cycle in nx.minimum_cycle_basis(g)]
+    try:
+        atomic_write_text(path, json.dumps(basis))
+    except OSError:
+        pass
+    return basis
 
 
 def short_cycle_basis(g: nx.Graph) -> list[list[int]]:

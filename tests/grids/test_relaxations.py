@@ -19,6 +19,7 @@ from gridtune.grids.relaxations import (
     SdpRelaxation,
     SocRelaxation,
     chordal_cliques,
+    minimum_cycle_basis,
     short_cycle_basis,
     triangulated_cycles,
 )
@@ -145,6 +146,30 @@ def test_triangles_cover_every_cycle_of_a_minimum_cycle_basis(case30_grid):
         for u, v in nx.find_cycle(g.subgraph(cycle)):
             assert (min(u, v), max(u, v)) in sides
     assert all(len(set(t)) == 3 for t in triangles)
+
+
+def test_the_minimum_cycle_basis_is_computed_once_per_graph(case30_grid, tmp_path, monkeypatch):
+    """Kept on disk, read back as networkx gave it (the same triangles); a damaged file is
+    computed again; another graph has its own file."""
+    monkeypatch.setenv("GRIDTUNE_CACHE", str(tmp_path))
+    fresh = triangulated_cycles(case30_grid)
+    files = list((tmp_path / "cycles").glob("*.json"))
+    assert len(files) == 1
+
+    def no_basis(g):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(nx, "minimum_cycle_basis", no_basis)
+    assert triangulated_cycles(case30_grid) == fresh
+    monkeypatch.undo()
+    monkeypatch.setenv("GRIDTUNE_CACHE", str(tmp_path))
+    files[0].write_text('{"not": "a basis"')
+    assert triangulated_cycles(case30_grid) == fresh
+    g = _graph(case30_grid)
+    assert minimum_cycle_basis(g) == [[int(u) for u in c] for c in nx.minimum_cycle_basis(g)]
+    g.remove_edge(*next(iter(g.edges)))
+    minimum_cycle_basis(g)
+    assert len(list((tmp_path / "cycles").glob("*.json"))) == 2
 
 
 def _graph(grid):
