@@ -110,6 +110,35 @@ def test_chordal_extension_covers_every_branch(case30_grid):
         assert (min(f, t), max(f, t)) in covered
 
 
+def _minimal_chordal_cliques(grid):
+    """networkx's minimal chordal extension (MCS-M), the reference the min-fill one is held to."""
+    h, _ = nx.complete_to_chordal_graph(_graph(grid))
+    return (sorted({(min(a, b), max(a, b)) for a, b in h.edges()}),
+            [sorted(c) for c in nx.chordal_graph_cliques(h)])
+
+
+def test_min_fill_extension_gives_the_same_sdp_with_smaller_cliques(case30_grid, monkeypatch):
+    """Any chordal extension gives the same relaxation (matrix completion): statuses and
+    optima equal to the minimal extension's, on both sides of case30's boundary."""
+    import gridtune.grids.relaxations as relaxations
+
+    _, cliques = chordal_cliques(case30_grid)
+    _, minimal = _minimal_chordal_cliques(case30_grid)
+    assert max(map(len, cliques)) <= max(map(len, minimal))
+    ours = SdpRelaxation(case30_grid)
+    monkeypatch.setattr(relaxations, "chordal_cliques", _minimal_chordal_cliques)
+    reference = SdpRelaxation(case30_grid)
+    statuses = set()
+    for scale in (0.9, 1.0, 1.1, 1.3):
+        scenario = uniform_scenario(case30_grid, scale)
+        a, b = ours.solve(scenario), reference.solve(scenario)
+        assert a.status == b.status, scale
+        statuses.add(a.status)
+        if a.status == "optimal":
+            assert a.objective == pytest.approx(b.objective, rel=1e-5)
+    assert statuses == {"optimal", "infeasible"}
+
+
 def test_sdp_is_exact_on_case30_where_soc_is_loose(case30_grid):
     """pandapower's case30 (line-limited): AC-OPF fails from load scale 1.04; SOC stays feasible
     to ~1.17; the chordal SDP matches the AC optimum at nominal and is infeasible at 1.06."""
