@@ -9,6 +9,9 @@ matter: Ray first retries the task on a new worker (`RAY_TASK_RETRIES` times); t
 with the local pool, the task is lost. With `on_lost`, `run_tasks` yields `on_lost(item, reason)`
 for every lost task and goes on; without it, it raises `WorkerLost`.
 
+`deferred_interrupts()` holds Ctrl-C and SIGTERM while native code that calls back into Python
+runs (Ipopt through cyipopt), and delivers them when it returns.
+
 Worker processes never import the caller's `__main__` (a script, `python -` on stdin, a
 notebook): a script that calls gridtune at top level, without an `if __name__ == "__main__":`
 guard, must not run again in every worker (it would start its own pool, or wait forever on a
@@ -17,10 +20,12 @@ dataset lock its parent holds). See `_WorkerContext`.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.spawn
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,6 +42,36 @@ RAY_START_ATTEMPTS = 3  # local Ray node start-ups tried before giving up
 
 class WorkerLost(GridtuneError):
     """A worker process died while running a task (killed, out of memory)."""
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them to their handlers.
+
+    For native code that calls back into Python: an interrupt raised inside such a callback
+    (Python runs signal handlers between bytecodes, so in the callback) leaves the native solver
+    without the values it asked for. Measured with Ipopt: 3 of 30 SIGTERMs sent to a one-worker
+    case9 build ended in a segmentation fault instead of the clean stop. Ignored signals stay
+    ignored; outside the main thread (where handlers cannot be set) the block runs unguarded.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler is None or handler == signal.SIG_IGN:  # None: installed outside Python
+            continue
+        previous[sig] = handler
+        signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(held):  # each held signal once, in arrival order
+            signal.raise_signal(signum)
 
 
 def default_workers() -> int:

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from gridtune.errors import GridtuneError
-from gridtune.parallel import run_tasks
+from gridtune.parallel import deferred_interrupts, run_tasks
 
 
 def square(x: int) -> int:
@@ -195,3 +195,33 @@ def test_only_gridtune_workers_leave_main_out_of_their_preparation_data():
     data = multiprocessing.spawn.get_preparation_data("other")
     # any other process still gets the caller's main module (pytest's, here) as before
     assert {"init_main_from_name", "init_main_from_path"} & set(data)
+
+
+def _interrupt_on(signum):
+    def handler(received, frame):
+        raise KeyboardInterrupt(received)
+
+    return handler
+
+
+def test_deferred_interrupts_deliver_a_signal_when_the_block_ends(monkeypatch):
+    import os
+    import signal
+
+    old = signal.signal(signal.SIGTERM, _interrupt_on(signal.SIGTERM))
+    try:
+        ran = []
+        with pytest.raises(KeyboardInterrupt) as stop:
+            with deferred_interrupts():
+                os.kill(os.getpid(), signal.SIGTERM)
+                ran.append("after the signal")  # still inside: the handler waits for the end
+        assert ran == ["after the signal"] and stop.value.args == (signal.SIGTERM,)
+        assert signal.getsignal(signal.SIGTERM).__name__ == "handler"  # the caller's, restored
+        with deferred_interrupts():  # nothing received: nothing delivered
+            ran.append("quiet")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with deferred_interrupts():  # an ignored signal stays ignored
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -58,6 +58,7 @@ from gridtune.grids.opf import (
     scenario_ppc,
 )
 from gridtune.grids.scenarios import Scenario
+from gridtune.parallel import deferred_interrupts
 
 INF = 1e20  # Ipopt reads |bounds| >= 1e19 as infinite
 
@@ -424,11 +425,12 @@ class IpoptOpf:
         tp.callbacks.reset_progress()
         opts = {**(WARM_OPTIONS if start is not None else COLD_OPTIONS), "max_iter": max_iterations}
         self._set_options(tp, opts)
-        if start is None:
-            x, info = tp.problem.solve(tp.x0.copy())
-        else:
-            x, info = tp.problem.solve(start.x.copy(), lagrange=start.lagrange.copy(),
-                                       zl=start.zl.copy(), zu=start.zu.copy())
+        with deferred_interrupts():  # an interrupt inside Ipopt's callbacks can crash it
+            if start is None:
+                x, info = tp.problem.solve(tp.x0.copy())
+            else:
+                x, info = tp.problem.solve(start.x.copy(), lagrange=start.lagrange.copy(),
+                                           zl=start.zl.copy(), zu=start.zu.copy())
         return x, info, tp.callbacks.iter_count
 
     def _anchor_start(self, tp: _TopologyProblem, scenario: Scenario) -> _Start | None:

@@ -209,3 +209,37 @@ def test_ipopt_dataset_is_the_same_on_one_and_two_workers(tmp_path):
     assert hashes[0] == hashes[1]
     rows = read_rows(one)
     assert (rows["certificate"] == "ac-opf").sum() >= 5
+
+
+def test_an_interrupt_during_a_solve_is_delivered_after_it(case14_grid, monkeypatch):
+    """A signal that arrives inside Ipopt's callbacks waits for the solve to end (raised inside a
+    callback it can crash the process): the solve finishes and the interrupt follows."""
+    import os
+    import signal
+
+    from gridtune.grids import ipopt_opf
+
+    scenario = uniform_scenario(case14_grid, 1.0)
+    expected = IpoptOpf(case14_grid).solve(scenario, warm=False)
+    assert expected.converged
+    iterations = []
+    intermediate = ipopt_opf._Callbacks.intermediate
+
+    def interrupting(self, alg_mod, iter_count, *args):
+        iterations.append(iter_count)
+        if iter_count == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return intermediate(self, alg_mod, iter_count, *args)
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ipopt_opf._Callbacks, "intermediate", interrupting)
+    opf = IpoptOpf(case14_grid)  # built after the patch: cyipopt binds the callbacks then
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            opf.solve(scenario, warm=False)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert max(iterations) == expected.iterations  # every iteration ran before the interrupt
