@@ -360,16 +360,15 @@ def minimum_cycle_basis(g: nx.Graph) -> list[list[int]]:
     kept under `$GRIDTUNE_CACHE/cycles/` (10.6 s on case300, paid again by every labelling
     worker otherwise). A file that cannot be read is computed again; one that cannot be written
     costs only the time."""
-    import hashlib
     import json
 
-    from gridtune.files import atomic_write_text
+    from gridtune.files import atomic_write_text, json_digest
     from gridtune.grids.cases import cache_root
 
     # nodes and edges in the graph's own order, which networkx's result (and the order of each
     # cycle's buses, which `_cycle_order` starts from) follows
     graph = [list(map(int, g.nodes)), [[int(u), int(v)] for u, v in g.edges]]
-    digest = hashlib.sha256(json.dumps([nx.__version__, graph]).encode()).hexdigest()
+    digest = json_digest([nx.__version__, graph])
     path = cache_root() / "cycles" / f"{digest[:24]}.json"
     try:
         basis = json.loads(path.read_text())

@@ -15,7 +15,6 @@ do not fit the config.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from gridtune.files import (
     atomic_path,
     check_sealed,
     damage_message,
+    file_digest,
     jsonable,
     seal,
     unseal,
@@ -96,11 +96,7 @@ def verify_checkpoint(path: str | Path, *, deep: bool = True) -> int:
 
 def weights_digest(path: str | Path) -> str:
     """A short SHA-256 of a checkpoint's weights file: equal digests, the same weights."""
-    h = hashlib.sha256()
-    with open(locate(path) / WEIGHTS, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return file_digest(locate(path) / WEIGHTS)["sha256"][:16]
 
 
 def locate(path: str | Path) -> Path:
