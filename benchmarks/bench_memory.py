@@ -14,6 +14,7 @@ Study: case9 -> case9 fine-tuning cells on one 60-scenario dataset (cells = seed
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,37 @@ WRAPPER = ("import resource, subprocess, sys; "
            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
 
 
+@dataclasses.dataclass
+class TreeSample:
+    """What sampling a process tree every `every_s` saw: the peak of its summed resident memory,
+    each process's peak (bytes, by pid) and each process's CPU seconds as last seen (up to
+    `every_s` of a process's end is missed)."""
+
+    tree_peak: int = 0
+    peaks: dict[int, int] = dataclasses.field(default_factory=dict)
+    cpu_s: dict[int, float] = dataclasses.field(default_factory=dict)
+
+
+def sample_tree(proc: subprocess.Popen, every_s: float = 0.2) -> TreeSample:
+    """Sample `proc` and all its descendants until `proc` exits."""
+    root = psutil.Process(proc.pid)
+    seen = TreeSample()
+    while proc.poll() is None:
+        total = 0
+        for p in (root, *root.children(recursive=True)):
+            try:
+                with p.oneshot():
+                    rss, t = p.memory_info().rss, p.cpu_times()
+            except psutil.Error:
+                continue
+            total += rss
+            seen.peaks[p.pid] = max(seen.peaks.get(p.pid, 0), rss)
+            seen.cpu_s[p.pid] = t.user + t.system
+        seen.tree_peak = max(seen.tree_peak, total)
+        time.sleep(every_s)
+    return seen
+
+
 def measure(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, float]:
     """(largest process peak MiB, tree total peak MiB, wall s) of `gridtune ARGV`.
 
@@ -42,15 +74,7 @@ def measure(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, flo
     proc = subprocess.Popen([sys.executable, "-c", WRAPPER, sys.executable, "-m", "gridtune.cli",
                              *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
-    root = psutil.Process(proc.pid)
-    tree_peak = 0
-    while proc.poll() is None:
-        try:
-            procs = [root, *root.children(recursive=True)]
-            tree_peak = max(tree_peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
+    tree_peak = sample_tree(proc).tree_peak
     out = proc.stdout.read() if proc.stdout else ""
     if proc.returncode != 0:
         raise SystemExit(f"gridtune {' '.join(argv)} exited {proc.returncode}")

@@ -37,6 +37,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_memory import sample_tree  # noqa: E402  (the process-tree sampler both benchmarks use)
+
 
 def run_build(recipe: Path, out: Path, env: dict[str, str], workers: int,
               backend: str) -> tuple[float, float, int, list[int]]:
@@ -46,20 +48,8 @@ def run_build(recipe: Path, out: Path, env: dict[str, str], workers: int,
             "--workers", str(workers), "--backend", backend]
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    root = psutil.Process(proc.pid)
-    peaks: dict[int, int] = {}
-    cpu_s: dict[int, float] = {}
-    while proc.poll() is None:
-        for p in (root, *root.children(recursive=True)):
-            try:
-                with p.oneshot():
-                    peaks[p.pid] = max(peaks.get(p.pid, 0), p.memory_info().rss)
-                    t = p.cpu_times()
-                    cpu_s[p.pid] = t.user + t.system
-            except psutil.Error:
-                pass
-        time.sleep(0.2)
-    wall, cpu = time.perf_counter() - start, sum(cpu_s.values())
+    seen = sample_tree(proc)
+    wall, cpu, peaks = time.perf_counter() - start, sum(seen.cpu_s.values()), seen.peaks
     if proc.returncode != 0:
         raise SystemExit(f"`gridtune data build --workers {workers} --backend {backend}` exited "
                          f"{proc.returncode}:\n{proc.stderr.read() if proc.stderr else ''}")
