@@ -42,7 +42,7 @@ Example (the shipped case14 recipe, gridtune/resources/datasets/case14.toml):
                              # feasible but the first AC solver failed (certifies most infeasibles
                              # SOC misses, ~0.3 s on case118)
     sdp = true               # run the chordal SDP where SOC is feasible but AC failed (certifies
-                             # more infeasibles; on case118 it took ~10 s and ended inaccurate)
+                             # more infeasibles; 0.3 s on case57, 0.35-0.5 s on case118)
     solver = "ipopt"         # AC-OPF solver tried first, "ipopt" or "pips"; the other one is the
                              # second solver (docs/data.md, "AC-OPF solvers")
     obbt = false             # last certificate before `unknown`: the cycle relaxation with
