@@ -40,6 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from pandapower.pypower.idx_brch import branch_cols
 
+from gridtune.grids.farkas import FarkasRays
 from gridtune.grids.model import GridModel
 from gridtune.grids.scenarios import Scenario, dispatch_values, set_dispatch_parameters
 
@@ -188,6 +189,7 @@ class _Relaxation:
 
         # cost polynomials in p.u. of power: c2 MW^2 -> c2 base^2 pu^2
         self._cost = grid.gen_cost() * np.array([base ** 2, base, 1.0])
+        self._rays: FarkasRays | None = None  # from infeasible solves, kept from the first one
 
     def _angle_limits(self, pidx: np.ndarray, sign: np.ndarray) -> list[cp.Constraint]:
         """Branch angle-difference limits, where a grid sets them tighter than +-90 degrees.
@@ -229,6 +231,9 @@ class _Relaxation:
     def solve(self, scenario: Scenario, *, margin: float = 0.0) -> RelaxationResult:
         """Solve for `scenario`; raises on non-finite scenario data (cvxpy rejects NaN values).
 
+        A scenario that a ray of an earlier infeasible solve proves infeasible (`farkas.py`) is
+        answered `"infeasible"` without a solve; the rays of infeasible solves are kept.
+
         Args:
             scenario: loads, outages and cost scales.
             margin: shrink the voltage and generator Q ranges by this fraction of their width
@@ -238,19 +243,54 @@ class _Relaxation:
         """
         start = time.perf_counter()
         self._set(scenario, margin)
+        options = dict(self.solver_options)
+        data, chain, inverse = self.problem.get_problem_data(cp.CLARABEL, solver_opts=options)
+        box = self._box(inverse, data["A"].shape[1])
+        if self._rays is not None and self._rays.certifies(data["A"], data["b"], *box):
+            return RelaxationResult(cp.INFEASIBLE, float("nan"), None, None, None,
+                                    time.perf_counter() - start)
         try:
-            self.problem.solve(solver=cp.CLARABEL, warm_start=False, **self.solver_options)
+            raw = chain.solve_via_data(self.problem, data, False, False, options)
+            self.problem.unpack_results(raw, chain, inverse)
         except cp.SolverError as exc:
             return RelaxationResult(f"solver_error: {exc}", float("nan"), None, None, None,
                                     time.perf_counter() - start)
         status = self.problem.status
         elapsed = time.perf_counter() - start
+        if status == cp.INFEASIBLE:
+            if self._rays is None:
+                self._rays = FarkasRays(data["dims"])
+            self._rays.remember(np.asarray(raw.z), data["A"], data["b"], *box)
         if status != cp.OPTIMAL:
             return RelaxationResult(status, float("nan"), None, None, None, elapsed)
         base = self.grid.base_mva
         return RelaxationResult(status, float(self.problem.value),
                                 np.sqrt(np.maximum(self.w.value, 0.0)), self.pg.value * base,
                                 self.qg.value * base, elapsed)
+
+    def known_infeasible(self, scenario: Scenario) -> bool:
+        """True if a ray kept from an earlier infeasible solve proves `scenario` infeasible
+        (a matrix product, no solve; False before the first infeasible solve)."""
+        if self._rays is None:
+            return False
+        self._set(scenario, 0.0)
+        data, _, inverse = self.problem.get_problem_data(cp.CLARABEL)
+        return self._rays.certifies(data["A"], data["b"], *self._box(inverse, data["A"].shape[1]))
+
+    def _box(self, inverse: list, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds on the solver's variables that every feasible point of the current problem
+        meets (its own limits on w, pg, qg; |W_ij| <= sqrt(w_i w_j) <= max w for every pair, as
+        each pair lies in an SOC cone or a PSD clique); other variables unbounded."""
+        offsets = next(d.var_offsets for d in reversed(inverse) if hasattr(d, "var_offsets"))
+        lower, upper = np.full(n, -np.inf), np.full(n, np.inf)
+        w_top = float(np.max(self.w_max.value))
+        for var, lo, hi in ((self.w, self.w_min.value, self.w_max.value),
+                            (self.pg, self.pmin.value, self.pmax.value),
+                            (self.qg, self.qmin.value, self.qmax.value),
+                            (self.wr, -w_top, w_top), (self.wi, -w_top, w_top)):
+            at = offsets[var.id]
+            lower[at: at + var.size], upper[at: at + var.size] = lo, hi
+        return lower, upper
 
 
 class SocRelaxation(_Relaxation):
