@@ -170,7 +170,9 @@ def compare(grid: GridModel, scenarios: list[Scenario], *, naive_net: Any | None
         results[solver], labellers[solver] = labels, lab
         print(f"  {solver}: AC-OPF solutions by pips {lab.solved_by['pips']}, ipopt "
               f"{lab.solved_by['ipopt']} ({lab.solved_by['second']} by the second solver, warm-up "
-              f"included); Ipopt warm-start anchors solved in the timed part: {anchors}")
+              f"included); Ipopt warm-start anchors solved in the timed part: {anchors}; "
+              f"settled by a kept Farkas ray: SOC {lab.soc.settled_by_rays}, cycle relaxation "
+              f"{lab._cycles.settled_by_rays if lab._cycles is not None else 0} (warm-up included)")
     if workers > 1:
         w0 = time.perf_counter()
         import bench_labelling  # this file as a module: worker processes cannot import __main__

@@ -268,6 +268,11 @@ class _Relaxation:
                                 np.sqrt(np.maximum(self.w.value, 0.0)), self.pg.value * base,
                                 self.qg.value * base, elapsed)
 
+    @property
+    def settled_by_rays(self) -> int:
+        """How many scenarios a kept Farkas ray proved infeasible without a solve."""
+        return 0 if self._rays is None else self._rays.hits
+
     def known_infeasible(self, scenario: Scenario) -> bool:
         """True if a ray kept from an earlier infeasible solve proves `scenario` infeasible
         (a matrix product, no solve; False before the first infeasible solve)."""
